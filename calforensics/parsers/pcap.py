@@ -1,0 +1,311 @@
+"""Capture containers: classic pcap and pcapng, read into a frame index.
+
+The reader walks record headers once and produces flat numpy arrays (offset, caplen, wirelen,
+timestamp, interface) over the file's bytes; the packet decoder then works on those arrays in bulk.
+Lengths in the file are never trusted for allocation: the file is memory-mapped and every record
+is checked against the bytes actually present.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..anomalies import AnomalyLog
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microseconds, little-endian
+    b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),  # nanoseconds
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+# A record larger than this is treated as a corrupt length, not as a packet (libpcap uses 256 KiB
+# for its maximum snaplen; BIG TCP/GSO captures reach ~200 KiB, so allow generous headroom).
+MAX_RECORD = 16 * 1024 * 1024
+
+# pcapng block types
+BT_IDB, BT_OPB, BT_SPB, BT_NRB, BT_ISB, BT_EPB = 1, 2, 3, 4, 5, 6
+# pcapng option codes
+OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_DESCRIPTION, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 0, 2, 3, 9, 14
+
+
+def sniff_capture(head: bytes) -> str | None:
+    """Return "pcap" or "pcapng" from a file's first bytes, else None."""
+    if head[:4] in PCAP_MAGICS:
+        return "pcap"
+    if head[:4] == PCAPNG_SHB and len(head) >= 12 and head[8:12] in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+        return "pcapng"
+    return None
+
+
+@dataclass
+class CaptureInterface:
+    """One interface of a capture file (classic pcap has exactly one)."""
+
+    linktype: int
+    snaplen: int
+    name: str = ""
+    description: str = ""
+    section: int = 0
+
+
+@dataclass
+class FrameIndex:
+    """Where each frame lies in ``data`` and what the file says about it."""
+
+    container: str
+    data: np.ndarray  # uint8 view over the whole file
+    offsets: np.ndarray  # int64 start of frame bytes
+    caplens: np.ndarray  # int64 captured bytes
+    wirelens: np.ndarray  # int64 original length on the wire
+    ts_ns: np.ndarray  # int64 nanoseconds since the epoch
+    iface: np.ndarray  # int32 index into ``interfaces``
+    interfaces: list[CaptureInterface] = field(default_factory=list)
+    records: int = 0  # records seen in the file (packets + damaged ones)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+class _Frames:
+    """Append-only column store used while walking records."""
+
+    def __init__(self) -> None:
+        self.off: list[int] = []
+        self.cap: list[int] = []
+        self.wire: list[int] = []
+        self.ts: list[int] = []
+        self.ifc: list[int] = []
+
+    def index(self, container: str, data: np.ndarray, interfaces: list[CaptureInterface], records: int):
+        return FrameIndex(
+            container=container,
+            data=data,
+            offsets=np.asarray(self.off, dtype=np.int64),
+            caplens=np.asarray(self.cap, dtype=np.int64),
+            wirelens=np.asarray(self.wire, dtype=np.int64),
+            ts_ns=np.asarray(self.ts, dtype=np.int64),
+            iface=np.asarray(self.ifc, dtype=np.int32),
+            interfaces=interfaces,
+            records=records,
+        )
+
+
+def map_file(path: str | Path) -> np.ndarray:
+    """Memory-map a file read-only as uint8 (an empty array for an empty file)."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        if size == 0:
+            return np.zeros(0, dtype=np.uint8)
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(mm, dtype=np.uint8)
+
+
+def read_frames(path: str | Path, log: AnomalyLog) -> FrameIndex:
+    """Index every frame of a pcap or pcapng file; damage becomes anomalies in ``log``."""
+    data = map_file(path)
+    head = bytes(data[:12])
+    kind = sniff_capture(head)
+    if kind == "pcap":
+        return _read_pcap(data, log)
+    if kind == "pcapng":
+        return _read_pcapng(data, log)
+    log.add("file", "not_a_capture", f"unknown magic {head[:4].hex()}")
+    return _Frames().index("unknown", data, [], 0)
+
+
+def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
+    buf = memoryview(data)
+    frames = _Frames()
+    if len(buf) < 24:
+        log.add("header", "truncated_header", f"pcap global header needs 24 bytes, file has {len(buf)}")
+        return frames.index("pcap", data, [], 0)
+    endian, ts_mult = PCAP_MAGICS[bytes(buf[:4])]
+    major, minor, _zone, _sigfigs, snaplen, linkfield = struct.unpack_from(endian + "HHiIII", buf, 4)
+    linktype = linkfield & 0x0FFFFFFF
+    if linkfield & 0x03FF0000:
+        log.add("header", "reserved_linktype_bits", f"linktype field 0x{linkfield:08x} has reserved bits set")
+        linktype = linkfield & 0xFFFF
+    interfaces = [CaptureInterface(linktype=linktype, snaplen=snaplen)]
+    if major != 2:
+        log.add("header", "unsupported_version", f"pcap version {major}.{minor}; only 2.x is defined")
+        return frames.index("pcap", data, interfaces, 0)
+    if minor != 4:
+        log.add("header", "unusual_version", f"pcap version {major}.{minor} (expected 2.4); reading anyway")
+
+    rec = struct.Struct(endian + "IIII")
+    unpack = rec.unpack_from
+    size = len(buf)
+    off = 24
+    n = 0
+    bad_frac: list[int] = []
+    over_snap: list[int] = []
+    frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
+    o_app, c_app, w_app, t_app = frames.off.append, frames.cap.append, frames.wire.append, frames.ts.append
+    while off + 16 <= size:
+        sec, frac, incl, orig = unpack(buf, off)
+        n += 1
+        if incl > MAX_RECORD:
+            log.add(f"frame {n}", "bad_record_length", f"captured length {incl} at byte {off} is not plausible")
+            break
+        if off + 16 + incl > size:
+            log.add(f"frame {n}", "truncated_record",
+                    f"record needs {incl} bytes, file has {size - off - 16} left (capture cut short)")
+            break
+        if frac >= frac_limit:
+            bad_frac.append(n)
+        if snaplen and incl > snaplen:
+            over_snap.append(n)
+        o_app(off + 16)
+        c_app(incl)
+        w_app(orig)
+        t_app(sec * 1_000_000_000 + frac * ts_mult)
+        off += 16 + incl
+    else:
+        if off != size:
+            log.add(f"frame {n + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record")
+            n += 1
+    for fr in bad_frac[:100]:
+        log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
+    for fr in over_snap[:100]:
+        log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
+    frames.ifc = [0] * len(frames.off)
+    return frames.index("pcap", data, interfaces, n)
+
+
+def _parse_options(buf: memoryview, start: int, end: int, endian: str) -> tuple[dict[int, list[bytes]], str]:
+    """Parse a pcapng option list; returns (options by code, error text or "")."""
+    opts: dict[int, list[bytes]] = {}
+    off = start
+    while off + 4 <= end:
+        code, length = struct.unpack_from(endian + "HH", buf, off)
+        if code == OPT_ENDOFOPT:
+            return opts, ""
+        val_end = off + 4 + length
+        if val_end > end:
+            return opts, f"option {code} length {length} runs past the block"
+        opts.setdefault(code, []).append(bytes(buf[off + 4:val_end]))
+        off = val_end + (-length % 4)
+    return opts, ""
+
+
+def _ts_to_ns_factor(tsresol: int) -> tuple[int, int, int]:
+    """Return (mul, div, shift) so that ns = (ts * mul // div) >> shift for a pcapng if_tsresol."""
+    if tsresol & 0x80:
+        return 1_000_000_000, 1, tsresol & 0x7F
+    exp = tsresol
+    if exp <= 9:
+        return 10 ** (9 - exp), 1, 0
+    return 1, 10 ** (exp - 9), 0
+
+
+def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
+    buf = memoryview(data)
+    size = len(buf)
+    frames = _Frames()
+    interfaces: list[CaptureInterface] = []
+    section_ifaces: list[int] = []  # global index of each interface in the current section
+    ts_conv: list[tuple[int, int, int, int]] = []  # per global iface: mul, div, shift, offset_s
+    endian = "<"
+    off = 0
+    section = -1
+    n = 0
+    while off + 12 <= size:
+        btype_le = struct.unpack_from("<I", buf, off)[0]
+        if btype_le == 0x0A0D0D0A:
+            bom = bytes(buf[off + 8:off + 12])
+            if bom == b"\x4d\x3c\x2b\x1a":
+                endian = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                endian = ">"
+            else:
+                log.add(f"byte {off}", "bad_section_header", "byte-order magic missing")
+                break
+        btype, blen = struct.unpack_from(endian + "II", buf, off)
+        if blen < 12 or blen % 4 or off + blen > size:
+            if off + blen > size and blen >= 12:
+                log.add(f"byte {off}", "truncated_block", f"block type {btype} of {blen} bytes runs past end of file")
+            else:
+                log.add(f"byte {off}", "bad_block_length", f"block type {btype} has length {blen}")
+            break
+        trailer = struct.unpack_from(endian + "I", buf, off + blen - 4)[0]
+        if trailer != blen:
+            log.add(f"byte {off}", "block_length_mismatch", f"leading length {blen}, trailing {trailer}")
+            break
+        body, body_end = off + 8, off + blen - 4
+        if btype == 0x0A0D0D0A:
+            section += 1
+            major, minor = struct.unpack_from(endian + "HH", buf, body + 4)
+            if major != 1 or minor not in (0, 2):
+                log.add(f"byte {off}", "unsupported_version", f"pcapng section version {major}.{minor}")
+                break
+            _, err = _parse_options(buf, body + 16, body_end, endian)
+            if err:
+                log.add(f"byte {off}", "bad_option", f"section header: {err}")
+                break
+            section_ifaces = []
+        elif section < 0:
+            log.add(f"byte {off}", "missing_section_header", "block before any section header")
+            break
+        elif btype == BT_IDB:
+            if body_end - body < 8:
+                log.add(f"byte {off}", "bad_block_length", "interface block too short")
+                break
+            linktype, _res, snaplen = struct.unpack_from(endian + "HHI", buf, body)
+            opts, err = _parse_options(buf, body + 8, body_end, endian)
+            if err:
+                log.add(f"byte {off}", "bad_option", f"interface block: {err}")
+            name = opts.get(OPT_IF_NAME, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
+            desc = opts.get(OPT_IF_DESCRIPTION, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
+            tsresol = opts.get(OPT_IF_TSRESOL, [b"\x06"])[0][:1] or b"\x06"
+            tsoff_raw = opts.get(OPT_IF_TSOFFSET, [b""])[0]
+            tsoff = struct.unpack(endian + "q", tsoff_raw)[0] if len(tsoff_raw) == 8 else 0
+            section_ifaces.append(len(interfaces))
+            interfaces.append(CaptureInterface(linktype, snaplen, name, desc, section))
+            ts_conv.append((*_ts_to_ns_factor(tsresol[0]), tsoff))
+        elif btype in (BT_EPB, BT_OPB, BT_SPB):
+            n += 1
+            if btype == BT_SPB:
+                local_if, ts_raw = 0, None
+                (wire,) = struct.unpack_from(endian + "I", buf, body)
+                data_off = body + 4
+                cap = min(wire, body_end - data_off)
+            else:
+                if body_end - body < 20:
+                    log.add(f"frame {n}", "bad_block_length", "packet block too short")
+                    off += blen
+                    continue
+                if btype == BT_EPB:
+                    local_if, hi, lo, cap, wire = struct.unpack_from(endian + "IIIII", buf, body)
+                else:
+                    local_if, _drops, hi, lo, cap, wire = struct.unpack_from(endian + "HHIIII", buf, body)
+                ts_raw = (hi << 32) | lo
+                data_off = body + 20
+            if local_if >= len(section_ifaces):
+                log.add(f"frame {n}", "unknown_interface", f"interface id {local_if} not described in section")
+                off += blen
+                continue
+            if data_off + cap > body_end:
+                log.add(f"frame {n}", "bad_record_length", f"captured length {cap} exceeds its block")
+                cap = max(0, body_end - data_off)
+            gi = section_ifaces[local_if]
+            if ts_raw is None:
+                ts = 0
+            else:
+                mul, div, shift, tsoff = ts_conv[gi]
+                ts = ((ts_raw * mul // div) >> shift) + tsoff * 1_000_000_000
+            frames.off.append(data_off)
+            frames.cap.append(cap)
+            frames.wire.append(wire)
+            frames.ts.append(ts)
+            frames.ifc.append(gi)
+        off += blen
+    else:
+        if off != size:
+            log.add(f"byte {off}", "truncated_block", f"{size - off} trailing bytes after last block")
+    return frames.index("pcapng", data, interfaces, n)
