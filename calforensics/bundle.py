@@ -1,0 +1,391 @@
+"""The Bundle: every artifact found, recognised and parsed into documented, lazily built tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from .anomalies import ANOMALY_COLUMNS, AnomalyLog, anomalies_frame
+from .archive import Limits, Materialized, materialize
+from .layout import classify, interface_role, node_of
+from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, nft, traces
+from .parsers.packets import VXLAN_PORTS, decode_frames
+from .parsers.pcap import FrameIndex, read_frames
+from .parsers.text import read_lines
+from .rulemeaning import add_rule_meaning
+
+TEXT_SNIFF_BYTES = 64 * 1024
+LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP", 113: "LINUX_SLL",
+                  228: "IPV4", 229: "IPV6", 239: "NFLOG", 276: "LINUX_SLL2"}
+ProgressFn = Callable[[str, int, int], None]
+
+# which parser builds which table from which artifact kind
+TEXT_TABLES: dict[str, tuple[str, Callable]] = {
+    "conntrack": ("conntrack", conntrack.parse_conntrack),
+    "iptables": ("rules", iptables.parse_iptables_save),
+    "ip6tables": ("rules", lambda lines, log, node, art: iptables.parse_iptables_save(lines, log, node, art, "ipv6")),
+    "nft": ("rules", nft.parse_nft_ruleset),
+    "ip_link": ("interfaces", iproute.parse_ip_link),
+    "ip_route": ("routes", iproute.parse_ip_route),
+    "bpf_conntrack": ("bpf_conntrack", calico_bpf.parse_bpf_conntrack),
+    "bpf_nat": ("bpf_nat", calico_bpf.parse_bpf_nat),
+    "bpf_routes": ("bpf_routes", calico_bpf.parse_bpf_routes),
+    "bpf_counters": ("bpf_counters", calico_bpf.parse_bpf_counters),
+    "traces": ("traces", traces.parse_traces),
+}
+TABLES = ["artifacts", "captures", "packets", "conntrack", "rules", "interfaces", "routes", "bpf_conntrack",
+          "bpf_nat", "bpf_routes", "bpf_counters", "traces", "anomalies"]
+
+
+@dataclass
+class Artifact:
+    path: str
+    node: str
+    kind: str
+    size: int
+    rows: int = -1  # -1 until parsed
+    anomalies: int = 0
+    status: str = "pending"  # pending, parsed, no_data, skipped
+
+
+class Bundle:
+    """A diagnostics bundle opened for analysis. Tables are pandas DataFrames built on first use."""
+
+    def __init__(self, path: str | Path, *, limits: Limits = Limits(), vxlan_ports: tuple[int, ...] = VXLAN_PORTS,
+                 progress: ProgressFn | None = None) -> None:
+        self.path = Path(path)
+        self.name = _bundle_name(self.path)
+        self.vxlan_ports = vxlan_ports
+        self._progress = progress
+        self._bundle_log = AnomalyLog("bundle", str(self.path))
+        self._mat: Materialized = materialize(self.path, self._bundle_log, limits)
+        self._logs: dict[tuple[str, str], AnomalyLog] = {}
+        self._text: dict[str, pd.DataFrame] = {}
+        self._frames: dict[str, FrameIndex] = {}
+        self.artifacts_list = self._inventory()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        self._frames.clear()
+        self._mat.cleanup()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Bundle {self.name!r}: {len(self.artifacts_list)} artifacts, nodes {self.nodes}>"
+
+    # ---- inventory ------------------------------------------------------------------------
+    def _inventory(self) -> list[Artifact]:
+        root = self._mat.root
+        hostname = ""
+        for rel in self._mat.files:
+            if PurePosixPath(rel).name == "hostname" and "diagnostics" in PurePosixPath(rel).parts:
+                hostname = (root / rel).read_text(errors="replace").strip().splitlines()[0:1]
+                hostname = hostname[0].strip() if hostname else ""
+        arts = []
+        for rel in self._mat.files:
+            full = root / rel
+            size = full.stat().st_size
+            with open(full, "rb") as fh:
+                head = fh.read(TEXT_SNIFF_BYTES)
+            lines = None
+            if b"\0" not in head[:4096]:
+                lines = head.decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")[:400]
+            kind = classify(rel, head, lines)
+            if size == 0:
+                kind = "empty"
+            arts.append(Artifact(rel, node_of(rel, hostname), kind, size))
+        return arts
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted({a.node for a in self.artifacts_list if a.node})
+
+    def _log(self, source: str, art: Artifact) -> AnomalyLog:
+        key = (source, art.path)
+        if key not in self._logs:
+            self._logs[key] = AnomalyLog(source, art.path, art.node)
+        return self._logs[key]
+
+    def _tick(self, what: str, done: int, total: int) -> None:
+        if self._progress:
+            self._progress(what, done, total)
+
+    # ---- text tables ----------------------------------------------------------------------
+    def _text_table(self, table: str) -> pd.DataFrame:
+        if table in self._text:
+            return self._text[table]
+        frames = []
+        arts = [a for a in self.artifacts_list if TEXT_TABLES.get(a.kind, ("",))[0] == table]
+        for i, art in enumerate(arts):
+            self._tick(f"reading {table}", i, len(arts))
+            lines = read_lines(self._mat.root / art.path)
+            log = self._log(table, art)
+            df = TEXT_TABLES[art.kind][1](lines, log, art.node, art.path)
+            if art.kind == "conntrack" and PurePosixPath(art.path).name == "nf_conntrack" and len(df):
+                df["form"] = pd.Categorical(["proc"] * len(df))
+            self._finish_artifact(art, len(df), log, lines)
+            frames.append(df)
+        frames += self._bpftool_tables.get(table, [])
+        result = _concat(frames, table)
+        if table == "rules":
+            result = add_rule_meaning(result)
+        if table == "bpf_nat":
+            result = bpftool.combine_nat(result)
+        self._text[table] = result
+        return result
+
+    @cached_property
+    def _bpftool_tables(self) -> dict[str, list[pd.DataFrame]]:
+        """`bpftool map dump` files feed several BPF tables at once, so they are parsed together."""
+        out: dict[str, list[pd.DataFrame]] = {}
+        for art in (a for a in self.artifacts_list if a.kind == "bpftool"):
+            lines = read_lines(self._mat.root / art.path)
+            log = self._log("bpftool", art)
+            tables = bpftool.parse_bpftool_dump(lines, log, art.node, art.path, PurePosixPath(art.path).stem)
+            self._finish_artifact(art, sum(len(v) for v in tables.values()), log, lines)
+            for name, df in tables.items():
+                out.setdefault(name, []).append(df)
+        return out
+
+    def _finish_artifact(self, art: Artifact, rows: int, log: AnomalyLog, lines: list[str] | None) -> None:
+        art.rows = rows
+        art.anomalies = len(log)
+        art.status = "parsed"
+        if rows == 0 and lines is not None:
+            text = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
+            if text and not log.rows:
+                log.add(1, "no_data", f"no {art.kind} data; file says: {text[0][:200]}")
+                art.anomalies = len(log)
+            art.status = "no_data"
+
+    # ---- captures ---------------------------------------------------------------------------
+    def _frame_index(self, art: Artifact) -> FrameIndex:
+        if art.path not in self._frames:
+            log = self._log("pcap", art)
+            self._frames[art.path] = read_frames(self._mat.root / art.path, log)
+        return self._frames[art.path]
+
+    @cached_property
+    def captures(self) -> pd.DataFrame:
+        """One row per capture point (file + interface)."""
+        rows = []
+        pcaps = [a for a in self.artifacts_list if a.kind == "pcap"]
+        uplinks = self._uplinks()
+        for i, art in enumerate(pcaps):
+            self._tick("indexing captures", i, len(pcaps))
+            fi = self._frame_index(art)
+            log = self._log("pcap", art)
+            art.rows, art.anomalies, art.status = len(fi), len(log), "parsed"
+            stem = _capture_stem(art.path)
+            n_if = max(1, len(fi.interfaces))
+            for k in range(n_if):
+                ci = fi.interfaces[k] if k < len(fi.interfaces) else None
+                sel = fi.iface == k
+                ts = fi.ts_ns[sel]
+                iface = (ci.name if ci and ci.name else stem) if n_if == 1 or not ci or ci.name else f"{stem}#{k}"
+                rows.append({
+                    "capture_id": len(rows), "node": art.node, "interface": iface,
+                    "role": interface_role(iface, uplinks.get(art.node)),
+                    "linktype": ci.linktype if ci else -1,
+                    "linktype_name": LINKTYPE_NAMES.get(ci.linktype, f"LINKTYPE_{ci.linktype}") if ci else "",
+                    "container": fi.container, "snaplen": ci.snaplen if ci else -1,
+                    "packets": int(sel.sum()), "first_ns": int(ts.min()) if len(ts) else -1,
+                    "last_ns": int(ts.max()) if len(ts) else -1, "artifact": art.path, "iface_index": k,
+                })
+        df = pd.DataFrame(rows, columns=["capture_id", "node", "interface", "role", "linktype", "linktype_name",
+                                         "container", "snaplen", "packets", "first_ns", "last_ns", "artifact",
+                                         "iface_index"])
+        for col in ("capture_id", "linktype", "snaplen", "packets", "first_ns", "last_ns", "iface_index"):
+            df[col] = df[col].astype("int64")
+        for col in ("node", "role", "linktype_name", "container"):
+            df[col] = df[col].astype("category")
+        return df
+
+    def _uplinks(self) -> dict[str, set[str]]:
+        """Per node, interfaces that carry an address and are not loopback, workload or tunnel."""
+        ifs = self.interfaces
+        out: dict[str, set[str]] = {}
+        for r in ifs.itertuples(index=False):
+            if r.addresses and r.name != "lo" and not r.name.startswith("cali") and interface_role(r.name) != "tunnel":
+                if any("." in a and not a.startswith("127.") for a in str(r.addresses).split()):
+                    out.setdefault(r.node, set()).add(r.name)
+        return out
+
+    @cached_property
+    def packets(self) -> pd.DataFrame:
+        """One row per frame of every capture, decoded down to the innermost L3/L4."""
+        caps = self.captures
+        parts = []
+        pcaps = [a for a in self.artifacts_list if a.kind == "pcap"]
+        ifname_by_node = self._ifindex_names()
+        for i, art in enumerate(pcaps):
+            self._tick("decoding packets", i, len(pcaps))
+            fi = self._frame_index(art)
+            if not len(fi):
+                continue
+            df = decode_frames(fi, self.vxlan_ports)
+            mine = caps[caps["artifact"] == art.path].set_index("iface_index")
+            ids = mine["capture_id"].reindex(range(max(1, len(fi.interfaces)))).fillna(-1).to_numpy(np.int64)
+            df.insert(0, "capture_id", ids[fi.iface].astype(np.int32))
+            names = mine["interface"].reindex(range(max(1, len(fi.interfaces)))).to_numpy(object)
+            iface = pd.Series(names[fi.iface], dtype=object)
+            sll2 = df["link_ifindex"].to_numpy() >= 0
+            if sll2.any():
+                lookup = ifname_by_node.get(art.node, {})
+                mapped = [lookup.get(int(x), f"if{int(x)}") for x in df["link_ifindex"].to_numpy()[sll2]]
+                iface[sll2] = mapped
+            df.insert(1, "node", art.node)
+            df.insert(2, "interface", iface.to_numpy())
+            bad = df["status"] != "ok"
+            if bad.any():
+                log = self._log("packets", art)
+                sub = df.loc[bad, ["frame", "status"]]
+                log.extend_frames(sub["frame"].tolist(), sub["status"].astype(str).tolist())
+                art.anomalies = len(self._log("pcap", art)) + len(log)
+            parts.append(df)
+        if not parts:
+            return _empty_packets()
+        out = pd.concat(parts, ignore_index=True)
+        for col in ("node", "interface"):
+            out[col] = out[col].astype("category")
+        return out
+
+    def _ifindex_names(self) -> dict[str, dict[int, str]]:
+        out: dict[str, dict[int, str]] = {}
+        for r in self.interfaces.itertuples(index=False):
+            if r.ifindex >= 0:
+                out.setdefault(r.node, {})[int(r.ifindex)] = r.name
+        return out
+
+    # ---- the public tables --------------------------------------------------------------------
+    @property
+    def conntrack(self) -> pd.DataFrame:
+        return self._text_table("conntrack")
+
+    @property
+    def rules(self) -> pd.DataFrame:
+        return self._text_table("rules")
+
+    @property
+    def interfaces(self) -> pd.DataFrame:
+        return self._text_table("interfaces")
+
+    @property
+    def routes(self) -> pd.DataFrame:
+        return self._text_table("routes")
+
+    @property
+    def bpf_conntrack(self) -> pd.DataFrame:
+        return self._text_table("bpf_conntrack")
+
+    @property
+    def bpf_nat(self) -> pd.DataFrame:
+        return self._text_table("bpf_nat")
+
+    @property
+    def bpf_routes(self) -> pd.DataFrame:
+        return self._text_table("bpf_routes")
+
+    @property
+    def bpf_counters(self) -> pd.DataFrame:
+        return self._text_table("bpf_counters")
+
+    @property
+    def traces(self) -> pd.DataFrame:
+        return self._text_table("traces")
+
+    def load_text_tables(self) -> None:
+        for table in ("interfaces", "routes", "conntrack", "rules", "bpf_conntrack", "bpf_nat", "bpf_routes",
+                      "bpf_counters", "traces"):
+            self._text_table(table)
+
+    @property
+    def artifacts(self) -> pd.DataFrame:
+        """Every file in the bundle: what it was recognised as, node, rows produced, anomalies."""
+        df = pd.DataFrame([a.__dict__ for a in self.artifacts_list],
+                          columns=["path", "node", "kind", "size", "rows", "anomalies", "status"])
+        for col in ("node", "kind", "status"):
+            df[col] = df[col].astype("category")
+        return df
+
+    @property
+    def anomalies(self) -> pd.DataFrame:
+        """Everything not read or found wrong so far (call after loading the tables you need)."""
+        rows = list(self._bundle_log.rows)
+        for log in self._logs.values():
+            rows.extend(log.rows)
+        return anomalies_frame(rows) if rows else anomalies_frame([])
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r}; tables are {', '.join(TABLES)}")
+        return getattr(self, name)
+
+
+def open_bundle(path: str | Path, **kwargs) -> Bundle:
+    """Open a bundle (.tgz/.tar.gz/.tar, directory, or one pcap/pcapng). Raises BundleError if unusable."""
+    return Bundle(path, **kwargs)
+
+
+def _bundle_name(p: Path) -> str:
+    name = p.name
+    for suffix in (".tar.gz", ".tgz", ".tar", ".pcapng", ".pcap"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name or "bundle"
+
+
+def _capture_stem(rel: str) -> str:
+    name = PurePosixPath(rel).name
+    for suffix in (".pcapng", ".pcap", ".cap"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _empty_table(table)
+    out = pd.concat(frames, ignore_index=True)
+    for col in out.columns:
+        if isinstance(frames[0][col].dtype, pd.CategoricalDtype) or col == "node":
+            out[col] = out[col].astype(str).astype("category")
+    return out
+
+
+def _empty_table(table: str) -> pd.DataFrame:
+    empty = AnomalyLog("")
+    makers: dict[str, Callable[[], pd.DataFrame]] = {
+        "conntrack": lambda: conntrack.parse_conntrack([], empty),
+        "rules": lambda: add_rule_meaning(iptables.parse_iptables_save([], empty)),
+        "interfaces": lambda: iproute.parse_ip_link([], empty),
+        "routes": lambda: iproute.parse_ip_route([], empty),
+        "bpf_conntrack": lambda: calico_bpf.parse_bpf_conntrack([], empty),
+        "bpf_nat": lambda: calico_bpf.parse_bpf_nat([], empty),
+        "bpf_routes": lambda: calico_bpf.parse_bpf_routes([], empty),
+        "bpf_counters": lambda: calico_bpf.parse_bpf_counters([], empty),
+        "traces": lambda: traces.parse_traces([], empty),
+    }
+    return makers[table]() if table in makers else pd.DataFrame(columns=ANOMALY_COLUMNS)
+
+
+def _empty_packets() -> pd.DataFrame:
+    from .parsers.pcap import FrameIndex as _FI
+
+    fi = _FI("none", np.zeros(0, np.uint8), *(np.zeros(0, np.int64) for _ in range(4)), np.zeros(0, np.int32))
+    df = decode_frames(fi)
+    df.insert(0, "capture_id", np.zeros(0, np.int32))
+    df.insert(1, "node", pd.Categorical([]))
+    df.insert(2, "interface", pd.Categorical([]))
+    return df
