@@ -45,7 +45,8 @@ class Materialized:
             self.tempdir = None
 
 
-def materialize(path: str | Path, log: AnomalyLog, limits: Limits = Limits()) -> Materialized:
+def materialize(path: str | Path, log: AnomalyLog, limits: Limits | None = None) -> Materialized:
+    limits = limits or Limits()
     p = Path(path)
     if not p.exists():
         raise BundleError(f"{p}: no such file or directory")
@@ -154,7 +155,8 @@ def _extract(archive: Path, log: AnomalyLog, limits: Limits) -> Materialized:
                         if written > limits.max_total_bytes:
                             raise BundleError(
                                 f"{archive}: unpacks to more than {limits.max_total_bytes} bytes "
-                                "(raise Limits.max_total_bytes)")
+                                "(raise Limits.max_total_bytes)"
+                            )
                         out.write(chunk)
                 files.append(name)
     except BundleError:

@@ -20,8 +20,20 @@ from .parsers.text import read_lines
 from .rulemeaning import add_rule_meaning
 
 TEXT_SNIFF_BYTES = 64 * 1024
-LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP", 113: "LINUX_SLL",
-                  228: "IPV4", 229: "IPV6", 239: "NFLOG", 276: "LINUX_SLL2"}
+DEFAULT_LIMITS = Limits()
+LINKTYPE_NAMES = {
+    0: "NULL",
+    1: "EN10MB",
+    12: "RAW",
+    14: "RAW",
+    101: "RAW",
+    108: "LOOP",
+    113: "LINUX_SLL",
+    228: "IPV4",
+    229: "IPV6",
+    239: "NFLOG",
+    276: "LINUX_SLL2",
+}
 ProgressFn = Callable[[str, int, int], None]
 
 # which parser builds which table from which artifact kind
@@ -38,8 +50,21 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "bpf_counters": ("bpf_counters", calico_bpf.parse_bpf_counters),
     "traces": ("traces", traces.parse_traces),
 }
-TABLES = ["artifacts", "captures", "packets", "conntrack", "rules", "interfaces", "routes", "bpf_conntrack",
-          "bpf_nat", "bpf_routes", "bpf_counters", "traces", "anomalies"]
+TABLES = [
+    "artifacts",
+    "captures",
+    "packets",
+    "conntrack",
+    "rules",
+    "interfaces",
+    "routes",
+    "bpf_conntrack",
+    "bpf_nat",
+    "bpf_routes",
+    "bpf_counters",
+    "traces",
+    "anomalies",
+]
 
 
 @dataclass
@@ -56,8 +81,14 @@ class Artifact:
 class Bundle:
     """A diagnostics bundle opened for analysis. Tables are pandas DataFrames built on first use."""
 
-    def __init__(self, path: str | Path, *, limits: Limits = Limits(), vxlan_ports: tuple[int, ...] = VXLAN_PORTS,
-                 progress: ProgressFn | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        vxlan_ports: tuple[int, ...] = VXLAN_PORTS,
+        progress: ProgressFn | None = None,
+    ) -> None:
         self.path = Path(path)
         self.name = _bundle_name(self.path)
         self.vxlan_ports = vxlan_ports
@@ -193,18 +224,41 @@ class Bundle:
                 sel = fi.iface == k
                 ts = fi.ts_ns[sel]
                 iface = (ci.name if ci and ci.name else stem) if n_if == 1 or not ci or ci.name else f"{stem}#{k}"
-                rows.append({
-                    "capture_id": len(rows), "node": art.node, "interface": iface,
-                    "role": interface_role(iface, uplinks.get(art.node)),
-                    "linktype": ci.linktype if ci else -1,
-                    "linktype_name": LINKTYPE_NAMES.get(ci.linktype, f"LINKTYPE_{ci.linktype}") if ci else "",
-                    "container": fi.container, "snaplen": ci.snaplen if ci else -1,
-                    "packets": int(sel.sum()), "first_ns": int(ts.min()) if len(ts) else -1,
-                    "last_ns": int(ts.max()) if len(ts) else -1, "artifact": art.path, "iface_index": k,
-                })
-        df = pd.DataFrame(rows, columns=["capture_id", "node", "interface", "role", "linktype", "linktype_name",
-                                         "container", "snaplen", "packets", "first_ns", "last_ns", "artifact",
-                                         "iface_index"])
+                rows.append(
+                    {
+                        "capture_id": len(rows),
+                        "node": art.node,
+                        "interface": iface,
+                        "role": interface_role(iface, uplinks.get(art.node)),
+                        "linktype": ci.linktype if ci else -1,
+                        "linktype_name": LINKTYPE_NAMES.get(ci.linktype, f"LINKTYPE_{ci.linktype}") if ci else "",
+                        "container": fi.container,
+                        "snaplen": ci.snaplen if ci else -1,
+                        "packets": int(sel.sum()),
+                        "first_ns": int(ts.min()) if len(ts) else -1,
+                        "last_ns": int(ts.max()) if len(ts) else -1,
+                        "artifact": art.path,
+                        "iface_index": k,
+                    }
+                )
+        df = pd.DataFrame(
+            rows,
+            columns=[
+                "capture_id",
+                "node",
+                "interface",
+                "role",
+                "linktype",
+                "linktype_name",
+                "container",
+                "snaplen",
+                "packets",
+                "first_ns",
+                "last_ns",
+                "artifact",
+                "iface_index",
+            ],
+        )
         for col in ("capture_id", "linktype", "snaplen", "packets", "first_ns", "last_ns", "iface_index"):
             df[col] = df[col].astype("int64")
         for col in ("node", "role", "linktype_name", "container"):
@@ -216,9 +270,9 @@ class Bundle:
         ifs = self.interfaces
         out: dict[str, set[str]] = {}
         for r in ifs.itertuples(index=False):
-            if r.addresses and r.name != "lo" and not r.name.startswith("cali") and interface_role(r.name) != "tunnel":
-                if any("." in a and not a.startswith("127.") for a in str(r.addresses).split()):
-                    out.setdefault(r.node, set()).add(r.name)
+            candidate = r.name != "lo" and not r.name.startswith("cali") and interface_role(r.name) != "tunnel"
+            if candidate and any("." in a and not a.startswith("127.") for a in str(r.addresses).split()):
+                out.setdefault(r.node, set()).add(r.name)
         return out
 
     @cached_property
@@ -305,15 +359,26 @@ class Bundle:
         return self._text_table("traces")
 
     def load_text_tables(self) -> None:
-        for table in ("interfaces", "routes", "conntrack", "rules", "bpf_conntrack", "bpf_nat", "bpf_routes",
-                      "bpf_counters", "traces"):
+        for table in (
+            "interfaces",
+            "routes",
+            "conntrack",
+            "rules",
+            "bpf_conntrack",
+            "bpf_nat",
+            "bpf_routes",
+            "bpf_counters",
+            "traces",
+        ):
             self._text_table(table)
 
     @property
     def artifacts(self) -> pd.DataFrame:
         """Every file in the bundle: what it was recognised as, node, rows produced, anomalies."""
-        df = pd.DataFrame([a.__dict__ for a in self.artifacts_list],
-                          columns=["path", "node", "kind", "size", "rows", "anomalies", "status"])
+        df = pd.DataFrame(
+            [a.__dict__ for a in self.artifacts_list],
+            columns=["path", "node", "kind", "size", "rows", "anomalies", "status"],
+        )
         for col in ("node", "kind", "status"):
             df[col] = df[col].astype("category")
         return df

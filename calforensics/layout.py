@@ -15,24 +15,63 @@ from .parsers.pcap import sniff_capture
 
 # exact file names (lower case) from calicoctl node/cluster diags and our collector
 BY_NAME = {
-    "ipv4_tables": "iptables", "ipv6_tables": "ip6tables", "iptables-legacy-save.txt": "iptables",
-    "iptables-nft-save.txt": "iptables", "iptables-save.txt": "iptables", "ip6tables-save.txt": "ip6tables",
-    "ip6tables-legacy-save.txt": "ip6tables", "ip6tables-nft-save.txt": "ip6tables",
-    "nft_ruleset": "nft", "nft-ruleset.txt": "nft",
-    "conntrack-list.txt": "conntrack", "conntrack.txt": "conntrack", "nf_conntrack": "conntrack",
+    "ipv4_tables": "iptables",
+    "ipv6_tables": "ip6tables",
+    "iptables-legacy-save.txt": "iptables",
+    "iptables-nft-save.txt": "iptables",
+    "iptables-save.txt": "iptables",
+    "ip6tables-save.txt": "ip6tables",
+    "ip6tables-legacy-save.txt": "ip6tables",
+    "ip6tables-nft-save.txt": "ip6tables",
+    "nft_ruleset": "nft",
+    "nft-ruleset.txt": "nft",
+    "conntrack-list.txt": "conntrack",
+    "conntrack.txt": "conntrack",
+    "nf_conntrack": "conntrack",
     "conntrack-events.txt": "conntrack",
-    "ip-link.txt": "ip_link", "ip-addr.txt": "ip_link", "ipv4_addr": "ip_link", "ipv6_addr": "ip_link",
-    "ip-route.txt": "ip_route", "ip-route-v6.txt": "ip_route", "ipv4_route": "ip_route", "ipv6_route": "ip_route",
+    "ip-link.txt": "ip_link",
+    "ip-addr.txt": "ip_link",
+    "ipv4_addr": "ip_link",
+    "ipv6_addr": "ip_link",
+    "ip-route.txt": "ip_route",
+    "ip-route-v6.txt": "ip_route",
+    "ipv4_route": "ip_route",
+    "ipv6_route": "ip_route",
 }
-BPF_PREFIX = {"bpf-conntrack": "bpf_conntrack", "bpf-nat": "bpf_nat", "bpf-routes": "bpf_routes",
-              "bpf-counters": "bpf_counters"}
+BPF_PREFIX = {
+    "bpf-conntrack": "bpf_conntrack",
+    "bpf-nat": "bpf_nat",
+    "bpf-routes": "bpf_routes",
+    "bpf-counters": "bpf_counters",
+}
 # known but not (yet) turned into tables: listed in artifacts as such, never silently
-KNOWN_OTHER = {"date", "hostname", "ipsets", "ipset-list.txt", "ipset_container", "netstat", "ss", "tc-qdisc.txt",
-               "ip-rule.txt", "ip-neigh.txt", "bpf-prog.txt", "bpf-maps.txt", "metadata.json", "sysctls.txt",
-               "ground_truth.json"}
+KNOWN_OTHER = {
+    "date",
+    "hostname",
+    "ipsets",
+    "ipset-list.txt",
+    "ipset_container",
+    "netstat",
+    "ss",
+    "tc-qdisc.txt",
+    "ip-rule.txt",
+    "ip-neigh.txt",
+    "bpf-prog.txt",
+    "bpf-maps.txt",
+    "metadata.json",
+    "sysctls.txt",
+    "ground_truth.json",
+}
 CONTAINER_DIRS = {"pcaps", "bpf-maps", "logs", "diagnostics", "captures", "state"}
-TUNNEL_IFACES = {"tunl0", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali", "flannel.1",
-                 "egress.calico"}
+TUNNEL_IFACES = {
+    "tunl0",
+    "vxlan.calico",
+    "vxlan-v6.calico",
+    "wireguard.cali",
+    "wg-v6.cali",
+    "flannel.1",
+    "egress.calico",
+}
 UPLINK = re.compile(r"^(eth|ens|enp|eno|bond|wlan|en\w)\S*$")
 
 

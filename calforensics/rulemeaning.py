@@ -14,36 +14,66 @@ import pandas as pd
 from .parsers.nft import iptables_chain_name
 
 CALICO_PREFIXES = [  # longest first
-    ("cali-thfw-", "host-endpoint-forward-to"), ("cali-fhfw-", "host-endpoint-forward-from"),
-    ("cali-pri-", "profile-in"), ("cali-pro-", "profile-out"),
-    ("cali-tw-", "workload-to"), ("cali-fw-", "workload-from"),
-    ("cali-th-", "host-endpoint-to"), ("cali-fh-", "host-endpoint-from"),
-    ("cali-pi-", "policy-in"), ("cali-po-", "policy-out"),
-    ("cali-gi-", "policy-group-in"), ("cali-go-", "policy-group-out"),
+    ("cali-thfw-", "host-endpoint-forward-to"),
+    ("cali-fhfw-", "host-endpoint-forward-from"),
+    ("cali-pri-", "profile-in"),
+    ("cali-pro-", "profile-out"),
+    ("cali-tw-", "workload-to"),
+    ("cali-fw-", "workload-from"),
+    ("cali-th-", "host-endpoint-to"),
+    ("cali-fh-", "host-endpoint-from"),
+    ("cali-pi-", "policy-in"),
+    ("cali-po-", "policy-out"),
+    ("cali-gi-", "policy-group-in"),
+    ("cali-go-", "policy-group-out"),
     ("cali-sm-", "set-endpoint-mark"),
 ]
-ENDPOINT_KINDS = {"workload-to", "workload-from", "host-endpoint-to", "host-endpoint-from",
-                  "host-endpoint-forward-to", "host-endpoint-forward-from", "set-endpoint-mark"}
+ENDPOINT_KINDS = {
+    "workload-to",
+    "workload-from",
+    "host-endpoint-to",
+    "host-endpoint-from",
+    "host-endpoint-forward-to",
+    "host-endpoint-forward-from",
+    "set-endpoint-mark",
+}
 # "Policy <name> ingress" (<= v3.31) or "<Kind> <ns>/<name> egress" (v3.32+), "Profile <name> ingress"
-POLICY_COMMENT = re.compile(r"^(Policy|Profile|[A-Z][A-Za-z]*Policy|[A-Z][A-Za-z]*NetworkPolicy)\s+(\S+)\s+(ingress|egress)$")
+POLICY_COMMENT = re.compile(
+    r"^(Policy|Profile|[A-Z][A-Za-z]*Policy|[A-Z][A-Za-z]*NetworkPolicy)\s+(\S+)\s+(ingress|egress)$"
+)
 TIER_START = re.compile(r"Start of tier (\S+)")
 TIER_END = re.compile(r"End of tier (\S+?)\.")
 SVC_COMMENT = re.compile(
     r"^(?P<spn>\S+?) (?:cluster IP|external IP|loadbalancer IP|has no endpoints|has no local endpoints|"
     r"health check node port)$|^masquerade traffic for (?P<spn2>\S+) external destinations$|"
-    r"^(?P<spn3>\S+) -> (?P<ep>\S+)$")
+    r"^(?P<spn3>\S+) -> (?P<ep>\S+)$"
+)
 ACCEPT_MARK, PASS_MARK, DROP_MARK = 0x10000, 0x20000, 0x40000
-MEANING_COLUMNS = ["calico_chain", "endpoint_iface", "policy", "policy_kind", "direction", "tier", "action",
-                   "drop_kind", "service", "service_ip", "service_port", "kube_chain", "endpoint"]
+MEANING_COLUMNS = [
+    "calico_chain",
+    "endpoint_iface",
+    "policy",
+    "policy_kind",
+    "direction",
+    "tier",
+    "action",
+    "drop_kind",
+    "service",
+    "service_ip",
+    "service_port",
+    "kube_chain",
+    "endpoint",
+]
 
 
 def calico_chain_kind(chain: str) -> tuple[str, str]:
     """(kind, suffix) for a felix chain name; ("", "") for chains that are not Calico's."""
     for prefix, kind in CALICO_PREFIXES:
         if chain.startswith(prefix):
-            return kind, chain[len(prefix):]
+            return kind, chain[len(prefix) :]
     if chain in ("cali-from-wl-dispatch", "cali-to-wl-dispatch") or chain.startswith(
-            ("cali-from-wl-dispatch-", "cali-to-wl-dispatch-", "cali-from-hep-forward", "cali-to-hep-forward")):
+        ("cali-from-wl-dispatch-", "cali-to-wl-dispatch-", "cali-from-hep-forward", "cali-to-hep-forward")
+    ):
         return "dispatch", ""
     if chain.startswith("cali-"):
         return "calico", ""
@@ -51,8 +81,14 @@ def calico_chain_kind(chain: str) -> tuple[str, str]:
 
 
 def kube_chain_kind(chain: str) -> str:
-    for prefix, kind in (("KUBE-SVC-", "service"), ("KUBE-SVL-", "service-local"), ("KUBE-EXT-", "external"),
-                         ("KUBE-FW-", "firewall"), ("KUBE-SEP-", "endpoint"), ("KUBE-XLB-", "external")):
+    for prefix, kind in (
+        ("KUBE-SVC-", "service"),
+        ("KUBE-SVL-", "service-local"),
+        ("KUBE-EXT-", "external"),
+        ("KUBE-FW-", "firewall"),
+        ("KUBE-SEP-", "endpoint"),
+        ("KUBE-XLB-", "external"),
+    ):
         if chain.startswith(prefix):
             return kind
     return chain.lower().removeprefix("kube-") if chain.startswith("KUBE-") else ""

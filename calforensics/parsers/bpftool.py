@@ -18,20 +18,48 @@ from ..anomalies import AnomalyLog
 from .calico_bpf import CT_COLUMNS, CT_TYPES, NAT_COLUMNS, ROUTE_COLUMNS, _frame
 
 HEX_ROW = re.compile(r"^(?:[0-9a-f]{2}\s+)*[0-9a-f]{2}$")
-CT_FLAG_NAMES = {0x1: "nat-out", 0x2: "fwd-dsr", 0x4: "np-fwd", 0x8: "skip-fib", 0x40: "ext-local",
-                 0x80: "via-nat-iface", 0x100: "B-A", 0x200: "host-psnat", 0x400: "svc-self", 0x800: "np-loop",
-                 0x1000: "np-remote", 0x2000: "no-dsr", 0x4000: "no-redir-peer", 0x8000: "dscp"}
-ROUTE_FLAG_NAMES = {0x1: "in-pool", 0x2: "nat-out", 0x4: "workload", 0x8: "local", 0x10: "host",
-                    0x20: "same-subnet", 0x40: "tunneled", 0x80: "no-dsr", 0x100: "blackhole-drop",
-                    0x200: "blackhole-reject", 0x400: "vxlan", 0x800: "skip-ingress-redirect"}
+CT_FLAG_NAMES = {
+    0x1: "nat-out",
+    0x2: "fwd-dsr",
+    0x4: "np-fwd",
+    0x8: "skip-fib",
+    0x40: "ext-local",
+    0x80: "via-nat-iface",
+    0x100: "B-A",
+    0x200: "host-psnat",
+    0x400: "svc-self",
+    0x800: "np-loop",
+    0x1000: "np-remote",
+    0x2000: "no-dsr",
+    0x4000: "no-redir-peer",
+    0x8000: "dscp",
+}
+ROUTE_FLAG_NAMES = {
+    0x1: "in-pool",
+    0x2: "nat-out",
+    0x4: "workload",
+    0x8: "local",
+    0x10: "host",
+    0x20: "same-subnet",
+    0x40: "tunneled",
+    0x80: "no-dsr",
+    0x100: "blackhole-drop",
+    0x200: "blackhole-reject",
+    0x400: "vxlan",
+    0x800: "skip-ingress-redirect",
+}
 NAT_FLAG_NAMES = {0x1: "external-local", 0x2: "internal-local", 0x4: "nat-exclude", 0x8: "maglev"}
 
 
 def map_kind(name: str, key_len: int = 0, value_len: int = 0) -> str:
     """Which Calico map a dump is of, from its name (`cali_v4_ct4-id_12`) or, failing that, sizes."""
     n = name.lower()
-    for pat, kind in (("_ct", "conntrack"), ("nat_fe", "nat_frontend"), ("nat_be", "nat_backend"),
-                      ("routes", "routes")):
+    for pat, kind in (
+        ("_ct", "conntrack"),
+        ("nat_fe", "nat_frontend"),
+        ("nat_be", "nat_backend"),
+        ("routes", "routes"),
+    ):
         if pat in n and "ct_nats" not in n:
             return kind
     if (key_len, value_len) == (16, 88):
@@ -54,14 +82,16 @@ def _ip(b: bytes) -> str:
     return str(ipaddress.ip_address(b))
 
 
-def parse_bpftool_dump(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "",
-                       map_name: str = "") -> dict[str, pd.DataFrame]:
+def parse_bpftool_dump(
+    lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "", map_name: str = ""
+) -> dict[str, pd.DataFrame]:
     """Return {"bpf_conntrack"|"bpf_nat"|"bpf_routes": DataFrame} for one dump file."""
     entries = _entries(lines, log)
     out: dict[str, list[dict]] = {"bpf_conntrack": [], "bpf_nat": [], "bpf_routes": []}
     for no, key, value in entries:
-        kind = map_kind(map_name, len(key) if isinstance(key, bytes) else 0,
-                        len(value) if isinstance(value, bytes) else 0)
+        kind = map_kind(
+            map_name, len(key) if isinstance(key, bytes) else 0, len(value) if isinstance(value, bytes) else 0
+        )
         try:
             if kind == "conntrack":
                 out["bpf_conntrack"].append(dict(_ct(key, value), line=no))
@@ -76,12 +106,29 @@ def parse_bpftool_dump(lines: list[str], log: AnomalyLog, node: str = "", artifa
                 break
         except (struct.error, ValueError, KeyError, TypeError) as exc:
             log.add(no, "bad_entry", f"{kind}: {exc}")
-    ints_ct = ["line", "proto", "sport", "dport", "orig_dport", "a2b_packets", "a2b_bytes", "b2a_packets",
-               "b2a_bytes", "a2b_approved", "b2a_approved", "last_seen_ns"]
+    ints_ct = [
+        "line",
+        "proto",
+        "sport",
+        "dport",
+        "orig_dport",
+        "a2b_packets",
+        "a2b_bytes",
+        "b2a_packets",
+        "b2a_bytes",
+        "a2b_approved",
+        "b2a_approved",
+        "last_seen_ns",
+    ]
     return {
         "bpf_conntrack": _frame(out["bpf_conntrack"], CT_COLUMNS, node, artifact, ints_ct),
-        "bpf_nat": _frame(out["bpf_nat"], NAT_COLUMNS, node, artifact,
-                          ["line", "frontend_port", "proto", "svc_id", "count", "local", "ordinal", "backend_port"]),
+        "bpf_nat": _frame(
+            out["bpf_nat"],
+            NAT_COLUMNS,
+            node,
+            artifact,
+            ["line", "frontend_port", "proto", "svc_id", "count", "local", "ordinal", "backend_port"],
+        ),
         "bpf_routes": _frame(out["bpf_routes"], ROUTE_COLUMNS, node, artifact, ["line", "ifindex"]),
     }
 
@@ -150,7 +197,7 @@ def _flatten(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-BARE_HEX = re.compile(r'(?<=[:\[,\s])(0x[0-9a-fA-F]+)(?=[\s,\]}])')
+BARE_HEX = re.compile(r"(?<=[:\[,\s])(0x[0-9a-fA-F]+)(?=[\s,\]}])")
 
 
 def _json_entries(text: str, log: AnomalyLog) -> list[tuple[int, bytes | dict, bytes | dict]]:
@@ -194,27 +241,36 @@ def _be32(v: object) -> bytes:
 # ---- decoders ---------------------------------------------------------------------------------
 def _ct(key: bytes | dict, value: bytes | dict) -> dict:
     if isinstance(key, dict):
-        key = struct.pack("<I", _num(key["protocol"])) + _be32(key["addr_a"]) + _be32(key["addr_b"]) + struct.pack(
-            "<HH", _num(key["port_a"]), _num(key["port_b"]))
-    proto, = struct.unpack_from("<I", key, 0)
+        key = (
+            struct.pack("<I", _num(key["protocol"]))
+            + _be32(key["addr_a"])
+            + _be32(key["addr_b"])
+            + struct.pack("<HH", _num(key["port_a"]), _num(key["port_b"]))
+        )
+    (proto,) = struct.unpack_from("<I", key, 0)
     a_ip, b_ip = _ip(key[4:8]), _ip(key[8:12])
     a_port, b_port = struct.unpack_from("<HH", key, 12)
     rec: dict = {"source": "bpftool", "proto": proto}
     if isinstance(value, dict):
         etype = _num(value.get("type", 0))
-        flags = (_num(value.get("flags", 0)) | _num(value.get("flags2", 0)) << 8
-                 | _num(value.get("flags3", 0)) << 16 | _num(value.get("flags4", 0)) << 24)
+        flags = (
+            _num(value.get("flags", 0))
+            | _num(value.get("flags2", 0)) << 8
+            | _num(value.get("flags3", 0)) << 16
+            | _num(value.get("flags4", 0)) << 24
+        )
         rec["last_seen_ns"] = _num(value.get("last_seen", -1))
         legs = [value.get("a_to_b") or {}, value.get("b_to_a") or {}]
-        leg_vals = [(_num(lg.get("packets", -1)), _num(lg.get("bytes", -1)), _num(lg.get("approved", -1)))
-                    for lg in legs]
+        leg_vals = [
+            (_num(lg.get("packets", -1)), _num(lg.get("bytes", -1)), _num(lg.get("approved", -1))) for lg in legs
+        ]
         orig_ip = _ip(_be32(value["orig_ip"])) if "orig_ip" in value else ""
         tun_ip = _ip(_be32(value["tun_ip"])) if "tun_ip" in value else ""
         orig_port = _num(value.get("orig_port", 0))
     else:
         if len(value) < 88:
             raise ValueError(f"conntrack value of {len(value)} bytes; this layout needs 88")
-        rec["last_seen_ns"], = struct.unpack_from("<Q", value, 8)
+        (rec["last_seen_ns"],) = struct.unpack_from("<Q", value, 8)
         etype = value[16]
         flags = value[17] | value[23] << 8 | value[18] << 16 | value[19] << 24
         leg_vals = []
@@ -222,15 +278,18 @@ def _ct(key: bytes | dict, value: bytes | dict) -> dict:
             nbytes, packets, _seq, bits, _ifindex = struct.unpack_from("<QIIII", value, base)
             leg_vals.append((packets, nbytes, (bits >> 4) & 1))
         tun_ip, orig_ip = _ip(value[72:76]), _ip(value[76:80])
-        orig_port, = struct.unpack_from("<H", value, 80)
+        (orig_port,) = struct.unpack_from("<H", value, 80)
     rec["entry_type"] = CT_TYPES.get(etype, str(etype))
     rec["flags"] = _flags(flags, CT_FLAG_NAMES)
     b_first = bool(flags & 0x100)
     rec["src"], rec["sport"], rec["dst"], rec["dport"] = (
-        (b_ip, b_port, a_ip, a_port) if b_first else (a_ip, a_port, b_ip, b_port))
+        (b_ip, b_port, a_ip, a_port) if b_first else (a_ip, a_port, b_ip, b_port)
+    )
     if etype != 1:
-        (rec["a2b_packets"], rec["a2b_bytes"], rec["a2b_approved"]), (
-            rec["b2a_packets"], rec["b2a_bytes"], rec["b2a_approved"]) = leg_vals
+        (
+            (rec["a2b_packets"], rec["a2b_bytes"], rec["a2b_approved"]),
+            (rec["b2a_packets"], rec["b2a_bytes"], rec["b2a_approved"]),
+        ) = leg_vals
         if orig_ip not in ("", "0.0.0.0"):
             rec["orig_dst"], rec["orig_dport"] = orig_ip, orig_port
         if tun_ip not in ("", "0.0.0.0"):
@@ -240,18 +299,33 @@ def _ct(key: bytes | dict, value: bytes | dict) -> dict:
 
 def _nat_fe(key: bytes | dict, value: bytes | dict) -> dict:
     if isinstance(key, dict):
-        key = struct.pack("<I", _num(key["prefixlen"])) + _be32(key["addr"]) + struct.pack(
-            "<HB", _num(key["port"]), _num(key["protocol"])) + _be32(key.get("saddr", 0)) + b"\0"
+        key = (
+            struct.pack("<I", _num(key["prefixlen"]))
+            + _be32(key["addr"])
+            + struct.pack("<HB", _num(key["port"]), _num(key["protocol"]))
+            + _be32(key.get("saddr", 0))
+            + b"\0"
+        )
     if isinstance(value, dict):
-        value = struct.pack("<5I", *(_num(value.get(k, 0)) for k in ("id", "count", "local", "affinity_timeo", "flags")))
-    prefixlen, = struct.unpack_from("<I", key, 0)
+        value = struct.pack(
+            "<5I", *(_num(value.get(k, 0)) for k in ("id", "count", "local", "affinity_timeo", "flags"))
+        )
+    (prefixlen,) = struct.unpack_from("<I", key, 0)
     port, proto = struct.unpack_from("<HB", key, 8)
     svc_id, count, local, _aff, flags = struct.unpack_from("<5I", value, 0)
     src_len = max(0, prefixlen - 56)
-    return {"source": "bpftool", "frontend_ip": _ip(key[4:8]), "frontend_port": port, "proto": proto,
-            "svc_id": svc_id, "count": -1 if count == 0xFFFFFFFF else count, "local": local,
-            "flags": _flags(flags, NAT_FLAG_NAMES), "src_cidr": f"{_ip(key[11:15])}/{src_len}" if src_len else "",
-            "ordinal": -2}
+    return {
+        "source": "bpftool",
+        "frontend_ip": _ip(key[4:8]),
+        "frontend_port": port,
+        "proto": proto,
+        "svc_id": svc_id,
+        "count": -1 if count == 0xFFFFFFFF else count,
+        "local": local,
+        "flags": _flags(flags, NAT_FLAG_NAMES),
+        "src_cidr": f"{_ip(key[11:15])}/{src_len}" if src_len else "",
+        "ordinal": -2,
+    }
 
 
 def _nat_be(key: bytes | dict, value: bytes | dict) -> dict:
@@ -260,9 +334,14 @@ def _nat_be(key: bytes | dict, value: bytes | dict) -> dict:
     if isinstance(value, dict):
         value = _be32(value["addr"]) + struct.pack("<HH", _num(value["port"]), 0)
     svc_id, ordinal = struct.unpack_from("<II", key, 0)
-    port, = struct.unpack_from("<H", value, 4)
-    return {"source": "bpftool", "svc_id": svc_id, "ordinal": ordinal, "backend_ip": _ip(value[0:4]),
-            "backend_port": port}
+    (port,) = struct.unpack_from("<H", value, 4)
+    return {
+        "source": "bpftool",
+        "svc_id": svc_id,
+        "ordinal": ordinal,
+        "backend_ip": _ip(value[0:4]),
+        "backend_port": port,
+    }
 
 
 def _route(key: bytes | dict, value: bytes | dict) -> dict:
@@ -271,10 +350,11 @@ def _route(key: bytes | dict, value: bytes | dict) -> dict:
     if isinstance(value, dict):
         second = value.get("next_hop", value.get("ifindex", 0))
         flags_v = _num(value["flags"])
-        value = struct.pack("<I", flags_v) + (_be32(second) if "next_hop" in value and not flags_v & 0x8
-                                              else struct.pack("<I", _num(second)))
-    prefixlen, = struct.unpack_from("<I", key, 0)
-    flags, = struct.unpack_from("<I", value, 0)
+        value = struct.pack("<I", flags_v) + (
+            _be32(second) if "next_hop" in value and not flags_v & 0x8 else struct.pack("<I", _num(second))
+        )
+    (prefixlen,) = struct.unpack_from("<I", key, 0)
+    (flags,) = struct.unpack_from("<I", value, 0)
     rec = {"source": "bpftool", "cidr": f"{_ip(key[4:8])}/{prefixlen}", "flags": _flags(flags, ROUTE_FLAG_NAMES)}
     if flags & 0x4 and flags & 0x8:  # local workload: second word is the ifindex
         rec["ifindex"] = struct.unpack_from("<I", value, 4)[0]
@@ -291,7 +371,8 @@ def combine_nat(df: pd.DataFrame) -> pd.DataFrame:
     be = df[(df["source"] == "bpftool") & (df["ordinal"] >= 0) & (df["frontend_ip"] == "")]
     rest = df.drop(index=fe.index.union(be.index))
     merged = fe.drop(columns=["ordinal", "backend_ip", "backend_port"]).merge(
-        be[["node", "svc_id", "ordinal", "backend_ip", "backend_port"]], on=["node", "svc_id"], how="left")
+        be[["node", "svc_id", "ordinal", "backend_ip", "backend_port"]], on=["node", "svc_id"], how="left"
+    )
     merged["ordinal"] = merged["ordinal"].fillna(-1).astype("int64")
     merged["backend_port"] = merged["backend_port"].fillna(-1).astype("int64")
     merged["backend_ip"] = merged["backend_ip"].fillna("")

@@ -14,11 +14,48 @@ import pandas as pd
 from ..anomalies import AnomalyLog
 from .text import LOG_LINE, split_hostport
 
-CT_COLUMNS = ["node", "artifact", "line", "source", "proto", "src", "sport", "dst", "dport", "entry_type",
-              "flags", "orig_dst", "orig_dport", "tun_ip", "a2b_packets", "a2b_bytes", "b2a_packets",
-              "b2a_bytes", "a2b_approved", "b2a_approved", "last_seen_ns", "active_ago_s", "tcp_state"]
-NAT_COLUMNS = ["node", "artifact", "line", "source", "frontend_ip", "frontend_port", "proto", "svc_id", "count",
-               "local", "flags", "src_cidr", "ordinal", "backend_ip", "backend_port"]
+CT_COLUMNS = [
+    "node",
+    "artifact",
+    "line",
+    "source",
+    "proto",
+    "src",
+    "sport",
+    "dst",
+    "dport",
+    "entry_type",
+    "flags",
+    "orig_dst",
+    "orig_dport",
+    "tun_ip",
+    "a2b_packets",
+    "a2b_bytes",
+    "b2a_packets",
+    "b2a_bytes",
+    "a2b_approved",
+    "b2a_approved",
+    "last_seen_ns",
+    "active_ago_s",
+    "tcp_state",
+]
+NAT_COLUMNS = [
+    "node",
+    "artifact",
+    "line",
+    "source",
+    "frontend_ip",
+    "frontend_port",
+    "proto",
+    "svc_id",
+    "count",
+    "local",
+    "flags",
+    "src_cidr",
+    "ordinal",
+    "backend_ip",
+    "backend_port",
+]
 ROUTE_COLUMNS = ["node", "artifact", "line", "source", "cidr", "flags", "ifindex", "next_hop"]
 COUNTER_COLUMNS = ["node", "artifact", "line", "source", "interface", "category", "type", "ingress", "egress", "xdp"]
 PROTO_NAMES = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMP6": 58, "SCTP": 132}
@@ -28,7 +65,9 @@ DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|µs|us|ns)")
 UNIT_S = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}
 CT_KEY = re.compile(r"ConntrackKey\{proto=(\d+) (\S+) <-> (\S+)\}")
 LEG = re.compile(r"(A2B|B2A):\{([^}]*)\}")
-NAT_FRONTEND = re.compile(r"^(\S+) port (\d+) proto (\d+) id (\d+) count (-?\d+) local (\d+)(?: flags ([\w, -]+?))?(?: src (\S+))?\s*$")
+NAT_FRONTEND = re.compile(
+    r"^(\S+) port (\d+) proto (\d+) id (\d+) count (-?\d+) local (\d+)(?: flags ([\w, -]+?))?(?: src (\S+))?\s*$"
+)
 NAT_BACKEND = re.compile(r"^\s*(\d+):(\d+)\s+(?:(\S+)|is missing)\s*$")
 ROUTE_LINE = re.compile(r"^\s*([0-9a-fA-F.:]+/\d+):\s+(.*)$")
 
@@ -87,9 +126,26 @@ def parse_bpf_conntrack(lines: list[str], log: AnomalyLog, node: str = "", artif
                 continue
             rec["line"] = no
             rows.append(rec)
-    df = _frame(rows, CT_COLUMNS, node, artifact,
-                ["line", "proto", "sport", "dport", "orig_dport", "a2b_packets", "a2b_bytes", "b2a_packets",
-                 "b2a_bytes", "a2b_approved", "b2a_approved", "last_seen_ns"])
+    df = _frame(
+        rows,
+        CT_COLUMNS,
+        node,
+        artifact,
+        [
+            "line",
+            "proto",
+            "sport",
+            "dport",
+            "orig_dport",
+            "a2b_packets",
+            "a2b_bytes",
+            "b2a_packets",
+            "b2a_bytes",
+            "a2b_approved",
+            "b2a_approved",
+            "last_seen_ns",
+        ],
+    )
     df["active_ago_s"] = pd.to_numeric(df["active_ago_s"], errors="coerce")
     return df
 
@@ -117,7 +173,8 @@ def _ct_raw(s: str) -> dict | None:
         rec[f"{col}_approved"] = {"true": 1, "false": 0}.get(appr or "", -1)
     b_first = "B-A" in names
     rec["src"], rec["sport"], rec["dst"], rec["dport"] = (
-        (b_ip, b_port, a_ip, a_port) if b_first else (a_ip, a_port, b_ip, b_port))
+        (b_ip, b_port, a_ip, a_port) if b_first else (a_ip, a_port, b_ip, b_port)
+    )
     for key, col in (("OrigDst", "orig_dst"), ("OrigPort", "orig_dport"), ("TunIP", "tun_ip")):
         m2 = re.search(key + r":(\S+?)[\s}]", s)
         if m2 and m2.group(1) not in ("0.0.0.0", "::"):
@@ -136,8 +193,11 @@ def _ct_pretty(s: str) -> dict | None:
     if len(parts) < 4 or parts[2] != "->":
         return None
     proto = parts[0]
-    rec: dict = {"source": "calico-bpf-pretty", "entry_type": "normal",
-                 "proto": PROTO_NAMES.get(proto, int(proto[6:]) if proto.startswith("Proto-") and proto[6:].isdigit() else -1)}
+    rec: dict = {
+        "source": "calico-bpf-pretty",
+        "entry_type": "normal",
+        "proto": PROTO_NAMES.get(proto, int(proto[6:]) if proto.startswith("Proto-") and proto[6:].isdigit() else -1),
+    }
     rec["src"], rec["sport"] = split_hostport(parts[1])
     if len(parts) >= 6 and parts[4] == "->":
         rec["entry_type"] = "nat-reverse"
@@ -156,9 +216,14 @@ def _ct_pretty(s: str) -> dict | None:
 
 
 def _ct_json(e: dict, i: int) -> dict:
-    rec: dict = {"line": i, "flags": " ".join(e.get("flags") or []), "tcp_state": e.get("tcp_state", ""),
-                 "active_ago_s": duration_s(str(e.get("active_ago", ""))) if isinstance(e.get("active_ago"), str)
-                 else e.get("active_ago")}
+    rec: dict = {
+        "line": i,
+        "flags": " ".join(e.get("flags") or []),
+        "tcp_state": e.get("tcp_state", ""),
+        "active_ago_s": duration_s(str(e.get("active_ago", "")))
+        if isinstance(e.get("active_ago"), str)
+        else e.get("active_ago"),
+    }
     proto = e.get("proto")
     rec["proto"] = PROTO_NAMES.get(str(proto).upper(), proto) if not isinstance(proto, int) else proto
     if "addr_a" in e:  # raw JSON: normalised A/B pair
@@ -191,10 +256,18 @@ def parse_bpf_nat(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
                 continue
             backends = svc.get("backends") or []
             for fe in svc.get("frontends") or []:
-                base = {"line": i, "source": "calico-bpf-json", "frontend_ip": fe.get("addr"),
-                        "frontend_port": fe.get("port"), "proto": fe.get("proto"), "svc_id": fe.get("id", svc.get("id")),
-                        "count": fe.get("count"), "local": fe.get("local"), "flags": " ".join(fe.get("flags") or []),
-                        "src_cidr": fe.get("src_cidr", "")}
+                base = {
+                    "line": i,
+                    "source": "calico-bpf-json",
+                    "frontend_ip": fe.get("addr"),
+                    "frontend_port": fe.get("port"),
+                    "proto": fe.get("proto"),
+                    "svc_id": fe.get("id", svc.get("id")),
+                    "count": fe.get("count"),
+                    "local": fe.get("local"),
+                    "flags": " ".join(fe.get("flags") or []),
+                    "src_cidr": fe.get("src_cidr", ""),
+                }
                 rows.extend(_with_backends(base, [(o, b.get("addr"), b.get("port")) for o, b in enumerate(backends)]))
     else:
         current: dict | None = None
@@ -207,9 +280,18 @@ def parse_bpf_nat(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
             if m:
                 if current is not None:
                     rows.extend(_with_backends(current, pending))
-                current = {"line": no, "source": "calico-bpf", "frontend_ip": m.group(1), "frontend_port": m.group(2),
-                           "proto": m.group(3), "svc_id": m.group(4), "count": m.group(5), "local": m.group(6),
-                           "flags": (m.group(7) or "").replace(",", " ").strip(), "src_cidr": m.group(8) or ""}
+                current = {
+                    "line": no,
+                    "source": "calico-bpf",
+                    "frontend_ip": m.group(1),
+                    "frontend_port": m.group(2),
+                    "proto": m.group(3),
+                    "svc_id": m.group(4),
+                    "count": m.group(5),
+                    "local": m.group(6),
+                    "flags": (m.group(7) or "").replace(",", " ").strip(),
+                    "src_cidr": m.group(8) or "",
+                }
                 pending = []
                 continue
             b = NAT_BACKEND.match(s)
@@ -220,8 +302,13 @@ def parse_bpf_nat(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
             log.add(no, "unparsed_line", s.strip()[:200])
         if current is not None:
             rows.extend(_with_backends(current, pending))
-    return _frame(rows, NAT_COLUMNS, node, artifact,
-                  ["line", "frontend_port", "proto", "svc_id", "count", "local", "ordinal", "backend_port"])
+    return _frame(
+        rows,
+        NAT_COLUMNS,
+        node,
+        artifact,
+        ["line", "frontend_port", "proto", "svc_id", "count", "local", "ordinal", "backend_port"],
+    )
 
 
 def _with_backends(base: dict, backends: list[tuple]) -> list[dict]:
@@ -237,9 +324,16 @@ def parse_bpf_routes(lines: list[str], log: AnomalyLog, node: str = "", artifact
     if isinstance(data, list):
         for i, r in enumerate(data, 1):
             if isinstance(r, dict):
-                rows.append({"line": i, "source": "calico-bpf-json", "cidr": r.get("dest", ""),
-                             "flags": " ".join(r.get("flags") or []), "ifindex": r.get("ifindex"),
-                             "next_hop": r.get("next_hop", "")})
+                rows.append(
+                    {
+                        "line": i,
+                        "source": "calico-bpf-json",
+                        "cidr": r.get("dest", ""),
+                        "flags": " ".join(r.get("flags") or []),
+                        "ifindex": r.get("ifindex"),
+                        "next_hop": r.get("next_hop", ""),
+                    }
+                )
     else:
         for no, line in enumerate(lines, 1):
             if not line.strip() or LOG_LINE.match(line.strip()):
@@ -276,9 +370,18 @@ def parse_bpf_counters(lines: list[str], log: AnomalyLog, node: str = "", artifa
             if not isinstance(entry, dict):
                 continue
             for c in entry.get("counters") or []:
-                rows.append({"line": i, "source": "calico-bpf-json", "interface": entry.get("interface", ""),
-                             "category": c.get("category", ""), "type": c.get("type", ""),
-                             "ingress": c.get("ingress"), "egress": c.get("egress"), "xdp": c.get("xdp")})
+                rows.append(
+                    {
+                        "line": i,
+                        "source": "calico-bpf-json",
+                        "interface": entry.get("interface", ""),
+                        "category": c.get("category", ""),
+                        "type": c.get("type", ""),
+                        "ingress": c.get("ingress"),
+                        "egress": c.get("egress"),
+                        "xdp": c.get("xdp"),
+                    }
+                )
     else:
         table: list[dict] = []
         category = ""
@@ -303,8 +406,17 @@ def parse_bpf_counters(lines: list[str], log: AnomalyLog, node: str = "", artifa
                 table[-1]["type"] = f"{table[-1]['type']} {typ}".strip()
                 continue
             category = cat or category
-            table.append({"line": no, "source": "calico-bpf", "category": category, "type": typ,
-                          "ingress": ing, "egress": eg, "xdp": xdp})
+            table.append(
+                {
+                    "line": no,
+                    "source": "calico-bpf",
+                    "category": category,
+                    "type": typ,
+                    "ingress": ing,
+                    "egress": eg,
+                    "xdp": xdp,
+                }
+            )
         if table:
             log.add("end", "missing_caption", f"{len(table)} counter rows without a 'dumped <iface> counters.' line")
             rows.extend(table)

@@ -15,21 +15,101 @@ import pandas as pd
 from ..anomalies import AnomalyLog
 
 COLUMNS = [
-    "node", "artifact", "line", "form", "event", "event_ts_ns", "l3", "proto", "proto_num", "timeout",
-    "state", "orig_src", "orig_dst", "orig_sport", "orig_dport", "reply_src", "reply_dst", "reply_sport",
-    "reply_dport", "icmp_type", "icmp_code", "icmp_id", "orig_packets", "orig_bytes", "reply_packets",
-    "reply_bytes", "unreplied", "assured", "offload", "mark", "zone", "use", "ct_id", "delta_time",
-    "start", "stop", "labels", "helper", "nat",
+    "node",
+    "artifact",
+    "line",
+    "form",
+    "event",
+    "event_ts_ns",
+    "l3",
+    "proto",
+    "proto_num",
+    "timeout",
+    "state",
+    "orig_src",
+    "orig_dst",
+    "orig_sport",
+    "orig_dport",
+    "reply_src",
+    "reply_dst",
+    "reply_sport",
+    "reply_dport",
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "orig_packets",
+    "orig_bytes",
+    "reply_packets",
+    "reply_bytes",
+    "unreplied",
+    "assured",
+    "offload",
+    "mark",
+    "zone",
+    "use",
+    "ct_id",
+    "delta_time",
+    "start",
+    "stop",
+    "labels",
+    "helper",
+    "nat",
 ]
-INT_COLS = ["proto_num", "timeout", "orig_sport", "orig_dport", "reply_sport", "reply_dport", "icmp_type",
-            "icmp_code", "icmp_id", "orig_packets", "orig_bytes", "reply_packets", "reply_bytes", "mark",
-            "zone", "use", "ct_id", "delta_time", "event_ts_ns", "line"]
+INT_COLS = [
+    "proto_num",
+    "timeout",
+    "orig_sport",
+    "orig_dport",
+    "reply_sport",
+    "reply_dport",
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "orig_packets",
+    "orig_bytes",
+    "reply_packets",
+    "reply_bytes",
+    "mark",
+    "zone",
+    "use",
+    "ct_id",
+    "delta_time",
+    "event_ts_ns",
+    "line",
+]
 L4_NAMES = {"tcp", "udp", "icmp", "icmpv6", "sctp", "gre", "dccp", "udplite", "unknown"}
-STATES = {"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
-          "CLOSE", "SYN_SENT2", "LISTEN", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "SHUTDOWN_SENT",
-          "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED", "REQUEST", "RESPOND",
-          "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT", "IGNORE", "INVALID", "RETRANS",
-          "UNACK"}
+STATES = {
+    "NONE",
+    "SYN_SENT",
+    "SYN_RECV",
+    "ESTABLISHED",
+    "FIN_WAIT",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "TIME_WAIT",
+    "CLOSE",
+    "SYN_SENT2",
+    "LISTEN",
+    "CLOSED",
+    "COOKIE_WAIT",
+    "COOKIE_ECHOED",
+    "SHUTDOWN_SENT",
+    "SHUTDOWN_RECD",
+    "SHUTDOWN_ACK_SENT",
+    "HEARTBEAT_SENT",
+    "HEARTBEAT_ACKED",
+    "REQUEST",
+    "RESPOND",
+    "PARTOPEN",
+    "OPEN",
+    "CLOSEREQ",
+    "CLOSING",
+    "TIMEWAIT",
+    "IGNORE",
+    "INVALID",
+    "RETRANS",
+    "UNACK",
+}
 EVENT_TS = re.compile(r"^\[(\d+)\.(\d{1,9})\]\s*")
 KTIMESTAMP = re.compile(r"\[(start|stop)=([^\]]*)\]")
 SUMMARY = re.compile(r"conntrack v[\d.]+ \(conntrack-tools\): (\d+) flow entries have been shown")
@@ -41,8 +121,7 @@ def looks_like_conntrack(lines: list[str]) -> bool:
         s = EVENT_TS.sub("", line.strip())
         if s.startswith("<?xml") and any("<conntrack" in x for x in lines[:3]):
             return True
-        if " src=" in s and " dst=" in s and (s.split()[0].lower() in L4_NAMES | {"ipv4", "ipv6"}
-                                              or s.startswith("[")):
+        if " src=" in s and " dst=" in s and (s.split()[0].lower() in L4_NAMES | {"ipv4", "ipv6"} or s.startswith("[")):
             return True
     return False
 
@@ -82,8 +161,7 @@ def finish(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].fillna(False).astype(bool)
     for col in ("node", "form", "event", "l3", "proto", "state", "offload"):
         df[col] = df[col].fillna("").astype("category")
-    for col in ("artifact", "orig_src", "orig_dst", "reply_src", "reply_dst", "start", "stop", "labels",
-                "helper"):
+    for col in ("artifact", "orig_src", "orig_dst", "reply_src", "reply_dst", "start", "stop", "labels", "helper"):
         df[col] = df[col].fillna("").astype(object)
     has_reply = df["reply_src"] != ""
     dnat = has_reply & ((df["reply_src"] != df["orig_dst"]) | (df["reply_sport"] != df["orig_dport"]))
@@ -102,7 +180,7 @@ def _parse_line(s: str) -> dict | None:
     if m:
         frac = m.group(2).ljust(9, "0")
         rec["event_ts_ns"] = int(m.group(1)) * 1_000_000_000 + int(frac)
-        s = s[m.end():]
+        s = s[m.end() :]
     for k, v in KTIMESTAMP.findall(s):
         rec[k] = v.strip()
     s = KTIMESTAMP.sub(" ", s)
@@ -143,7 +221,11 @@ def _parse_line(s: str) -> dict | None:
             continue
         if key == "src":
             direction = "orig" if direction is None else "reply"
-        if (key in ("src", "dst") and direction) or (key in ("sport", "dport") and direction) or (key in ("packets", "bytes") and direction):
+        if (
+            (key in ("src", "dst") and direction)
+            or (key in ("sport", "dport") and direction)
+            or (key in ("packets", "bytes") and direction)
+        ):
             rec[f"{direction}_{key}"] = val
         elif key in ("type", "code") and direction == "orig":
             rec[f"icmp_{key}"] = val
@@ -179,7 +261,7 @@ def _parse_xml(text: str, log: AnomalyLog) -> list[dict]:
         for no, line in enumerate(text.split("\n"), 1):
             if "<flow" in line:
                 try:
-                    rows.append(_xml_flow(ET.fromstring(line[line.index("<flow"):line.rindex("</flow>") + 7]), no))
+                    rows.append(_xml_flow(ET.fromstring(line[line.index("<flow") : line.rindex("</flow>") + 7]), no))
                 except (ET.ParseError, ValueError) as exc:
                     log.add(no, "bad_xml", str(exc))
         return rows

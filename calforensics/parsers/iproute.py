@@ -9,15 +9,55 @@ import pandas as pd
 
 from ..anomalies import AnomalyLog
 
-IFACE_COLUMNS = ["node", "artifact", "line", "ifindex", "name", "peer", "mtu", "state", "flags", "mac",
-                 "link_kind", "vni", "vxlan_port", "addresses"]
-ROUTE_COLUMNS = ["node", "artifact", "line", "table", "type", "dst", "via", "dev", "proto", "scope", "src",
-                 "metric", "onlink", "raw"]
+IFACE_COLUMNS = [
+    "node",
+    "artifact",
+    "line",
+    "ifindex",
+    "name",
+    "peer",
+    "mtu",
+    "state",
+    "flags",
+    "mac",
+    "link_kind",
+    "vni",
+    "vxlan_port",
+    "addresses",
+]
+ROUTE_COLUMNS = [
+    "node",
+    "artifact",
+    "line",
+    "table",
+    "type",
+    "dst",
+    "via",
+    "dev",
+    "proto",
+    "scope",
+    "src",
+    "metric",
+    "onlink",
+    "raw",
+]
 LINK_HEAD = re.compile(r"^(\d+):\s+([^:@\s]+)(?:@([^:\s]+))?:\s+<([^>]*)>(.*)$")
-ROUTE_TYPES = {"unicast", "local", "broadcast", "multicast", "blackhole", "unreachable", "prohibit", "throw",
-               "nat", "anycast"}
-ROUTE_START = re.compile(r"^(default|[0-9a-fA-F.:]+(?:/\d+)?|unicast|local|broadcast|multicast|blackhole|"
-                         r"unreachable|prohibit|throw|anycast)\s")
+ROUTE_TYPES = {
+    "unicast",
+    "local",
+    "broadcast",
+    "multicast",
+    "blackhole",
+    "unreachable",
+    "prohibit",
+    "throw",
+    "nat",
+    "anycast",
+}
+ROUTE_START = re.compile(
+    r"^(default|[0-9a-fA-F.:]+(?:/\d+)?|unicast|local|broadcast|multicast|blackhole|"
+    r"unreachable|prohibit|throw|anycast)\s"
+)
 
 
 def looks_like_ip_link(lines: list[str]) -> bool:
@@ -26,8 +66,11 @@ def looks_like_ip_link(lines: list[str]) -> bool:
 
 def looks_like_ip_route(lines: list[str]) -> bool:
     body = [x for x in lines[:30] if x.strip()]
-    return bool(body) and all(ROUTE_START.match(x) or x.startswith((" ", "\t")) for x in body[:10]) and any(
-        " dev " in x or x.split()[0] in ROUTE_TYPES for x in body)
+    return (
+        bool(body)
+        and all(ROUTE_START.match(x) or x.startswith((" ", "\t")) for x in body[:10])
+        and any(" dev " in x or x.split()[0] in ROUTE_TYPES for x in body)
+    )
 
 
 def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
@@ -38,12 +81,22 @@ def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
             for i, e in enumerate(json.loads(text), 1):
                 info = e.get("linkinfo") or {}
                 data = info.get("info_data") or {}
-                rows.append({"line": i, "ifindex": e.get("ifindex"), "name": e.get("ifname", ""),
-                             "peer": e.get("link", "") or (f"if{e['link_index']}" if "link_index" in e else ""),
-                             "mtu": e.get("mtu"), "state": e.get("operstate", ""), "flags": ",".join(e.get("flags", [])),
-                             "mac": e.get("address", ""), "link_kind": info.get("info_kind", ""),
-                             "vni": data.get("id"), "vxlan_port": data.get("port"),
-                             "addresses": " ".join(f"{a.get('local')}/{a.get('prefixlen')}" for a in e.get("addr_info", []))})
+                rows.append(
+                    {
+                        "line": i,
+                        "ifindex": e.get("ifindex"),
+                        "name": e.get("ifname", ""),
+                        "peer": e.get("link", "") or (f"if{e['link_index']}" if "link_index" in e else ""),
+                        "mtu": e.get("mtu"),
+                        "state": e.get("operstate", ""),
+                        "flags": ",".join(e.get("flags", [])),
+                        "mac": e.get("address", ""),
+                        "link_kind": info.get("info_kind", ""),
+                        "vni": data.get("id"),
+                        "vxlan_port": data.get("port"),
+                        "addresses": " ".join(f"{a.get('local')}/{a.get('prefixlen')}" for a in e.get("addr_info", [])),
+                    }
+                )
         except (json.JSONDecodeError, AttributeError, TypeError) as exc:
             log.add("file", "bad_json", str(exc))
     else:
@@ -53,8 +106,14 @@ def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
                 continue
             m = LINK_HEAD.match(line)
             if m:
-                cur = {"line": no, "ifindex": m.group(1), "name": m.group(2), "peer": m.group(3) or "",
-                       "flags": m.group(4), "addresses": ""}
+                cur = {
+                    "line": no,
+                    "ifindex": m.group(1),
+                    "name": m.group(2),
+                    "peer": m.group(3) or "",
+                    "flags": m.group(4),
+                    "addresses": "",
+                }
                 rest = m.group(5)
                 for key, col in (("mtu", "mtu"), ("state", "state")):
                     mm = re.search(rf"\b{key} (\S+)", rest)

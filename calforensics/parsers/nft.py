@@ -20,9 +20,11 @@ HOOK = re.compile(r"type\s+\S+\s+hook\s+(\S+).*?policy\s+(\w+)")
 COUNTER = re.compile(r"counter packets (\d+) bytes (\d+)")
 COMMENT = re.compile(r'comment\s+"((?:[^"\\]|\\.)*)"')
 HANDLE = re.compile(r"\s*# handle (\d+)\s*$")
-VERDICT = re.compile(r"\b(accept|drop|reject(?: with [^#]*?)?|return|queue|continue|masquerade(?: [^#]*?)?|"
-                     r"jump \S+|goto \S+|dnat (?:ip6? )?to \S+|snat (?:ip6? )?to \S+|redirect(?: to \S+)?)\s*"
-                     r"(?:comment|$)")
+VERDICT = re.compile(
+    r"\b(accept|drop|reject(?: with [^#]*?)?|return|queue|continue|masquerade(?: [^#]*?)?|"
+    r"jump \S+|goto \S+|dnat (?:ip6? )?to \S+|snat (?:ip6? )?to \S+|redirect(?: to \S+)?)\s*"
+    r"(?:comment|$)"
+)
 LAYERS = ("filter-", "nat-", "mangle-", "raw-")
 
 
@@ -32,8 +34,8 @@ def looks_like_nft(lines: list[str]) -> bool:
 
 def iptables_chain_name(chain: str) -> str:
     for layer in LAYERS:
-        if chain.startswith(layer) and chain[len(layer):].startswith(("cali-", "KUBE-")):
-            return chain[len(layer):]
+        if chain.startswith(layer) and chain[len(layer) :].startswith(("cali-", "KUBE-")):
+            return chain[len(layer) :]
     return chain
 
 
@@ -81,8 +83,19 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
             continue
         h = HOOK.search(s)
         if h:
-            rows.append({"line": no, "family": family, "table": table, "chain": chain, "position": 0,
-                         "kind": "chain", "policy": h.group(2).upper(), "source": "nft", "backend": "nft"})
+            rows.append(
+                {
+                    "line": no,
+                    "family": family,
+                    "table": table,
+                    "chain": chain,
+                    "position": 0,
+                    "kind": "chain",
+                    "policy": h.group(2).upper(),
+                    "source": "nft",
+                    "backend": "nft",
+                }
+            )
             continue
         if s.startswith(("type ", "policy ", "devices ", "flags ")):
             continue
@@ -111,13 +124,28 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
         if target == "DNAT":
             to_dest = args.split()[-1] if args else ""
         match_text = COMMENT.sub("", body)
-        rows.append({
-            "line": no, "family": family, "table": table, "chain": chain, "position": position,
-            "kind": "rule", "packets": cnt.group(1) if cnt else None, "bytes": cnt.group(2) if cnt else None,
-            "target": target, "goto": goto, "target_args": args, "match": match_text.strip(),
-            "comment": human, "rule_hash": rule_hash, "source": "nft", "backend": "nft",
-            "to_destination": to_dest, **_nft_matches(match_text),
-        })
+        rows.append(
+            {
+                "line": no,
+                "family": family,
+                "table": table,
+                "chain": chain,
+                "position": position,
+                "kind": "rule",
+                "packets": cnt.group(1) if cnt else None,
+                "bytes": cnt.group(2) if cnt else None,
+                "target": target,
+                "goto": goto,
+                "target_args": args,
+                "match": match_text.strip(),
+                "comment": human,
+                "rule_hash": rule_hash,
+                "source": "nft",
+                "backend": "nft",
+                "to_destination": to_dest,
+                **_nft_matches(match_text),
+            }
+        )
     df = pd.DataFrame(rows, columns=RULE_COLUMNS)
     df["node"] = node
     df["artifact"] = artifact
@@ -126,13 +154,19 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
 
 def _nft_matches(body: str) -> dict:
     out: dict = {}
-    for key, pat in (("in_iface", r'iifname\s+(!=\s*)?"?([^"\s]+)"?'), ("out_iface", r'oifname\s+(!=\s*)?"?([^"\s]+)"?'),
-                     ("src", r"ip6? saddr\s+(!=\s*)?(\S+)"), ("dst", r"ip6? daddr\s+(!=\s*)?(\S+)"),
-                     ("dport", r"(?:tcp|udp|sctp|th) dport\s+(!=\s*)?(\S+)")):
+    for key, pat in (
+        ("in_iface", r'iifname\s+(!=\s*)?"?([^"\s]+)"?'),
+        ("out_iface", r'oifname\s+(!=\s*)?"?([^"\s]+)"?'),
+        ("src", r"ip6? saddr\s+(!=\s*)?(\S+)"),
+        ("dst", r"ip6? daddr\s+(!=\s*)?(\S+)"),
+        ("dport", r"(?:tcp|udp|sctp|th) dport\s+(!=\s*)?(\S+)"),
+    ):
         m = re.search(pat, body)
         if m:
             out[key] = ("!" if m.group(1) else "") + m.group(2)
-    m = re.search(r"(?:meta l4proto|ip protocol|ip6 nexthdr)\s+(\S+)", body) or re.search(r"\b(tcp|udp|sctp)\s+dport", body)
+    m = re.search(r"(?:meta l4proto|ip protocol|ip6 nexthdr)\s+(\S+)", body) or re.search(
+        r"\b(tcp|udp|sctp)\s+dport", body
+    )
     if m:
         out["protocol"] = m.group(1)
     return out

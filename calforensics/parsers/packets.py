@@ -65,7 +65,9 @@ def _u16(d: np.ndarray, i: np.ndarray) -> np.ndarray:
 
 
 def _u32(d: np.ndarray, i: np.ndarray) -> np.ndarray:
-    return (d[i].astype(np.int64) << 24) | (d[i + 1].astype(np.int64) << 16) | (d[i + 2].astype(np.int64) << 8) | d[i + 3]
+    return (
+        (d[i].astype(np.int64) << 24) | (d[i + 1].astype(np.int64) << 16) | (d[i + 2].astype(np.int64) << 8) | d[i + 3]
+    )
 
 
 @dataclass
@@ -174,8 +176,9 @@ class _Columns:
 class PacketDecoder:
     """Decodes all frames of one capture file into packet columns."""
 
-    def __init__(self, frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS,
-                 max_depth: int = MAX_TUNNEL_DEPTH) -> None:
+    def __init__(
+        self, frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS, max_depth: int = MAX_TUNNEL_DEPTH
+    ) -> None:
         self.f = frames
         self.d = frames.data
         self.vxlan_ports = np.asarray(vxlan_ports, dtype=np.int64)
@@ -264,8 +267,13 @@ class PacketDecoder:
                     break
                 p += (tlv_len + 3) & ~3
         if keep_rows:
-            self._ip(np.asarray(keep_rows), np.asarray(keep_off, dtype=np.int64),
-                     np.asarray(keep_end, dtype=np.int64), np.asarray(keep_et, dtype=np.int64), depth=0)
+            self._ip(
+                np.asarray(keep_rows),
+                np.asarray(keep_off, dtype=np.int64),
+                np.asarray(keep_end, dtype=np.int64),
+                np.asarray(keep_et, dtype=np.int64),
+                depth=0,
+            )
 
     def _ethernet(self, rows: np.ndarray, off: np.ndarray, end: np.ndarray, depth: int) -> None:
         ok = off + 14 <= end
@@ -338,7 +346,7 @@ class PacketDecoder:
         first = frag_off == 0
         self._l4(rows[first], off[first] + ihl[first], l3end[first], proto[first], depth, ipver=4)
         rest = rows[~first]
-        c.payload_len[rest] = (l3end[~first] - off[~first] - ihl[~first])
+        c.payload_len[rest] = l3end[~first] - off[~first] - ihl[~first]
         c.payload_off[rest] = off[~first] + ihl[~first]
 
     def _ipv6(self, rows, off, end, depth: int) -> None:
@@ -381,8 +389,9 @@ class PacketDecoder:
             i = np.flatnonzero(ext)
             ci = cur[i]
             new_nh = d[ci].astype(np.int64)
-            hlen = np.where(frag[i], 8, np.where(ah[i], (d[ci + 1].astype(np.int64) + 2) * 4,
-                                                  (d[ci + 1].astype(np.int64) + 1) * 8))
+            hlen = np.where(
+                frag[i], 8, np.where(ah[i], (d[ci + 1].astype(np.int64) + 2) * 4, (d[ci + 1].astype(np.int64) + 1) * 8)
+            )
             fi = i[frag[i]]
             if len(fi):
                 fo = _u16(d, cur[fi] + 2)
@@ -406,8 +415,19 @@ class PacketDecoder:
     def _l4(self, rows, off, l3end, proto, depth: int, ipver: int) -> None:
         c = self.c
         # any L4 fields from an outer layer are replaced by this layer's
-        for col in (c.sport, c.dport, c.tcp_flags, c.seq, c.ack, c.tcp_window, c.tcp_mss,
-                    c.icmp_type, c.icmp_code, c.icmp_echo_seq, c.icmp_mtu):
+        for col in (
+            c.sport,
+            c.dport,
+            c.tcp_flags,
+            c.seq,
+            c.ack,
+            c.tcp_window,
+            c.tcp_mss,
+            c.icmp_type,
+            c.icmp_code,
+            c.icmp_echo_seq,
+            c.icmp_mtu,
+        ):
             col[rows] = -1
         c.payload_len[rows] = l3end - off
         c.payload_off[rows] = off
@@ -417,8 +437,15 @@ class PacketDecoder:
                 fn(rows[m], off[m], l3end[m], depth)
         tun = (proto == 4) | (proto == 41)
         if tun.any():
-            self._tunnel(rows[tun], off[tun], l3end[tun], ENC_IPIP, depth,
-                         np.where(proto[tun] == 4, ETH_IPV4, ETH_IPV6), vni=None)
+            self._tunnel(
+                rows[tun],
+                off[tun],
+                l3end[tun],
+                ENC_IPIP,
+                depth,
+                np.where(proto[tun] == 4, ETH_IPV4, ETH_IPV6),
+                vni=None,
+            )
         gre = proto == 47
         if gre.any():
             self._gre(rows[gre], off[gre], l3end[gre], depth)
@@ -594,7 +621,14 @@ class PacketDecoder:
         hdr = hdr + np.where(erspan2, 8, 0) + np.where(erspan3, 12, 0)
         ptype = np.where(erspan2 | erspan3, ETH_TEB, ptype)
         follow = np.isin(ptype, (ETH_IPV4, ETH_IPV6, ETH_TEB, ETH_CISCO_METADATA)) & (off + hdr <= end)
-        rows, off, end, hdr, ptype, key = rows[follow], off[follow], end[follow], hdr[follow], ptype[follow], key[follow]
+        rows, off, end, hdr, ptype, key = (
+            rows[follow],
+            off[follow],
+            end[follow],
+            hdr[follow],
+            ptype[follow],
+            key[follow],
+        )
         go = self._enter_tunnel(rows, ENC_GRE, depth, key)
         self._payload_by_ethertype(rows[go], off[go] + hdr[go], end[go], ptype[go], depth + 1)
 
@@ -630,8 +664,18 @@ class PacketDecoder:
                 h = _mix(h ^ words[:, k])
         self.payload_hash = _mix(h ^ take.astype(np.uint64))
         fp = self.payload_hash
-        for col in (c.proto, c.ip_id, c.seq, c.ack, c.tcp_flags, c.payload_len, c.icmp_type, c.icmp_code,
-                    c.icmp_echo_seq, c.frag_offset):
+        for col in (
+            c.proto,
+            c.ip_id,
+            c.seq,
+            c.ack,
+            c.tcp_flags,
+            c.payload_len,
+            c.icmp_type,
+            c.icmp_code,
+            c.icmp_echo_seq,
+            c.frag_offset,
+        ):
             fp = _mix(fp ^ col.astype(np.int64).view(np.uint64))
         self.fingerprint = fp
 

@@ -154,8 +154,11 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
             log.add(f"frame {n}", "bad_record_length", f"captured length {incl} at byte {off} is not plausible")
             break
         if off + 16 + incl > size:
-            log.add(f"frame {n}", "truncated_record",
-                    f"record needs {incl} bytes, file has {size - off - 16} left (capture cut short)")
+            log.add(
+                f"frame {n}",
+                "truncated_record",
+                f"record needs {incl} bytes, file has {size - off - 16} left (capture cut short)",
+            )
             break
         if frac >= frac_limit:
             bad_frac.append(n)
@@ -189,7 +192,7 @@ def _parse_options(buf: memoryview, start: int, end: int, endian: str) -> tuple[
         val_end = off + 4 + length
         if val_end > end:
             return opts, f"option {code} length {length} runs past the block"
-        opts.setdefault(code, []).append(bytes(buf[off + 4:val_end]))
+        opts.setdefault(code, []).append(bytes(buf[off + 4 : val_end]))
         off = val_end + (-length % 4)
     return opts, ""
 
@@ -218,7 +221,7 @@ def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
     while off + 12 <= size:
         btype_le = struct.unpack_from("<I", buf, off)[0]
         if btype_le == 0x0A0D0D0A:
-            bom = bytes(buf[off + 8:off + 12])
+            bom = bytes(buf[off + 8 : off + 12])
             if bom == b"\x4d\x3c\x2b\x1a":
                 endian = "<"
             elif bom == b"\x1a\x2b\x3c\x4d":

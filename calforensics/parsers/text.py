@@ -9,7 +9,9 @@ MAX_TEXT_BYTES = 512 * 1024 * 1024
 
 # logrus preambles that calico-node / calico-bpf print before their data, e.g.
 # `INFO[0000] FIPS mode enabled=false source="main.go:137"` or `2024-01-02 03:04:05.678 [INFO][12] ...`
-LOG_LINE = re.compile(r"^(?:(?:TRAC|DEBU|INFO|WARN|WARNING|ERRO|FATA|PANI)\[\d+\]|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S*\s+\[[A-Z]+\])")
+LOG_LINE = re.compile(
+    r"^(?:(?:TRAC|DEBU|INFO|WARN|WARNING|ERRO|FATA|PANI)\[\d+\]|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S*\s+\[[A-Z]+\])"
+)
 
 
 def read_lines(path: str | Path, limit: int = MAX_TEXT_BYTES) -> list[str]:

@@ -12,9 +12,31 @@ import pandas as pd
 
 from ..anomalies import AnomalyLog
 
-COLUMNS = ["node", "artifact", "line", "source", "time", "trace_id", "family", "table", "chain", "type",
-           "rulenum", "verdict", "in_iface", "out_iface", "src", "dst", "proto", "sport", "dport", "ip_id",
-           "length", "mark", "rule"]
+COLUMNS = [
+    "node",
+    "artifact",
+    "line",
+    "source",
+    "time",
+    "trace_id",
+    "family",
+    "table",
+    "chain",
+    "type",
+    "rulenum",
+    "verdict",
+    "in_iface",
+    "out_iface",
+    "src",
+    "dst",
+    "proto",
+    "sport",
+    "dport",
+    "ip_id",
+    "length",
+    "mark",
+    "rule",
+]
 IPT = re.compile(r"TRACE: (\w+):([^:\s]+):(\w+):(\d+)\s?(.*)$")
 NFT = re.compile(r"trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet|rule|verdict|policy|unknown)\b:?\s*(.*)$")
 DMESG_TS = re.compile(r"^\[\s*(\d+\.\d+)\]")
@@ -35,12 +57,28 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
                 log.add(no, "unparsed_line", line.strip()[:200])
                 continue
             kv = dict(KV.findall(m.group(5)))
-            rows.append({"line": no, "source": "iptables", "time": _time(line), "table": m.group(1),
-                         "chain": m.group(2), "type": m.group(3), "rulenum": m.group(4),
-                         "in_iface": kv.get("IN", ""), "out_iface": kv.get("OUT", ""), "src": kv.get("SRC", ""),
-                         "dst": kv.get("DST", ""), "proto": kv.get("PROTO", ""), "sport": kv.get("SPT"),
-                         "dport": kv.get("DPT"), "ip_id": kv.get("ID"), "length": kv.get("LEN"),
-                         "mark": kv.get("MARK", ""), "family": "ipv6" if ":" in kv.get("SRC", "") else "ipv4"})
+            rows.append(
+                {
+                    "line": no,
+                    "source": "iptables",
+                    "time": _time(line),
+                    "table": m.group(1),
+                    "chain": m.group(2),
+                    "type": m.group(3),
+                    "rulenum": m.group(4),
+                    "in_iface": kv.get("IN", ""),
+                    "out_iface": kv.get("OUT", ""),
+                    "src": kv.get("SRC", ""),
+                    "dst": kv.get("DST", ""),
+                    "proto": kv.get("PROTO", ""),
+                    "sport": kv.get("SPT"),
+                    "dport": kv.get("DPT"),
+                    "ip_id": kv.get("ID"),
+                    "length": kv.get("LEN"),
+                    "mark": kv.get("MARK", ""),
+                    "family": "ipv6" if ":" in kv.get("SRC", "") else "ipv4",
+                }
+            )
             continue
         if "trace id " in line:
             m = NFT.search(line)
@@ -48,17 +86,32 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
                 log.add(no, "unparsed_line", line.strip()[:200])
                 continue
             rest = m.group(6)
-            rec = {"line": no, "source": "nft", "time": _time(line), "trace_id": m.group(1), "family": m.group(2),
-                   "table": m.group(3), "chain": m.group(4), "type": m.group(5)}
+            rec = {
+                "line": no,
+                "source": "nft",
+                "time": _time(line),
+                "trace_id": m.group(1),
+                "family": m.group(2),
+                "table": m.group(3),
+                "chain": m.group(4),
+                "type": m.group(5),
+            }
             v = re.search(r"\(verdict (\w+)(?: (\S+))?\)", rest) or re.search(r"^(\w+)(?: (\S+))?$", rest.strip())
             if m.group(5) in ("rule", "verdict", "policy") and v:
                 rec["verdict"] = v.group(1) + (f" {v.group(2)}" if v.group(2) else "")
             if m.group(5) == "rule":
                 rec["rule"] = re.sub(r"\s*\(verdict.*$", "", rest).strip()
-            for key, pat in (("in_iface", r'iif "([^"]+)"'), ("out_iface", r'oif "([^"]+)"'),
-                             ("src", r"ip6? saddr (\S+)"), ("dst", r"ip6? daddr (\S+)"), ("ip_id", r"ip id (\d+)"),
-                             ("length", r"ip length (\d+)"), ("sport", r"(?:tcp|udp) sport (\d+)"),
-                             ("dport", r"(?:tcp|udp) dport (\d+)"), ("mark", r"meta mark (0x[0-9a-f]+)")):
+            for key, pat in (
+                ("in_iface", r'iif "([^"]+)"'),
+                ("out_iface", r'oif "([^"]+)"'),
+                ("src", r"ip6? saddr (\S+)"),
+                ("dst", r"ip6? daddr (\S+)"),
+                ("ip_id", r"ip id (\d+)"),
+                ("length", r"ip length (\d+)"),
+                ("sport", r"(?:tcp|udp) sport (\d+)"),
+                ("dport", r"(?:tcp|udp) dport (\d+)"),
+                ("mark", r"meta mark (0x[0-9a-f]+)"),
+            ):
                 mm = re.search(pat, rest)
                 if mm:
                     rec[key] = mm.group(1)
