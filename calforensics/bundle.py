@@ -123,6 +123,9 @@ class Bundle:
                 hostname = (root / rel).read_text(errors="replace").strip().splitlines()[0:1]
                 hostname = hostname[0].strip() if hostname else ""
         arts = []
+        tops = {PurePosixPath(rel).parts[0] for rel in self._mat.files}
+        # an archive's single top-level folder (`calico-diagnostics-…/`) names the bundle, not a node
+        strip = len(tops) == 1 and all(len(PurePosixPath(r).parts) > 1 for r in self._mat.files)
         for rel in self._mat.files:
             full = root / rel
             size = full.stat().st_size
@@ -134,7 +137,11 @@ class Bundle:
             kind = classify(rel, head, lines)
             if size == 0:
                 kind = "empty"
-            arts.append(Artifact(rel, node_of(rel, hostname), kind, size))
+            where = "/".join(PurePosixPath(rel).parts[1:]) if strip else rel
+            art = Artifact(rel, node_of(where, hostname), kind, size)
+            if kind in ("other", "unrecognised", "empty"):
+                art.status, art.rows = "skipped", 0
+            arts.append(art)
         return arts
 
     @property

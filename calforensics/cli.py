@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,12 @@ from .archive import BundleError
 from .bundle import Bundle, open_bundle
 from .inventory import inventory
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline forensics for Calico networking.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Offline forensics for Calico networking.",
+)
 err = Console(stderr=True)
 EXIT_UNUSABLE = 2
 
@@ -74,7 +80,7 @@ def inspect_cmd(
 
 
 def _print_inventory(inv: dict) -> None:
-    out = Console(highlight=False)
+    out = Console(highlight=False, width=None if Console().is_terminal else 160)
     out.print(Text(f"Bundle {inv['bundle']}", style="bold"))
     out.print(Text(f"Nodes: {', '.join(inv['nodes']) or '(none named)'}"))
     caps = Table(title="Captures", title_justify="left")
@@ -128,6 +134,18 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("calforensics: interrupted")
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: one line for the user, the traceback on request
+        if os.environ.get("CALFORENSICS_DEBUG"):
+            raise
+        err.print(
+            Text(
+                f"calforensics: internal error: {type(exc).__name__}: {exc} "
+                "(set CALFORENSICS_DEBUG=1 for the traceback)"
+            ),
+            style="red",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

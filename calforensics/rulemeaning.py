@@ -146,9 +146,9 @@ def add_rule_meaning(rules: pd.DataFrame) -> pd.DataFrame:
     out["service_port"] = [-1] * n
     chains = [iptables_chain_name(str(c)) for c in df["chain"]]
     targets = [iptables_chain_name(str(t)) for t in df["target"]]
-    comments = df["comment"].astype(str).tolist()
-    matches = df["match"].astype(str).tolist()
-    args = df["target_args"].astype(str).tolist()
+    comments = df["comment"].fillna("").astype(str).tolist()
+    matches = df["match"].fillna("").astype(str).tolist()
+    args = df["target_args"].fillna("").astype(str).tolist()
     gotos = df["goto"].tolist()
     kinds = df["kind"].astype(str).tolist()
 

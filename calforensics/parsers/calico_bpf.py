@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..anomalies import AnomalyLog
 from .text import LOG_LINE, split_hostport
+from .text import is_text as _is_text
 
 CT_COLUMNS = [
     "node",
@@ -87,7 +88,7 @@ def _frame(rows: list[dict], columns: list[str], node: str, artifact: str, ints:
     for col in ints:
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
     for col in columns:
-        if df[col].dtype == object and col not in ints:
+        if _is_text(df[col]) and col not in ints:
             df[col] = df[col].fillna("")
     return df
 

@@ -8,6 +8,7 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
+from .text import is_text as _is_text
 
 IFACE_COLUMNS = [
     "node",
@@ -141,7 +142,7 @@ def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
     for col in ("line", "ifindex", "mtu", "vni", "vxlan_port"):
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
     for col in IFACE_COLUMNS:
-        if df[col].dtype == object:
+        if _is_text(df[col]):
             df[col] = df[col].fillna("")
     return df
 
@@ -183,6 +184,6 @@ def parse_ip_route(lines: list[str], log: AnomalyLog, node: str = "", artifact: 
     df["line"] = df["line"].astype("int64")
     df["onlink"] = df["onlink"].fillna(False).astype(bool)
     for col in ROUTE_COLUMNS:
-        if df[col].dtype == object:
+        if _is_text(df[col]):
             df[col] = df[col].fillna("")
     return df

@@ -13,6 +13,7 @@ import shlex
 import pandas as pd
 
 from ..anomalies import AnomalyLog
+from .text import is_text as _is_text
 
 RULE_COLUMNS = [
     "node",
@@ -200,7 +201,7 @@ def finish_rules(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
     df["goto"] = df["goto"].fillna(False).astype(bool)
     for col in RULE_COLUMNS:
-        if df[col].dtype == object:
+        if _is_text(df[col]):
             df[col] = df[col].fillna("")
     for col in ("node", "source", "backend", "family", "table", "kind", "policy", "target"):
         df[col] = df[col].astype(str).astype("category")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
+
 MAX_TEXT_BYTES = 512 * 1024 * 1024
 
 # logrus preambles that calico-node / calico-bpf print before their data, e.g.
@@ -43,3 +45,10 @@ def to_int(s: str | None, default: int = -1) -> int:
         return int(s, 0) if s.lower().startswith("0x") else int(s)
     except ValueError:
         return default
+
+
+def is_text(col: pd.Series) -> bool:
+    """True for columns meant to hold text: object or string dtype, or all-missing floats (no value seen)."""
+    if pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
+        return True
+    return pd.api.types.is_float_dtype(col) and bool(col.isna().all())

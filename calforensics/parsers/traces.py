@@ -11,6 +11,7 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
+from .text import is_text as _is_text
 
 COLUMNS = [
     "node",
@@ -124,7 +125,7 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
     for col in ("line", "rulenum", "sport", "dport", "ip_id", "length"):
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
     for col in COLUMNS:
-        if df[col].dtype == object:
+        if _is_text(df[col]):
             df[col] = df[col].fillna("")
     return df
 
