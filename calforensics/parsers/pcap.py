@@ -302,6 +302,9 @@ def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
             else:
                 mul, div, shift, tsoff = ts_conv[gi]
                 ts = ((ts_raw * mul // div) >> shift) + tsoff * 1_000_000_000
+                if not 0 <= ts < 2**63:
+                    log.add(f"frame {n}", "bad_timestamp", f"timestamp {ts_raw} does not fit in nanoseconds")
+                    ts = 0
             frames.off.append(data_off)
             frames.cap.append(cap)
             frames.wire.append(wire)
