@@ -188,7 +188,7 @@ CONNTRACK_A = f"""ipv4     2 tcp      6 117 TIME_WAIT src={POD_A} dst={POD_B} sp
 ipv4     2 tcp      6 118 SYN_SENT src={POD_A} dst={CLUSTER_IP} sport=42000 dport=80 packets=1 bytes=60 [UNREPLIED] src={POD_B} dst={POD_A} sport=8080 dport=42000 packets=0 bytes=0 mark=0 zone=0 use=1 id=3121428002
 ipv4     2 tcp      6 115 SYN_SENT src={POD_A} dst={POD_DENIED} sport=43000 dport=5432 packets=3 bytes=180 [UNREPLIED] src={POD_DENIED} dst={POD_A} sport=5432 dport=43000 packets=0 bytes=0 mark=0 zone=0 use=1 id=3121428003
 """
-CONNTRACK_B = f"""conntrack v1.4.7 (conntrack-tools): Invalid commands combination
+CONNTRACK_B = """conntrack v1.4.7 (conntrack-tools): Invalid commands combination
 Try `conntrack -h' or 'conntrack --help' for more information.
 """
 

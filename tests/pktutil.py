@@ -17,8 +17,19 @@ def ip4(s: str) -> bytes:
     return bytes(int(x) for x in s.split("."))
 
 
-def tcp4(src="10.0.0.1", dst="10.0.0.2", sport=1234, dport=80, flags=dpkt.tcp.TH_SYN, seq=100, ack=0,
-         payload=b"", ip_id=7, ttl=64, opts=b"") -> dpkt.ip.IP:
+def tcp4(
+    src="10.0.0.1",
+    dst="10.0.0.2",
+    sport=1234,
+    dport=80,
+    flags=dpkt.tcp.TH_SYN,
+    seq=100,
+    ack=0,
+    payload=b"",
+    ip_id=7,
+    ttl=64,
+    opts=b"",
+) -> dpkt.ip.IP:
     t = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, data=payload, opts=opts)
     t.off = 5 + len(opts) // 4
     p = dpkt.ip.IP(src=ip4(src), dst=ip4(dst), p=6, id=ip_id, ttl=ttl, data=t)

@@ -25,16 +25,23 @@ def test_pcapng_interfaces_and_tsresol(tmp_path):
     buf = tmp_path / "x.pcapng"
     with open(buf, "wb") as fh:
         shb = dpkt.pcapng.SectionHeaderBlockLE()
-        idb0 = dpkt.pcapng.InterfaceDescriptionBlockLE(linktype=1, opts=[
-            dpkt.pcapng.PcapngOptionLE(code=2, data=b"cali12345678901"),
-            dpkt.pcapng.PcapngOptionLE(code=9, data=b"\x09"), dpkt.pcapng.PcapngOptionLE(code=0)])
-        idb1 = dpkt.pcapng.InterfaceDescriptionBlockLE(linktype=101, opts=[
-            dpkt.pcapng.PcapngOptionLE(code=2, data=b"tunl0"), dpkt.pcapng.PcapngOptionLE(code=0)])
+        idb0 = dpkt.pcapng.InterfaceDescriptionBlockLE(
+            linktype=1,
+            opts=[
+                dpkt.pcapng.PcapngOptionLE(code=2, data=b"cali12345678901"),
+                dpkt.pcapng.PcapngOptionLE(code=9, data=b"\x09"),
+                dpkt.pcapng.PcapngOptionLE(code=0),
+            ],
+        )
+        idb1 = dpkt.pcapng.InterfaceDescriptionBlockLE(
+            linktype=101, opts=[dpkt.pcapng.PcapngOptionLE(code=2, data=b"tunl0"), dpkt.pcapng.PcapngOptionLE(code=0)]
+        )
         w = dpkt.pcapng.Writer(fh, shb=shb, idb=[idb0, idb1])
         ts_ns = 1_700_000_000_123_456_789
         for iface, frame, ts in ((0, eth(tcp4()), ts_ns), (1, bytes(udp4()), ts_ns // 1000)):
-            epb = dpkt.pcapng.EnhancedPacketBlockLE(iface_id=iface, ts_high=ts >> 32, ts_low=ts & 0xFFFFFFFF,
-                                                     pkt_data=frame)
+            epb = dpkt.pcapng.EnhancedPacketBlockLE(
+                iface_id=iface, ts_high=ts >> 32, ts_low=ts & 0xFFFFFFFF, pkt_data=frame
+            )
             w.writepkt(epb)
     df, log, fi = decode(buf)
     assert [i.name for i in fi.interfaces] == ["cali12345678901", "tunl0"]
@@ -46,8 +53,16 @@ def test_pcapng_interfaces_and_tsresol(tmp_path):
 
 def test_vlan_qinq_sll_sll2_raw_null(tmp_path):
     ip = bytes(tcp4(src="10.1.1.1", dst="10.2.2.2"))
-    qinq = (b"\x04" * 6 + b"\x02" * 6 + b"\x88\xa8" + struct.pack(">H", 100) + b"\x81\x00" + struct.pack(">H", 200)
-            + b"\x08\x00" + ip)
+    qinq = (
+        b"\x04" * 6
+        + b"\x02" * 6
+        + b"\x88\xa8"
+        + struct.pack(">H", 100)
+        + b"\x81\x00"
+        + struct.pack(">H", 200)
+        + b"\x08\x00"
+        + ip
+    )
     sll = struct.pack(">HHH8sH", 0, 1, 6, b"\x02" * 8, 0x0800) + ip
     sll2 = struct.pack(">HHIHBB8s", 0x0800, 0, 7, 1, 4, 6, b"\x02" * 8) + ip
     null = struct.pack("<I", 2) + ip
@@ -70,8 +85,15 @@ def test_ipv4_options_and_ipv6_extension_headers(tmp_path):
     hbh = bytes([6, 0, 1, 4, 0, 0, 0, 0])  # hop-by-hop, next TCP
     frag = bytes([0, 0, 0, 0, 0, 0, 0, 9])  # fragment header, offset 0, id 9 -> next filled below
     ext = bytes([44]) + hbh[1:] + bytes([6]) + frag[1:]
-    v6 = struct.pack(">IHBB16s16s", 0x60000000, len(ext) + len(tcp), 0, 64,
-                     bytes.fromhex("fd000000000000000000000000000001"), bytes.fromhex("fd000000000000000000000000000002"))
+    v6 = struct.pack(
+        ">IHBB16s16s",
+        0x60000000,
+        len(ext) + len(tcp),
+        0,
+        64,
+        bytes.fromhex("fd000000000000000000000000000001"),
+        bytes.fromhex("fd000000000000000000000000000002"),
+    )
     df, log, _ = decode(write_pcap(tmp_path / "o.pcap", [eth(p), eth(v6 + ext + tcp, 0x86DD)]))
     assert df.ip_id.iloc[0] == 4242 and df.sport.iloc[0] == 1234
     assert df.src.iloc[1] == "fd00::1" and df.proto.iloc[1] == 6 and df.sport.iloc[1] == 1
@@ -83,8 +105,9 @@ def test_tunnels_vxlan_ipip_gre_geneve(tmp_path):
     inner = tcp4(src="192.168.1.5", dst="192.168.2.7", sport=41000, dport=8080)
     ipip = dpkt.ip.IP(src=ip4("10.0.0.11"), dst=ip4("10.0.0.12"), p=4, data=bytes(inner))
     ipip.len = len(bytes(ipip))
-    gre = dpkt.ip.IP(src=ip4("10.0.0.11"), dst=ip4("10.0.0.12"), p=47,
-                     data=struct.pack(">HHI", 0x2000, 0x0800, 77) + bytes(inner))
+    gre = dpkt.ip.IP(
+        src=ip4("10.0.0.11"), dst=ip4("10.0.0.12"), p=47, data=struct.pack(">HHI", 0x2000, 0x0800, 77) + bytes(inner)
+    )
     gre.len = len(bytes(gre))
     gen_hdr = struct.pack(">BBHI", 0, 0, 0x6558, 5000 << 8) + eth(inner)
     gu = dpkt.udp.UDP(sport=1, dport=6081, data=gen_hdr)
@@ -119,8 +142,14 @@ def test_icmp_errors_quote_the_original_header(tmp_path):
     df, _, _ = decode(write_pcap(tmp_path / "i.pcap", [eth(p)]))
     r = df.iloc[0]
     assert (r.icmp_type, r.icmp_code, r.icmp_mtu) == (3, 4, 1450)
-    assert (r.q_src, r.q_dst, r.q_proto, r.q_sport, r.q_dport, r.q_ip_id) == ("192.168.1.5", "192.168.2.7", 6, 41000,
-                                                                              8080, 321)
+    assert (r.q_src, r.q_dst, r.q_proto, r.q_sport, r.q_dport, r.q_ip_id) == (
+        "192.168.1.5",
+        "192.168.2.7",
+        6,
+        41000,
+        8080,
+        321,
+    )
 
 
 def test_tcp_mss_option(tmp_path):
@@ -130,7 +159,7 @@ def test_tcp_mss_option(tmp_path):
 
 def test_damage_becomes_anomalies_not_exceptions(tmp_path):
     good = eth(tcp4())
-    short_ip = good[:14 + 12]
+    short_ip = good[: 14 + 12]
     bad_ihl = bytearray(good)
     bad_ihl[14] = 0x42
     bad_vxlan = bytearray(vxlan_frame(tcp4()))
@@ -154,6 +183,11 @@ def test_decoding_matches_tshark_on_our_own_captures(tmp_path):
     ours = our_frames(df)
     assert len(theirs) == len(ours) == 4
     for a, b in zip(theirs, ours, strict=True):
-        assert (a["src"], a["dst"], a["l4"], a["sport"], a["dport"]) == (b["src"], b["dst"], b["l4"], b["sport"],
-                                                                           b["dport"])
+        assert (a["src"], a["dst"], a["l4"], a["sport"], a["dport"]) == (
+            b["src"],
+            b["dst"],
+            b["l4"],
+            b["sport"],
+            b["dport"],
+        )
     assert subprocess.run(["tshark", "-v"], capture_output=True).returncode == 0

@@ -12,7 +12,7 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
-from .text import LOG_LINE, split_hostport
+from .text import LOG_LINE, int_column, split_hostport
 from .text import is_text as _is_text
 
 CT_COLUMNS = [
@@ -82,11 +82,11 @@ def duration_s(text: str) -> float:
 
 
 def _frame(rows: list[dict], columns: list[str], node: str, artifact: str, ints: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=columns)
+    df = pd.DataFrame(rows, columns=columns, dtype=object)
     df["node"] = node
     df["artifact"] = artifact
     for col in ints:
-        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
+        df[col] = int_column(df[col])
     for col in columns:
         if _is_text(df[col]) and col not in ints:
             df[col] = df[col].fillna("")
@@ -162,7 +162,7 @@ def _ct_raw(s: str) -> dict | None:
     rec["entry_type"] = CT_TYPES.get(int(t.group(1)), t.group(1)) if t else ""
     ls = re.search(r"LastSeen:(\d+)", s)
     rec["last_seen_ns"] = ls.group(1) if ls else None
-    fl = re.search(r"Flags:\s*(<none>|0x[0-9a-fA-F]+((?:\s+[a-z][\w-]*)*))", s)
+    fl = re.search(r"Flags:\s*(<none>|0x[0-9a-fA-F]+((?:\s+[A-Za-z][\w-]*(?=\s))*))", s)
     names = fl.group(2).split() if fl and fl.group(2) else []
     rec["flags"] = " ".join(n for n in names if n not in ("Data",))
     legs = {k: dict(kv.split(":", 1) for kv in body.split() if ":" in kv) for k, body in LEG.findall(s)}

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 
 from ..anomalies import AnomalyLog
+from .text import int_column
 
 COLUMNS = [
     "node",
@@ -147,7 +148,7 @@ def parse_conntrack(lines: list[str], log: AnomalyLog, node: str = "", artifact:
                 continue
             rec["line"] = no
             rows.append(rec)
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
     df["node"] = node
     df["artifact"] = artifact
     return finish(df)
@@ -156,7 +157,7 @@ def parse_conntrack(lines: list[str], log: AnomalyLog, node: str = "", artifact:
 def finish(df: pd.DataFrame) -> pd.DataFrame:
     """Apply dtypes and derive the NAT kind from the original vs reply tuples."""
     for col in INT_COLS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
+        df[col] = int_column(df[col])
     for col in ("unreplied", "assured"):
         df[col] = df[col].fillna(False).astype(bool)
     for col in ("node", "form", "event", "l3", "proto", "state", "offload"):

@@ -8,6 +8,7 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
+from .text import int_column
 from .text import is_text as _is_text
 
 IFACE_COLUMNS = [
@@ -137,10 +138,10 @@ def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
                 port = re.search(r"\bdstport (\d+)", s)
                 cur["vni"] = vni.group(1) if vni else None
                 cur["vxlan_port"] = port.group(1) if port else None
-    df = pd.DataFrame(rows, columns=IFACE_COLUMNS)
+    df = pd.DataFrame(rows, columns=IFACE_COLUMNS, dtype=object)
     df["node"], df["artifact"] = node, artifact
     for col in ("line", "ifindex", "mtu", "vni", "vxlan_port"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
+        df[col] = int_column(df[col])
     for col in IFACE_COLUMNS:
         if _is_text(df[col]):
             df[col] = df[col].fillna("")
@@ -178,9 +179,9 @@ def parse_ip_route(lines: list[str], log: AnomalyLog, node: str = "", artifact: 
             else:
                 i += 1
         rows.append(rec)
-    df = pd.DataFrame(rows, columns=ROUTE_COLUMNS)
+    df = pd.DataFrame(rows, columns=ROUTE_COLUMNS, dtype=object)
     df["node"], df["artifact"] = node, artifact
-    df["metric"] = pd.to_numeric(df["metric"], errors="coerce").fillna(-1).astype("int64")
+    df["metric"] = int_column(df["metric"])
     df["line"] = df["line"].astype("int64")
     df["onlink"] = df["onlink"].fillna(False).astype(bool)
     for col in ROUTE_COLUMNS:

@@ -13,6 +13,7 @@ import shlex
 import pandas as pd
 
 from ..anomalies import AnomalyLog
+from .text import int_column
 from .text import is_text as _is_text
 
 RULE_COLUMNS = [
@@ -26,7 +27,7 @@ RULE_COLUMNS = [
     "chain",
     "position",
     "kind",
-    "policy",
+    "chain_policy",
     "packets",
     "bytes",
     "target",
@@ -148,7 +149,7 @@ def parse_iptables_save(
                     "chain": chain,
                     "position": 0,
                     "kind": "chain",
-                    "policy": "" if pol == "-" else pol,
+                    "chain_policy": "" if pol == "-" else pol,
                     "packets": m.group(3),
                     "bytes": m.group(4),
                     "source": source,
@@ -190,7 +191,7 @@ def parse_iptables_save(
                 **spec,
             }
         )
-    df = pd.DataFrame(rows, columns=RULE_COLUMNS)
+    df = pd.DataFrame(rows, columns=RULE_COLUMNS, dtype=object)
     df["node"] = node
     df["artifact"] = artifact
     return finish_rules(df)
@@ -198,11 +199,11 @@ def parse_iptables_save(
 
 def finish_rules(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("packets", "bytes", "line", "position"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
+        df[col] = int_column(df[col])
     df["goto"] = df["goto"].fillna(False).astype(bool)
     for col in RULE_COLUMNS:
         if _is_text(df[col]):
             df[col] = df[col].fillna("")
-    for col in ("node", "source", "backend", "family", "table", "kind", "policy", "target"):
+    for col in ("node", "source", "backend", "family", "table", "kind", "chain_policy", "target"):
         df[col] = df[col].astype(str).astype("category")
     return df[RULE_COLUMNS]

@@ -91,7 +91,7 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
                     "chain": chain,
                     "position": 0,
                     "kind": "chain",
-                    "policy": h.group(2).upper(),
+                    "chain_policy": h.group(2).upper(),
                     "source": "nft",
                     "backend": "nft",
                 }
@@ -146,7 +146,7 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
                 **_nft_matches(match_text),
             }
         )
-    df = pd.DataFrame(rows, columns=RULE_COLUMNS)
+    df = pd.DataFrame(rows, columns=RULE_COLUMNS, dtype=object)
     df["node"] = node
     df["artifact"] = artifact
     return finish_rules(df)

@@ -52,3 +52,10 @@ def is_text(col: pd.Series) -> bool:
     if pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
         return True
     return pd.api.types.is_float_dtype(col) and bool(col.isna().all())
+
+
+def int_column(col: pd.Series) -> pd.Series:
+    """Integers exactly (no float round trip, which breaks nanosecond timestamps); -1 where absent."""
+    return pd.Series(
+        [to_int(str(v)) if v is not None and v == v and v != "" else -1 for v in col], index=col.index, dtype="int64"
+    )

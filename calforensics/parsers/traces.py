@@ -11,6 +11,7 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
+from .text import int_column
 from .text import is_text as _is_text
 
 COLUMNS = [
@@ -120,10 +121,10 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
             if pm and m.group(5) == "packet":
                 rec["proto"] = pm.group(1).upper()
             rows.append(rec)
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
     df["node"], df["artifact"] = node, artifact
     for col in ("line", "rulenum", "sport", "dport", "ip_id", "length"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(-1).astype("int64")
+        df[col] = int_column(df[col])
     for col in COLUMNS:
         if _is_text(df[col]):
             df[col] = df[col].fillna("")
