@@ -98,7 +98,7 @@ class _AddrSlot:
         cats: list[str] = []
         is4 = np.flatnonzero(self.version == 4)
         if len(is4):
-            uniq, inv = np.unique(self.v4[is4], return_inverse=True)
+            inv, uniq = pd.factorize(self.v4[is4], sort=True)
             cats.extend(str(ipaddress.IPv4Address(int(u))) for u in uniq)
             codes[is4] = inv
         is6 = self.version == 6
@@ -655,13 +655,22 @@ class PacketDecoder:
         avail = np.clip(frame_end - c.payload_off, 0, PAYLOAD_HASH_BYTES)
         take = np.where(c.payload_off >= 0, np.minimum(plen, avail), 0)
         h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
-        if n and len(d):
-            idx = c.payload_off[:, None] + np.arange(PAYLOAD_HASH_BYTES)
-            mask = np.arange(PAYLOAD_HASH_BYTES) < take[:, None]
-            block = np.where(mask, d[np.clip(idx, 0, len(d) - 1)], 0).astype(np.uint8)
-            words = np.ascontiguousarray(block).view(np.uint64)
+        if n and len(d) >= PAYLOAD_HASH_BYTES:
+            # gather 16 bytes per row through a sliding-window view (one copy, no index matrix)
+            start = np.clip(c.payload_off, 0, len(d) - PAYLOAD_HASH_BYTES)
+            block = np.lib.stride_tricks.sliding_window_view(d, PAYLOAD_HASH_BYTES)[start]
+            words = np.ascontiguousarray(block).view("<u8")
+            late = np.flatnonzero((c.payload_off > start) & (take > 0))  # the file's last few bytes
+            for r in late.tolist():
+                tail = bytes(d[c.payload_off[r] : c.payload_off[r] + take[r]]).ljust(PAYLOAD_HASH_BYTES, b"\0")
+                words[r] = np.frombuffer(tail, dtype="<u8")
             for k in range(words.shape[1]):
-                h = _mix(h ^ words[:, k])
+                keep = np.clip(take - 8 * k, 0, 8).astype(np.uint64)
+                # mask = lowest `keep` bytes (little-endian view), all ones when keep == 8
+                mask = np.where(
+                    keep == 8, np.uint64(0xFFFFFFFFFFFFFFFF), (np.uint64(1) << (keep * np.uint64(8))) - np.uint64(1)
+                )
+                h = _mix(h ^ (words[:, k] & mask))
         self.payload_hash = _mix(h ^ take.astype(np.uint64))
         fp = self.payload_hash
         for col in (

@@ -138,47 +138,61 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
     if minor != 4:
         log.add("header", "unusual_version", f"pcap version {major}.{minor} (expected 2.4); reading anyway")
 
-    rec = struct.Struct(endian + "IIII")
-    unpack = rec.unpack_from
+    # The walk itself is inherently sequential (each record's length says where the next begins),
+    # so the Python loop only follows lengths; headers are then read in bulk with numpy.
+    incl_at = struct.Struct(endian + "I").unpack_from
     size = len(buf)
     off = 24
-    n = 0
-    bad_frac: list[int] = []
-    over_snap: list[int] = []
-    frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
-    o_app, c_app, w_app, t_app = frames.off.append, frames.cap.append, frames.wire.append, frames.ts.append
+    offsets: list[int] = []
+    append = offsets.append
     while off + 16 <= size:
-        sec, frac, incl, orig = unpack(buf, off)
-        n += 1
+        (incl,) = incl_at(buf, off + 8)
         if incl > MAX_RECORD:
-            log.add(f"frame {n}", "bad_record_length", f"captured length {incl} at byte {off} is not plausible")
+            log.add(
+                f"frame {len(offsets) + 1}",
+                "bad_record_length",
+                f"captured length {incl} at byte {off} is not plausible",
+            )
             break
         if off + 16 + incl > size:
             log.add(
-                f"frame {n}",
+                f"frame {len(offsets) + 1}",
                 "truncated_record",
                 f"record needs {incl} bytes, file has {size - off - 16} left (capture cut short)",
             )
             break
-        if frac >= frac_limit:
-            bad_frac.append(n)
-        if snaplen and incl > snaplen:
-            over_snap.append(n)
-        o_app(off + 16)
-        c_app(incl)
-        w_app(orig)
-        t_app(sec * 1_000_000_000 + frac * ts_mult)
+        append(off)
         off += 16 + incl
     else:
         if off != size:
-            log.add(f"frame {n + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record")
-            n += 1
-    for fr in bad_frac[:100]:
+            log.add(
+                f"frame {len(offsets) + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record"
+            )
+    records = len(offsets) + (off < size)
+    hdr_off = np.asarray(offsets, dtype=np.int64)
+    dt = np.dtype(endian + "u4")
+    headers = (
+        np.lib.stride_tricks.sliding_window_view(data, 16)[hdr_off] if len(hdr_off) else np.zeros((0, 16), np.uint8)
+    )
+    words = np.ascontiguousarray(headers).view(dt).astype(np.int64)
+    sec, frac, incl, orig = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
+    frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
+    for fr in (np.flatnonzero(frac >= frac_limit)[:100] + 1).tolist():
         log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
-    for fr in over_snap[:100]:
-        log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
-    frames.ifc = [0] * len(frames.off)
-    return frames.index("pcap", data, interfaces, n)
+    if snaplen:
+        for fr in (np.flatnonzero(incl > snaplen)[:100] + 1).tolist():
+            log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
+    return FrameIndex(
+        container="pcap",
+        data=data,
+        offsets=hdr_off + 16,
+        caplens=incl,
+        wirelens=orig,
+        ts_ns=sec * 1_000_000_000 + frac * ts_mult,
+        iface=np.zeros(len(hdr_off), dtype=np.int32),
+        interfaces=interfaces,
+        records=records,
+    )
 
 
 def _parse_options(buf: memoryview, start: int, end: int, endian: str) -> tuple[dict[int, list[bytes]], str]:
