@@ -137,8 +137,7 @@ class Bundle:
             kind = classify(rel, head, lines)
             if size == 0:
                 kind = "empty"
-            where = "/".join(PurePosixPath(rel).parts[1:]) if strip else rel
-            art = Artifact(rel, node_of(where, hostname), kind, size)
+            art = Artifact(rel, node_of(rel, hostname, skip_root=strip), kind, size)
             if kind in ("other", "unrecognised", "empty"):
                 art.status, art.rows = "skipped", 0
             arts.append(art)

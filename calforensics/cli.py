@@ -30,7 +30,7 @@ EXIT_UNUSABLE = 2
 
 
 def _fail(message: str) -> None:
-    err.print(Text(f"calforensics: error: {message}"), style="red", highlight=False)
+    sys.stderr.write(f"calforensics: error: {message}\n")  # one plain line, never wrapped
     raise typer.Exit(EXIT_UNUSABLE)
 
 
@@ -137,13 +137,8 @@ def main() -> None:
     except Exception as exc:  # a bug of ours: one line for the user, the traceback on request
         if os.environ.get("CALFORENSICS_DEBUG"):
             raise
-        err.print(
-            Text(
-                f"calforensics: internal error: {type(exc).__name__}: {exc} "
-                "(set CALFORENSICS_DEBUG=1 for the traceback)"
-            ),
-            style="red",
-            highlight=False,
+        sys.stderr.write(
+            f"calforensics: internal error: {type(exc).__name__}: {exc} (set CALFORENSICS_DEBUG=1 for the traceback)\n"
         )
         sys.exit(1)
 

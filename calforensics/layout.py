@@ -75,14 +75,20 @@ TUNNEL_IFACES = {
 UPLINK = re.compile(r"^(eth|ens|enp|eno|bond|wlan|en\w)\S*$")
 
 
-def node_of(rel: str, diag_hostname: str = "") -> str:
+def node_of(rel: str, diag_hostname: str = "", skip_root: bool = False) -> str:
+    """Node of a file: `nodes/<node>/…`, the hostname of a node-diags bundle, else the nearest folder.
+
+    ``skip_root`` drops an archive's single top-level folder (`calico-diagnostics-…/`), which names
+    the bundle rather than a node.
+    """
     parts = PurePosixPath(rel).parts
     for i, part in enumerate(parts[:-1]):
         if part == "nodes" and i + 1 < len(parts) - 1:
             return parts[i + 1]
-    if "diagnostics" in parts[:-1] and diag_hostname:
+    if "diagnostics" in parts[:-1]:
         return diag_hostname
-    for part in reversed(parts[:-1]):
+    folders = parts[1:-1] if skip_root else parts[:-1]
+    for part in reversed(folders):
         if part not in CONTAINER_DIRS and not part.startswith(("calico-diagnostics-", "diags-")):
             return part
     return diag_hostname or ""
