@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from .anomalies import ANOMALY_COLUMNS, AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
@@ -18,6 +19,7 @@ from .parsers.packets import VXLAN_PORTS, decode_frames
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
 from .rulemeaning import add_rule_meaning
+from .schema import conform
 
 TEXT_SNIFF_BYTES = 64 * 1024
 DEFAULT_LIMITS = Limits()
@@ -178,6 +180,7 @@ class Bundle:
             result = add_rule_meaning(result)
         if table == "bpf_nat":
             result = bpftool.combine_nat(result)
+        result = conform(result, table)
         self._text[table] = result
         return result
 
@@ -265,11 +268,7 @@ class Bundle:
                 "iface_index",
             ],
         )
-        for col in ("capture_id", "linktype", "snaplen", "packets", "first_ns", "last_ns", "iface_index"):
-            df[col] = df[col].astype("int64")
-        for col in ("node", "role", "linktype_name", "container"):
-            df[col] = df[col].astype("category")
-        return df
+        return conform(df, "captures")
 
     def _uplinks(self) -> dict[str, set[str]]:
         """Per node, interfaces that carry an address and are not loopback, workload or tunnel."""
@@ -314,11 +313,17 @@ class Bundle:
                 art.anomalies = len(self._log("pcap", art)) + len(log)
             parts.append(df)
         if not parts:
-            return _empty_packets()
-        out = pd.concat(parts, ignore_index=True)
+            return conform(_empty_packets(), "packets")
         for col in ("node", "interface"):
-            out[col] = out[col].astype("category")
-        return out
+            for part in parts:
+                part[col] = part[col].astype("category")
+        # categoricals with different categories would silently become object columns in concat
+        cat_cols = [c for c in parts[0].columns if isinstance(parts[0][c].dtype, pd.CategoricalDtype)]
+        unified = {c: union_categoricals([p[c] for p in parts]) for c in cat_cols}
+        out = pd.concat([p.drop(columns=cat_cols) for p in parts], ignore_index=True)
+        for c in cat_cols:
+            out[c] = unified[c]
+        return conform(out, "packets")
 
     def _ifindex_names(self) -> dict[str, dict[int, str]]:
         out: dict[str, dict[int, str]] = {}
@@ -381,13 +386,7 @@ class Bundle:
     @property
     def artifacts(self) -> pd.DataFrame:
         """Every file in the bundle: what it was recognised as, node, rows produced, anomalies."""
-        df = pd.DataFrame(
-            [a.__dict__ for a in self.artifacts_list],
-            columns=["path", "node", "kind", "size", "rows", "anomalies", "status"],
-        )
-        for col in ("node", "kind", "status"):
-            df[col] = df[col].astype("category")
-        return df
+        return conform(pd.DataFrame([a.__dict__ for a in self.artifacts_list]), "artifacts")
 
     @property
     def anomalies(self) -> pd.DataFrame:
@@ -395,7 +394,7 @@ class Bundle:
         rows = list(self._bundle_log.rows)
         for log in self._logs.values():
             rows.extend(log.rows)
-        return anomalies_frame(rows) if rows else anomalies_frame([])
+        return conform(anomalies_frame(rows), "anomalies")
 
     def table(self, name: str) -> pd.DataFrame:
         if name not in TABLES:

@@ -1,0 +1,437 @@
+"""The public data model: every table's columns, their dtypes and meanings.
+
+This is the single source for `docs/tables.md` (`python -m calforensics.schema > docs/tables.md`)
+and for :func:`conform`, which gives every table the same columns and dtypes whether it is empty or
+not and whichever artifacts fed it. Integer columns use -1 for "absent"; text columns use "".
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# (column, dtype, meaning). dtype is one of: int8/16/32/64, uint64, float64, bool, category, string.
+SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
+    "artifacts": (
+        "Every file in the bundle, recognised or not.",
+        [
+            ("path", "string", "path inside the bundle (POSIX)"),
+            ("node", "category", "node the file belongs to (from `nodes/<node>/`, node-diags hostname, or folder)"),
+            (
+                "kind",
+                "category",
+                "what it was recognised as: pcap, iptables, ip6tables, nft, conntrack, ip_link, ip_route, "
+                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, other, empty, unrecognised",
+            ),
+            ("size", "int64", "bytes"),
+            ("rows", "int64", "rows (or frames) it produced; -1 while not yet parsed"),
+            ("anomalies", "int64", "anomaly rows it produced"),
+            (
+                "status",
+                "category",
+                "pending (not yet read), parsed, no_data (read, nothing usable, e.g. an error message), "
+                "skipped (kind other/empty/unrecognised)",
+            ),
+        ],
+    ),
+    "captures": (
+        "One row per capture point: a capture file and one of its interfaces.",
+        [
+            ("capture_id", "int64", "key used by `packets.capture_id`"),
+            ("node", "category", "node"),
+            ("interface", "string", "interface name: pcapng if_name, else the file name without extension"),
+            (
+                "role",
+                "category",
+                "workload (cali*), tunnel (tunl0, vxlan.calico, wireguard.cali, …), uplink, any, other",
+            ),
+            ("linktype", "int64", "pcap LINKTYPE number"),
+            ("linktype_name", "category", "EN10MB, LINUX_SLL, LINUX_SLL2, RAW, …"),
+            ("container", "category", "pcap or pcapng"),
+            ("snaplen", "int64", "snap length the capture declares"),
+            ("packets", "int64", "frames read"),
+            ("first_ns", "int64", "first timestamp, ns since the epoch (-1 if no frames)"),
+            ("last_ns", "int64", "last timestamp, ns since the epoch (-1 if no frames)"),
+            ("artifact", "string", "file in the bundle"),
+            ("iface_index", "int64", "interface index inside the file (pcapng), 0 for classic pcap"),
+        ],
+    ),
+    "packets": (
+        "One row per frame of every capture, decoded to the innermost L3/L4.",
+        [
+            ("capture_id", "int32", "capture point (`captures.capture_id`)"),
+            ("node", "category", "node"),
+            (
+                "interface",
+                "category",
+                "interface; for SLL2 (`-i any`) captures the interface of each packet, from its "
+                "ifindex and the node's `ip link`",
+            ),
+            ("frame", "int64", "1-based packet number within the file"),
+            ("ts_ns", "int64", "capture timestamp, ns since the epoch (the node's clock)"),
+            ("caplen", "int32", "bytes captured"),
+            ("wirelen", "int32", "bytes on the wire"),
+            ("iface_index", "int32", "pcapng interface index"),
+            (
+                "pkttype",
+                "int8",
+                "SLL/SLL2 packet type (0 to us, 1 broadcast, 2 multicast, 3 other host, 4 outgoing); -1",
+            ),
+            ("link_ifindex", "int32", "SLL2 interface index; -1"),
+            ("eth_type", "int32", "outermost ethertype after VLAN tags; -1"),
+            ("vlan", "int32", "outermost 802.1Q/802.1ad VLAN id; -1"),
+            ("outer_src", "category", "outermost IP source"),
+            ("outer_dst", "category", "outermost IP destination"),
+            ("outer_proto", "int16", "outermost IP protocol / IPv6 next header"),
+            ("outer_ip_id", "int64", "outermost IPv4 id; -1"),
+            ("outer_ttl", "int16", "outermost TTL / hop limit"),
+            (
+                "encap",
+                "category",
+                "first encapsulation peeled: none, ipip (4in4, 6in4, 4in6, 6in6), vxlan, gre, geneve",
+            ),
+            ("encap_depth", "int8", "number of tunnel layers peeled"),
+            ("vni", "int64", "VXLAN/Geneve VNI or GRE key of the first tunnel; -1"),
+            ("ip_version", "int8", "innermost IP version, 0 if none"),
+            ("src", "category", "innermost IP source"),
+            ("dst", "category", "innermost IP destination"),
+            ("proto", "int16", "innermost L4 protocol (after IPv6 extension headers); -1"),
+            ("ip_id", "int64", "innermost IPv4 id, or IPv6 fragment id; -1"),
+            ("ttl", "int16", "innermost TTL / hop limit"),
+            ("ip_len", "int32", "innermost IP total length (header + payload) as declared"),
+            ("dont_fragment", "bool", "IPv4 DF"),
+            ("more_fragments", "bool", "IPv4 MF / IPv6 fragment M flag"),
+            ("frag_offset", "int32", "fragment offset in bytes; -1 if no IP"),
+            ("sport", "int32", "TCP/UDP source port; -1"),
+            ("dport", "int32", "TCP/UDP destination port; -1"),
+            ("tcp_flags", "int16", "TCP flags (FIN 0x01 … CWR 0x80, NS 0x100); -1"),
+            ("seq", "int64", "TCP sequence number; -1"),
+            ("ack", "int64", "TCP acknowledgement number; -1"),
+            ("tcp_window", "int32", "TCP window; -1"),
+            ("tcp_mss", "int32", "TCP MSS option (SYNs); -1"),
+            ("payload_len", "int32", "L4 payload bytes as declared by the headers (not limited by snaplen)"),
+            ("icmp_type", "int16", "ICMP/ICMPv6 type; -1"),
+            ("icmp_code", "int16", "ICMP/ICMPv6 code; -1"),
+            ("icmp_echo_seq", "int32", "echo request/reply sequence; -1"),
+            ("icmp_mtu", "int32", "next-hop MTU of ICMP frag-needed / ICMPv6 packet-too-big; -1"),
+            ("q_src", "category", "source of the IP header quoted in an ICMP error"),
+            ("q_dst", "category", "destination of the quoted header"),
+            ("q_proto", "int16", "protocol of the quoted header; -1"),
+            ("q_ip_id", "int64", "IPv4 id of the quoted header; -1"),
+            ("q_sport", "int32", "source port of the quoted L4 header; -1"),
+            ("q_dport", "int32", "destination port of the quoted L4 header; -1"),
+            ("payload_hash", "uint64", "hash of the first 16 payload bytes and their count"),
+            (
+                "fingerprint",
+                "uint64",
+                "NAT- and encapsulation-invariant packet key: payload hash, protocol, IP id, TCP "
+                "seq/ack/flags, payload length, ICMP type/code/echo seq, fragment offset",
+            ),
+            ("status", "category", "ok, or the decoder anomaly that stopped decoding of this frame"),
+        ],
+    ),
+    "conntrack": (
+        "One row per conntrack entry or event (`conntrack -L/-E`, `-o xml`, /proc/net/nf_conntrack).",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line (or flow) number"),
+            ("form", "category", "list, extended, event, xml, proc"),
+            ("event", "category", "NEW, UPDATE, DESTROY for events, else empty"),
+            ("event_ts_ns", "int64", "`-o timestamp` event time, ns since the epoch; -1"),
+            ("l3", "category", "ipv4 or ipv6"),
+            ("proto", "category", "tcp, udp, icmp, …"),
+            ("proto_num", "int64", "L4 protocol number"),
+            ("timeout", "int64", "seconds left; -1"),
+            ("state", "category", "TCP/SCTP/DCCP state, empty for others"),
+            ("orig_src", "string", "original tuple source"),
+            ("orig_dst", "string", "original tuple destination"),
+            ("orig_sport", "int64", "original source port; -1"),
+            ("orig_dport", "int64", "original destination port; -1"),
+            ("reply_src", "string", "reply tuple source (≠ orig_dst means DNAT)"),
+            ("reply_dst", "string", "reply tuple destination (≠ orig_src means SNAT)"),
+            ("reply_sport", "int64", "reply source port; -1"),
+            ("reply_dport", "int64", "reply destination port; -1"),
+            ("icmp_type", "int64", "ICMP type; -1"),
+            ("icmp_code", "int64", "ICMP code; -1"),
+            ("icmp_id", "int64", "ICMP id; -1"),
+            ("orig_packets", "int64", "accounting, original direction; -1"),
+            ("orig_bytes", "int64", "; -1"),
+            ("reply_packets", "int64", "accounting, reply direction; -1"),
+            ("reply_bytes", "int64", "; -1"),
+            ("unreplied", "bool", "[UNREPLIED]"),
+            ("assured", "bool", "[ASSURED]"),
+            ("offload", "category", "offload or hw_offload, else empty"),
+            ("mark", "int64", "ct mark (decimal in the dump; Calico's accept bit is 65536); -1"),
+            ("zone", "int64", "zone; -1"),
+            ("use", "int64", "refcount; -1"),
+            ("ct_id", "int64", "`-o id`; -1"),
+            ("delta_time", "int64", "seconds since the entry started; -1"),
+            ("start", "string", "`-o ktimestamp` start"),
+            ("stop", "string", "`-o ktimestamp` stop"),
+            ("labels", "string", "`-o labels`"),
+            ("helper", "string", "helper"),
+            ("nat", "category", "none, dnat, snat or both, from original vs reply tuples"),
+        ],
+    ),
+    "rules": (
+        "One row per iptables/nft rule or chain policy, with its Calico and kube-proxy meaning.",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("source", "category", "program that wrote the dump (iptables-save, iptables-nft-save, nft, …)"),
+            ("backend", "category", "legacy or nft"),
+            ("family", "category", "ipv4, ipv6, or the nft family"),
+            ("table", "category", "filter, nat, mangle, raw, … (nft: the table name)"),
+            ("chain", "string", "chain as dumped"),
+            ("position", "int64", "1-based rule position; 0 for the chain row"),
+            ("kind", "category", "rule, or chain (policy and counters of a chain)"),
+            ("chain_policy", "category", "ACCEPT/DROP for built-in chains; empty for rules and user chains"),
+            ("packets", "int64", "counter; -1 if not dumped"),
+            ("bytes", "int64", "counter; -1 if not dumped"),
+            ("target", "category", "jump/goto target or verdict (DROP, ACCEPT, MARK, DNAT, chain name)"),
+            ("goto", "bool", "-g rather than -j"),
+            ("target_args", "string", "target options"),
+            ("match", "string", "the rule spec after the chain"),
+            ("comment", "string", "human comments, joined by '; '"),
+            ("rule_hash", "string", "felix rule hash (`cali:<16>`)"),
+            ("src", "string", "-s"),
+            ("dst", "string", "-d"),
+            ("in_iface", "string", "-i"),
+            ("out_iface", "string", "-o"),
+            ("protocol", "string", "-p"),
+            ("dport", "string", "--dport/--dports"),
+            ("to_destination", "string", "DNAT --to-destination"),
+            (
+                "calico_chain",
+                "category",
+                "workload-to, workload-from, host-endpoint-*, policy-in/out, profile-in/out, "
+                "policy-group-in/out, dispatch, set-endpoint-mark, calico; empty if not felix's",
+            ),
+            ("endpoint_iface", "category", "interface of an endpoint chain (cali-tw-<iface>)"),
+            (
+                "policy",
+                "category",
+                "Calico policy or profile the rule belongs to or jumps to (from the chain's comment)",
+            ),
+            ("policy_kind", "category", "policy or profile"),
+            ("direction", "category", "ingress or egress"),
+            ("tier", "category", "tier of an endpoint-chain rule (from 'Start of tier' comments)"),
+            (
+                "action",
+                "category",
+                "drop, reject, accept, return, dnat, masquerade, accept-mark, pass-mark, drop-mark, "
+                "clear-mark, jump, goto, …",
+            ),
+            (
+                "drop_kind",
+                "category",
+                "for DROP/REJECT: end_of_tier, no_profile, policy_deny, conntrack_invalid, "
+                "encap_from_workload, no_endpoints, other",
+            ),
+            ("service", "category", "kube-proxy service port name (namespace/name:port)"),
+            ("service_ip", "category", "ClusterIP (KUBE-SERVICES rules and their chains)"),
+            ("service_port", "int64", "service port; -1"),
+            ("kube_chain", "category", "service, endpoint, external, …"),
+            ("endpoint", "category", "backend ip:port of a KUBE-SEP chain or SVC→SEP rule"),
+        ],
+    ),
+    "interfaces": (
+        "One row per interface from `ip link` / `ip addr` (text or -j JSON).",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("ifindex", "int64", "interface index"),
+            ("name", "string", "name"),
+            ("peer", "string", "after '@' (veth peer `ifN`, or the lower device)"),
+            ("mtu", "int64", "MTU; -1"),
+            ("state", "string", "operational state"),
+            ("flags", "string", "flags"),
+            ("mac", "string", "link address"),
+            ("link_kind", "string", "vxlan, ipip, wireguard, veth, … (from `ip -d`)"),
+            ("vni", "int64", "VXLAN id; -1"),
+            ("vxlan_port", "int64", "VXLAN UDP port; -1"),
+            ("addresses", "string", "space-separated CIDRs"),
+        ],
+    ),
+    "routes": (
+        "One row per route from `ip route` (any table).",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("table", "string", "routing table (main unless given)"),
+            ("type", "string", "unicast, local, blackhole, unreachable, …"),
+            ("dst", "string", "destination"),
+            ("via", "string", "gateway"),
+            ("dev", "string", "device"),
+            ("proto", "string", "proto"),
+            ("scope", "string", "scope"),
+            ("src", "string", "preferred source"),
+            ("metric", "int64", "; -1"),
+            ("onlink", "bool", "onlink flag"),
+            ("raw", "string", "the route as dumped"),
+        ],
+    ),
+    "bpf_conntrack": (
+        "Calico eBPF conntrack entries (calico-bpf text/JSON, bpftool map dumps).",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line or element"),
+            ("source", "category", "calico-bpf-raw, calico-bpf-pretty, calico-bpf-json(-raw), bpftool"),
+            ("proto", "int64", "L4 protocol number"),
+            ("src", "string", "opener address (B when the B-A flag is set)"),
+            ("sport", "int64", "opener port"),
+            ("dst", "string", "other side (backend for NAT entries)"),
+            ("dport", "int64", "other side's port"),
+            ("entry_type", "category", "normal, nat-forward, nat-reverse"),
+            ("flags", "string", "flag names"),
+            ("orig_dst", "string", "pre-DNAT destination (service VIP)"),
+            ("orig_dport", "int64", "pre-DNAT port; -1"),
+            ("tun_ip", "string", "NodePort tunnel peer"),
+            ("a2b_packets", "int64", "; -1"),
+            ("a2b_bytes", "int64", "; -1"),
+            ("b2a_packets", "int64", "; -1"),
+            ("b2a_bytes", "int64", "; -1"),
+            ("a2b_approved", "int64", "policy approved the A→B leg: 1, 0, or -1 unknown"),
+            ("b2a_approved", "int64", "policy approved the B→A leg: 1, 0, or -1 unknown"),
+            ("last_seen_ns", "int64", "bpf_ktime (CLOCK_MONOTONIC) of the last packet; -1"),
+            ("active_ago_s", "float64", "seconds since the last packet at dump time"),
+            ("tcp_state", "string", "ESTABLISHED, SYN-SENT, CLOSED, RESET"),
+        ],
+    ),
+    "bpf_nat": (
+        "Calico eBPF service NAT: one row per frontend × backend.",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line or element"),
+            ("source", "category", "calico-bpf, calico-bpf-json, bpftool"),
+            ("frontend_ip", "string", "service VIP (or node IP / 255.255.255.255 for NodePorts)"),
+            ("frontend_port", "int64", "; -1"),
+            ("proto", "int64", "; -1"),
+            ("svc_id", "int64", "service id; -1"),
+            ("count", "int64", "backends (-1 blackhole, 0 none)"),
+            ("local", "int64", "node-local backends"),
+            ("flags", "string", "external-local, internal-local, nat-exclude, maglev"),
+            ("src_cidr", "string", "source-range frontend"),
+            ("ordinal", "int64", "backend ordinal; -1 when the frontend has none"),
+            ("backend_ip", "string", "backend"),
+            ("backend_port", "int64", "; -1"),
+        ],
+    ),
+    "bpf_routes": (
+        "Calico eBPF route map entries.",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line or element"),
+            ("source", "category", "calico-bpf, calico-bpf-json, bpftool"),
+            ("cidr", "string", "prefix"),
+            ("flags", "string", "local/remote, host/workload, in-pool, nat-out, tunneled, …"),
+            ("ifindex", "int64", "local workload interface; -1"),
+            ("next_hop", "string", "remote workload's node"),
+        ],
+    ),
+    "bpf_counters": (
+        "Calico eBPF per-interface counters (cumulative since the program was attached).",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line or element"),
+            ("source", "category", "calico-bpf, calico-bpf-json"),
+            ("interface", "string", "interface"),
+            ("category", "string", "Total, Accepted, Dropped, Redirect, …"),
+            ("type", "string", "reason"),
+            ("ingress", "int64", "tc ingress hook (for cali* WEPs: packets from the pod); -1 N/A"),
+            ("egress", "int64", "tc egress hook; -1 N/A"),
+            ("xdp", "int64", "XDP; -1 N/A"),
+        ],
+    ),
+    "traces": (
+        "Rule traces from `iptables -j TRACE` log lines and `nft monitor trace`.",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("source", "category", "iptables or nft"),
+            ("time", "string", "log timestamp as printed"),
+            ("trace_id", "string", "nft trace id"),
+            ("family", "string", "ipv4/ipv6 or nft family"),
+            ("table", "string", "table"),
+            ("chain", "string", "chain"),
+            ("type", "string", "rule, return, policy (iptables); packet, rule, verdict, policy (nft)"),
+            ("rulenum", "int64", "rule number; -1"),
+            ("verdict", "string", "nft verdict"),
+            ("in_iface", "string", "IN= / iif"),
+            ("out_iface", "string", "OUT= / oif"),
+            ("src", "string", "source"),
+            ("dst", "string", "destination"),
+            ("proto", "string", "protocol"),
+            ("sport", "int64", "; -1"),
+            ("dport", "int64", "; -1"),
+            ("ip_id", "int64", "; -1"),
+            ("length", "int64", "; -1"),
+            ("mark", "string", "packet mark"),
+            ("rule", "string", "nft rule text"),
+        ],
+    ),
+    "anomalies": (
+        "Everything not read, or read and found wrong: where and why.",
+        [
+            ("source", "category", "parser or stage (bundle, pcap, packets, conntrack, rules, …)"),
+            ("artifact", "string", "file"),
+            ("node", "category", "node"),
+            ("location", "string", "line N, frame N, byte N, element N, or a member name"),
+            ("kind", "category", "what was wrong (truncated_record, unparsed_line, link_refused, …)"),
+            ("detail", "string", "explanation, with the offending text where short"),
+        ],
+    ),
+}
+
+
+def columns(table: str) -> list[str]:
+    return [c for c, _, _ in SCHEMAS[table][1]]
+
+
+def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Give ``df`` exactly the documented columns, in order, with the documented dtypes."""
+    out = {}
+    for col, dtype, _ in SCHEMAS[table][1]:
+        s = df[col] if col in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
+        if dtype == "string":
+            s = s.astype(object).where(s.notna(), "").astype(object)
+        elif dtype == "category":
+            if not isinstance(s.dtype, pd.CategoricalDtype):
+                s = s.astype(object).where(s.notna(), "").astype(str).astype("category")
+        elif dtype == "bool":
+            s = s.astype(object).where(s.notna(), False).astype(bool)
+        elif dtype == "float64":
+            s = pd.to_numeric(s, errors="coerce").astype("float64")
+        elif str(s.dtype) != dtype:
+            s = s.astype(object).where(s.notna(), -1).astype(dtype)
+        out[col] = s.reset_index(drop=True)
+    return pd.DataFrame(out)
+
+
+def markdown() -> str:
+    lines = [
+        "# Tables",
+        "",
+        "Generated from `calforensics/schema.py` (`make docs`); do not edit by hand.",
+        "",
+        "Every table is a pandas DataFrame: `bundle.<table>` or `bundle.table(name)`. Integer columns use -1 "
+        'for "absent" and text columns "" so that tables stay numpy-friendly.',
+        "",
+    ]
+    for table, (doc, cols) in SCHEMAS.items():
+        lines += [f"## `{table}`", "", doc, "", "| column | dtype | meaning |", "|---|---|---|"]
+        lines += [f"| `{c}` | {t} | {m.replace('|', '/')} |" for c, t, m in cols]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
