@@ -8,6 +8,7 @@ DataFrame, and checks both agree on a sample. Run: `python bench/bench_ingest.py
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import random
 import resource
 import struct
@@ -19,8 +20,7 @@ from pathlib import Path
 import dpkt
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import calforensics  # noqa: E402
+import calforensics
 
 
 def _ip4(a: str) -> bytes:
@@ -85,7 +85,7 @@ def write_capture(path: Path, n: int) -> int:
         for i in range(n):
             frame, id_off = shapes[i % len(shapes)]
             if id_off >= 0:
-                frame = frame[:id_off] + struct.pack(">H", i & 0xFFFF) + frame[id_off + 2:]
+                frame = frame[:id_off] + struct.pack(">H", i & 0xFFFF) + frame[id_off + 2 :]
             buf.append(rec.pack(t0 + i // 100_000, (i % 100_000) * 10_000, len(frame), len(frame)))
             buf.append(frame)
             if len(buf) > 20_000:
@@ -97,8 +97,26 @@ def write_capture(path: Path, n: int) -> int:
 
 def dpkt_loop(path: Path) -> pd.DataFrame:
     """What a careful engineer writes with dpkt: decode each frame, peel tunnels, collect fields."""
-    cols: dict[str, list] = {k: [] for k in ("ts", "encap", "vni", "outer_src", "src", "dst", "proto", "ip_id",
-                                             "ttl", "sport", "dport", "seq", "ack", "flags", "payload_len")}
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "ts",
+            "encap",
+            "vni",
+            "outer_src",
+            "src",
+            "dst",
+            "proto",
+            "ip_id",
+            "ttl",
+            "sport",
+            "dport",
+            "seq",
+            "ack",
+            "flags",
+            "payload_len",
+        )
+    }
     with open(path, "rb") as fh:
         for ts, raw in dpkt.pcap.Reader(fh):
             eth = dpkt.ethernet.Ethernet(raw)
@@ -165,10 +183,10 @@ def main() -> None:
             # both decoders must agree on the fields they share (first rows, same shapes)
             k = len(reference)
             sample = packets.iloc[:k]
-            import ipaddress
-
-            same_src = (sample["src"].astype(str).to_numpy() ==
-                        reference["src"].map(lambda b: str(ipaddress.ip_address(b))).to_numpy()).all()
+            same_src = (
+                sample["src"].astype(str).to_numpy()
+                == reference["src"].map(lambda b: str(ipaddress.ip_address(b))).to_numpy()
+            ).all()
             same_ports = (sample["dport"].to_numpy() == reference["dport"].to_numpy()).all()
             same_vni = (sample["vni"].to_numpy() == reference["vni"].to_numpy()).all()
             same_len = (sample["payload_len"].to_numpy() == reference["payload_len"].to_numpy()).all()

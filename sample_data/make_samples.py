@@ -72,8 +72,13 @@ def write_pcap(records: list[tuple[float, bytes]]) -> bytes:
 
 def conversations() -> dict[str, list[tuple[float, bytes]]]:
     caps: dict[str, list[tuple[float, bytes]]] = {
-        f"node-a/{IF_A}": [], "node-a/vxlan.calico": [], "node-a/eth0": [],
-        f"node-b/{IF_B}": [], "node-b/vxlan.calico": [], "node-b/eth0": [], f"node-b/{IF_DENIED}": [],
+        f"node-a/{IF_A}": [],
+        "node-a/vxlan.calico": [],
+        "node-a/eth0": [],
+        f"node-b/{IF_B}": [],
+        "node-b/vxlan.calico": [],
+        "node-b/eth0": [],
+        f"node-b/{IF_DENIED}": [],
     }
     hop = 0.00004  # 40 us between capture points
 
@@ -106,8 +111,13 @@ def conversations() -> dict[str, list[tuple[float, bytes]]]:
         final.sum = 0
         caps[f"node-a/{IF_A}"].append((t + 0.0003 + 2 * hop, eth(final)))
 
-    S, SA, A, PA, FA = (dpkt.tcp.TH_SYN, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, dpkt.tcp.TH_ACK,
-                        dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK)
+    S, SA, A, PA, FA = (
+        dpkt.tcp.TH_SYN,
+        dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK,
+    )
     # 1. pod to pod across nodes: client:41000 -> web:8080
     t = T0 + 1.0
     a_to_b(t, tcp_packet(POD_A, POD_B, 41000, 8080, S, 1000, 0, ip_id=101), 101, IF_B)
@@ -126,7 +136,9 @@ def conversations() -> dict[str, list[tuple[float, bytes]]]:
     caps["node-a/eth0"].append((t + 2 * hop, vxlan(dnat, NODE_A, NODE_B, 111)))
     caps["node-b/eth0"].append((t + 0.0003, vxlan(dnat, NODE_A, NODE_B, 111)))
     caps["node-b/vxlan.calico"].append((t + 0.0003 + hop, eth(dnat)))
-    caps[f"node-b/{IF_B}"].append((t + 0.0003 + 2 * hop, eth(tcp_packet(POD_A, POD_B, 42000, 8080, S, 7000, 0, ip_id=111, ttl=62))))
+    caps[f"node-b/{IF_B}"].append(
+        (t + 0.0003 + 2 * hop, eth(tcp_packet(POD_A, POD_B, 42000, 8080, S, 7000, 0, ip_id=111, ttl=62)))
+    )
     # 3. denied by policy on node-b: SYN and two retries reach vxlan.calico but never the db pod
     t = T0 + 3.0
     for k, delay in enumerate((0.0, 1.0, 3.0)):
@@ -229,13 +241,17 @@ def files() -> dict[str, bytes]:
         f"{POD_B} dev {IF_B} scope link\n{POD_DENIED} dev {IF_DENIED} scope link\n"
         "192.168.10.0/26 via 192.168.10.0 dev vxlan.calico onlink\n"
     ).encode()
-    out["metadata.json"] = json.dumps({
-        "synthetic": True,
-        "generator": "sample_data/make_samples.py",
-        "note": "Synthetic stand-in for a real-kernel lab bundle: pcaps written with dpkt, state dumps in the "
-                "tools' exact output forms. Not captured on a kernel.",
-        "nodes": {"node-a": NODE_A, "node-b": NODE_B},
-    }, indent=2, sort_keys=True).encode()
+    out["metadata.json"] = json.dumps(
+        {
+            "synthetic": True,
+            "generator": "sample_data/make_samples.py",
+            "note": "Synthetic stand-in for a real-kernel lab bundle: pcaps written with dpkt, state dumps in the "
+            "tools' exact output forms. Not captured on a kernel.",
+            "nodes": {"node-a": NODE_A, "node-b": NODE_B},
+        },
+        indent=2,
+        sort_keys=True,
+    ).encode()
     return out
 
 
