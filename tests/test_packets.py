@@ -191,3 +191,51 @@ def test_decoding_matches_tshark_on_our_own_captures(tmp_path):
             b["dport"],
         )
     assert subprocess.run(["tshark", "-v"], capture_output=True).returncode == 0
+
+
+def test_ipip_variants_and_tunnel_depth_cap(tmp_path):
+    inner4 = tcp4(src="192.168.1.5", dst="192.168.2.7")
+    t6 = bytes(dpkt.tcp.TCP(sport=7, dport=8, flags=dpkt.tcp.TH_SYN))
+    inner6 = struct.pack(">IHBB16s16s", 0x60000000, len(t6), 6, 64, bytes(15) + b"\x01", bytes(15) + b"\x02") + t6
+
+    def v4(proto, payload):
+        p = dpkt.ip.IP(src=ip4("10.0.0.11"), dst=ip4("10.0.0.12"), p=proto, data=payload)
+        p.len = len(bytes(p))
+        return bytes(p)
+
+    def v6(nxt, payload):
+        return (
+            struct.pack(">IHBB16s16s", 0x60000000, len(payload), nxt, 64, bytes(15) + b"\x0a", bytes(15) + b"\x0b")
+            + payload
+        )
+
+    nested = bytes(inner4)
+    for _ in range(6):
+        nested = v4(4, nested)
+    frames = [eth(v4(41, inner6)), eth(v6(4, bytes(inner4)), 0x86DD), eth(v6(41, inner6), 0x86DD), eth(nested)]
+    df, _, _ = decode(write_pcap(tmp_path / "ipip.pcap", frames))
+    assert df.encap.astype(str).tolist() == ["ipip"] * 4
+    assert df.src.astype(str).tolist()[:3] == ["::1", "192.168.1.5", "::1"]
+    assert df.outer_src.astype(str).tolist()[:3] == ["10.0.0.11", "::a", "::a"]
+    assert df.status.astype(str).tolist() == ["ok", "ok", "ok", "tunnel_depth_exceeded"]
+
+
+def test_pcapng_simple_and_obsolete_packet_blocks(tmp_path):
+    frame = eth(tcp4())
+
+    def block(btype, body):
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", btype, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    data = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    data += block(1, struct.pack("<HHI", 1, 0, 96))  # snaplen 96
+    data += block(3, struct.pack("<I", len(frame)) + frame)  # simple packet block: no timestamp
+    data += block(
+        2, struct.pack("<HHIIII", 0, 0, 0, 1_700_000_000_000_000 & 0xFFFFFFFF, len(frame), len(frame)) + frame
+    )
+    data += block(0xBAD, b"custom")  # unknown block types are skipped
+    p = tmp_path / "spb.pcapng"
+    p.write_bytes(data)
+    df, log, _ = decode(p)
+    assert len(df) == 2 and not log.rows
+    assert (df.src == "10.0.0.1").all() and df.ts_ns.iloc[0] == 0

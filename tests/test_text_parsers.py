@@ -321,3 +321,94 @@ def test_traces():
         "1234.567890",
     )
     assert (df.source.iloc[1], df.verdict.iloc[1], df.chain.iloc[1]) == ("nft", "drop", "FORWARD")
+
+
+def test_calico_bpf_json_forms():
+    pretty = [
+        '[{"type": "nat", "proto": "TCP", "src": "10.0.0.1:4321", "dst": "10.48.0.5:8080", "orig_dst": "10.96.0.10:80", '
+        '"flags": ["B-A"], "active_ago": "2s", "tcp_state": "ESTABLISHED"}]'
+    ]
+    df = parse_bpf_conntrack(pretty, log())
+    assert (
+        df.proto.iloc[0],
+        df.entry_type.iloc[0],
+        df.orig_dst.iloc[0],
+        df.orig_dport.iloc[0],
+        df.active_ago_s.iloc[0],
+    ) == (6, "nat-reverse", "10.96.0.10", 80, 2.0)
+    raw = [
+        '[{"proto": 17, "addr_a": "10.0.0.1", "port_a": 53, "addr_b": "10.0.0.9", "port_b": 40000, "type": "normal", '
+        '"flags": ["B-A"], "active_ago": "1m0s"}]'
+    ]
+    df = parse_bpf_conntrack(raw, log())
+    assert (df.src.iloc[0], df.sport.iloc[0], df.dst.iloc[0], df.active_ago_s.iloc[0]) == (
+        "10.0.0.9",
+        40000,
+        "10.0.0.1",
+        60.0,
+    )
+    routes = parse_bpf_routes(['[{"dest": "10.48.0.128/32", "flags": ["local", "workload"], "ifindex": 4}]'], log())
+    assert (routes.cidr.iloc[0], routes.ifindex.iloc[0]) == ("10.48.0.128/32", 4)
+    counters = parse_bpf_counters(
+        [
+            '{"interface": "eth0", "counters": [{"category": "Dropped", "type": "by policy", '
+            '"ingress": 7, "egress": 0, "xdp": null}]}'
+        ],
+        log(),
+    )
+    assert (counters.interface.iloc[0], counters.ingress.iloc[0], counters.xdp.iloc[0]) == ("eth0", 7, -1)
+
+
+def test_bpftool_btf_conntrack_with_anonymous_members_and_bare_hex():
+    text = """[{
+        "key": {"protocol": 6, "addr_a": 335609866, "addr_b": 4049862666, "port_a": 6443, "port_b": 35510},
+        "value": {"rst_seen": 0, "last_seen": 123456789, "": {"type": 2, "flags": 0}, "flags3": 0, "flags4": 0,
+                  "flags2": 1, "": {"a_to_b": {"bytes": 100, "packets": 2, "seqno": 0, "syn_seen": 0x1,
+                  "ack_seen": 0x0, "fin_seen": 0x0, "rst_seen": 0x0, "approved": 0x1, "opener": 0x0,
+                  "workload": 0x0, "ifindex": 0},
+                  "b_to_a": {"bytes": 60, "packets": 1, "approved": 0x0}, "tun_ip": 0, "orig_ip": 167772170,
+                  "orig_port": 80, "orig_sport": 0, "orig_sip": 0}}
+    }]"""
+    lg = log()
+    ct = parse_bpftool_dump(text.split("\n"), lg, "n", "a", "cali_v4_ct4")["bpf_conntrack"]
+    assert not lg.rows
+    r = ct.iloc[0]
+    assert (r.src, r.sport, r.dst, r.dport, r.entry_type) == ("10.0.100.241", 35510, "10.0.1.20", 6443, "nat-reverse")
+    assert (r.a2b_packets, r.a2b_approved, r.b2a_approved, r.orig_dst, r.orig_dport, r.last_seen_ns) == (
+        2,
+        1,
+        0,
+        "10.0.0.10",
+        80,
+        123456789,
+    )
+
+
+def test_ip_link_json():
+    df = parse_ip_link(
+        [
+            '[{"ifindex": 3, "ifname": "vxlan.calico", "flags": ["UP"], "mtu": 1450, "operstate": "UNKNOWN",'
+            ' "address": "66:00:00:00:00:01", "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 4096,'
+            ' "port": 4789}}, "addr_info": [{"local": "192.168.10.0", "prefixlen": 32}]}]'
+        ],
+        log(),
+    )
+    assert (df.name.iloc[0], df.vni.iloc[0], df.vxlan_port.iloc[0], df.addresses.iloc[0]) == (
+        "vxlan.calico",
+        4096,
+        4789,
+        "192.168.10.0/32",
+    )
+
+
+def test_conntrack_xml_event_stream_cut_short():
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        "<conntrack>",
+        '<flow type="new"><meta direction="original"><layer3 protonum="2" protoname="ipv4"><src>10.0.0.1</src><dst>10.0.0.2</dst></layer3><layer4 protonum="17" protoname="udp"><sport>1</sport><dport>53</dport></layer4></meta><meta direction="independent"><timeout>30</timeout><unreplied/></meta></flow>',
+        '<flow type="destroy"><meta direction="original"><layer3',
+    ]
+    lg = log()
+    df = parse_conntrack(lines, lg)
+    assert len(df) == 1 and df.event.iloc[0] == "NEW" and bool(df.unreplied.iloc[0])
+    assert {r[4] for r in lg.rows} == {"bad_xml"}
