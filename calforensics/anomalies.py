@@ -37,9 +37,6 @@ class AnomalyLog:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def frame(self) -> pd.DataFrame:
-        return anomalies_frame(self.rows)
-
 
 def anomalies_frame(rows: list[tuple[str, ...]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=ANOMALY_COLUMNS)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
-from .anomalies import ANOMALY_COLUMNS, AnomalyLog, anomalies_frame
+from .anomalies import AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
 from .layout import classify, interface_role, node_of
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, nft, traces
@@ -424,30 +424,11 @@ def _capture_stem(rel: str) -> str:
 
 
 def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
+    """Stack per-artifact frames; categories are rebuilt over the union (conform does that)."""
     frames = [f for f in frames if len(f)]
     if not frames:
-        return _empty_table(table)
-    out = pd.concat(frames, ignore_index=True)
-    for col in out.columns:
-        if isinstance(frames[0][col].dtype, pd.CategoricalDtype) or col == "node":
-            out[col] = out[col].astype(str).astype("category")
-    return out
-
-
-def _empty_table(table: str) -> pd.DataFrame:
-    empty = AnomalyLog("")
-    makers: dict[str, Callable[[], pd.DataFrame]] = {
-        "conntrack": lambda: conntrack.parse_conntrack([], empty),
-        "rules": lambda: add_rule_meaning(iptables.parse_iptables_save([], empty)),
-        "interfaces": lambda: iproute.parse_ip_link([], empty),
-        "routes": lambda: iproute.parse_ip_route([], empty),
-        "bpf_conntrack": lambda: calico_bpf.parse_bpf_conntrack([], empty),
-        "bpf_nat": lambda: calico_bpf.parse_bpf_nat([], empty),
-        "bpf_routes": lambda: calico_bpf.parse_bpf_routes([], empty),
-        "bpf_counters": lambda: calico_bpf.parse_bpf_counters([], empty),
-        "traces": lambda: traces.parse_traces([], empty),
-    }
-    return makers[table]() if table in makers else pd.DataFrame(columns=ANOMALY_COLUMNS)
+        return conform(pd.DataFrame(), table)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _empty_packets() -> pd.DataFrame:

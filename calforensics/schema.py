@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .parsers.text import int_column
+
 # (column, dtype, meaning). dtype is one of: int8/16/32/64, uint64, float64, bool, category, string.
 SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "artifacts": (
@@ -411,9 +413,17 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
         elif dtype == "float64":
             s = pd.to_numeric(s, errors="coerce").astype("float64")
         elif str(s.dtype) != dtype:
-            s = s.astype(object).where(s.notna(), -1).astype(dtype)
+            s = int_column(s).astype(dtype)
         out[col] = s.reset_index(drop=True)
     return pd.DataFrame(out)
+
+
+def table_frame(rows: list[dict], table: str, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """A parser's rows as the documented table (the node and artifact they came from filled in)."""
+    df = pd.DataFrame(rows, columns=columns(table), dtype=object)
+    df["node"] = node
+    df["artifact"] = artifact
+    return conform(df, table)
 
 
 def markdown() -> str:

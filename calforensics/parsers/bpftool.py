@@ -15,7 +15,8 @@ import struct
 import pandas as pd
 
 from ..anomalies import AnomalyLog
-from .calico_bpf import CT_COLUMNS, CT_TYPES, NAT_COLUMNS, ROUTE_COLUMNS, _frame
+from ..schema import table_frame
+from .calico_bpf import CT_TYPES
 
 HEX_ROW = re.compile(r"^(?:[0-9a-f]{2}\s+)*[0-9a-f]{2}$")
 CT_FLAG_NAMES = {
@@ -106,31 +107,7 @@ def parse_bpftool_dump(
                 break
         except (struct.error, ValueError, KeyError, TypeError) as exc:
             log.add(no, "bad_entry", f"{kind}: {exc}")
-    ints_ct = [
-        "line",
-        "proto",
-        "sport",
-        "dport",
-        "orig_dport",
-        "a2b_packets",
-        "a2b_bytes",
-        "b2a_packets",
-        "b2a_bytes",
-        "a2b_approved",
-        "b2a_approved",
-        "last_seen_ns",
-    ]
-    return {
-        "bpf_conntrack": _frame(out["bpf_conntrack"], CT_COLUMNS, node, artifact, ints_ct),
-        "bpf_nat": _frame(
-            out["bpf_nat"],
-            NAT_COLUMNS,
-            node,
-            artifact,
-            ["line", "frontend_port", "proto", "svc_id", "count", "local", "ordinal", "backend_port"],
-        ),
-        "bpf_routes": _frame(out["bpf_routes"], ROUTE_COLUMNS, node, artifact, ["line", "ifindex"]),
-    }
+    return {table: table_frame(rows, table, node, artifact) for table, rows in out.items()}
 
 
 # ---- forms -> (line, key, value) --------------------------------------------------------------

@@ -12,53 +12,9 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
-from .text import LOG_LINE, int_column, split_hostport
-from .text import is_text as _is_text
+from ..schema import table_frame
+from .text import LOG_LINE, split_hostport
 
-CT_COLUMNS = [
-    "node",
-    "artifact",
-    "line",
-    "source",
-    "proto",
-    "src",
-    "sport",
-    "dst",
-    "dport",
-    "entry_type",
-    "flags",
-    "orig_dst",
-    "orig_dport",
-    "tun_ip",
-    "a2b_packets",
-    "a2b_bytes",
-    "b2a_packets",
-    "b2a_bytes",
-    "a2b_approved",
-    "b2a_approved",
-    "last_seen_ns",
-    "active_ago_s",
-    "tcp_state",
-]
-NAT_COLUMNS = [
-    "node",
-    "artifact",
-    "line",
-    "source",
-    "frontend_ip",
-    "frontend_port",
-    "proto",
-    "svc_id",
-    "count",
-    "local",
-    "flags",
-    "src_cidr",
-    "ordinal",
-    "backend_ip",
-    "backend_port",
-]
-ROUTE_COLUMNS = ["node", "artifact", "line", "source", "cidr", "flags", "ifindex", "next_hop"]
-COUNTER_COLUMNS = ["node", "artifact", "line", "source", "interface", "category", "type", "ingress", "egress", "xdp"]
 PROTO_NAMES = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMP6": 58, "SCTP": 132}
 CT_TYPES = {0: "normal", 1: "nat-forward", 2: "nat-reverse"}
 TCP_STATES = ("CLOSED", "RESET", "ESTABLISHED", "SYN-SENT")
@@ -79,18 +35,6 @@ def duration_s(text: str) -> float:
     if not parts:
         return float("nan")
     return sum(float(v) * UNIT_S[u] for v, u in parts)
-
-
-def _frame(rows: list[dict], columns: list[str], node: str, artifact: str, ints: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=columns, dtype=object)
-    df["node"] = node
-    df["artifact"] = artifact
-    for col in ints:
-        df[col] = int_column(df[col])
-    for col in columns:
-        if _is_text(df[col]) and col not in ints:
-            df[col] = df[col].fillna("")
-    return df
 
 
 def load_json(lines: list[str]) -> object | None:
@@ -127,28 +71,7 @@ def parse_bpf_conntrack(lines: list[str], log: AnomalyLog, node: str = "", artif
                 continue
             rec["line"] = no
             rows.append(rec)
-    df = _frame(
-        rows,
-        CT_COLUMNS,
-        node,
-        artifact,
-        [
-            "line",
-            "proto",
-            "sport",
-            "dport",
-            "orig_dport",
-            "a2b_packets",
-            "a2b_bytes",
-            "b2a_packets",
-            "b2a_bytes",
-            "a2b_approved",
-            "b2a_approved",
-            "last_seen_ns",
-        ],
-    )
-    df["active_ago_s"] = pd.to_numeric(df["active_ago_s"], errors="coerce")
-    return df
+    return table_frame(rows, "bpf_conntrack", node, artifact)
 
 
 def _ct_raw(s: str) -> dict | None:
@@ -303,13 +226,7 @@ def parse_bpf_nat(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
             log.add(no, "unparsed_line", s.strip()[:200])
         if current is not None:
             rows.extend(_with_backends(current, pending))
-    return _frame(
-        rows,
-        NAT_COLUMNS,
-        node,
-        artifact,
-        ["line", "frontend_port", "proto", "svc_id", "count", "local", "ordinal", "backend_port"],
-    )
+    return table_frame(rows, "bpf_nat", node, artifact)
 
 
 def _with_backends(base: dict, backends: list[tuple]) -> list[dict]:
@@ -359,7 +276,7 @@ def parse_bpf_routes(lines: list[str], log: AnomalyLog, node: str = "", artifact
                     k += 1
             rec["flags"] = " ".join(flags)
             rows.append(rec)
-    return _frame(rows, ROUTE_COLUMNS, node, artifact, ["line", "ifindex"])
+    return table_frame(rows, "bpf_routes", node, artifact)
 
 
 # ---- counters --------------------------------------------------------------------------------
@@ -421,4 +338,4 @@ def parse_bpf_counters(lines: list[str], log: AnomalyLog, node: str = "", artifa
         if table:
             log.add("end", "missing_caption", f"{len(table)} counter rows without a 'dumped <iface> counters.' line")
             rows.extend(table)
-    return _frame(rows, COUNTER_COLUMNS, node, artifact, ["line", "ingress", "egress", "xdp"])
+    return table_frame(rows, "bpf_counters", node, artifact)

@@ -13,71 +13,8 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 
 from ..anomalies import AnomalyLog
-from .text import int_column
+from ..schema import table_frame
 
-COLUMNS = [
-    "node",
-    "artifact",
-    "line",
-    "form",
-    "event",
-    "event_ts_ns",
-    "l3",
-    "proto",
-    "proto_num",
-    "timeout",
-    "state",
-    "orig_src",
-    "orig_dst",
-    "orig_sport",
-    "orig_dport",
-    "reply_src",
-    "reply_dst",
-    "reply_sport",
-    "reply_dport",
-    "icmp_type",
-    "icmp_code",
-    "icmp_id",
-    "orig_packets",
-    "orig_bytes",
-    "reply_packets",
-    "reply_bytes",
-    "unreplied",
-    "assured",
-    "offload",
-    "mark",
-    "zone",
-    "use",
-    "ct_id",
-    "delta_time",
-    "start",
-    "stop",
-    "labels",
-    "helper",
-    "nat",
-]
-INT_COLS = [
-    "proto_num",
-    "timeout",
-    "orig_sport",
-    "orig_dport",
-    "reply_sport",
-    "reply_dport",
-    "icmp_type",
-    "icmp_code",
-    "icmp_id",
-    "orig_packets",
-    "orig_bytes",
-    "reply_packets",
-    "reply_bytes",
-    "mark",
-    "zone",
-    "use",
-    "ct_id",
-    "delta_time",
-    "event_ts_ns",
-    "line",
-]
 L4_NAMES = {"tcp", "udp", "icmp", "icmpv6", "sctp", "gre", "dccp", "udplite", "unknown"}
 STATES = {
     "NONE",
@@ -148,22 +85,12 @@ def parse_conntrack(lines: list[str], log: AnomalyLog, node: str = "", artifact:
                 continue
             rec["line"] = no
             rows.append(rec)
-    df = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
-    df["node"] = node
-    df["artifact"] = artifact
-    return finish(df)
+    return add_nat_kind(table_frame(rows, "conntrack", node, artifact))
 
 
-def finish(df: pd.DataFrame) -> pd.DataFrame:
-    """Apply dtypes and derive the NAT kind from the original vs reply tuples."""
-    for col in INT_COLS:
-        df[col] = int_column(df[col])
-    for col in ("unreplied", "assured"):
-        df[col] = df[col].fillna(False).astype(bool)
-    for col in ("node", "form", "event", "l3", "proto", "state", "offload"):
-        df[col] = df[col].fillna("").astype("category")
-    for col in ("artifact", "orig_src", "orig_dst", "reply_src", "reply_dst", "start", "stop", "labels", "helper"):
-        df[col] = df[col].fillna("").astype(object)
+def add_nat_kind(df: pd.DataFrame) -> pd.DataFrame:
+    """Derive the NAT kind from the original vs reply tuples (DNAT: reply source differs from the
+    original destination; SNAT: reply destination differs from the original source)."""
     has_reply = df["reply_src"] != ""
     dnat = has_reply & ((df["reply_src"] != df["orig_dst"]) | (df["reply_sport"] != df["orig_dport"]))
     snat = has_reply & ((df["reply_dst"] != df["orig_src"]) | (df["reply_dport"] != df["orig_sport"]))
@@ -172,7 +99,7 @@ def finish(df: pd.DataFrame) -> pd.DataFrame:
     nat[snat & ~dnat] = "snat"
     nat[dnat & snat] = "both"
     df["nat"] = pd.Categorical(nat, categories=["none", "dnat", "snat", "both"])
-    return df[COLUMNS]
+    return df
 
 
 def _parse_line(s: str) -> dict | None:

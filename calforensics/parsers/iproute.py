@@ -8,41 +8,8 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
-from .text import int_column
-from .text import is_text as _is_text
+from ..schema import table_frame
 
-IFACE_COLUMNS = [
-    "node",
-    "artifact",
-    "line",
-    "ifindex",
-    "name",
-    "peer",
-    "mtu",
-    "state",
-    "flags",
-    "mac",
-    "link_kind",
-    "vni",
-    "vxlan_port",
-    "addresses",
-]
-ROUTE_COLUMNS = [
-    "node",
-    "artifact",
-    "line",
-    "table",
-    "type",
-    "dst",
-    "via",
-    "dev",
-    "proto",
-    "scope",
-    "src",
-    "metric",
-    "onlink",
-    "raw",
-]
 LINK_HEAD = re.compile(r"^(\d+):\s+([^:@\s]+)(?:@([^:\s]+))?:\s+<([^>]*)>(.*)$")
 ROUTE_TYPES = {
     "unicast",
@@ -138,14 +105,7 @@ def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
                 port = re.search(r"\bdstport (\d+)", s)
                 cur["vni"] = vni.group(1) if vni else None
                 cur["vxlan_port"] = port.group(1) if port else None
-    df = pd.DataFrame(rows, columns=IFACE_COLUMNS, dtype=object)
-    df["node"], df["artifact"] = node, artifact
-    for col in ("line", "ifindex", "mtu", "vni", "vxlan_port"):
-        df[col] = int_column(df[col])
-    for col in IFACE_COLUMNS:
-        if _is_text(df[col]):
-            df[col] = df[col].fillna("")
-    return df
+    return table_frame(rows, "interfaces", node, artifact)
 
 
 def parse_ip_route(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
@@ -179,12 +139,4 @@ def parse_ip_route(lines: list[str], log: AnomalyLog, node: str = "", artifact: 
             else:
                 i += 1
         rows.append(rec)
-    df = pd.DataFrame(rows, columns=ROUTE_COLUMNS, dtype=object)
-    df["node"], df["artifact"] = node, artifact
-    df["metric"] = int_column(df["metric"])
-    df["line"] = df["line"].astype("int64")
-    df["onlink"] = df["onlink"].fillna(False).astype(bool)
-    for col in ROUTE_COLUMNS:
-        if _is_text(df[col]):
-            df[col] = df[col].fillna("")
-    return df
+    return table_frame(rows, "routes", node, artifact)

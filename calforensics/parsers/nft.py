@@ -11,7 +11,7 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
-from .iptables import RULE_COLUMNS, finish_rules
+from ..schema import table_frame
 
 TABLE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*\{")
 CHAIN = re.compile(r"^chain\s+(\S+)\s*\{")
@@ -146,10 +146,7 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
                 **_nft_matches(match_text),
             }
         )
-    df = pd.DataFrame(rows, columns=RULE_COLUMNS, dtype=object)
-    df["node"] = node
-    df["artifact"] = artifact
-    return finish_rules(df)
+    return table_frame(rows, "rules", node, artifact)
 
 
 def _nft_matches(body: str) -> dict:

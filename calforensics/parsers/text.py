@@ -47,13 +47,6 @@ def to_int(s: str | None, default: int = -1) -> int:
         return default
 
 
-def is_text(col: pd.Series) -> bool:
-    """True for columns meant to hold text: object or string dtype, or all-missing floats (no value seen)."""
-    if pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
-        return True
-    return pd.api.types.is_float_dtype(col) and bool(col.isna().all())
-
-
 def int_column(col: pd.Series) -> pd.Series:
     """Integers exactly (no float round trip, which breaks nanosecond timestamps); -1 where absent."""
     return pd.Series(

@@ -11,34 +11,8 @@ import re
 import pandas as pd
 
 from ..anomalies import AnomalyLog
-from .text import int_column
-from .text import is_text as _is_text
+from ..schema import table_frame
 
-COLUMNS = [
-    "node",
-    "artifact",
-    "line",
-    "source",
-    "time",
-    "trace_id",
-    "family",
-    "table",
-    "chain",
-    "type",
-    "rulenum",
-    "verdict",
-    "in_iface",
-    "out_iface",
-    "src",
-    "dst",
-    "proto",
-    "sport",
-    "dport",
-    "ip_id",
-    "length",
-    "mark",
-    "rule",
-]
 IPT = re.compile(r"TRACE: (\w+):([^:\s]+):(\w+):(\d+)\s?(.*)$")
 NFT = re.compile(r"trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet|rule|verdict|policy|unknown)\b:?\s*(.*)$")
 DMESG_TS = re.compile(r"^\[\s*(\d+\.\d+)\]")
@@ -121,14 +95,7 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
             if pm and m.group(5) == "packet":
                 rec["proto"] = pm.group(1).upper()
             rows.append(rec)
-    df = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
-    df["node"], df["artifact"] = node, artifact
-    for col in ("line", "rulenum", "sport", "dport", "ip_id", "length"):
-        df[col] = int_column(df[col])
-    for col in COLUMNS:
-        if _is_text(df[col]):
-            df[col] = df[col].fillna("")
-    return df
+    return table_frame(rows, "traces", node, artifact)
 
 
 def _time(line: str) -> str:
