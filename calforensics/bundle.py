@@ -119,11 +119,11 @@ class Bundle:
     # ---- inventory ------------------------------------------------------------------------
     def _inventory(self) -> list[Artifact]:
         root = self._mat.root
-        hostname = ""
+        hostname = ""  # calicoctl node diags name their node only in diagnostics/hostname
         for rel in self._mat.files:
             if PurePosixPath(rel).name == "hostname" and "diagnostics" in PurePosixPath(rel).parts:
-                hostname = (root / rel).read_text(errors="replace").strip().splitlines()[0:1]
-                hostname = hostname[0].strip() if hostname else ""
+                first = (root / rel).read_text(errors="replace").strip().splitlines()
+                hostname = first[0].strip() if first else ""
         arts = []
         tops = {PurePosixPath(rel).parts[0] for rel in self._mat.files}
         # an archive's single top-level folder (`calico-diagnostics-…/`) names the bundle, not a node
