@@ -122,6 +122,47 @@ def _print_inventory(inv: dict) -> None:
     )
 
 
+@app.command("collect")
+def collect_cmd(
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="bundle directory to write (or .tgz to pack)")],
+    node: Annotated[str | None, typer.Option(help="node name (default: the netns name, else hostname)")] = None,
+    netns: Annotated[str | None, typer.Option(help="run inside this network namespace")] = None,
+    interface: Annotated[list[str] | None, typer.Option("-i", "--interface", help="capture here (repeat)")] = None,
+    any_interface: Annotated[bool, typer.Option("--any", help="also capture `-i any`")] = False,
+    duration: Annotated[float | None, typer.Option(help="seconds to capture (default: until Ctrl-C)")] = None,
+    events: Annotated[bool, typer.Option(help="also record `conntrack -E` during the capture")] = False,
+) -> None:
+    """Capture on this node (or netns) and dump its networking state into a bundle. Needs root."""
+    from .collect import CollectError, CollectOptions, collect, pack, require_root
+
+    target = out
+    if out.name.endswith((".tgz", ".tar.gz")):
+        out = out.with_name(out.name.split(".")[0])
+    try:
+        require_root()
+        err.print(
+            f"capturing on {netns or 'this node'}; press Ctrl-C to stop"
+            if duration is None
+            else f"capturing for {duration:g} s"
+        )
+        node_dir = collect(
+            CollectOptions(
+                out=out,
+                node=node,
+                netns=netns,
+                interfaces=interface or None,
+                any_interface=any_interface,
+                duration=duration,
+                events=events,
+            )
+        )
+    except CollectError as exc:
+        _fail(str(exc))
+    if target != out:
+        pack(out, target)
+    typer.echo(str(target if target != out else node_dir))
+
+
 @app.command("version")
 def version_cmd() -> None:
     """Print the version."""
