@@ -177,7 +177,7 @@ class Bundle:
         frames += self._bpftool_tables.get(table, [])
         result = _concat(frames, table)
         if table == "rules":
-            result = add_rule_meaning(result)
+            result = add_rule_meaning(_mark_nft_duplicates(result))
         if table == "bpf_nat":
             result = bpftool.combine_nat(result)
         result = conform(result, table)
@@ -421,6 +421,18 @@ def _capture_stem(rel: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def _mark_nft_duplicates(rules: pd.DataFrame) -> pd.DataFrame:
+    """Flag nft rows of tables that an iptables-nft-save dump of the same node already shows."""
+    rules = rules.copy()
+    saved = rules[rules["source"].astype(str).str.contains("tables") & (rules["backend"].astype(str) == "nft")]
+    family = saved["family"].astype(str).map({"ipv4": "ip", "ipv6": "ip6"})
+    seen = set(zip(saved["node"].astype(str), family, saved["table"].astype(str), strict=True))
+    nft = rules["source"].astype(str) == "nft"
+    keys = zip(rules["node"].astype(str), rules["family"].astype(str), rules["table"].astype(str), strict=True)
+    rules["duplicate"] = [bool(is_nft and key in seen) for is_nft, key in zip(nft, keys, strict=True)]
+    return rules
 
 
 def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:

@@ -177,25 +177,37 @@ def add_rule_meaning(rules: pd.DataFrame) -> pd.DataFrame:
         if ck in ("profile-in", "profile-out") and key not in chain_policy:
             chain_policy[key] = (chains[i].split("-", 2)[2], "ingress" if ck == "profile-in" else "egress", "profile")
 
-    # pass 2: endpoint-chain rules inherit the policy they jump to, and the tier they sit in
+    # pass 2: endpoint-chain rules inherit the policy they jump to and the tier they sit in; a tier's
+    # end-of-tier drop is attributed to the policies of that tier (none of them accepted the packet),
+    # a "no profiles matched" drop to the chain's profiles
     tier = ""
     prev_chain: tuple = ()
+    tier_policies: list[str] = []
+    profiles: list[str] = []
     for i in range(n):
         key = (*group[i], chains[i])
         if key != prev_chain:
-            tier, prev_chain = "", key
+            tier, prev_chain, tier_policies, profiles = "", key, [], []
+        if TIER_START.search(comments[i]):
+            tier_policies = []
         m = TIER_START.search(comments[i]) or TIER_END.search(comments[i])
         if m:
             tier = m.group(1)
         pol = chain_policy.get(key) or chain_policy.get((*group[i], targets[i]))
         if pol:
             out["policy"][i], out["direction"][i], out["policy_kind"][i] = pol
+            if key not in chain_policy:  # a jump from an endpoint chain
+                (profiles if pol[2] == "profile" else tier_policies).append(pol[0])
         elif out["calico_chain"][i] in ("workload-to", "host-endpoint-to"):
             out["direction"][i] = "ingress"
         elif out["calico_chain"][i] in ("workload-from", "host-endpoint-from"):
             out["direction"][i] = "egress"
         if out["calico_chain"][i] in ENDPOINT_KINDS:
             out["tier"][i] = tier
+            if out["drop_kind"][i] == "end_of_tier" and tier_policies:
+                out["policy"][i], out["policy_kind"][i] = ", ".join(tier_policies), "policy"
+            elif out["drop_kind"][i] == "no_profile" and profiles:
+                out["policy"][i], out["policy_kind"][i] = ", ".join(profiles), "profile"
 
     # kube-proxy: service chains from KUBE-SERVICES / KUBE-NODEPORTS, endpoints from SVC -> SEP jumps
     svc_of_chain: dict[tuple, tuple[str, str, int]] = {}

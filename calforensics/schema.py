@@ -236,6 +236,12 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("service_port", "int64", "service port; -1"),
             ("kube_chain", "category", "service, endpoint, external, …"),
             ("endpoint", "category", "backend ip:port of a KUBE-SEP chain or SVC→SEP rule"),
+            (
+                "duplicate",
+                "bool",
+                "an nft row of a table iptables-nft manages, which the node's iptables-nft-save dump also shows "
+                "(with its comments); analyses use the iptables-save rows",
+            ),
         ],
     ),
     "interfaces": (

@@ -1,0 +1,645 @@
+"""A two-node Calico-shaped cluster in network namespaces, run for real, with ground truth.
+
+Built the way Calico builds one: pods with host veths named `cali` + 11 hex digits of
+sha1("namespace.pod"), /32 pod addresses, the 169.254.1.1 gateway answered by proxy ARP, a VXLAN
+overlay `vxlan.calico` (VNI 4096, port 4789, MTU 1450) with static neighbour/fdb entries,
+felix-shaped iptables (nf_tables backend) and kube-proxy-shaped service chains. Scenarios with
+known outcomes run while `calforensics collect` captures on each node; the result is a bundle plus
+`ground_truth.json`. Traffic stays between the lab's own namespaces. Needs root, iproute2,
+iptables, conntrack and tcpdump. Cleans up on any exit; takes about 15 seconds.
+
+    sudo python sample_data/lab.py OUT_DIR      # writes OUT_DIR/lab-vxlan.tgz and ground truth
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from calforensics.collect import CollectOptions, Collector, pack
+
+VNI, VXLAN_PORT, VXLAN_MTU, UNDERLAY_MTU = 4096, 4789, 1450, 1500
+POD_CIDR = "192.168.0.0/16"
+CLUSTER_IP, SERVICE_PORT, SERVICE = "10.96.0.50", 80, "default/web:http"
+REQUIRED_TOOLS = ("ip", "bridge", "iptables-restore", "iptables-save", "conntrack", "tcpdump", "sysctl")
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    ip: str
+    block: str
+    tunnel_ip: str
+    vxlan_mac: str
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    node: str
+    ip: str
+    mtu: int = VXLAN_MTU
+
+    @property
+    def iface(self) -> str:
+        return calico_veth(self.namespace, self.name)
+
+
+NODES = [
+    Node("node-a", "10.0.0.11", "192.168.10.0/26", "192.168.10.0", "66:0a:0a:00:00:0b"),
+    Node("node-b", "10.0.0.12", "192.168.20.0/26", "192.168.20.0", "66:0a:0a:00:00:0c"),
+]
+PODS = [
+    Pod("default", "client", "node-a", "192.168.10.5"),
+    Pod("default", "mtu-bad", "node-a", "192.168.10.9", mtu=UNDERLAY_MTU),  # ignores the VXLAN overhead
+    Pod("default", "web", "node-b", "192.168.20.7"),
+    Pod("secure", "db", "node-b", "192.168.20.9"),
+]
+DB_POLICY = "secure/default.db-allow-app"  # allows only 192.168.20.99 (no such pod): the client is denied
+DB_ALLOWED_SOURCE = "192.168.20.99/32"
+
+
+def calico_veth(namespace: str, pod: str) -> str:
+    """VethNameForWorkload: `cali` + first 11 hex digits of sha1("<namespace>.<pod>")."""
+    return "cali" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
+
+
+def length_limited(prefix: str, suffix: str, max_len: int = 28) -> str:
+    """felix's GetLengthLimitedID: hash the suffix when prefix+suffix would be too long."""
+    if len(prefix + suffix) <= max_len:
+        return prefix + suffix
+    digest = base64.urlsafe_b64encode(hashlib.sha256(suffix.encode()).digest()).decode()
+    return prefix + "_" + digest[: max_len - 1 - len(prefix)]
+
+
+def kube_hash(text: str) -> str:
+    """kube-proxy's chain suffix: first 16 chars of base32(sha256(text))."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def rule_hash(chain: str, index: int) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha224(f"{chain}/{index}".encode()).digest()).decode()[:16]
+
+
+class Lab:
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = prefix or f"cflab{os.getpid() % 100000}"
+        self.netns: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+
+    def ns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    # ---- plumbing ----------------------------------------------------------------------------
+    @staticmethod
+    def sh(*argv: str, check: bool = True, input_text: str | None = None) -> str:
+        r = subprocess.run(argv, capture_output=True, text=True, input=input_text, timeout=60)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
+        return r.stdout
+
+    def in_ns(self, ns: str, *argv: str, **kw) -> str:
+        return self.sh("ip", "netns", "exec", self.ns(ns), *argv, **kw)
+
+    def add_netns(self, name: str) -> None:
+        self.sh("ip", "netns", "add", self.ns(name))
+        self.netns.append(self.ns(name))
+        self.in_ns(name, "ip", "link", "set", "lo", "up")
+
+    def cleanup(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for name in reversed(self.netns):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        self.netns.clear()
+
+    # ---- topology ----------------------------------------------------------------------------
+    def build(self) -> None:
+        for node in NODES:
+            self.add_netns(node.name)
+            for key, value in (
+                ("net.ipv4.ip_forward", "1"),
+                ("net.netfilter.nf_conntrack_acct", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+            ):
+                self.in_ns(node.name, "sysctl", "-qw", f"{key}={value}")
+        a, b = NODES
+        self.sh(
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            self.ns(a.name),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.ns(b.name),
+        )
+        for node in NODES:
+            self.in_ns(node.name, "ip", "link", "set", "eth0", "mtu", str(UNDERLAY_MTU), "up")
+            self.in_ns(node.name, "ip", "addr", "add", f"{node.ip}/24", "dev", "eth0")
+            # a default route (needed for proxy ARP of 169.254.1.1); nothing outside the lab answers on eth0
+            self.in_ns(node.name, "ip", "route", "add", "default", "dev", "eth0")
+            self.in_ns(
+                node.name,
+                "ip",
+                "link",
+                "add",
+                "vxlan.calico",
+                "address",
+                node.vxlan_mac,
+                "type",
+                "vxlan",
+                "id",
+                str(VNI),
+                "dstport",
+                str(VXLAN_PORT),
+                "local",
+                node.ip,
+                "dev",
+                "eth0",
+                "nolearning",
+            )
+            self.in_ns(node.name, "ip", "link", "set", "vxlan.calico", "mtu", str(VXLAN_MTU), "up")
+            self.in_ns(node.name, "ip", "addr", "add", f"{node.tunnel_ip}/32", "dev", "vxlan.calico")
+            self.in_ns(node.name, "ip", "route", "add", "blackhole", node.block, "proto", "80")
+        for node in NODES:
+            for peer in NODES:
+                if peer is node:
+                    continue
+                self.in_ns(
+                    node.name,
+                    "ip",
+                    "neigh",
+                    "add",
+                    peer.tunnel_ip,
+                    "lladdr",
+                    peer.vxlan_mac,
+                    "dev",
+                    "vxlan.calico",
+                    "nud",
+                    "permanent",
+                )
+                self.in_ns(node.name, "bridge", "fdb", "add", peer.vxlan_mac, "dev", "vxlan.calico", "dst", peer.ip)
+                self.in_ns(
+                    node.name,
+                    "ip",
+                    "route",
+                    "add",
+                    peer.block,
+                    "via",
+                    peer.tunnel_ip,
+                    "dev",
+                    "vxlan.calico",
+                    "onlink",
+                    "proto",
+                    "80",
+                )
+        for pod in PODS:
+            self.add_pod(pod)
+        for node in NODES:
+            self.in_ns(node.name, "iptables-restore", input_text=felix_rules(node))
+
+    def add_pod(self, pod: Pod) -> None:
+        pns = f"pod-{pod.name}"
+        self.add_netns(pns)
+        self.sh(
+            "ip",
+            "link",
+            "add",
+            pod.iface,
+            "netns",
+            self.ns(pod.node),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.ns(pns),
+        )
+        self.in_ns(
+            pod.node, "ip", "link", "set", pod.iface, "address", "ee:ee:ee:ee:ee:ee", "mtu", str(UNDERLAY_MTU), "up"
+        )
+        self.in_ns(
+            pod.node,
+            "sysctl",
+            "-qw",
+            f"net.ipv4.conf.{pod.iface}.proxy_arp=1",
+            f"net.ipv4.neigh.{pod.iface}.proxy_delay=0",
+            f"net.ipv4.conf.{pod.iface}.rp_filter=0",
+        )
+        self.in_ns(pod.node, "ip", "route", "add", f"{pod.ip}/32", "dev", pod.iface, "scope", "link")
+        self.in_ns(pns, "ip", "link", "set", "eth0", "mtu", str(pod.mtu), "up")
+        self.in_ns(pns, "ip", "addr", "add", f"{pod.ip}/32", "dev", "eth0")
+        self.in_ns(pns, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+        self.in_ns(pns, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+
+    # ---- traffic -----------------------------------------------------------------------------
+    def start_servers(self) -> None:
+        for pod, code in (("web", WEB_SERVER), ("db", DB_SERVER)):
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(f"pod-{pod}"), sys.executable, "-c", code],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            self.procs.append(p)
+            assert p.stdout is not None
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{pod} server failed: {p.stderr.read() if p.stderr else ''}")
+
+    def client(self, pod: str, code: str) -> dict:
+        out = self.in_ns(f"pod-{pod}", sys.executable, "-c", CLIENT_PRELUDE + textwrap.dedent(code))
+        return json.loads(out.strip().splitlines()[-1])
+
+
+WEB_SERVER = r"""
+import socket, threading
+def http():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 8080)); s.listen()
+    while True:
+        c, _ = s.accept()
+        c.recv(4096); c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"); c.close()
+def sink():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 8081)); s.listen()
+    while True:
+        c, _ = s.accept()
+        while c.recv(65536): pass
+        c.close()
+def echo():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 9000))
+    while True:
+        data, addr = u.recvfrom(65535); u.sendto(data, addr)
+for f in (http, sink, echo): threading.Thread(target=f, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+DB_SERVER = r"""
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 5432)); s.listen()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+CLIENT_PRELUDE = "import json, socket, time\n"
+
+
+def felix_rules(node: Node) -> str:
+    """iptables-restore input shaped like felix's and kube-proxy's rules for this node's pods."""
+    pods = [p for p in PODS if p.node == node.name]
+    chains: dict[str, list[str]] = {}
+
+    def add(table_chain: str, spec: str, comment: str = "") -> None:
+        _, chain = table_chain.split(":")
+        rules = chains.setdefault(table_chain, [])
+        parts = []
+        if chain.startswith("cali-") or chain in ("PREROUTING", "POSTROUTING", "FORWARD", "INPUT", "OUTPUT"):
+            if "cali" in spec or chain.startswith("cali-"):
+                parts.append(f'-m comment --comment "cali:{rule_hash(chain, len(rules))}"')
+        if comment:
+            parts.append(f'-m comment --comment "{comment}"')
+        rules.append(f"-A {chain} " + " ".join([*parts, spec]).strip())
+
+    svc_chain = "KUBE-SVC-" + kube_hash(SERVICE + "tcp")
+    web = next(p for p in PODS if p.name == "web")
+    sep_chain = "KUBE-SEP-" + kube_hash(SERVICE + "tcp" + f"{web.ip}:8080")
+    add("raw:PREROUTING", "-j cali-PREROUTING")
+    add("raw:cali-PREROUTING", "-j MARK --set-xmark 0x0/0xf0000")
+    add("nat:PREROUTING", "-j cali-PREROUTING")
+    add("nat:PREROUTING", "-j KUBE-SERVICES", "kubernetes service portals")
+    add("nat:OUTPUT", "-j KUBE-SERVICES", "kubernetes service portals")
+    add("nat:POSTROUTING", "-j cali-POSTROUTING")
+    add("nat:POSTROUTING", "-j KUBE-POSTROUTING", "kubernetes postrouting rules")
+    add("nat:cali-PREROUTING", "-j cali-fip-dnat")
+    add("nat:cali-POSTROUTING", "-j cali-fip-snat")
+    add("nat:cali-POSTROUTING", "-j cali-nat-outgoing")
+    add("nat:cali-nat-outgoing", f"-s {POD_CIDR} ! -d {POD_CIDR} -j MASQUERADE --random-fully")
+    add("nat:KUBE-MARK-MASQ", "-j MARK --set-xmark 0x4000/0x4000")
+    add("nat:KUBE-POSTROUTING", "-m mark ! --mark 0x4000/0x4000 -j RETURN")
+    add("nat:KUBE-POSTROUTING", "-j MARK --set-xmark 0x4000/0x0")
+    add("nat:KUBE-POSTROUTING", "-j MASQUERADE --random-fully", "kubernetes service traffic requiring SNAT")
+    add(
+        "nat:KUBE-SERVICES",
+        f"-d {CLUSTER_IP}/32 -p tcp -m tcp --dport {SERVICE_PORT} -j {svc_chain}",
+        f"{SERVICE} cluster IP",
+    )
+    add(
+        "nat:" + svc_chain,
+        f"! -s {POD_CIDR} -d {CLUSTER_IP}/32 -p tcp -m tcp --dport {SERVICE_PORT} -j KUBE-MARK-MASQ",
+        f"{SERVICE} cluster IP",
+    )
+    add("nat:" + svc_chain, f"-j {sep_chain}", f"{SERVICE} -> {web.ip}:8080")
+    add("nat:" + sep_chain, f"-s {web.ip}/32 -j KUBE-MARK-MASQ", SERVICE)
+    add("nat:" + sep_chain, f"-p tcp -m tcp -j DNAT --to-destination {web.ip}:8080", SERVICE)
+    add("filter:FORWARD", "-j cali-FORWARD")
+    add("filter:cali-FORWARD", "-j MARK --set-xmark 0x0/0xe0000")
+    add("filter:cali-FORWARD", "-i cali+ -j cali-from-wl-dispatch")
+    add("filter:cali-FORWARD", "-o cali+ -j cali-to-wl-dispatch")
+    add("filter:cali-FORWARD", "-m mark --mark 0x10000/0x10000 -j ACCEPT", "Policy explicitly accepted packet.")
+    for pod in pods:
+        add("filter:cali-from-wl-dispatch", f"-i {pod.iface} -g cali-fw-{pod.iface}")
+        add("filter:cali-to-wl-dispatch", f"-o {pod.iface} -g cali-tw-{pod.iface}")
+    add("filter:cali-from-wl-dispatch", "-j DROP", "Unknown interface")
+    add("filter:cali-to-wl-dispatch", "-j DROP", "Unknown interface")
+    profiles = set()
+    for pod in pods:
+        profile = f"kns.{pod.namespace}"
+        profiles.add(profile)
+        for chain, prof_chain in (
+            (f"cali-fw-{pod.iface}", f"cali-pro-{profile}"),
+            (f"cali-tw-{pod.iface}", f"cali-pri-{profile}"),
+        ):
+            t = "filter:" + chain
+            add(t, "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+            add(t, "-m conntrack --ctstate INVALID -j DROP")
+            add(t, "-j MARK --set-xmark 0x0/0x10000")
+            if chain.startswith("cali-fw-"):
+                add(
+                    t,
+                    f"-p udp -m multiport --dports {VXLAN_PORT} -j DROP",
+                    "Drop VXLAN encapped packets originating in workloads",
+                )
+                add(t, "-p ipencap -j DROP", "Drop IPinIP encapped packets originating in workloads")
+            if chain.startswith("cali-tw-") and pod.name == "db":
+                pol_chain = length_limited("cali-pi-", DB_POLICY)
+                add(t, "-j MARK --set-xmark 0x0/0x20000", "Start of tier default")
+                add(t, f"-m mark --mark 0x0/0x20000 -j {pol_chain}")
+                add(t, "-m mark --mark 0x10000/0x10000 -j RETURN", "Return if policy accepted")
+                add(t, "-m mark --mark 0x0/0x20000 -j DROP", "End of tier default. Drop if no policies passed packet")
+                add(
+                    "filter:" + pol_chain,
+                    f"-s {DB_ALLOWED_SOURCE} -p tcp -m tcp --dport 5432 -j MARK --set-xmark 0x10000/0x10000",
+                    f"Policy {DB_POLICY} ingress",
+                )
+                add("filter:" + pol_chain, "-m mark --mark 0x10000/0x10000 -j RETURN")
+            add(t, f"-j {prof_chain}")
+            add(t, "-m mark --mark 0x10000/0x10000 -j RETURN", "Return if profile accepted")
+            add(t, "-j DROP", "Drop if no profiles matched")
+    for profile in sorted(profiles):
+        for direction, prefix in (("ingress", "cali-pri-"), ("egress", "cali-pro-")):
+            add(f"filter:{prefix}{profile}", "-j MARK --set-xmark 0x10000/0x10000", f"Profile {profile} {direction}")
+            add(f"filter:{prefix}{profile}", "-m mark --mark 0x10000/0x10000 -j RETURN")
+    builtin = {
+        "raw": ["PREROUTING", "OUTPUT"],
+        "nat": ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+        "filter": ["INPUT", "FORWARD", "OUTPUT"],
+    }
+    out = []
+    for table in ("raw", "nat", "filter"):
+        out.append(f"*{table}")
+        out += [f":{c} ACCEPT [0:0]" for c in builtin[table]]
+        user = sorted({tc.split(":")[1] for tc in chains if tc.startswith(table + ":")} - set(builtin[table]))
+        user += [c for c in ("cali-fip-dnat", "cali-fip-snat") if table == "nat" and c not in user]
+        out += [f":{c} - [0:0]" for c in sorted(set(user))]
+        for tc, rules in chains.items():
+            if tc.startswith(table + ":"):
+                out += rules
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def run_scenarios(lab: Lab) -> dict:
+    """Each scenario runs inside a pod namespace and reports what it did (ports, outcome)."""
+    web = next(p for p in PODS if p.name == "web")
+    db = next(p for p in PODS if p.name == "db")
+    results = {}
+    results["pod_to_pod"] = lab.client(
+        "client",
+        f"""
+        s = socket.create_connection(("{web.ip}", 8080), timeout=5); port = s.getsockname()[1]
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"); reply = s.recv(4096); s.close()
+        print(json.dumps({{"sport": port, "reply": reply.decode()}}))""",
+    )
+    results["cluster_ip"] = lab.client(
+        "client",
+        f"""
+        s = socket.create_connection(("{CLUSTER_IP}", {SERVICE_PORT}), timeout=5); port = s.getsockname()[1]
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"); reply = s.recv(4096); s.close()
+        print(json.dumps({{"sport": port, "reply": reply.decode()}}))""",
+    )
+    results["udp"] = lab.client(
+        "client",
+        f"""
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5); u.bind(("0.0.0.0", 0))
+        u.sendto(b"ping-udp", ("{web.ip}", 9000)); data, _ = u.recvfrom(100)
+        print(json.dumps({{"sport": u.getsockname()[1], "reply": data.decode()}}))""",
+    )
+    results["bulk"] = lab.client(
+        "client",
+        f"""
+        s = socket.create_connection(("{web.ip}", 8081), timeout=5); port = s.getsockname()[1]
+        block = b"calforensics-bulk-" * 4096
+        sent = 0
+        while sent < 262144:
+            s.sendall(block); sent += len(block)
+        s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+        print(json.dumps({{"sport": port, "bytes": sent}}))""",
+    )
+    results["mtu"] = lab.client(
+        "mtu-bad",
+        f"""
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 0))
+        u.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: set DF, never fragment
+        u.sendto(b"M" * 1472, ("{web.ip}", 9000)); time.sleep(0.3)
+        try:
+            u.sendto(b"M" * 1472, ("{web.ip}", 9000)); second = "sent"
+        except OSError as exc:
+            second = f"refused: {{exc.strerror}}"
+        print(json.dumps({{"sport": u.getsockname()[1], "bytes": 1472, "second_send": second}}))""",
+    )
+    results["denied"] = lab.client(
+        "client",
+        f"""
+        s = socket.socket(); s.bind(("0.0.0.0", 0)); port = s.getsockname()[1]; s.settimeout(3.5); t = time.time()
+        try:
+            s.connect(("{db.ip}", 5432)); outcome = "connected"
+        except OSError as exc:
+            outcome = type(exc).__name__
+        print(json.dumps({{"sport": port, "outcome": outcome, "seconds": round(time.time() - t, 2)}}))""",
+    )
+    return results
+
+
+def ground_truth(results: dict) -> dict:
+    client = next(p for p in PODS if p.name == "client")
+    bad = next(p for p in PODS if p.name == "mtu-bad")
+    web = next(p for p in PODS if p.name == "web")
+    db = next(p for p in PODS if p.name == "db")
+    a, b = NODES
+    cross = [
+        {"node": a.name, "interface": client.iface},
+        {"node": a.name, "interface": "vxlan.calico"},
+        {"node": a.name, "interface": "eth0"},
+        {"node": b.name, "interface": "eth0"},
+        {"node": b.name, "interface": "vxlan.calico"},
+    ]
+
+    def flow(name, proto, src, sport, dst, verdict, path, **extra):
+        return {
+            "name": name,
+            "proto": proto,
+            "client_ip": src.ip,
+            "client_port": sport,
+            "server_ip": dst[0],
+            "server_port": dst[1],
+            "verdict": verdict,
+            "path": path,
+            **extra,
+        }
+
+    return {
+        "schema": 1,
+        "dataplane": "iptables",
+        "encapsulation": {
+            "type": "vxlan",
+            "vni": VNI,
+            "port": VXLAN_PORT,
+            "overhead_bytes": 50,
+            "tunnel_mtu": VXLAN_MTU,
+            "underlay_mtu": UNDERLAY_MTU,
+        },
+        "nodes": {n.name: {"ip": n.ip, "block": n.block, "tunnel_ip": n.tunnel_ip} for n in NODES},
+        "pods": {
+            f"{p.namespace}/{p.name}": {"node": p.node, "ip": p.ip, "interface": p.iface, "mtu": p.mtu} for p in PODS
+        },
+        "service": {"name": SERVICE, "cluster_ip": CLUSTER_IP, "port": SERVICE_PORT, "backends": [f"{web.ip}:8080"]},
+        "flows": [
+            flow(
+                "pod_to_pod",
+                "tcp",
+                client,
+                results["pod_to_pod"]["sport"],
+                (web.ip, 8080),
+                "delivered",
+                [*cross, {"node": b.name, "interface": web.iface}],
+            ),
+            flow(
+                "cluster_ip",
+                "tcp",
+                client,
+                results["cluster_ip"]["sport"],
+                (CLUSTER_IP, SERVICE_PORT),
+                "delivered",
+                [*cross, {"node": b.name, "interface": web.iface}],
+                service=SERVICE,
+                backend_ip=web.ip,
+                backend_port=8080,
+                dnat_node=a.name,
+            ),
+            flow(
+                "udp",
+                "udp",
+                client,
+                results["udp"]["sport"],
+                (web.ip, 9000),
+                "delivered",
+                [*cross, {"node": b.name, "interface": web.iface}],
+            ),
+            flow(
+                "bulk",
+                "tcp",
+                client,
+                results["bulk"]["sport"],
+                (web.ip, 8081),
+                "delivered",
+                [*cross, {"node": b.name, "interface": web.iface}],
+                bytes=results["bulk"]["bytes"],
+            ),
+            flow(
+                "denied",
+                "tcp",
+                client,
+                results["denied"]["sport"],
+                (db.ip, 5432),
+                "dropped",
+                cross,
+                drop={
+                    "node": b.name,
+                    "last_seen": {"node": b.name, "interface": "vxlan.calico"},
+                    "missing_at": {"node": b.name, "interface": db.iface},
+                    "table": "filter",
+                    "chain": f"cali-tw-{db.iface}",
+                    "policy": DB_POLICY,
+                    "rule_comment": "End of tier default. Drop if no policies passed packet",
+                    "min_packets": 2,
+                    "client_outcome": results["denied"]["outcome"],
+                },
+            ),
+            flow(
+                "mtu",
+                "udp",
+                bad,
+                results["mtu"]["sport"],
+                (web.ip, 9000),
+                "dropped",
+                [{"node": a.name, "interface": bad.iface}],
+                mtu={
+                    "kind": "frag_needed",
+                    "mtu": VXLAN_MTU,
+                    "sender_node": a.name,
+                    "sender_ips": [a.ip, a.tunnel_ip],
+                    "payload_bytes": results["mtu"]["bytes"],
+                    "packet_bytes": results["mtu"]["bytes"] + 28,
+                    "pod_mtu": bad.mtu,
+                },
+            ),
+        ],
+        "client_results": results,
+    }
+
+
+def run(out_dir: Path, name: str = "lab-vxlan") -> Path:
+    missing = [t for t in REQUIRED_TOOLS if not shutil.which(t)]
+    if os.geteuid() != 0 or missing:
+        raise SystemExit(f"lab needs root and {', '.join(missing) or 'nothing else'}")
+    out_dir = Path(out_dir)
+    bundle_dir = out_dir / name
+    if bundle_dir.exists():
+        shutil.rmtree(bundle_dir)
+    lab = Lab()
+    try:
+        lab.build()
+        lab.start_servers()
+        collectors = [Collector(CollectOptions(out=bundle_dir, node=n.name, netns=lab.ns(n.name))) for n in NODES]
+        threads = [threading.Thread(target=c.start) for c in collectors]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        results = run_scenarios(lab)
+        time.sleep(0.5)
+        for c in collectors:
+            c.stop()
+        for c in collectors:
+            c.dump_state()
+            c.write_metadata()
+    finally:
+        lab.cleanup()
+    truth = ground_truth(results)
+    (bundle_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
+    archive = pack(bundle_dir, out_dir / f"{name}.tgz")
+    shutil.copy(bundle_dir / "ground_truth.json", out_dir / f"{name}.ground_truth.json")
+    shutil.rmtree(bundle_dir)
+    return archive
+
+
+if __name__ == "__main__":
+    print(run(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent)))
