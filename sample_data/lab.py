@@ -311,9 +311,8 @@ def felix_rules(node: Node) -> str:
         _, chain = table_chain.split(":")
         rules = chains.setdefault(table_chain, [])
         parts = []
-        if chain.startswith("cali-") or chain in ("PREROUTING", "POSTROUTING", "FORWARD", "INPUT", "OUTPUT"):
-            if "cali" in spec or chain.startswith("cali-"):
-                parts.append(f'-m comment --comment "cali:{rule_hash(chain, len(rules))}"')
+        if chain.startswith("cali-") or "-j cali-" in spec:  # felix's rules carry its rule hash
+            parts.append(f'-m comment --comment "cali:{rule_hash(chain, len(rules))}"')
         if comment:
             parts.append(f'-m comment --comment "{comment}"')
         rules.append(f"-A {chain} " + " ".join([*parts, spec]).strip())
