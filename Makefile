@@ -1,7 +1,7 @@
 # Every target creates its own virtual environment on first use; only python3 is needed.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SAMPLE ?= sample_data/two-node-vxlan.tgz
+SAMPLE ?= sample_data/lab-vxlan.tgz
 
 .PHONY: demo test lint bench samples docs clean
 
@@ -21,8 +21,10 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_ingest.py
 
+# needs root, iproute2, iptables, conntrack and tcpdump: builds the lab in network namespaces
 samples: $(VENV)/.installed
-	$(PY) sample_data/make_samples.py
+	$(PY) sample_data/lab.py sample_data
+	$(PY) sample_data/ipip.py sample_data/lab-vxlan.tgz sample_data/lab-ipip.tgz
 
 docs: $(VENV)/.installed
 	$(PY) -m calforensics.schema > docs/tables.md

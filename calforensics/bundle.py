@@ -180,6 +180,8 @@ class Bundle:
             result = add_rule_meaning(_mark_nft_duplicates(result))
         if table == "bpf_nat":
             result = bpftool.combine_nat(result)
+        if table == "interfaces":
+            result = _merge_interfaces(result)
         result = conform(result, table)
         self._text[table] = result
         return result
@@ -421,6 +423,22 @@ def _capture_stem(rel: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def _merge_interfaces(df: pd.DataFrame) -> pd.DataFrame:
+    """`ip link` and `ip addr` of one node describe the same interfaces: one row each, facts combined."""
+    if df.empty:
+        return df
+    rows = []
+    for _, group in df.groupby(["node", "ifindex", "name"], sort=False, observed=True):
+        row = group.iloc[0].to_dict()
+        for col in df.columns:
+            values = [v for v in group[col] if v not in ("", -1) and v == v]
+            if values:
+                row[col] = values[0]
+        row["addresses"] = " ".join(dict.fromkeys(a for v in group["addresses"] for a in str(v).split()))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=df.columns)
 
 
 def _mark_nft_duplicates(rules: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 CORPUS = Path(os.environ.get("CALFORENSICS_CORPUS", ROOT.parent / "shared" / "corpus"))
-SAMPLE = ROOT / "sample_data" / "two-node-vxlan.tgz"
+SAMPLES = ROOT / "sample_data"
+SAMPLE = SAMPLES / "lab-vxlan.tgz"
 
 
 @pytest.fixture

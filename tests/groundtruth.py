@@ -1,0 +1,125 @@
+"""Checks of a lab bundle's tables against the lab's ground truth (shared by sample and live-lab tests).
+
+Each check states what the tables can already show; later issues (hops, flows, findings) extend them.
+"""
+
+from __future__ import annotations
+
+import calforensics
+
+
+def check_captures(b: calforensics.Bundle, truth: dict) -> None:
+    caps = b.captures
+    tunnel = "tunl0" if truth["encapsulation"]["type"] == "ipip" else "vxlan.calico"
+    for node in truth["nodes"]:
+        mine = caps[caps.node == node].set_index("interface")
+        assert mine.loc[tunnel, "role"] == "tunnel", (node, tunnel)
+        assert mine.loc["eth0", "role"] == "uplink", node
+        for pod in truth["pods"].values():
+            if pod["node"] == node:
+                assert mine.loc[pod["interface"], "role"] == "workload", (node, pod)
+        if truth["encapsulation"]["type"] == "ipip":
+            assert mine.loc[tunnel, "linktype_name"] == "RAW"
+
+
+def check_encapsulation(b: calforensics.Bundle, truth: dict) -> None:
+    enc = truth["encapsulation"]
+    node_ips = {n["ip"] for n in truth["nodes"].values()}
+    pod_ips = {p["ip"] for p in truth["pods"].values()}
+    p = b.packets
+    tunneled = p[p.encap == enc["type"]]
+    assert len(tunneled) > 0
+    assert set(tunneled.interface.astype(str)) == {"eth0"}
+    assert set(tunneled.outer_src.astype(str)) <= node_ips and set(tunneled.outer_dst.astype(str)) <= node_ips
+    assert set(tunneled.src.astype(str)) <= pod_ips and set(tunneled.dst.astype(str)) <= pod_ips
+    if enc["type"] == "vxlan":
+        assert (tunneled.vni == enc["vni"]).all()
+    # every inner packet of the pod-to-pod flow is carried on both nodes' uplinks
+    flow = next(f for f in truth["flows"] if f["name"] == "pod_to_pod")
+    legs = tunneled[
+        (tunneled.src == flow["client_ip"])
+        & (tunneled.sport == flow["client_port"])
+        & (tunneled.dst == flow["server_ip"])
+        & (tunneled.dport == flow["server_port"])
+    ]
+    assert set(legs.node.astype(str)) == set(truth["nodes"])
+    # encapsulation overhead: the uplink frame minus its Ethernet header minus the inner IP packet
+    # (VXLAN: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 = 50; IPIP: outer IP 20)
+    overhead = (legs.wirelen - 14 - legs.ip_len).unique().tolist()
+    assert overhead == [enc["overhead_bytes"]], overhead
+
+
+def check_service_dnat(b: calforensics.Bundle, truth: dict) -> None:
+    flow = next(f for f in truth["flows"] if f["name"] == "cluster_ip")
+    ct = b.conntrack
+    entry = ct[
+        (ct.node == flow["dnat_node"])
+        & (ct.orig_src == flow["client_ip"])
+        & (ct.orig_sport == flow["client_port"])
+        & (ct.orig_dst == flow["server_ip"])
+    ]
+    assert len(entry) == 1
+    e = entry.iloc[0]
+    assert (e.nat, e.orig_dport, e.reply_src, e.reply_sport) == (
+        "dnat",
+        flow["server_port"],
+        flow["backend_ip"],
+        flow["backend_port"],
+    )
+    rules = b.rules
+    sep = rules[
+        (rules.node == flow["dnat_node"])
+        & (rules.service == flow["service"])
+        & (rules.action == "dnat")
+        & ~rules.duplicate
+    ]
+    assert sep.endpoint.astype(str).tolist() == [f"{flow['backend_ip']}:{flow['backend_port']}"]
+    assert (sep.packets >= 1).all()
+
+
+def check_policy_drop(b: calforensics.Bundle, truth: dict) -> None:
+    flow = next(f for f in truth["flows"] if f["name"] == "denied")
+    drop = flow["drop"]
+    rules = b.rules
+    rule = rules[
+        (rules.node == drop["node"])
+        & (rules.table == drop["table"])
+        & (rules.chain == drop["chain"])
+        & (rules.comment == drop["rule_comment"])
+        & ~rules.duplicate
+    ]
+    assert len(rule) == 1
+    r = rule.iloc[0]
+    assert (r.action, r.drop_kind, r.policy) == ("drop", "end_of_tier", drop["policy"])
+    assert r.packets >= drop["min_packets"]
+    # the dropped SYNs were seen where the drop says and never at the missing hop
+    p = b.packets
+    syns = p[(p.src == flow["client_ip"]) & (p.sport == flow["client_port"]) & (p.dport == flow["server_port"])]
+    at = {(str(n), str(i)) for n, i in zip(syns.node, syns.interface, strict=True)}
+    assert (drop["last_seen"]["node"], drop["last_seen"]["interface"]) in at
+    assert (drop["missing_at"]["node"], drop["missing_at"]["interface"]) not in at
+    last = syns[(syns.node == drop["last_seen"]["node"]) & (syns.interface == drop["last_seen"]["interface"])]
+    assert len(last) == r.packets  # every SYN that reached the node was counted by the drop rule
+
+
+def check_frag_needed(b: calforensics.Bundle, truth: dict) -> None:
+    flow = next(f for f in truth["flows"] if f["name"] == "mtu")
+    mtu = flow["mtu"]
+    p = b.packets
+    icmp = p[(p.icmp_type == 3) & (p.icmp_code == 4)]
+    assert len(icmp) >= 1
+    assert set(icmp.icmp_mtu) == {mtu["mtu"]}
+    assert set(icmp.src.astype(str)) <= set(mtu["sender_ips"])
+    assert set(icmp.node.astype(str)) == {mtu["sender_node"]}
+    assert (icmp.q_src == flow["client_ip"]).all() and (icmp.q_dport == flow["server_port"]).all()
+    too_big = p[(p.src == flow["client_ip"]) & (p.sport == flow["client_port"])]
+    assert (too_big.ip_len == mtu["packet_bytes"]).all() and too_big.dont_fragment.all()
+
+
+ALL_CHECKS = [check_captures, check_encapsulation, check_service_dnat, check_policy_drop, check_frag_needed]
+
+
+def check_bundle(b: calforensics.Bundle, truth: dict) -> None:
+    for check in ALL_CHECKS:
+        check(b, truth)
+    assert len(b.anomalies) == 0, b.anomalies.head()

@@ -1,0 +1,75 @@
+"""End to end on a real kernel: build the two-node lab in network namespaces, collect, read, check.
+
+Needs root, network namespaces, iproute2, iptables, conntrack and tcpdump. Where those are missing
+the tests say so and skip, except on CI (CI=true), where they must run.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from groundtruth import check_bundle
+
+import calforensics
+
+sys.path.insert(0, str(ROOT / "sample_data"))
+
+
+def lab_unavailable() -> str:
+    if os.geteuid() != 0:
+        return "not root"
+    missing = [t for t in ("ip", "bridge", "iptables-restore", "conntrack", "tcpdump", "sysctl") if not shutil.which(t)]
+    if missing:
+        return "missing tools: " + ", ".join(missing)
+    probe = f"cfprobe{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return "cannot create network namespaces: " + r.stderr.strip()
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return ""
+
+
+@pytest.fixture(scope="module")
+def lab_run(tmp_path_factory):
+    reason = lab_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the real-kernel lab must run on CI, but: {reason}")
+        pytest.skip(f"real-kernel lab not possible here: {reason}")
+    import ipip
+    import lab
+
+    out = tmp_path_factory.mktemp("lab")
+    vxlan = lab.run(out)
+    ipip_bundle = ipip.convert(vxlan, out / "lab-ipip.tgz")
+    return out, vxlan, ipip_bundle
+
+
+def test_live_vxlan_lab_matches_ground_truth(lab_run):
+    out, vxlan, _ = lab_run
+    truth = json.loads((out / "lab-vxlan.ground_truth.json").read_text())
+    assert truth["client_results"]["denied"]["outcome"] == "TimeoutError"
+    assert truth["client_results"]["mtu"]["second_send"].startswith("refused")  # the kernel learned the PMTU
+    with calforensics.open_bundle(vxlan) as b:
+        check_bundle(b, truth)
+        for node in truth["nodes"]:
+            meta = json.loads(Path(b._mat.root, f"lab-vxlan/nodes/{node}/metadata.json").read_text())
+            assert meta["synthetic"] is False and meta["capture"]["stop_ns"] > meta["capture"]["start_ns"]
+            assert all(i["packets_captured"] >= 0 for i in meta["capture"]["interfaces"])
+
+
+def test_live_ipip_derivative_matches_ground_truth(lab_run):
+    out, _, ipip_bundle = lab_run
+    truth = json.loads((out / "lab-ipip.ground_truth.json").read_text())
+    with calforensics.open_bundle(ipip_bundle) as b:
+        check_bundle(b, truth)
+
+
+def test_lab_left_no_namespaces_behind(lab_run):
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "cflab" not in listing
