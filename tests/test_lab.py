@@ -73,3 +73,29 @@ def test_live_ipip_derivative_matches_ground_truth(lab_run):
 def test_lab_left_no_namespaces_behind(lab_run):
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "cflab" not in listing
+
+
+def test_collector_records_missing_tools_and_carries_on(tmp_path, monkeypatch):
+    from calforensics import collect
+
+    real_which = shutil.which
+    monkeypatch.setattr(
+        collect.shutil, "which", lambda tool: None if tool in ("conntrack", "nft") else real_which(tool)
+    )
+    c = collect.Collector(collect.CollectOptions(out=tmp_path, node="n1"))
+    c.dump_state()
+    c.write_metadata()
+    meta = json.loads((tmp_path / "nodes" / "n1" / "metadata.json").read_text())
+    assert {"conntrack", "nft"} <= set(meta["missing_tools"])
+    missing = {e["file"] for e in meta["commands"] if e.get("missing")}
+    assert {"conntrack-list.txt", "nft-ruleset.txt"} <= missing
+    assert not (tmp_path / "nodes" / "n1" / "conntrack-list.txt").exists()
+    if real_which("ip"):
+        assert (tmp_path / "nodes" / "n1" / "ip-link.txt").stat().st_size > 0
+
+
+def test_collector_refuses_unknown_namespace(tmp_path):
+    from calforensics import collect
+
+    with pytest.raises(collect.CollectError, match="does not exist"):
+        collect.Collector(collect.CollectOptions(out=tmp_path, netns="no-such-netns-cf"))
