@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,7 +15,7 @@ from pandas.api.types import union_categoricals
 from .anomalies import AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
 from .layout import classify, interface_role, node_of
-from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, nft, traces
+from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, traces
 from .parsers.packets import VXLAN_PORTS, decode_frames
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
@@ -51,6 +52,7 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "bpf_routes": ("bpf_routes", calico_bpf.parse_bpf_routes),
     "bpf_counters": ("bpf_counters", calico_bpf.parse_bpf_counters),
     "traces": ("traces", traces.parse_traces),
+    "kube_pods": ("pods", kubectl.parse_pod_listing),
 }
 TABLES = [
     "artifacts",
@@ -65,6 +67,7 @@ TABLES = [
     "bpf_routes",
     "bpf_counters",
     "traces",
+    "pods",
     "anomalies",
 ]
 
@@ -252,25 +255,47 @@ class Bundle:
                         "iface_index": k,
                     }
                 )
-        df = pd.DataFrame(
-            rows,
-            columns=[
-                "capture_id",
-                "node",
-                "interface",
-                "role",
-                "linktype",
-                "linktype_name",
-                "container",
-                "snaplen",
-                "packets",
-                "first_ns",
-                "last_ns",
-                "artifact",
-                "iface_index",
-            ],
-        )
+        df = pd.DataFrame(rows, columns=["capture_id", "node", "interface", "iface_index", "artifact"])
+        if rows:
+            df = pd.DataFrame(rows)
+            self._add_capture_context(df)
         return conform(df, "captures")
+
+    def _add_capture_context(self, caps: pd.DataFrame) -> None:
+        """Capture window from the collector's metadata; the pod behind each workload interface."""
+        windows = {}
+        for art in (a for a in self.artifacts_list if a.kind == "metadata"):
+            try:
+                meta = json.loads((self._mat.root / art.path).read_text(errors="replace"))
+                cap = meta.get("capture", {})
+                windows[art.node] = (int(cap.get("start_ns", -1)), int(cap.get("stop_ns", -1)))
+                art.rows, art.status = 1, "parsed"
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._log("metadata", art).add("file", "bad_json", str(exc))
+                art.status, art.anomalies = "no_data", 1
+        start = [windows.get(n, (-1, -1))[0] for n in caps["node"]]
+        end = [windows.get(n, (-1, -1))[1] for n in caps["node"]]
+        caps["window_start_ns"] = [w if w >= 0 else f for w, f in zip(start, caps["first_ns"], strict=True)]
+        caps["window_end_ns"] = [w if w >= 0 else f for w, f in zip(end, caps["last_ns"], strict=True)]
+        pods = self.pods
+        by_iface = {(r.pod_node, r.interface): r for r in pods.itertuples(index=False)}
+        by_iface_any = {r.interface: r for r in pods.itertuples(index=False)}
+        routes = self.routes
+        local = routes[(routes["dev"] != "") & routes["scope"].isin(["link", ""]) & (routes["type"] == "unicast")]
+        ip_by_iface = {
+            (r.node, r.dev): r.dst.split("/")[0]
+            for r in local.itertuples(index=False)
+            if r.dst.endswith("/32") or "/" not in r.dst
+        }
+        ns, name, ip = [], [], []
+        for node, iface, role in zip(caps["node"], caps["interface"], caps["role"], strict=True):
+            pod = by_iface.get((node, iface)) or by_iface_any.get(iface) if role == "workload" else None
+            ns.append(pod.namespace if pod else "")
+            name.append(pod.name if pod else "")
+            ip.append(
+                (pod.ip if pod and pod.ip else "") or ip_by_iface.get((node, iface), "") if role == "workload" else ""
+            )
+        caps["pod_namespace"], caps["pod_name"], caps["pod_ip"] = ns, name, ip
 
     def _uplinks(self) -> dict[str, set[str]]:
         """Per node, interfaces that carry an address and are not loopback, workload or tunnel."""
@@ -371,18 +396,12 @@ class Bundle:
     def traces(self) -> pd.DataFrame:
         return self._text_table("traces")
 
+    @property
+    def pods(self) -> pd.DataFrame:
+        return self._text_table("pods")
+
     def load_text_tables(self) -> None:
-        for table in (
-            "interfaces",
-            "routes",
-            "conntrack",
-            "rules",
-            "bpf_conntrack",
-            "bpf_nat",
-            "bpf_routes",
-            "bpf_counters",
-            "traces",
-        ):
+        for table in dict.fromkeys(t for t, _ in TEXT_TABLES.values()):
             self._text_table(table)
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from .parsers import bpftool, conntrack, iproute, iptables, nft, traces
+from .parsers import bpftool, conntrack, iproute, iptables, kubectl, nft, traces
 from .parsers.pcap import sniff_capture
 
 # exact file names (lower case) from calicoctl node/cluster diags and our collector
@@ -29,6 +29,7 @@ BY_NAME = {
     "conntrack.txt": "conntrack",
     "nf_conntrack": "conntrack",
     "conntrack-events.txt": "conntrack",
+    "metadata.json": "metadata",
     "ip-link.txt": "ip_link",
     "ip-addr.txt": "ip_link",
     "ipv4_addr": "ip_link",
@@ -58,7 +59,6 @@ KNOWN_OTHER = {
     "ip-neigh.txt",
     "bpf-prog.txt",
     "bpf-maps.txt",
-    "metadata.json",
     "sysctls.txt",
     "ground_truth.json",
 }
@@ -87,6 +87,8 @@ def node_of(rel: str, diag_hostname: str = "", skip_root: bool = False) -> str:
             return parts[i + 1]
     if "diagnostics" in parts[:-1]:
         return diag_hostname
+    if "cluster" in parts[:-1]:  # cluster-wide listings (cluster diags' cluster/…)
+        return ""
     folders = parts[1:-1] if skip_root else parts[:-1]
     for part in reversed(folders):
         if part not in CONTAINER_DIRS and not part.startswith(("calico-diagnostics-", "diags-")):
@@ -130,6 +132,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "bpf_nat"
     if re.search(r"\| CATEGORY \|", head):
         return "bpf_counters"
+    if kubectl.looks_like_pod_listing(lines):
+        return "kube_pods"
     if iproute.looks_like_ip_link(lines):
         return "ip_link"
     if iproute.looks_like_ip_route(lines):

@@ -22,7 +22,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "kind",
                 "category",
                 "what it was recognised as: pcap, iptables, ip6tables, nft, conntrack, ip_link, ip_route, "
-                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, other, empty, unrecognised",
+                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, kube_pods, metadata, other, "
+                "empty, unrecognised",
             ),
             ("size", "int64", "bytes"),
             ("rows", "int64", "rows (or frames) it produced; -1 while not yet parsed"),
@@ -55,6 +56,11 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("last_ns", "int64", "last timestamp, ns since the epoch (-1 if no frames)"),
             ("artifact", "string", "file in the bundle"),
             ("iface_index", "int64", "interface index inside the file (pcapng), 0 for classic pcap"),
+            ("window_start_ns", "int64", "when capturing began: the collector's metadata, else the first packet"),
+            ("window_end_ns", "int64", "when capturing ended: the collector's metadata, else the last packet"),
+            ("pod_namespace", "string", "namespace of the pod behind a workload interface (from pod listings)"),
+            ("pod_name", "string", "pod behind a workload interface (sha1 of namespace.pod = the cali name)"),
+            ("pod_ip", "string", "pod IP (pod listing, else the node's /32 route on that interface)"),
         ],
     ),
     "packets": (
@@ -384,6 +390,20 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("length", "int64", "; -1"),
             ("mark", "string", "packet mark"),
             ("rule", "string", "nft rule text"),
+        ],
+    ),
+    "pods": (
+        "Pods from `kubectl get pods -A -o wide` listings, with the host-side interface Calico gives them.",
+        [
+            ("node", "category", "node the listing file belongs to (empty for cluster-wide files)"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("namespace", "string", "namespace"),
+            ("name", "string", "pod name"),
+            ("status", "string", "phase as listed"),
+            ("ip", "string", "pod IP"),
+            ("pod_node", "string", "node the pod runs on"),
+            ("interface", "string", '`cali` + sha1("namespace.pod")[:11]: its workload interface'),
         ],
     ),
     "anomalies": (

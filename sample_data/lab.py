@@ -477,6 +477,15 @@ def run_scenarios(lab: Lab) -> dict:
     return results
 
 
+def pod_listing() -> str:
+    """What `kubectl get pods -A -o wide` would print for the lab (cluster diags keep it)."""
+    rows = [("NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE",
+             "READINESS GATES")]
+    rows += [(p.namespace, p.name, "1/1", "Running", "0", "1m", p.ip, p.node, "<none>", "<none>") for p in PODS]
+    widths = [max(len(r[i]) for r in rows) + 3 for i in range(len(rows[0]))]
+    return "\n".join("".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows) + "\n"
+
+
 def ground_truth(results: dict) -> dict:
     client = next(p for p in PODS if p.name == "client")
     bad = next(p for p in PODS if p.name == "mtu-bad")
@@ -632,6 +641,9 @@ def run(out_dir: Path, name: str = "lab-vxlan") -> Path:
             c.write_metadata()
     finally:
         lab.cleanup()
+    listing = bundle_dir / "cluster" / "kubernetes" / "pods.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(pod_listing())
     truth = ground_truth(results)
     (bundle_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     archive = pack(bundle_dir, out_dir / f"{name}.tgz")

@@ -412,3 +412,21 @@ def test_conntrack_xml_event_stream_cut_short():
     df = parse_conntrack(lines, lg)
     assert len(df) == 1 and df.event.iloc[0] == "NEW" and bool(df.unreplied.iloc[0])
     assert {r[4] for r in lg.rows} == {"bad_xml"}
+
+
+def test_kubectl_pod_listing():
+    from calforensics.parsers.kubectl import parse_pod_listing
+
+    lines = [
+        "NAMESPACE     NAME                       READY   STATUS    RESTARTS      AGE   IP             NODE     NOMINATED NODE   READINESS GATES",
+        "default       client                     1/1     Running   2 (5m ago)    10m   192.168.10.5   node-a   <none>           <none>",
+        "kube-system   coredns-5d78c9869d-abcde   0/1     Pending   0             10m   <none>         <none>   <none>           <none>",
+    ]
+    df = parse_pod_listing(lines, log())
+    assert df.name.tolist() == ["client", "coredns-5d78c9869d-abcde"]
+    assert (df.ip.iloc[0], df.pod_node.iloc[0], df.status.iloc[0]) == ("192.168.10.5", "node-a", "Running")
+    assert df.ip.iloc[1] == "" and df.pod_node.iloc[1] == ""
+    # the worked example in Calico's conversion tests: ("namespace", "podname") with prefix "eni"
+    from calforensics.parsers.kubectl import calico_interface
+
+    assert calico_interface("namespace", "podname", prefix="eni") == "eni82111e10a96"

@@ -1,0 +1,62 @@
+"""`kubectl get pods -A -o wide` listings (as in `calicoctl cluster diags` cluster/kubernetes/pods.txt).
+
+Columns are fixed-width under a header line; positions come from the header, because values such
+as RESTARTS (`2 (5m ago)`) contain spaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pandas as pd
+
+from ..anomalies import AnomalyLog
+from ..schema import table_frame
+
+HEADER = re.compile(r"^(NAMESPACE\s+)?NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE\b")
+
+
+def looks_like_pod_listing(lines: list[str]) -> bool:
+    return any(HEADER.match(x) for x in lines[:5])
+
+
+def calico_interface(namespace: str, pod: str, prefix: str = "cali") -> str:
+    """Calico's host-side veth name for a pod: prefix + first 11 hex digits of sha1("<ns>.<pod>")."""
+    return prefix + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
+
+
+def parse_pod_listing(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    rows: list[dict] = []
+    starts: dict[str, int] = {}
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if HEADER.match(line):
+            starts = {m.group(0): m.start() for m in re.finditer(r"\S+(?: GATES| NODE(?= ))?", line)}
+            continue
+        if not starts:
+            log.add(no, "unparsed_line", line.strip()[:200])
+            continue
+        cols = sorted(starts.items(), key=lambda kv: kv[1])
+        values = {}
+        for i, (name, start) in enumerate(cols):
+            end = cols[i + 1][1] if i + 1 < len(cols) else len(line)
+            values[name] = line[start:end].strip()
+        namespace = values.get("NAMESPACE", "default")
+        name, ip = values.get("NAME", ""), values.get("IP", "")
+        if not name:
+            log.add(no, "unparsed_line", line.strip()[:200])
+            continue
+        rows.append(
+            {
+                "line": no,
+                "namespace": namespace,
+                "name": name,
+                "status": values.get("STATUS", ""),
+                "ip": "" if ip in ("<none>", "") else ip,
+                "pod_node": values.get("NODE", "").replace("<none>", ""),
+                "interface": calico_interface(namespace, name),
+            }
+        )
+    return table_frame(rows, "pods", node, artifact)
