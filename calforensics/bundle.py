@@ -14,6 +14,7 @@ from pandas.api.types import union_categoricals
 
 from .anomalies import AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
+from .join import Joined, address_owners, build_flows, build_hops
 from .layout import classify, interface_role, node_of
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, traces
 from .parsers.packets import VXLAN_PORTS, decode_frames
@@ -58,6 +59,9 @@ TABLES = [
     "artifacts",
     "captures",
     "packets",
+    "hops",
+    "clock_offsets",
+    "flows",
     "conntrack",
     "rules",
     "interfaces",
@@ -358,6 +362,36 @@ class Bundle:
             if r.ifindex >= 0:
                 out.setdefault(r.node, {})[int(r.ifindex)] = r.name
         return out
+
+    # ---- the join --------------------------------------------------------------------------------
+    @cached_property
+    def _joined(self) -> Joined:
+        self._tick("joining capture points", 0, 2)
+        owners = address_owners(self.interfaces, self.routes)
+        hops, offsets = build_hops(self.packets, self.captures, owners)
+        self._tick("building flows", 1, 2)
+        flows, hops = build_flows(hops, self.conntrack, self.rules, self.captures, self.routes)
+        return Joined(hops=hops, clock_offsets=offsets, flows=flows)
+
+    @property
+    def hops(self) -> pd.DataFrame:
+        """Every sighting of every packet, grouped into instances (one packet at several points)."""
+        return self._joined.hops
+
+    @property
+    def clock_offsets(self) -> pd.DataFrame:
+        """Each node's clock offset against the reference node, with its uncertainty."""
+        return self._joined.clock_offsets
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        """One row per connection as the client dialled it, with NAT legs, path and verdict."""
+        return self._joined.flows
+
+    def flow_path(self, flow_id: int) -> pd.DataFrame:
+        """The hops of one flow in time order: where each packet was seen, when, and how it looked there."""
+        h = self.hops
+        return h[h["flow_id"] == flow_id].sort_values(["ts_corrected_ns", "instance", "hop_index"])
 
     # ---- the public tables --------------------------------------------------------------------
     @property

@@ -123,3 +123,58 @@ def check_bundle(b: calforensics.Bundle, truth: dict) -> None:
     for check in ALL_CHECKS:
         check(b, truth)
     assert len(b.anomalies) == 0, b.anomalies.head()
+
+
+def flow_for(b: calforensics.Bundle, gt: dict):
+    flows = b.flows
+    match = flows[
+        (flows.proto == gt["proto"]) & (flows.client_ip == gt["client_ip"]) & (flows.client_port == gt["client_port"])
+    ]
+    assert len(match) == 1, (gt["name"], len(match))
+    return match.iloc[0]
+
+
+def check_flows(b: calforensics.Bundle, truth: dict) -> None:
+    for gt in truth["flows"]:
+        f = flow_for(b, gt)
+        assert (f.server_ip, f.server_port, f.verdict) == (gt["server_ip"], gt["server_port"], gt["verdict"]), gt[
+            "name"
+        ]
+        assert f.path_fwd == " > ".join(f"{h['node']}:{h['interface']}" for h in gt["path"]), gt["name"]
+        if "backend_ip" in gt:
+            assert (f.service, f.backend_ip, f.backend_port) == (gt["service"], gt["backend_ip"], gt["backend_port"])
+            # the NAT leg shows between hops: the dialled address before the DNAT node's tunnel, the backend after
+            hops = b.flow_path(int(f.flow_id))
+            fwd = hops[hops.direction == "fwd"]
+            assert set(fwd[fwd.role == "workload"].groupby("node", observed=True).dst.first().astype(str)) == {
+                gt["server_ip"],
+                gt["backend_ip"],
+            }
+        else:
+            assert f.backend_ip == "" and f.service == ""
+        if gt["verdict"] == "delivered":
+            back = " > ".join(f"{h['node']}:{h['interface']}" for h in reversed(gt["path"]))
+            assert f.path_rev == back and f.packets_rev > 0, gt["name"]
+        if "drop" in gt:
+            d = gt["drop"]
+            assert f.last_seen == f"{d['last_seen']['node']}:{d['last_seen']['interface']}"
+            assert f.missing_at == f"{d['missing_at']['node']}:{d['missing_at']['interface']}"
+            assert f.conn_state == "S0" and f.packets_fwd >= d["min_packets"]
+        if "mtu" in gt:
+            assert f.icmp_errors >= 1 and f.icmp_error_types == "3/4"
+        if gt["proto"] == "tcp" and gt["verdict"] == "delivered":
+            assert f.conn_state == "SF"
+
+
+def check_clock_offsets(b: calforensics.Bundle, truth: dict, shifts: dict | None = None) -> None:
+    """Every node's offset is estimated, within its uncertainty of the known shift, to under a millisecond."""
+    offsets = b.clock_offsets.set_index("node")
+    assert set(offsets.index) == set(truth["nodes"])
+    ref = offsets["reference"].iloc[0]
+    for node, row in offsets.iterrows():
+        expected = (shifts or {}).get(node, 0) - (shifts or {}).get(ref, 0)
+        assert 0 <= row.uncertainty_ns < 1_000_000, (node, row.uncertainty_ns)
+        assert abs(row.offset_ns - expected) <= row.uncertainty_ns, (node, row.offset_ns, expected)
+
+
+ALL_CHECKS += [check_flows, check_clock_offsets]

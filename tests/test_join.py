@@ -1,0 +1,76 @@
+"""The join: hops, clock offsets and flows, on the lab bundles and on captures with shifted clocks."""
+
+import json
+import struct
+import tarfile
+
+import pytest
+from conftest import SAMPLES
+from groundtruth import check_bundle, check_clock_offsets, check_flows
+
+import calforensics
+
+
+def shifted_bundle(tmp_path, name: str, node: str, shift_ns: int):
+    """The sample bundle with every capture of one node rewritten as if its clock were off by shift_ns."""
+    with tarfile.open(SAMPLES / f"{name}.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / name
+    for pcap in (root / "nodes" / node / "pcaps").glob("*.pcap"):
+        data = bytearray(pcap.read_bytes())
+        assert data[:4] == b"\x4d\x3c\xb2\xa1"  # the collector writes nanosecond pcaps
+        off = 24
+        while off + 16 <= len(data):
+            sec, nsec, incl, _ = struct.unpack_from("<IIII", data, off)
+            t = sec * 1_000_000_000 + nsec + shift_ns
+            struct.pack_into("<II", data, off, t // 1_000_000_000, t % 1_000_000_000)
+            off += 16 + incl
+        pcap.write_bytes(bytes(data))
+    meta_path = root / "nodes" / node / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["capture"]["start_ns"] += shift_ns
+    meta["capture"]["stop_ns"] += shift_ns
+    meta_path.write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("shift_ns", [250_000_000, -3_000_000_000])
+@pytest.mark.parametrize("name", ["lab-vxlan", "lab-ipip"])
+def test_clock_offsets_recover_known_shifts(tmp_path, name, shift_ns):
+    truth = json.loads((SAMPLES / f"{name}.ground_truth.json").read_text())
+    root = shifted_bundle(tmp_path, name, "node-b", shift_ns)
+    with calforensics.open_bundle(root) as b:
+        check_clock_offsets(b, truth, shifts={"node-b": shift_ns})
+        # with the offset corrected, every flow still has its path and verdict
+        check_flows(b, truth)
+        corrected = b.hops.groupby("node", observed=True)[["ts_ns", "ts_corrected_ns"]].min()
+        assert (
+            abs(int(corrected.loc["node-b", "ts_ns"] - corrected.loc["node-b", "ts_corrected_ns"]) - shift_ns)
+            < 1_000_000
+        )
+
+
+def test_hops_of_one_packet_across_vxlan(tmp_path):
+    truth = json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+    gt = next(f for f in truth["flows"] if f["name"] == "pod_to_pod")
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+        h = b.hops
+        syn = h[(h.src == gt["client_ip"]) & (h.sport == gt["client_port"]) & (h.tcp_flags == 0x02)]
+        assert syn.instance.nunique() == 1  # one packet ...
+        assert len(syn) == len(gt["path"])  # ... seen at every capture point on its way
+        assert syn.sort_values("hop_index")[["node", "interface"]].astype(str).values.tolist() == [
+            [p["node"], p["interface"]] for p in gt["path"]
+        ]
+        assert syn.encap.astype(str).tolist().count("vxlan") == 2  # inside VXLAN on both uplinks
+        assert (syn.sort_values("hop_index").delta_ns.iloc[1:] >= 0).all()
+        assert not syn.ambiguous.any() and (syn.copy_no == 0).all()
+        # every sighting belongs to some instance, and instances never mix fingerprints
+        assert h.groupby("instance").fingerprint.nunique().max() == 1
+        assert len(h) == int((b.packets.status == "ok").sum() - (b.packets.ip_version == 0).sum())
+
+
+def test_samples_pass_every_check_with_the_join():
+    for name in ("lab-vxlan", "lab-ipip"):
+        truth = json.loads((SAMPLES / f"{name}.ground_truth.json").read_text())
+        with calforensics.open_bundle(SAMPLES / f"{name}.tgz") as b:
+            check_bundle(b, truth)
