@@ -14,14 +14,15 @@ from pandas.api.types import union_categoricals
 
 from .anomalies import AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
-from .join import Joined, address_owners, build_flows, build_hops
+from .flows import build_flows
+from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, traces
 from .parsers.packets import VXLAN_PORTS, decode_frames
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
 from .rulemeaning import add_rule_meaning
-from .schema import conform
+from .schema import categorical, conform
 
 TEXT_SNIFF_BYTES = 64 * 1024
 DEFAULT_LIMITS = Limits()
@@ -347,7 +348,7 @@ class Bundle:
             return conform(_empty_packets(), "packets")
         for col in ("node", "interface"):
             for part in parts:
-                part[col] = part[col].astype("category")
+                part[col] = categorical(part[col])
         # categoricals with different categories would silently become object columns in concat
         cat_cols = [c for c in parts[0].columns if isinstance(parts[0][c].dtype, pd.CategoricalDtype)]
         unified = {c: union_categoricals([p[c] for p in parts]) for c in cat_cols}

@@ -122,6 +122,149 @@ def _print_inventory(inv: dict) -> None:
     )
 
 
+def _endpoint(ip: str, port: int) -> str:
+    if not ip:
+        return ""
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{host}:{port}" if port >= 0 else ip
+
+
+def _select_flows(flows, addr: str | None, port: int | None, service: str | None, verdict: str | None):
+    sel = flows
+    if addr:
+        cols = ["client_ip", "server_ip", "backend_ip", "snat_ip"]
+        sel = sel[sel[cols].eq(addr).any(axis=1)]
+    if port is not None:
+        cols = ["client_port", "server_port", "backend_port", "snat_port"]
+        sel = sel[sel[cols].eq(port).any(axis=1)]
+    if service:
+        sel = sel[sel["service"].str.contains(service, regex=False)]
+    if verdict:
+        sel = sel[sel["verdict"].astype(str) == verdict]
+    return sel
+
+
+@app.command("flows")
+def flows_cmd(
+    bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE")],
+    addr: Annotated[
+        str | None, typer.Option(help="only flows with this address (client, server, backend, SNAT)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="only flows with this port")] = None,
+    service: Annotated[str | None, typer.Option(help="only flows to services whose name contains this")] = None,
+    verdict: Annotated[str | None, typer.Option(help="delivered, dropped, partial or unobserved")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the flows as JSON records")] = False,
+) -> None:
+    """Connections as their clients dialled them: NAT legs, packets each way, state, verdict, path."""
+    with _progress(not as_json and err.is_terminal) as progress:
+        bundle = _open(bundle_path, progress)
+        try:
+            flows = _select_flows(bundle.flows, addr, port, service, verdict)
+        finally:
+            bundle.close()
+    if as_json:
+        typer.echo(flows.to_json(orient="records", indent=2))
+        return
+    out = Console(highlight=False, width=None if Console().is_terminal else 200)
+    t = Table(title=f"Flows ({len(flows)})", title_justify="left")
+    for col in (
+        "id",
+        "proto",
+        "client",
+        "server (dialled)",
+        "service",
+        "backend",
+        "pkts →/←",
+        "state",
+        "verdict",
+        "last seen → missing",
+    ):
+        t.add_column(col, justify="right" if col in ("id", "pkts →/←") else "left")
+    for f in flows.itertuples(index=False):
+        style = {"dropped": "red", "partial": "yellow", "unobserved": "dim"}.get(str(f.verdict), "")
+        t.add_row(
+            str(f.flow_id),
+            f.proto,
+            Text(_endpoint(f.client_ip, f.client_port)),
+            Text(_endpoint(f.server_ip, f.server_port)),
+            Text(f.service),
+            Text(_endpoint(f.backend_ip, f.backend_port)),
+            f"{f.packets_fwd}/{f.packets_rev}",
+            Text(f"{f.conn_state} {f.history}".strip()),
+            Text(str(f.verdict), style=style),
+            Text(f"{f.last_seen} → {f.missing_at}" if f.last_seen else ""),
+        )
+    out.print(t)
+
+
+@app.command("path")
+def path_cmd(
+    bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE")],
+    flow: Annotated[int, typer.Argument(metavar="FLOW", help="flow id (from `calforensics flows`)")],
+    packets: Annotated[int, typer.Option(help="show at most this many packets")] = 20,
+) -> None:
+    """One flow hop by hop: when each packet was seen where, the delay from the previous hop, and how it
+    looked there (encapsulation, addresses after NAT)."""
+    with _progress(err.is_terminal) as progress:
+        bundle = _open(bundle_path, progress)
+        try:
+            flows = bundle.flows
+            if not 0 <= flow < len(flows):
+                _fail(f"no flow {flow}; this bundle has flows 0 to {len(flows) - 1}")
+            f = flows.iloc[flow]
+            hops = bundle.flow_path(flow)
+        finally:
+            bundle.close()
+    out = Console(highlight=False, width=None if Console().is_terminal else 200)
+    out.print(
+        Text(
+            f"Flow {flow}: {f.proto} {_endpoint(f.client_ip, f.client_port)} → "
+            f"{_endpoint(f.server_ip, f.server_port)}"
+            + (f" ({f.service})" if f.service else "")
+            + f"  verdict {f.verdict}",
+            style="bold",
+        )
+    )
+    if f.path_fwd:
+        out.print(Text(f"path →  {f.path_fwd}"))
+    if f.path_rev:
+        out.print(Text(f"path ←  {f.path_rev}"))
+    t0 = int(hops["ts_corrected_ns"].min()) if len(hops) else 0
+    t = Table(title_justify="left")
+    for col in ("pkt", "dir", "time ms", "+µs", "node:interface", "encap", "src → dst here", "flags", "note"):
+        t.add_column(col, justify="right" if col in ("pkt", "time ms", "+µs") else "left")
+    shown = list(dict.fromkeys(hops["instance"].tolist()))[:packets]
+    for n, inst in enumerate(shown):
+        rows = hops[hops["instance"] == inst].sort_values("hop_index")
+        prev_tuple = None
+        for r in rows.itertuples(index=False):
+            here = (r.src, r.sport, r.dst, r.dport)
+            note = "NAT" if prev_tuple is not None and here != prev_tuple else ""
+            prev_tuple = here
+            encap = "" if r.encap == "none" else (f"{r.encap} {r.vni}" if r.vni >= 0 else str(r.encap))
+            t.add_row(
+                str(n) if r.hop_index == 0 else "",
+                str(r.direction) if r.hop_index == 0 else "",
+                f"{(r.ts_corrected_ns - t0) / 1e6:.3f}",
+                "" if r.delta_ns < 0 else f"{r.delta_ns / 1e3:.1f}",
+                Text(f"{r.node}:{r.interface}"),
+                Text(encap),
+                Text(f"{_endpoint(str(r.src), int(r.sport))} → {_endpoint(str(r.dst), int(r.dport))}"),
+                _tcp_flags(int(r.tcp_flags))
+                if r.proto == 6
+                else (f"icmp {r.icmp_type}/{r.icmp_code}" if r.icmp_type >= 0 else ""),
+                note,
+            )
+    out.print(t)
+    if len(set(hops["instance"])) > packets:
+        out.print(Text(f"… {len(set(hops['instance'])) - packets} more packets (--packets N)"))
+
+
+def _tcp_flags(flags: int) -> str:
+    names = [(0x02, "S"), (0x10, "."), (0x08, "P"), (0x01, "F"), (0x04, "R")]
+    return "".join(n for bit, n in names if flags & bit) if flags >= 0 else ""
+
+
 @app.command("collect")
 def collect_cmd(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="bundle directory to write (or .tgz to pack)")],

@@ -7,6 +7,7 @@ not and whichever artifacts fed it. Integer columns use -1 for "absent"; text co
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .parsers.text import int_column
@@ -523,8 +524,7 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
         if dtype == "string":
             s = s.astype(object).where(s.notna(), "").astype(object)
         elif dtype == "category":
-            if not isinstance(s.dtype, pd.CategoricalDtype):
-                s = s.astype(object).where(s.notna(), "").astype(str).astype("category")
+            s = pd.Series(categorical(s), index=s.index)
         elif dtype == "bool":
             s = s.astype(object).where(s.notna(), False).astype(bool)
         elif dtype == "float64":
@@ -533,6 +533,24 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
             s = int_column(s).astype(dtype)
         out[col] = s.reset_index(drop=True)
     return pd.DataFrame(out)
+
+
+def categorical(values) -> pd.Categorical:
+    """A categorical whose categories are plain Python strings (object dtype).
+
+    pandas 3 would otherwise infer Arrow-backed string categories, and every later conversion of a
+    million-row column to numpy objects then goes through Arrow one element at a time.
+    """
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        cat = values.array if isinstance(values, pd.Series) else values
+        cats = cat.categories
+        if cats.dtype == object:
+            return cat
+        return pd.Categorical.from_codes(cat.codes, categories=pd.Index(cats.astype(object), dtype=object))
+    arr = np.asarray(values, dtype=object)
+    arr = np.where(pd.isna(arr), "", arr)
+    codes, uniques = pd.factorize(arr)
+    return pd.Categorical.from_codes(codes, categories=pd.Index([str(u) for u in uniques], dtype=object))
 
 
 def table_frame(rows: list[dict], table: str, node: str = "", artifact: str = "") -> pd.DataFrame:

@@ -74,3 +74,29 @@ def test_samples_pass_every_check_with_the_join():
         truth = json.loads((SAMPLES / f"{name}.ground_truth.json").read_text())
         with calforensics.open_bundle(SAMPLES / f"{name}.tgz") as b:
             check_bundle(b, truth)
+
+
+def run_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "calforensics.cli", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_flows_filters_and_path():
+    truth = json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+    denied = next(f for f in truth["flows"] if f["name"] == "denied")
+    r = run_cli("flows", SAMPLES / "lab-vxlan.tgz", "--verdict", "dropped", "--port", "5432", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) == 1 and rows[0]["client_port"] == denied["client_port"] and rows[0]["verdict"] == "dropped"
+    r = run_cli("flows", SAMPLES / "lab-vxlan.tgz", "--service", "default/web")
+    assert r.returncode == 0 and "192.168.20.7:8080" in r.stdout and "10.96.0.50:80" in r.stdout
+    svc = json.loads(run_cli("flows", SAMPLES / "lab-vxlan.tgz", "--service", "web", "--json").stdout)[0]
+    r = run_cli("path", SAMPLES / "lab-vxlan.tgz", svc["flow_id"], "--packets", "2")
+    assert r.returncode == 0, r.stderr
+    assert "NAT" in r.stdout and "vxlan 4096" in r.stdout and "more packets" in r.stdout
+    r = run_cli("path", SAMPLES / "lab-vxlan.tgz", 99999)
+    assert r.returncode == 2 and r.stderr.startswith("calforensics: error: no flow 99999")

@@ -1,0 +1,605 @@
+"""Flows: connections as their clients dialled them, tied to their NAT legs, with path and verdict.
+
+Conversations (direction-free 5-tuples) seen with different tuples in one packet instance (a NAT
+rewrite between hops) or linked by a conntrack entry's original and reply tuples are unioned; each
+union is a flow. Summaries are computed for all flows at once on integer columns: addresses are
+mapped to ids of one vocabulary first, so no per-packet strings are built.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .schema import categorical, conform
+
+ICMP4_ERRORS, ICMP6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 4: "ipip"}
+UNDERLAY_UDP_PORTS = (4789, 8472, 6081, 51820, 51821)
+
+
+@dataclass
+class _Context:
+    """What flow summaries look things up in."""
+
+    services: dict[tuple[str, int, str], str]
+    dest_points: dict[str, tuple[str, str, int]]
+    captures: pd.DataFrame
+    routes: pd.DataFrame
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+class _Vocabulary:
+    """One integer id per address string across all address columns; -1 for none."""
+
+    def __init__(self, *columns: pd.Series) -> None:
+        cats = [categorical(c) for c in columns]
+        words = list(dict.fromkeys(w for c in cats for w in c.categories if w != ""))
+        self.words = np.asarray(words, dtype=object)
+        self.ids = {w: i for i, w in enumerate(words)}
+        self._cats = cats
+
+    def column(self, k: int) -> np.ndarray:
+        cat = self._cats[k]
+        lookup = np.asarray([self.ids.get(w, -1) for w in cat.categories] + [-1], dtype=np.int64)
+        return lookup[cat.codes]
+
+    def id(self, word: str) -> int:
+        return self.ids.get(word, -1)
+
+    def word(self, ids: np.ndarray) -> np.ndarray:
+        padded = np.append(self.words, "")
+        return padded[np.where(ids >= 0, ids, len(self.words))]
+
+
+def _pack(*cols: np.ndarray) -> np.ndarray:
+    """Dense ids for rows of integer columns (pairwise factorising keeps the radix products small)."""
+    key = pd.factorize(cols[0])[0].astype(np.int64)
+    for col in cols[1:]:
+        codes, uniq = pd.factorize(col)
+        key = pd.factorize(key * (len(uniq) + 1) + codes)[0].astype(np.int64)
+    return key
+
+
+def _canonical(proto, a, ap, b, bp) -> tuple[np.ndarray, ...]:
+    """Order the two endpoints so both directions of a conversation give the same tuple."""
+    swap = (a > b) | ((a == b) & (ap > bp))
+    return proto, np.where(swap, b, a), np.where(swap, bp, ap), np.where(swap, a, b), np.where(swap, ap, bp)
+
+
+def _is_underlay(proto: int, dport: int) -> bool:
+    """Tunnel transport: VXLAN/Geneve/WireGuard UDP, IPIP and IPv6-in-IPv4."""
+    return proto in (4, 41) or (proto == 17 and dport in UNDERLAY_UDP_PORTS)
+
+
+def build_flows(
+    hops: pd.DataFrame, conntrack: pd.DataFrame, rules: pd.DataFrame, captures: pd.DataFrame, routes: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(flows, hops with flow_id and direction filled in)."""
+    hops = hops.copy()
+    n = len(hops)
+    proto_h = hops["proto"].to_numpy().astype(np.int64)
+    icmp_type = hops["icmp_type"].to_numpy()
+    err = (
+        ((proto_h == 1) & np.isin(icmp_type, ICMP4_ERRORS)) | ((proto_h == 58) & np.isin(icmp_type, ICMP6_ERRORS))
+    ) & (hops["q_proto"].to_numpy() >= 0)
+    vocab = _Vocabulary(hops["src"], hops["dst"], hops["q_src"], hops["q_dst"])
+    # an ICMP error belongs to the flow of the packet it quotes
+    t = {
+        "proto": np.where(err, hops["q_proto"].to_numpy(), proto_h).astype(np.int64),
+        "src": np.where(err, vocab.column(2), vocab.column(0)),
+        "sport": np.where(err, hops["q_sport"].to_numpy(), hops["sport"].to_numpy()).astype(np.int64),
+        "dst": np.where(err, vocab.column(3), vocab.column(1)),
+        "dport": np.where(err, hops["q_dport"].to_numpy(), hops["dport"].to_numpy()).astype(np.int64),
+    }
+    canon = _canonical(t["proto"], t["src"], t["sport"], t["dst"], t["dport"])
+    key = _pack(*canon)
+    n_keys = int(key.max()) + 1 if n else 0
+    uf = _UnionFind(n_keys)
+    instance = hops["instance"].to_numpy()
+    inst_key = pd.Series(key).groupby(instance).transform("first").to_numpy() if n else key
+    nat = inst_key != key  # one packet seen with two tuples: a NAT rewrite between hops
+    for a, b in set(zip(inst_key[nat].tolist(), key[nat].tolist(), strict=True)):
+        uf.union(a, b)
+
+    # conntrack: a NATed entry links its original and reply conversations
+    ct = conntrack[conntrack["orig_src"] != ""].reset_index(drop=True)
+    key_of = {}
+    if n:
+        first_row = pd.Series(np.arange(n)).groupby(key).first().to_numpy()
+        key_of = {tuple(int(c[i]) for c in canon): k for k, i in enumerate(first_row)}
+
+    def ct_key(proto, src, sport, dst, dport) -> int:
+        tup = _canonical(np.int64(proto), vocab.id(str(src)), np.int64(sport), vocab.id(str(dst)), np.int64(dport))
+        return key_of.get(tuple(int(x) for x in tup), -1)
+
+    ct_orig = [ct_key(r.proto_num, r.orig_src, r.orig_sport, r.orig_dst, r.orig_dport) for r in ct.itertuples()]
+    ct_reply = [ct_key(r.proto_num, r.reply_src, r.reply_sport, r.reply_dst, r.reply_dport) for r in ct.itertuples()]
+    for a, b in zip(ct_orig, ct_reply, strict=True):
+        if a >= 0 and b >= 0:
+            uf.union(a, b)
+    comp = np.asarray([uf.find(k) for k in range(n_keys)], dtype=np.int64)
+    roots, flow_of_hop = (
+        np.unique(comp[key], return_inverse=True) if n else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    )
+    hops["flow_id"] = flow_of_hop.astype(np.int64)
+
+    ctx = _Context(service_map(rules), destination_points(captures), captures, routes)
+    flows = _summaries(hops, t, err, vocab, ct, ctx) if n else pd.DataFrame()
+
+    # conntrack-only conversations: known to the kernel, never captured (one flow per conversation, even
+    # when several nodes track it). Tunnel underlay entries are left out: their packets are the
+    # encapsulated hops of the flows above.
+    captured = set(roots.tolist())
+    seen: set[tuple] = set()
+    extra = []
+    for r, a in zip(ct.itertuples(index=False), ct_orig, strict=True):
+        ends = sorted([(str(r.orig_src), int(r.orig_sport)), (str(r.orig_dst), int(r.orig_dport))])
+        conversation = (int(r.proto_num), *ends)
+        if (a >= 0 and uf.find(a) in captured) or _is_underlay(int(r.proto_num), int(r.orig_dport)):
+            continue
+        if conversation in seen:
+            continue
+        seen.add(conversation)
+        extra.append(_unobserved(len(flows) + len(extra), r, ctx.services))
+    table = conform(pd.concat([flows, pd.DataFrame(extra)], ignore_index=True) if extra else flows, "flows")
+    # number flows in the order they were first seen (conntrack-only ones last)
+    if len(table):
+        first = table["first_ns"].where(table["first_ns"] >= 0, np.iinfo(np.int64).max)
+        order = np.lexsort((table["flow_id"].to_numpy(), first.to_numpy()))
+        renumber = np.empty(len(table), dtype=np.int64)
+        renumber[table["flow_id"].to_numpy()[order]] = np.arange(len(table))
+        table = table.iloc[order].reset_index(drop=True)
+        table["flow_id"] = np.arange(len(table))
+        hops["flow_id"] = renumber[hops["flow_id"].to_numpy()]
+    return table, conform(hops, "hops")
+
+
+def service_map(rules: pd.DataFrame) -> dict[tuple[str, int, str], str]:
+    """(ClusterIP, port, protocol) -> kube-proxy service port name, from the KUBE-SERVICES rules."""
+    svc = rules[(rules["service_ip"].astype(str) != "") & (rules["service_port"] >= 0)]
+    out = {}
+    for r in svc.itertuples(index=False):
+        proto = str(r.protocol).lstrip("!") or "tcp"
+        out[(str(r.service_ip), int(r.service_port), proto)] = str(r.service)
+    return out
+
+
+def destination_points(captures: pd.DataFrame) -> dict[str, tuple[str, str, int]]:
+    """Pod IP -> (node, interface, capture_id) of the capture on its workload interface."""
+    return {
+        str(r.pod_ip): (str(r.node), str(r.interface), int(r.capture_id))
+        for r in captures.itertuples(index=False)
+        if r.role == "workload" and r.pod_ip
+    }
+
+
+def _per_flow(values: np.ndarray, groups: np.ndarray, index: pd.Index, how: str, fill) -> np.ndarray:
+    s = pd.Series(values).groupby(groups).agg(how) if len(values) else pd.Series(dtype=float)
+    return s.reindex(index).fillna(fill).to_numpy()
+
+
+def _summaries(
+    hops: pd.DataFrame, t: dict, err: np.ndarray, vocab: _Vocabulary, ct: pd.DataFrame, ctx: _Context
+) -> pd.DataFrame:
+    flow = hops["flow_id"].to_numpy()
+    instance = hops["instance"].to_numpy()
+    hop_index = hops["hop_index"].to_numpy()
+    ts = hops["ts_corrected_ns"].to_numpy()
+
+    # ---- one row per packet instance: its first sighting, on the sender's side ----
+    first = hop_index == 0
+    inst = pd.DataFrame(
+        {
+            "instance": instance[first],
+            "flow_id": flow[first],
+            "ts0": ts[first],
+            "proto": t["proto"][first],
+            "src": t["src"][first],
+            "sport": t["sport"][first],
+            "dst": t["dst"][first],
+            "dport": t["dport"][first],
+            "flags": hops["tcp_flags"].to_numpy().astype(np.int64)[first],
+            "plen": hops["payload_len"].to_numpy()[first],
+            "bytes": np.clip(hops["ip_len"].to_numpy()[first], 0, None),
+            "err": err[first],
+            "ambiguous": hops["ambiguous"].to_numpy()[first],
+            "icmp_type": hops["icmp_type"].to_numpy()[first],
+            "icmp_code": hops["icmp_code"].to_numpy()[first],
+        }
+    )
+    inst["syn"] = (inst["proto"] == 6) & ((inst["flags"] & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+    # the opener: the first SYN, else the first packet; ICMP errors only when nothing else was seen
+    opener = (
+        inst.sort_values(["flow_id", "err", "syn", "ts0"], ascending=[True, True, False, True])
+        .drop_duplicates("flow_id")
+        .set_index("flow_id")
+    )
+    f = pd.DataFrame(index=opener.index)
+    f["client"], f["client_port"] = opener["src"], opener["sport"]
+    f["server"], f["server_port"] = opener["dst"], opener["dport"]
+    f["proto_num"] = opener["proto"]
+
+    # ---- direction: fwd from the client, rev from any forward destination ----
+    inst_flow = inst["flow_id"].to_numpy()
+    is_client = (
+        (inst["src"].to_numpy() == f["client"].reindex(inst_flow).to_numpy())
+        & (inst["sport"].to_numpy() == f["client_port"].reindex(inst_flow).to_numpy())
+        & ~inst["err"].to_numpy()
+    )
+    hop_client = pd.Series(is_client, index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
+    fwd_dst = pd.DataFrame(
+        {"flow_id": flow[hop_client], "src": t["dst"][hop_client], "sport": t["dport"][hop_client]}
+    ).drop_duplicates()
+    fwd_dst["hit"] = True
+    hit = inst[["flow_id", "src", "sport"]].merge(fwd_dst, on=["flow_id", "src", "sport"], how="left")["hit"]
+    rev = hit.fillna(False).to_numpy(bool) & ~is_client & ~inst["err"].to_numpy()
+    inst["dir"] = np.where(inst["err"], 2, np.where(rev, 1, 0))  # 0 fwd, 1 rev, 2 icmp-error
+    hop_dir = pd.Series(inst["dir"].to_numpy(), index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
+    hops["direction"] = pd.Categorical.from_codes(
+        hop_dir, categories=pd.Index(["fwd", "rev", "icmp-error"], dtype=object)
+    )
+
+    # ---- counts, bytes, times ----
+    for d, name in ((0, "fwd"), (1, "rev")):
+        sel = inst["dir"].to_numpy() == d
+        f[f"packets_{name}"] = _per_flow(inst_flow[sel], inst_flow[sel], f.index, "size", 0).astype(np.int64)
+        f[f"bytes_{name}"] = _per_flow(inst["bytes"].to_numpy()[sel], inst_flow[sel], f.index, "sum", 0).astype(
+            np.int64
+        )
+    f["first_ns"] = _per_flow(ts, flow, f.index, "min", -1).astype(np.int64)
+    f["last_ns"] = _per_flow(ts, flow, f.index, "max", -1).astype(np.int64)
+    f["hops"] = _per_flow(ts, flow, f.index, "size", 0).astype(np.int64)
+    errs = inst[inst["err"]]
+    f["icmp_errors"] = _per_flow(errs["flow_id"].to_numpy(), errs["flow_id"].to_numpy(), f.index, "size", 0).astype(
+        np.int64
+    )
+    types = errs.drop_duplicates(["flow_id", "icmp_type", "icmp_code"]).sort_values(
+        ["flow_id", "icmp_type", "icmp_code"]
+    )
+    types = types.assign(tc=types["icmp_type"].astype(str) + "/" + types["icmp_code"].astype(str))
+    f["icmp_error_types"] = join_groups(types, ["flow_id"], "tc", " ").reindex(f.index).fillna("").to_numpy()
+    amb = inst[inst["ambiguous"]]
+    f["ambiguous"] = _per_flow(amb["flow_id"].to_numpy(), amb["flow_id"].to_numpy(), f.index, "size", 0).astype(
+        np.int64
+    )
+
+    # ---- NAT legs: the last sighting of forward packets, else conntrack's reply tuple ----
+    last = hop_index == pd.Series(hop_index).groupby(instance).transform("max").to_numpy()
+    sel = last & (hop_dir == 0)
+    lf = pd.DataFrame(
+        {
+            "flow_id": flow[sel],
+            "src": t["src"][sel],
+            "sport": t["sport"][sel],
+            "dst": t["dst"][sel],
+            "dport": t["dport"][sel],
+        }
+    )
+    base = f.reindex(lf["flow_id"].to_numpy())
+    moved = lf[
+        (lf["dst"].to_numpy() != base["server"].to_numpy()) | (lf["dport"].to_numpy() != base["server_port"].to_numpy())
+    ]
+    moved = moved.drop_duplicates("flow_id").set_index("flow_id")
+    f["backend"] = moved["dst"].reindex(f.index).fillna(-1).astype(np.int64)
+    f["backend_port"] = moved["dport"].reindex(f.index).fillna(-1).astype(np.int64)
+    snat = lf[
+        (lf["src"].to_numpy() != base["client"].to_numpy()) | (lf["sport"].to_numpy() != base["client_port"].to_numpy())
+    ]
+    snat = snat.drop_duplicates("flow_id").set_index("flow_id")
+    f["snat"] = snat["src"].reindex(f.index).fillna(-1).astype(np.int64)
+    f["snat_port"] = snat["sport"].reindex(f.index).fillna(-1).astype(np.int64)
+    for col in ("client", "server", "backend", "snat"):
+        f[f"{col}_ip"] = vocab.word(f[col].to_numpy())
+    _conntrack_legs(f, ct)
+    f["proto"] = [PROTO_NAMES.get(int(p), str(p)) for p in f["proto_num"]]
+    f["service"] = [
+        ctx.services.get((str(ip), int(port), proto), "")
+        for ip, port, proto in zip(f["server_ip"], f["server_port"], f["proto"], strict=True)
+    ]
+
+    # ---- paths: capture points in the order packets cross them ----
+    point = hops["point"].to_numpy()
+    labels_by_point = _point_labels(hops)
+    ts0 = pd.Series(inst["ts0"].to_numpy(), index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
+    pdf = pd.DataFrame({"flow_id": flow, "dir": hop_dir, "point": point, "hop": hop_index, "rel": ts - ts0})
+    pdf = pdf[pdf["dir"] != 2]
+    agg = pdf.groupby(["flow_id", "dir", "point"]).agg(hop=("hop", "median"), rel=("rel", "median")).reset_index()
+    agg = agg.sort_values(["flow_id", "dir", "hop", "rel"])
+    agg["label"] = labels_by_point[agg["point"].to_numpy()]
+    paths = join_groups(agg, ["flow_id", "dir"], "label", " > ")
+    for d, name in ((0, "fwd"), (1, "rev")):
+        sel_paths = paths[paths.index.get_level_values("dir") == d] if len(paths) else paths
+        series = (
+            pd.Series(sel_paths.to_numpy(), index=sel_paths.index.get_level_values("flow_id"))
+            if len(sel_paths)
+            else pd.Series(dtype=object)
+        )
+        f[f"path_{name}"] = series.reindex(f.index).fillna("").to_numpy()
+
+    f["conn_state"], f["history"] = _conn_states(inst, f)
+    _verdicts(f, hops, hop_dir, labels_by_point, ctx)
+    return f.reset_index()
+
+
+def _point_labels(hops: pd.DataFrame) -> np.ndarray:
+    """`node:interface` for every capture point id."""
+    pts = hops[["point", "node", "interface"]].drop_duplicates("point")
+    labels = np.full(int(hops["point"].max()) + 1 if len(hops) else 0, "", dtype=object)
+    labels[pts["point"].to_numpy()] = (pts["node"].astype(str) + ":" + pts["interface"].astype(str)).to_numpy(object)
+    return labels
+
+
+def _conntrack_legs(f: pd.DataFrame, ct: pd.DataFrame) -> None:
+    """The conntrack entry with the flow's original tuple: its state, and NAT legs not seen in captures."""
+    keys = ["proto_num", "client_ip", "client_port", "server_ip", "server_port"]
+    ctk = ct.rename(
+        columns={
+            "orig_src": "client_ip",
+            "orig_sport": "client_port",
+            "orig_dst": "server_ip",
+            "orig_dport": "server_port",
+        }
+    ).drop_duplicates(keys)
+    ctk = ctk[[*keys, "state", "nat", "reply_src", "reply_sport", "reply_dst", "reply_dport"]].astype(
+        {"client_ip": object, "server_ip": object}
+    )
+    m = (
+        f.reset_index()[["flow_id", *keys]]
+        .astype({"client_ip": object, "server_ip": object})
+        .merge(ctk, on=keys, how="left")
+        .set_index("flow_id")
+    )
+    f["ct_state"] = m["state"].astype(object).where(m["state"].notna(), "").to_numpy()
+    f["ct_nat"] = m["nat"].astype(object).where(m["nat"].notna(), "").to_numpy()
+    dnat = (m["nat"].astype(str).isin(["dnat", "both"]) & (f["backend_ip"] == "")).to_numpy()
+    f.loc[dnat, "backend_ip"] = m.loc[dnat, "reply_src"].to_numpy()
+    f.loc[dnat, "backend_port"] = m.loc[dnat, "reply_sport"].astype(np.int64).to_numpy()
+    snat = (m["nat"].astype(str).isin(["snat", "both"]) & (f["snat_ip"] == "")).to_numpy()
+    f.loc[snat, "snat_ip"] = m.loc[snat, "reply_dst"].to_numpy()
+    f.loc[snat, "snat_port"] = m.loc[snat, "reply_dport"].astype(np.int64).to_numpy()
+
+
+def _conn_states(inst: pd.DataFrame, f: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Zeek conn_state and history letters (originator upper case) for TCP; S0/SF for the rest."""
+    fl, plen = inst["flags"].to_numpy(), inst["plen"].to_numpy()
+    letters = {
+        "S": (fl & TCP_SYN != 0) & (fl & TCP_ACK == 0),
+        "H": (fl & TCP_SYN != 0) & (fl & TCP_ACK != 0),
+        "A": (fl & TCP_ACK != 0) & (fl & (TCP_SYN | TCP_FIN | TCP_RST) == 0) & (plen <= 0),
+        "D": plen > 0,
+        "F": fl & TCP_FIN != 0,
+        "R": fl & TCP_RST != 0,
+    }
+    tcp = (inst["proto"] == 6).to_numpy() & (inst["dir"] != 2).to_numpy() & (fl >= 0)
+    orig = (inst["dir"] == 0).to_numpy()
+    parts = [
+        pd.DataFrame(
+            {
+                "flow_id": inst["flow_id"].to_numpy()[m],
+                "orig": orig[m],
+                "ts0": inst["ts0"].to_numpy()[m],
+                "letter": letter,
+            }
+        )
+        for letter, mask in letters.items()
+        if (m := mask & tcp).any()
+    ]
+    state = pd.Series("S0", index=f.index, dtype=object)
+    history = pd.Series("", index=f.index, dtype=object)
+    if parts:
+        ev = pd.concat(parts, ignore_index=True)
+        ev = ev.groupby(["flow_id", "orig", "letter"])["ts0"].min().reset_index().sort_values(["flow_id", "ts0"])
+        ev["shown"] = np.where(ev["orig"], ev["letter"], ev["letter"].str.lower())
+        history = join_groups(ev, ["flow_id"], "shown", "").reindex(f.index).fillna("")
+        has = ev.assign(v=True).pivot_table(index="flow_id", columns="shown", values="v", aggfunc="max")
+        has = has.reindex(index=f.index, columns=list("SHhRrFf")).fillna(False).astype(bool)
+        state = pd.Series(_zeek_states(has), index=f.index, dtype=object)
+    other = (f["proto_num"] != 6).to_numpy()
+    answered = (f["packets_rev"] > 0).to_numpy()
+    state[other] = np.where(answered[other], "SF", "S0")
+    history[other] = np.where(answered[other], "Dd", "D")
+    return state.to_numpy(), history.to_numpy()
+
+
+def _zeek_states(has: pd.DataFrame) -> np.ndarray:
+    """Zeek's conn_state from which history letters each flow shows (one boolean column per letter)."""
+    syn, synack = has["S"].to_numpy(), has["h"].to_numpy()
+    orig_rst, resp_rst, orig_fin, resp_fin = (has[x].to_numpy() for x in ("R", "r", "F", "f"))
+    return np.select(
+        [
+            ~syn & ~synack,
+            syn & ~synack & resp_rst,
+            syn & ~synack & orig_rst,
+            syn & ~synack & orig_fin,
+            syn & ~synack,
+            ~syn & synack & resp_rst,
+            ~syn & synack & resp_fin,
+            ~syn & synack,
+            orig_rst,
+            resp_rst,
+            orig_fin & resp_fin,
+            orig_fin,
+            resp_fin,
+        ],
+        ["OTH", "REJ", "RSTOS0", "SH", "S0", "RSTRH", "SHR", "OTH", "RSTO", "RSTR", "SF", "S2", "S3"],
+        default="S1",
+    )
+
+
+def join_groups(df: pd.DataFrame, by: list[str], col: str, sep: str) -> pd.Series:
+    """Concatenate a string column per group (rows already in order) without a Python call per group."""
+    if df.empty:
+        return pd.Series(dtype=object)
+    keys = df[by].to_numpy()
+    change = np.ones(len(df), dtype=bool)
+    change[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+    starts = np.flatnonzero(change)
+    values = np.asarray([sep + str(v) for v in df[col].to_numpy()], dtype=object)
+    joined = np.add.reduceat(values, starts)
+    index = (
+        pd.MultiIndex.from_arrays([keys[starts, i] for i in range(len(by))], names=by)
+        if len(by) > 1
+        else pd.Index(keys[starts, 0], name=by[0])
+    )
+    return pd.Series([j[len(sep) :] for j in joined], index=index, dtype=object)
+
+
+def _verdicts(f: pd.DataFrame, hops: pd.DataFrame, hop_dir: np.ndarray, labels: np.ndarray, ctx: _Context) -> None:
+    """delivered / dropped / partial / unobserved, with the last point seen and the first one missing.
+
+    "dropped" needs evidence: a capture on the destination's interface that was running and did not
+    see the packets, or a TCP connection attempt never answered, or an ICMP error about the flow.
+    Without a capture there and without a reply, delivery is unknown: "unobserved".
+    """
+    server = np.where(f["backend_ip"] != "", f["backend_ip"], f["server_ip"])
+    dest = [ctx.dest_points.get(str(s)) for s in server]
+    windows = {
+        int(r.capture_id): (int(r.window_start_ns), max(int(r.window_end_ns), int(r.last_ns)))
+        for r in ctx.captures.itertuples(index=False)
+    }
+    win = np.asarray([windows[d[2]] if d else (-1, -1) for d in dest], dtype=np.int64).reshape(-1, 2)
+    running = (win[:, 0] >= 0) & (win[:, 0] <= f["first_ns"].to_numpy()) & (f["last_ns"].to_numpy() <= win[:, 1])
+    dest_label = np.asarray([f"{d[0]}:{d[1]}" if d else "" for d in dest], dtype=object)
+    flow = hops["flow_id"].to_numpy()
+    flow_pos = pd.Series(np.arange(len(f)), index=f.index).reindex(flow).to_numpy()
+    at_dest = (hop_dir == 0) & (labels[hops["point"].to_numpy()] == dest_label[flow_pos])
+    reached = _per_flow(hops["instance"].to_numpy()[at_dest], flow[at_dest], f.index, "nunique", 0)
+    fwd, rev = f["packets_fwd"].to_numpy(), f["packets_rev"].to_numpy()
+    known = dest_label != ""
+    tcp_unanswered = (f["proto_num"].to_numpy() == 6) & np.isin(f["conn_state"].to_numpy(), ["S0", "RSTOS0", "SH"])
+    conditions = [
+        (fwd == 0) & (rev == 0),
+        fwd == 0,
+        known & (reached == fwd),
+        known & ((reached > 0) | ((rev > 0) & running)),
+        rev > 0,
+        (known & running) | tcp_unanswered | (f["icmp_errors"].to_numpy() > 0),
+    ]
+    f["verdict"] = np.select(
+        conditions, ["unobserved", "delivered", "delivered", "partial", "delivered", "dropped"], default="unobserved"
+    )
+    f["last_seen"], f["missing_at"] = "", ""
+    lost = f.index[f["verdict"].isin(["dropped", "partial"])]
+    if not len(lost):
+        return
+    reached_inst = set(hops["instance"].to_numpy()[at_dest].tolist())
+    sel = np.isin(flow, lost) & (hop_dir == 0)
+    sub = pd.DataFrame(
+        {
+            "flow_id": flow[sel],
+            "instance": hops["instance"].to_numpy()[sel],
+            "label": labels[hops["point"].to_numpy()[sel]],
+            "dst": hops["dst"].to_numpy()[sel].astype(object),
+        }
+    )
+    sub = sub[~sub["instance"].isin(reached_inst)]
+    roles = {(str(r.node), str(r.interface)): str(r.role) for r in ctx.captures.itertuples(index=False)}
+    for fid, rows in sub.groupby("flow_id"):
+        points = f.at[fid, "path_fwd"].split(" > ")
+        deepest = rows.iloc[int(np.argmax([points.index(x) if x in points else -1 for x in rows["label"]]))]
+        node, iface = str(deepest["label"]).split(":", 1)
+        f.at[fid, "last_seen"] = deepest["label"]
+        f.at[fid, "missing_at"] = _next_point(node, iface, str(deepest["dst"]), dest[f.index.get_loc(fid)], ctx, roles)
+
+
+def _next_point(node: str, iface: str, dst_ip: str, dest: tuple | None, ctx: _Context, roles: dict) -> str:
+    """The capture point a packet last seen at node:iface should have crossed next."""
+    role = roles.get((node, iface), "")
+
+    def point(n: str, want_role: str) -> str:
+        found = [i for (nn, i), r in roles.items() if nn == n and r == want_role]
+        return f"{n}:{found[0]}" if found else ""
+
+    if dest is not None and node == dest[0]:
+        if role == "uplink":
+            return point(node, "tunnel") or f"{dest[0]}:{dest[1]}"
+        return f"{dest[0]}:{dest[1]}"
+    if role == "workload":
+        dev = route_dev(ctx.routes, node, dst_ip)
+        if dev and (node, dev) in roles:
+            return f"{node}:{dev}"
+        return point(node, "tunnel") or point(node, "uplink")
+    if role == "tunnel":
+        return point(node, "uplink")
+    if role == "uplink" and dest is not None:
+        return point(dest[0], "uplink")
+    return f"{dest[0]}:{dest[1]}" if dest is not None else ""
+
+
+def route_dev(routes: pd.DataFrame, node: str, ip: str) -> str:
+    """The device of the longest-prefix route for ip in the node's main table."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    best, dev = -1, ""
+    for r in routes[(routes["node"] == node) & (routes["table"] == "main")].itertuples(index=False):
+        dst = "0.0.0.0/0" if r.dst == "default" else r.dst
+        try:
+            net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if addr.version == net.version and addr in net and net.prefixlen > best and r.dev:
+            best, dev = net.prefixlen, str(r.dev)
+    return dev
+
+
+def _unobserved(fid: int, r, services: dict) -> dict:
+    """A conversation only conntrack knows about."""
+    backend = (
+        (r.reply_src, int(r.reply_sport)) if (r.reply_src, r.reply_sport) != (r.orig_dst, r.orig_dport) else ("", -1)
+    )
+    snat = (r.reply_dst, int(r.reply_dport)) if (r.reply_dst, r.reply_dport) != (r.orig_src, r.orig_sport) else ("", -1)
+    return {
+        "flow_id": fid,
+        "proto": str(r.proto),
+        "proto_num": int(r.proto_num),
+        "client_ip": r.orig_src,
+        "client_port": int(r.orig_sport),
+        "server_ip": r.orig_dst,
+        "server_port": int(r.orig_dport),
+        "service": services.get((str(r.orig_dst), int(r.orig_dport), str(r.proto)), ""),
+        "backend_ip": backend[0],
+        "backend_port": backend[1],
+        "snat_ip": snat[0],
+        "snat_port": snat[1],
+        "packets_fwd": 0,
+        "packets_rev": 0,
+        "bytes_fwd": 0,
+        "bytes_rev": 0,
+        "conn_state": "",
+        "history": "",
+        "first_ns": -1,
+        "last_ns": -1,
+        "path_fwd": "",
+        "path_rev": "",
+        "verdict": "unobserved",
+        "last_seen": "",
+        "missing_at": "",
+        "icmp_errors": 0,
+        "icmp_error_types": "",
+        "ambiguous": 0,
+        "ct_state": str(r.state),
+        "ct_nat": str(r.nat),
+        "hops": 0,
+    }
