@@ -263,9 +263,12 @@ def build_hops(
         "q_dport",
     ):
         h[col] = pk[col].array  # categoricals stay categoricals (a take on their codes)
-    names = pd.Index([*nodes, ""], dtype=object)
-    h["node"] = pd.Categorical.from_codes(h["node"].to_numpy(), categories=names)
-    h["origin"] = pd.Categorical.from_codes(np.where(h["origin"] >= 0, h["origin"], len(nodes)), categories=names)
+    names = nodes if "" in nodes else [*nodes, ""]
+    h["node"] = pd.Categorical.from_codes(h["node"].to_numpy(), categories=pd.Index(names, dtype=object))
+    unknown = names.index("")
+    h["origin"] = pd.Categorical.from_codes(
+        np.where(h["origin"] >= 0, h["origin"], unknown), categories=pd.Index(names, dtype=object)
+    )
     pt = h["point"].to_numpy()
     for col in ("interface", "role"):
         per_point = categorical(pts[col])
