@@ -58,15 +58,29 @@ def vxlan_frame(inner: dpkt.ip.IP, vni=4096, dport=4789, outer=("172.16.0.1", "1
     return eth(o)
 
 
-def write_pcap(path: Path, frames: list[bytes], linktype=1, nano=False, big_endian=False, t0=1_700_000_000) -> Path:
-    """Classic pcap written by hand so both byte orders and resolutions can be produced."""
+def write_pcap(
+    path: Path,
+    frames: list[bytes],
+    linktype=1,
+    nano=False,
+    big_endian=False,
+    t0=1_700_000_000,
+    times_ns: list[int] | None = None,
+) -> Path:
+    """Classic pcap written by hand so both byte orders and resolutions can be produced.
+
+    Frames are a second apart unless ``times_ns`` (nanosecond timestamps; implies nano) is given.
+    """
+    nano = nano or times_ns is not None
     e = ">" if big_endian else "<"
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
     out = io.BytesIO()
     out.write(struct.pack(e + "IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
     for i, f in enumerate(frames):
-        frac = (i * 1000 + 123) if nano else i + 1
-        out.write(struct.pack(e + "IIII", t0 + i, frac, len(f), len(f)))
+        sec, frac = (t0 + i, (i * 1000 + 123) if nano else i + 1)
+        if times_ns is not None:
+            sec, frac = divmod(times_ns[i], 1_000_000_000)
+        out.write(struct.pack(e + "IIII", sec, frac, len(f), len(f)))
         out.write(f)
     path.write_bytes(out.getvalue())
     return path

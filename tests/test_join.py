@@ -100,3 +100,39 @@ def test_cli_flows_filters_and_path():
     assert "NAT" in r.stdout and "vxlan 4096" in r.stdout and "more packets" in r.stdout
     r = run_cli("path", SAMPLES / "lab-vxlan.tgz", 99999)
     assert r.returncode == 2 and r.stderr.startswith("calforensics: error: no flow 99999")
+
+
+def _any_capture_bundle(tmp_path, frames_by_ifindex):
+    from pktutil import write_pcap
+
+    d = tmp_path / "b" / "nodes" / "n1"
+    (d / "pcaps").mkdir(parents=True)
+    frames = [struct.pack(">HHIHBB8s", 0x0800, 0, idx, 1, 0, 6, b"\x02" * 8) + ip for idx, ip in frames_by_ifindex]
+    times = [1_700_000_000_000_000_000 + 10_000 * i for i in range(len(frames))]  # 10 µs apart
+    write_pcap(d / "pcaps" / "any.pcap", frames, linktype=276, times_ns=times)
+    (d / "ip-link.txt").write_text(
+        "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc fq state UP\n    link/ether 52:54:00:00:00:01 brd ff:ff:ff:ff:ff:ff\n"
+        "7: cali1234567890a@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP\n    link/ether ee:ee:ee:ee:ee:ee brd ff:ff:ff:ff:ff:ff\n"
+    )
+    return tmp_path / "b"
+
+
+def test_any_capture_gives_one_hop_per_interface_and_ambiguity_is_reported(tmp_path):
+    from pktutil import tcp4
+
+    syn = bytes(tcp4(src="192.168.1.5", dst="10.0.0.9", ip_id=0, seq=777))
+    other = bytes(tcp4(src="192.168.1.5", dst="10.0.0.9", ip_id=0, seq=778))
+    # the SYN leaves the pod (cali, ifindex 7) and the node (eth0, ifindex 2); a second identical copy
+    # on eth0 makes that packet ambiguous; another SYN (different seq) is a different packet
+    root = _any_capture_bundle(tmp_path, [(7, syn), (2, syn), (2, syn), (7, other), (2, other)])
+    with calforensics.open_bundle(root) as b:
+        h = b.hops
+        assert h.instance.nunique() == 2
+        first = h[h.packet.isin([0, 1, 2])]
+        assert first.instance.nunique() == 1 and first.ambiguous.all()
+        assert set(first.interface.astype(str)) == {"cali1234567890a", "eth0"}
+        assert sorted(first.copy_no.tolist()) == [0, 0, 1]
+        second = h[h.packet.isin([3, 4])]
+        assert not second.ambiguous.any() and second.interface.astype(str).tolist() == ["cali1234567890a", "eth0"]
+        flow = b.flows.iloc[0]
+        assert flow.ambiguous == 1 and flow.packets_fwd == 2
