@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SAMPLE ?= sample_data/lab-vxlan.tgz
 
-.PHONY: demo test lint bench samples docs clean
+.PHONY: demo test lint bench bench-join samples docs clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_ingest.py
+
+bench-join: $(VENV)/.installed
+	$(PY) bench/bench_join.py --flows 20000
 
 # needs root, iproute2, iptables, conntrack and tcpdump: builds the lab in network namespaces
 samples: $(VENV)/.installed
