@@ -17,7 +17,7 @@ from .archive import Limits, Materialized, materialize
 from .flows import build_flows
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
-from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, traces
+from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.packets import VXLAN_PORTS, decode_frames
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
@@ -55,6 +55,7 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "bpf_counters": ("bpf_counters", calico_bpf.parse_bpf_counters),
     "traces": ("traces", traces.parse_traces),
     "kube_pods": ("pods", kubectl.parse_pod_listing),
+    "sysctl": ("sysctls", sysctl.parse_sysctls),
 }
 TABLES = [
     "artifacts",
@@ -73,6 +74,7 @@ TABLES = [
     "bpf_counters",
     "traces",
     "pods",
+    "sysctls",
     "anomalies",
 ]
 
@@ -434,6 +436,10 @@ class Bundle:
     @property
     def pods(self) -> pd.DataFrame:
         return self._text_table("pods")
+
+    @property
+    def sysctls(self) -> pd.DataFrame:
+        return self._text_table("sysctls")
 
     def load_text_tables(self) -> None:
         for table in dict.fromkeys(t for t, _ in TEXT_TABLES.values()):

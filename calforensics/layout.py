@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from .parsers import bpftool, conntrack, iproute, iptables, kubectl, nft, traces
+from .parsers import bpftool, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.pcap import sniff_capture
 
 # exact file names (lower case) from calicoctl node/cluster diags and our collector
@@ -30,6 +30,7 @@ BY_NAME = {
     "nf_conntrack": "conntrack",
     "conntrack-events.txt": "conntrack",
     "metadata.json": "metadata",
+    "sysctls.txt": "sysctl",
     "ip-link.txt": "ip_link",
     "ip-addr.txt": "ip_link",
     "ipv4_addr": "ip_link",
@@ -59,7 +60,6 @@ KNOWN_OTHER = {
     "ip-neigh.txt",
     "bpf-prog.txt",
     "bpf-maps.txt",
-    "sysctls.txt",
     "ground_truth.json",
 }
 CONTAINER_DIRS = {"pcaps", "bpf-maps", "logs", "diagnostics", "captures", "state"}
@@ -140,6 +140,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "ip_route"
     if traces.looks_like_traces(lines):
         return "traces"
+    if sysctl.looks_like_sysctl(lines):
+        return "sysctl"
     return "unrecognised"
 
 

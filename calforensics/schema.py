@@ -23,8 +23,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "kind",
                 "category",
                 "what it was recognised as: pcap, iptables, ip6tables, nft, conntrack, ip_link, ip_route, "
-                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, kube_pods, metadata, other, "
-                "empty, unrecognised",
+                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, kube_pods, sysctl, metadata, "
+                "other, empty, unrecognised",
             ),
             ("size", "int64", "bytes"),
             ("rows", "int64", "rows (or frames) it produced; -1 while not yet parsed"),
@@ -93,6 +93,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("outer_proto", "int16", "outermost IP protocol / IPv6 next header"),
             ("outer_ip_id", "int64", "outermost IPv4 id; -1"),
             ("outer_ttl", "int16", "outermost TTL / hop limit"),
+            ("outer_ip_len", "int32", "outermost IP total length; minus ip_len it is the encapsulation overhead"),
             (
                 "encap",
                 "category",
@@ -391,6 +392,16 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("length", "int64", "; -1"),
             ("mark", "string", "packet mark"),
             ("rule", "string", "nft rule text"),
+        ],
+    ),
+    "sysctls": (
+        "Kernel settings dumped per node (`sysctl` output): conntrack limits, forwarding, rp_filter.",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("key", "string", "sysctl name"),
+            ("value", "string", "value as printed"),
         ],
     ),
     "pods": (

@@ -136,6 +136,7 @@ class _Columns:
         self.outer_proto = full("int16")
         self.outer_ip_id = full("int64")
         self.outer_ttl = full("int16")
+        self.outer_ip_len = full("int32")
         self.encap = np.zeros(n, dtype=np.int8)
         self.encap_depth = np.zeros(n, dtype=np.int8)
         self.vni = full("int64")
@@ -336,6 +337,7 @@ class PacketDecoder:
             c.outer_src.set4(rows, src)
             c.outer_dst.set4(rows, dst)
             c.outer_proto[rows], c.outer_ip_id[rows], c.outer_ttl[rows] = proto, ip_id, ttl
+            c.outer_ip_len[rows] = ip_len
         c.src.set4(rows, src)
         c.dst.set4(rows, dst)
         c.proto[rows], c.ip_id[rows], c.ttl[rows], c.ip_len[rows] = proto, ip_id, ttl, ip_len
@@ -365,6 +367,7 @@ class PacketDecoder:
             c.outer_src.set6(rows, d, off + 8)
             c.outer_dst.set6(rows, d, off + 24)
             c.outer_proto[rows], c.outer_ttl[rows] = nh, hlim
+            c.outer_ip_len[rows] = np.where(plen == 0, end - off, plen + 40)
         c.src.set6(rows, d, off + 8)
         c.dst.set6(rows, d, off + 24)
         c.ttl[rows] = hlim
@@ -705,6 +708,7 @@ class PacketDecoder:
             "outer_proto": c.outer_proto,
             "outer_ip_id": c.outer_ip_id,
             "outer_ttl": c.outer_ttl,
+            "outer_ip_len": c.outer_ip_len,
             "encap": pd.Categorical.from_codes(c.encap, categories=ENCAP_KINDS),
             "encap_depth": c.encap_depth,
             "vni": c.vni,
