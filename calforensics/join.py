@@ -86,6 +86,21 @@ def _owner_of(addresses: pd.Series, owners: dict[str, str], node_index: dict[str
     return per_category[cat.codes]  # code -1 (no address) picks the trailing -1
 
 
+def _link_scoped(addresses: pd.Series) -> np.ndarray:
+    """True for addresses whose packets stay on one link: link-local, multicast, broadcast, unspecified."""
+    cat = categorical(addresses)
+
+    def scoped(a: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            return False
+        return ip.is_link_local or ip.is_multicast or ip.is_unspecified or a == "255.255.255.255"
+
+    per_category = np.asarray([scoped(a) for a in cat.categories] + [False], dtype=bool)
+    return per_category[cat.codes]
+
+
 def estimate_clock_offsets(frame: pd.DataFrame, nodes: list[str], owners: dict[str, str]) -> pd.DataFrame:
     """Offsets of each node's clock against a reference node from two-way minimum delays.
 
@@ -197,7 +212,14 @@ def build_hops(
     point_node = np.asarray([node_index[x] for x in pts["node"]], dtype=np.int64)
     node = point_node[point] if len(point) else np.zeros(0, dtype=np.int64)
     ts = packets["ts_ns"].to_numpy()
-    fp = packets["fingerprint"].to_numpy()
+    # packets that cannot leave their link (link-local, multicast, broadcast) are never the same packet
+    # at two capture points, however alike: keep them apart by making their key point-specific
+    scoped = _link_scoped(packets["src"]) | _link_scoped(packets["dst"])
+    fp = np.where(
+        scoped,
+        packets["fingerprint"].to_numpy() ^ (point.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)),
+        packets["fingerprint"].to_numpy(),
+    )
     decoded = (packets["ip_version"].to_numpy() > 0) & (packets["status"] == "ok").to_numpy()
     # the sender's node: look owners up once per distinct address, then spread by category code
     origin = np.where(

@@ -1,0 +1,82 @@
+"""Analyses: tables in, tables out. `analyze(bundle)` runs them all and assembles the findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..bundle import Bundle
+from ..join import address_owners
+from . import drops, latency, overhead
+
+SCHEMA_VERSION = 1
+SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows, as DataFrames, plus the findings document (findings.json)."""
+
+    bundle: Bundle
+    drops: pd.DataFrame
+    tunnels: pd.DataFrame
+    flow_overhead: pd.DataFrame
+    mtu_issues: pd.DataFrame
+    latency_hops: pd.DataFrame
+    latency_samples: pd.DataFrame
+    latency_flows: pd.DataFrame
+    findings: dict = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table worth exporting: the bundle's and the analyses'."""
+        b = self.bundle
+        out = {
+            name: b.table(name)
+            for name in (
+                "captures",
+                "flows",
+                "hops",
+                "clock_offsets",
+                "conntrack",
+                "rules",
+                "interfaces",
+                "routes",
+                "anomalies",
+                "artifacts",
+            )
+        }
+        out.update(
+            drops=self.drops.assign(evidence=self.drops["evidence"].map(_evidence_text)),
+            tunnels=self.tunnels,
+            flow_overhead=self.flow_overhead,
+            mtu_issues=self.mtu_issues,
+            latency_hops=self.latency_hops,
+            latency_flows=self.latency_flows,
+        )
+        return out
+
+
+def _evidence_text(ev: list[dict]) -> str:
+    return " | ".join(f"{e['kind']}: {e['detail']}" for e in ev)
+
+
+def analyze(bundle: Bundle) -> Analysis:
+    owners = address_owners(bundle.interfaces, bundle.routes)
+    a = Analysis(
+        bundle=bundle,
+        drops=drops.find_drops(bundle),
+        tunnels=overhead.tunnels(bundle, owners),
+        flow_overhead=overhead.per_flow(bundle),
+        mtu_issues=overhead.mtu_issues(bundle, owners),
+        latency_hops=latency.per_hop_pair(bundle),
+        latency_samples=latency.hop_samples(bundle),
+        latency_flows=latency.per_flow(bundle),
+    )
+    from .findings import build_findings
+
+    a.findings = build_findings(a)
+    return a
+
+
+__all__ = ["SCHEMA_VERSION", "Analysis", "analyze"]

@@ -1,0 +1,254 @@
+"""The findings document (findings.json): stable keys, published schema in docs/findings.schema.json.
+
+Plain data only (str, int, float, bool, None, lists, dicts), sorted deterministically, with no
+generation time, so the same bundle always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
+
+
+def _py(v):
+    """numpy scalars to Python; NaN to None."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _point(text: str, roles: dict) -> dict | None:
+    if not text:
+        return None
+    node, _, iface = text.partition(":")
+    return {"node": node, "interface": iface, "role": roles.get((node, iface), "")}
+
+
+def build_findings(a: Analysis) -> dict:
+    b = a.bundle
+    caps = b.captures
+    roles = {(str(r.node), str(r.interface)): str(r.role) for r in caps.itertuples(index=False)}
+    flows = b.flows
+    anomalies = b.anomalies
+    by_kind = anomalies.groupby("kind", observed=True).size().sort_index()
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "bundle": {
+            "name": b.name,
+            "nodes": b.nodes,
+            "captures": [
+                {
+                    "node": str(r.node),
+                    "interface": str(r.interface),
+                    "role": str(r.role),
+                    "packets": int(r.packets),
+                    "start_ns": int(r.first_ns),
+                    "end_ns": int(r.last_ns),
+                }
+                for r in caps.sort_values(["node", "interface"]).itertuples(index=False)
+            ],
+        },
+        "clock_offsets": [
+            {
+                "node": str(r.node),
+                "offset_ns": int(r.offset_ns),
+                "uncertainty_ns": int(r.uncertainty_ns),
+                "method": str(r.method),
+            }
+            for r in b.clock_offsets.itertuples(index=False)
+        ],
+        "flows": [
+            {
+                "id": int(f.flow_id),
+                "proto": str(f.proto),
+                "client_ip": f.client_ip,
+                "client_port": _port(f.client_port),
+                "server_ip": f.server_ip,
+                "server_port": _port(f.server_port),
+                "service": f.service or None,
+                "backend_ip": f.backend_ip or None,
+                "backend_port": _port(f.backend_port) if f.backend_ip else None,
+                "snat_ip": f.snat_ip or None,
+                "snat_port": _port(f.snat_port) if f.snat_ip else None,
+                "packets": int(f.packets_fwd + f.packets_rev),
+                "bytes": int(f.bytes_fwd + f.bytes_rev),
+                "verdict": str(f.verdict),
+                "conn_state": f.conn_state,
+                "history": f.history,
+                "path": [_point(p, roles) for p in f.path_fwd.split(" > ") if p],
+            }
+            for f in flows.itertuples(index=False)
+        ],
+        "drops": [
+            {
+                "flow_id": int(d.flow_id),
+                "proto": d.proto,
+                "src_ip": d.src_ip,
+                "src_port": _port(d.src_port),
+                "dst_ip": d.dst_ip,
+                "dst_port": _port(d.dst_port),
+                "service": d.service or None,
+                "packets": int(d.packets),
+                "last_seen": _strip_role(_point(d.last_seen, roles)),
+                "missing_at": _strip_role(_point(d.missing_at, roles)),
+                "cause": None
+                if not d.cause_kind
+                else {
+                    "kind": d.cause_kind,
+                    "node": d.cause_node,
+                    "table": d.cause_table or None,
+                    "chain": d.cause_chain or None,
+                    "rule_comment": d.cause_rule_comment or None,
+                    "policy": d.cause_policy or None,
+                    "counter_packets": int(d.cause_counter_packets) if d.cause_counter_packets >= 0 else None,
+                },
+                "evidence": list(d.evidence),
+                "confidence": d.confidence,
+            }
+            for d in a.drops.itertuples(index=False)
+        ],
+        "overhead": {
+            "tunnels": [
+                {
+                    "type": t.type,
+                    "vni": int(t.vni),
+                    "src_node": t.src_node,
+                    "dst_node": t.dst_node,
+                    "packets": int(t.packets),
+                    "overhead_bytes_per_packet": int(t.overhead_bytes_per_packet),
+                    "overhead_bytes": int(t.overhead_bytes),
+                    "share_of_wire_bytes": float(t.share_of_wire_bytes),
+                }
+                for t in a.tunnels.itertuples(index=False)
+            ],
+            "mtu_issues": [
+                {
+                    "kind": m.kind,
+                    "flow_id": int(m.flow_id) if m.flow_id >= 0 else None,
+                    "node": m.node,
+                    "interface": m.interface or None,
+                    "mtu": int(m.mtu) if m.mtu >= 0 else None,
+                    "detail": m.detail,
+                }
+                for m in a.mtu_issues.itertuples(index=False)
+            ],
+        },
+        "latency": {
+            "hops": [
+                {
+                    "from": {"node": h.from_node, "interface": h.from_interface},
+                    "to": {"node": h.to_node, "interface": h.to_interface},
+                    "nat": bool(h.nat),
+                    "count": int(h.count),
+                    "p50_us": _py(h.p50_us),
+                    "p90_us": _py(h.p90_us),
+                    "p99_us": _py(h.p99_us),
+                    "max_us": _py(h.max_us),
+                }
+                for h in a.latency_hops.itertuples(index=False)
+            ],
+            "flows": [
+                {"flow_id": int(r.flow_id), "handshake_rtt_us": _py(r.handshake_rtt_us)}
+                for r in a.latency_flows.itertuples(index=False)
+                if not math.isnan(r.handshake_rtt_us)
+            ],
+        },
+        "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
+    }
+    doc["findings"] = _headlines(a, doc)
+    return doc
+
+
+def _port(p) -> int | None:
+    p = int(p)
+    return p if p >= 0 else None
+
+
+def _strip_role(p: dict | None) -> dict | None:
+    return None if p is None else {"node": p["node"], "interface": p["interface"]}
+
+
+def _headlines(a: Analysis, doc: dict) -> list[dict]:
+    """What the report leads with, most severe first."""
+    out = []
+    for d in doc["drops"]:
+        c = d["cause"] or {}
+        where = f"{d['last_seen']['node']}:{d['last_seen']['interface']}" if d["last_seen"] else "?"
+        missing = f" before {d['missing_at']['node']}:{d['missing_at']['interface']}" if d["missing_at"] else ""
+        why = ""
+        if c.get("chain"):
+            why = f"; {c['kind'].replace('_', ' ')} in {c['chain']} on {c['node']}" + (
+                f" (policy {c['policy']})" if c.get("policy") else ""
+            )
+        elif c.get("kind") == "mtu_exceeded":
+            why = f"; too big for the path (ICMP fragmentation needed from {c['node'] or 'a router'})"
+        out.append(
+            {
+                "severity": "critical" if d["confidence"] == "high" else "high",
+                "kind": "drop",
+                "flow_id": d["flow_id"],
+                "title": f"{d['proto'].upper()} {d['src_ip']}:{d['src_port']} → {d['dst_ip']}:{d['dst_port']} "
+                f"dropped after {where}{missing}{why}",
+                "confidence": d["confidence"],
+            }
+        )
+    for m in doc["overhead"]["mtu_issues"]:
+        out.append(
+            {
+                "severity": "high" if m["kind"] in ("icmp_frag_needed", "exceeds_tunnel_mtu") else "medium",
+                "kind": f"mtu:{m['kind']}",
+                "flow_id": m["flow_id"],
+                "title": m["detail"],
+                "confidence": "high",
+            }
+        )
+    for off in doc["clock_offsets"]:
+        if off["uncertainty_ns"] < 0:
+            out.append(
+                {
+                    "severity": "medium",
+                    "kind": "clock",
+                    "flow_id": None,
+                    "confidence": "high",
+                    "title": f"clock of {off['node']} could not be aligned: {off['method']}",
+                }
+            )
+    unobserved = sum(1 for f in doc["flows"] if f["verdict"] == "unobserved")
+    if unobserved:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "unobserved",
+                "flow_id": None,
+                "confidence": "high",
+                "title": f"{unobserved} flow(s) not observed where delivery would show (no capture there, "
+                "no reply): not counted as drops",
+            }
+        )
+    for t in doc["overhead"]["tunnels"]:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "overhead",
+                "flow_id": None,
+                "confidence": "high",
+                "title": f"{t['type'].upper()} {t['src_node']} → {t['dst_node']}: {t['overhead_bytes_per_packet']} "
+                f"bytes per packet, {t['share_of_wire_bytes']:.1%} of wire bytes ({t['packets']} packets)",
+            }
+        )
+    if doc["anomalies"]["total"]:
+        out.append(
+            {
+                "severity": "low",
+                "kind": "anomalies",
+                "flow_id": None,
+                "confidence": "high",
+                "title": f"{doc['anomalies']['total']} anomalies while reading the bundle (see the anomalies table)",
+            }
+        )
+    return sorted(out, key=lambda x: (SEVERITY_ORDER[x["severity"]], x["kind"], x["flow_id"] or -1, x["title"]))

@@ -1,0 +1,194 @@
+"""Encapsulation overhead per tunnel and per flow, and MTU trouble.
+
+Overhead is what a tunnel adds to each packet on the wire: the outer IP length minus the inner IP
+length (VXLAN: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 = 50; IPIP: 20). Each packet is
+counted once, at its first encapsulated sighting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..bundle import Bundle
+from ..parsers.sysctl import conntrack_fill
+
+TUNNEL_COLUMNS = [
+    "type",
+    "vni",
+    "src_node",
+    "dst_node",
+    "packets",
+    "overhead_bytes_per_packet",
+    "overhead_bytes",
+    "inner_bytes",
+    "wire_bytes",
+    "share_of_wire_bytes",
+]
+FLOW_COLUMNS = ["flow_id", "type", "packets", "overhead_bytes", "wire_bytes", "share_of_wire_bytes"]
+MTU_COLUMNS = ["kind", "flow_id", "node", "interface", "mtu", "packets", "detail"]
+TUNNEL_MTU_HEADROOM = {"vxlan": 50, "ipip": 20, "geneve": 50, "gre": 24}
+
+
+def _encapsulated(b: Bundle) -> pd.DataFrame:
+    h = b.hops
+    enc = h[(h["encap"] != "none") & (h["copy_no"] == 0)].sort_values(["instance", "hop_index"])
+    enc = enc.drop_duplicates("instance")
+    pk = b.packets
+    rows = enc["packet"].to_numpy()
+    return pd.DataFrame(
+        {
+            "flow_id": enc["flow_id"].to_numpy(),
+            "type": enc["encap"].astype(str).to_numpy(),
+            "vni": enc["vni"].to_numpy(),
+            "outer_src": enc["outer_src"].astype(str).to_numpy(),
+            "outer_dst": enc["outer_dst"].astype(str).to_numpy(),
+            "overhead": pk["outer_ip_len"].to_numpy()[rows] - pk["ip_len"].to_numpy()[rows],
+            "inner": pk["ip_len"].to_numpy()[rows],
+            "wire": pk["wirelen"].to_numpy()[rows],
+        }
+    )
+
+
+def tunnels(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
+    e = _encapsulated(b)
+    if e.empty:
+        return pd.DataFrame(columns=TUNNEL_COLUMNS)
+    e["src_node"] = e["outer_src"].map(owners).fillna(e["outer_src"])
+    e["dst_node"] = e["outer_dst"].map(owners).fillna(e["outer_dst"])
+    g = (
+        e.groupby(["type", "vni", "src_node", "dst_node"])
+        .agg(
+            packets=("overhead", "size"),
+            overhead_bytes=("overhead", "sum"),
+            inner_bytes=("inner", "sum"),
+            wire_bytes=("wire", "sum"),
+            per_packet=("overhead", lambda x: int(x.mode().iloc[0])),
+        )
+        .reset_index()
+    )
+    g["overhead_bytes_per_packet"] = g.pop("per_packet")
+    g["share_of_wire_bytes"] = (g["overhead_bytes"] / g["wire_bytes"]).round(4)
+    return g[TUNNEL_COLUMNS]
+
+
+def per_flow(b: Bundle) -> pd.DataFrame:
+    e = _encapsulated(b)
+    if e.empty:
+        return pd.DataFrame(columns=FLOW_COLUMNS)
+    g = (
+        e.groupby(["flow_id", "type"])
+        .agg(packets=("overhead", "size"), overhead_bytes=("overhead", "sum"), wire_bytes=("wire", "sum"))
+        .reset_index()
+    )
+    g["share_of_wire_bytes"] = (g["overhead_bytes"] / g["wire_bytes"]).round(4)
+    return g[FLOW_COLUMNS]
+
+
+def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
+    """ICMP frag-needed / packet-too-big, fragments, packets too big for the tunnel, MSS too large."""
+    rows: list[dict] = []
+    h = b.hops
+    pk = b.packets
+    first = h[h["hop_index"] == 0]
+    # ICMP fragmentation needed (v4 3/4) and packet too big (v6 2/0), at their first sighting
+    ptb = first[
+        ((first["proto"] == 1) & (first["icmp_type"] == 3) & (first["icmp_code"] == 4))
+        | ((first["proto"] == 58) & (first["icmp_type"] == 2))
+    ]
+    for r in ptb.itertuples(index=False):
+        mtu = int(pk.at[r.packet, "icmp_mtu"])
+        sender = owners.get(str(r.src), "")
+        rows.append(
+            {
+                "kind": "icmp_frag_needed",
+                "flow_id": int(r.flow_id),
+                "node": sender or str(r.node),
+                "interface": str(r.interface),
+                "mtu": mtu,
+                "packets": 1,
+                "detail": f"{r.src} ({sender or 'unknown node'}) told {r.dst}: packet to "
+                f"{r.q_dst}:{r.q_dport} too big, next-hop MTU {mtu}",
+            }
+        )
+    # fragments of the inner packets
+    frag = first.merge(pk[["frag_offset", "more_fragments"]], left_on="packet", right_index=True)
+    frag = frag[(frag["frag_offset"] > 0) | frag["more_fragments"]]
+    for fid, g in frag.groupby("flow_id"):
+        r = g.iloc[0]
+        rows.append(
+            {
+                "kind": "fragmented",
+                "flow_id": int(fid),
+                "node": str(r.node),
+                "interface": str(r.interface),
+                "mtu": -1,
+                "packets": len(g),
+                "detail": f"{len(g)} IP fragment(s) of {r.src} -> {r.dst}",
+            }
+        )
+    # packets with DF bigger than the tunnel they must cross (TCP excluded: GSO/TSO super-packets are
+    # segmented before the wire, so their captured size says nothing about the path)
+    tmtu = _tunnel_mtus(b)
+    big = first.merge(pk[["dont_fragment"]], left_on="packet", right_index=True)
+    big = big[(big["role"] == "workload") & big["dont_fragment"] & (big["proto"] != 6)]
+    big = big[big["node"].astype(str).map(tmtu).fillna(np.inf).to_numpy() < big["ip_len"].to_numpy()]
+    for fid, g in big.groupby("flow_id"):
+        r = g.iloc[0]
+        mtu = tmtu[str(r.node)]
+        rows.append(
+            {
+                "kind": "exceeds_tunnel_mtu",
+                "flow_id": int(fid),
+                "node": str(r.node),
+                "interface": str(r.interface),
+                "mtu": int(mtu),
+                "packets": len(g),
+                "detail": f"{len(g)} packet(s) of {int(g['ip_len'].max())} bytes with DF from {r.src} "
+                f"(pod interface {r.interface}) exceed the tunnel MTU {int(mtu)} on {r.node}",
+            }
+        )
+    # MSS announced in SYNs larger than the tunnel allows
+    syn = first[(first["proto"] == 6) & ((first["tcp_flags"] & 0x12) == 0x02)].merge(
+        pk[["tcp_mss"]], left_on="packet", right_index=True
+    )
+    syn = syn[syn["node"].astype(str).map(tmtu).notna()]
+    syn = syn[syn["tcp_mss"] > syn["node"].astype(str).map(tmtu) - 40]
+    for r in syn.itertuples(index=False):
+        mtu = int(tmtu[str(r.node)])
+        rows.append(
+            {
+                "kind": "mss_too_large",
+                "flow_id": int(r.flow_id),
+                "node": str(r.node),
+                "interface": str(r.interface),
+                "mtu": mtu,
+                "packets": 1,
+                "detail": f"SYN from {r.src} announces MSS {int(r.tcp_mss)}, more than the tunnel MTU {mtu} "
+                f"allows ({mtu - 40})",
+            }
+        )
+    for r in conntrack_fill(b.sysctls).itertuples(index=False):
+        if r.fill >= 0.8:
+            rows.append(
+                {
+                    "kind": "conntrack_table_fill",
+                    "flow_id": -1,
+                    "node": r.node,
+                    "interface": "",
+                    "mtu": -1,
+                    "packets": int(r.count),
+                    "detail": f"conntrack table {r.fill:.0%} full ({r.count} of {r.max})",
+                }
+            )
+    return pd.DataFrame(rows, columns=MTU_COLUMNS)
+
+
+def _tunnel_mtus(b: Bundle) -> dict[str, int]:
+    """Per node, the MTU of its Calico tunnel device (vxlan.calico, tunl0, wireguard.cali)."""
+    ifs = b.interfaces
+    tun = ifs[
+        ifs["name"].isin(["vxlan.calico", "tunl0", "wireguard.cali", "vxlan-v6.calico", "wg-v6.cali"])
+        & (ifs["mtu"] > 0)
+    ]
+    return {str(n): int(m) for n, m in tun.groupby("node", observed=True)["mtu"].min().items()}
