@@ -144,6 +144,57 @@ def _select_flows(flows, addr: str | None, port: int | None, service: str | None
     return sel
 
 
+@app.command("analyze")
+def analyze_cmd(
+    bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE", help=".tgz/.tar, directory, or pcap/pcapng")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="report directory (default: reports/<bundle-name>)")
+    ] = None,
+    tables: Annotated[str, typer.Option(help="export tables as csv, parquet, or none")] = "csv",
+    fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when this is found: drops")] = None,
+) -> None:
+    """Analyse a bundle: drops with their causes, overhead and MTU, latency; write the report."""
+    from .analyses import analyze
+    from .report import TABLE_FORMATS, write_report
+
+    if tables not in TABLE_FORMATS:
+        _fail(f"--tables must be one of {', '.join(TABLE_FORMATS)}")
+    if fail_on not in (None, "drops"):
+        _fail("--fail-on takes: drops")
+    with _progress(err.is_terminal) as progress:
+        bundle = _open(bundle_path, progress)
+        try:
+            analysis = analyze(bundle)
+            progress.update(progress.task_ids[0], description="writing the report")
+            out_dir = output or Path("reports") / bundle.name
+            files = write_report(analysis, out_dir, tables=tables)
+        except RuntimeError as exc:
+            _fail(str(exc))
+        finally:
+            bundle.close()
+    _print_summary(analysis.findings, files.directory)
+    if fail_on == "drops" and analysis.findings["drops"]:
+        raise typer.Exit(1)
+
+
+def _print_summary(doc: dict, out_dir: Path) -> None:
+    out = Console(highlight=False, width=None if Console().is_terminal else 160)
+    flows = doc["flows"]
+    counts = {v: sum(1 for f in flows if f["verdict"] == v) for v in ("delivered", "dropped", "partial", "unobserved")}
+    out.print(
+        Text(
+            f"{doc['bundle']['name']}: {len(doc['bundle']['nodes'])} nodes, {len(doc['bundle']['captures'])} "
+            f"capture points, {len(flows)} flows ({counts['delivered']} delivered, {counts['dropped']} dropped, "
+            f"{counts['partial']} partial, {counts['unobserved']} unobserved)",
+            style="bold",
+        )
+    )
+    colors = {"critical": "red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+    for f in doc["findings"]:
+        out.print(Text(f"  {f['severity'].upper():8} ", style=colors[f["severity"]]) + Text(f["title"]))
+    out.print(Text(f"report: {out_dir / 'report.html'}  ({out_dir / 'report.md'}, {out_dir / 'findings.json'})"))
+
+
 @app.command("flows")
 def flows_cmd(
     bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE")],

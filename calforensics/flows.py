@@ -336,9 +336,21 @@ def _summaries(
         )
         f[f"path_{name}"] = series.reindex(f.index).fillna("").to_numpy()
 
+    f["scope"] = [_scope(c, d) for c, d in zip(f["client_ip"], f["server_ip"], strict=True)]
     f["conn_state"], f["history"] = _conn_states(inst, f)
     _verdicts(f, hops, hop_dir, labels_by_point, ctx)
     return f.reset_index()
+
+
+def _scope(a: str, b: str) -> str:
+    for text in (a, b):
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if ip.is_link_local or ip.is_multicast or ip.is_unspecified or text == "255.255.255.255":
+            return "link"
+    return "routed"
 
 
 def _point_labels(hops: pd.DataFrame) -> np.ndarray:

@@ -498,6 +498,12 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("last_ns", "int64", "last sighting, reference clock; -1"),
             ("path_fwd", "string", "capture points client → server, `node:interface > …`"),
             ("path_rev", "string", "capture points server → client"),
+            (
+                "scope",
+                "category",
+                "routed, or link (link-local, multicast or broadcast: never forwarded, e.g. IPv6 "
+                "neighbour discovery); reports leave link-scope flows out of their counts",
+            ),
             ("verdict", "category", "delivered, dropped, partial, unobserved (no capture where it would show)"),
             ("last_seen", "string", "for dropped/partial flows: the last capture point the lost packets reached"),
             ("missing_at", "string", "…and the capture point they should have reached next"),

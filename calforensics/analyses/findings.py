@@ -82,7 +82,7 @@ def build_findings(a: Analysis) -> dict:
                 "history": f.history,
                 "path": [_point(p, roles) for p in f.path_fwd.split(" > ") if p],
             }
-            for f in flows.itertuples(index=False)
+            for f in flows[flows["scope"] == "routed"].itertuples(index=False)
         ],
         "drops": [
             {
@@ -159,6 +159,7 @@ def build_findings(a: Analysis) -> dict:
             ],
         },
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
+        "link_scope_flows": int((flows["scope"] == "link").sum()),
     }
     doc["findings"] = _headlines(a, doc)
     return doc
@@ -228,6 +229,17 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
                 "confidence": "high",
                 "title": f"{unobserved} flow(s) not observed where delivery would show (no capture there, "
                 "no reply): not counted as drops",
+            }
+        )
+    if doc["link_scope_flows"]:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "link_scope",
+                "flow_id": None,
+                "confidence": "high",
+                "title": f"{doc['link_scope_flows']} link-local or multicast flow(s) (e.g. IPv6 neighbour "
+                "discovery) left out of the flow counts",
             }
         )
     for t in doc["overhead"]["tunnels"]:

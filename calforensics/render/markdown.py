@@ -1,0 +1,140 @@
+"""report.md: the summary and the findings, pasteable into an incident ticket.
+
+Every string that came from the bundle goes through `md()`, which neutralises Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..analyses import Analysis
+
+# characters that start Markdown constructs mid-line; `<` and `&` are escaped so no HTML tag or entity
+# survives, and callers never put bundle text at the start of a line (where `#`, `-` and `>` would matter)
+MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md(value: object) -> str:
+    """Bundle text made inert in Markdown (and in the HTML many Markdown viewers allow)."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace("\n", " ").replace("\r", " ")
+    return MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(md(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def render_markdown(a: Analysis, files: dict[str, str]) -> str:
+    doc = a.findings
+    b = doc["bundle"]
+    flows = doc["flows"]
+    verdicts = {
+        v: sum(1 for f in flows if f["verdict"] == v) for v in ("delivered", "dropped", "partial", "unobserved")
+    }
+    lines = [
+        f"# calforensics report: {md(b['name'])}",
+        "",
+        f"Nodes: {', '.join(md(n) for n in b['nodes']) or 'none named'}; {len(b['captures'])} capture points; "
+        f"{len(flows)} flows ({verdicts['delivered']} delivered, {verdicts['dropped']} dropped, "
+        f"{verdicts['partial']} partial, {verdicts['unobserved']} unobserved); "
+        f"{doc['anomalies']['total']} anomalies while reading.",
+        "",
+    ]
+    lines += ["## Findings", ""]
+    if not doc["findings"]:
+        lines.append("Nothing found.")
+    for f in doc["findings"]:
+        flow = f" (flow {f['flow_id']})" if f["flow_id"] is not None else ""
+        lines.append(f"- **{f['severity'].upper()}** {md(f['title'])}{flow}")
+    lines.append("")
+    if doc["drops"]:
+        lines += ["## Drops", ""]
+        for d in doc["drops"]:
+            c = d["cause"] or {}
+            lines.append(
+                f"### Flow {d['flow_id']}: {md(d['proto'])} {md(d['src_ip'])}:{d['src_port']} → "
+                f"{md(d['dst_ip'])}:{d['dst_port']}"
+            )
+            lines.append("")
+            seen = d["last_seen"] or {}
+            miss = d["missing_at"] or {}
+            lines.append(
+                f"- packets: {d['packets']}; last seen at {md(seen.get('node', '?'))}:"
+                f"{md(seen.get('interface', '?'))}; missing at "
+                f"{md(miss.get('node', '?'))}:{md(miss.get('interface', '?'))}; confidence {d['confidence']}"
+            )
+            if c:
+                lines.append(
+                    f"- cause: {md(c['kind'])} on {md(c['node'])}"
+                    + (f", chain {md(c['chain'])}" if c.get("chain") else "")
+                    + (f', rule "{md(c["rule_comment"])}"' if c.get("rule_comment") else "")
+                    + (f", policy {md(c['policy'])}" if c.get("policy") else "")
+                    + (f", counter {c['counter_packets']} packets" if c.get("counter_packets") is not None else "")
+                )
+            for e in d["evidence"]:
+                lines.append(f"- evidence ({md(e['kind'])}): {md(e['detail'])}")
+            lines.append("")
+    ov = doc["overhead"]
+    if ov["tunnels"] or ov["mtu_issues"]:
+        lines += ["## Encapsulation overhead and MTU", ""]
+        if ov["tunnels"]:
+            lines += _table(
+                ["tunnel", "VNI", "from", "to", "packets", "bytes/packet", "overhead bytes", "share of wire"],
+                [
+                    [
+                        t["type"],
+                        t["vni"],
+                        t["src_node"],
+                        t["dst_node"],
+                        t["packets"],
+                        t["overhead_bytes_per_packet"],
+                        t["overhead_bytes"],
+                        f"{t['share_of_wire_bytes']:.1%}",
+                    ]
+                    for t in ov["tunnels"]
+                ],
+            )
+            lines.append("")
+        for m in ov["mtu_issues"]:
+            lines.append(f"- {md(m['kind'])}: {md(m['detail'])}")
+        lines.append("")
+    lat = doc["latency"]
+    if lat["hops"]:
+        lines += ["## Latency per hop (clock-corrected, µs)", ""]
+        lines += _table(
+            ["from", "to", "NAT", "count", "p50", "p90", "p99", "max"],
+            [
+                [
+                    f"{h['from']['node']}:{h['from']['interface']}",
+                    f"{h['to']['node']}:{h['to']['interface']}",
+                    "yes" if h["nat"] else "",
+                    h["count"],
+                    h["p50_us"],
+                    h["p90_us"],
+                    h["p99_us"],
+                    h["max_us"],
+                ]
+                for h in lat["hops"]
+            ],
+        )
+        lines.append("")
+    offs = doc["clock_offsets"]
+    if offs:
+        lines += ["## Clock offsets", ""]
+        lines += _table(
+            ["node", "offset (µs)", "uncertainty (µs)", "method"],
+            [
+                [
+                    o["node"],
+                    f"{o['offset_ns'] / 1e3:.1f}",
+                    f"{o['uncertainty_ns'] / 1e3:.1f}" if o["uncertainty_ns"] >= 0 else "unknown",
+                    o["method"],
+                ]
+                for o in offs
+            ],
+        )
+        lines.append("")
+    lines += ["## Files", ""] + [f"- {md(name)}: {md(path)}" for name, path in files.items()] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""Report figures with matplotlib (Agg), returned as PNG bytes for embedding.
+
+Bundle-derived text goes into labels; mathtext parsing is off so a `$` in an interface name or a
+comment is drawn as a dollar sign and cannot make matplotlib fail.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+STYLE = {
+    "text.parse_math": False,
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "svg.hashsalt": "calforensics",
+    "path.simplify": True,
+}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def latency_cdf(samples: pd.DataFrame, top: int = 8) -> bytes | None:
+    """CDF of hop delays per hop pair, for the busiest pairs."""
+    if samples.empty:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 3.6))
+        keyed = samples.assign(
+            pair=samples["from_node"]
+            + ":"
+            + samples["from_interface"]
+            + " → "
+            + samples["to_node"]
+            + ":"
+            + samples["to_interface"]
+            + np.where(samples["nat"], " (NAT)", "")
+        )
+        busiest = keyed["pair"].value_counts().sort_index().sort_values(ascending=False, kind="stable").index[:top]
+        for pair in busiest:
+            d = np.sort(keyed.loc[keyed["pair"] == pair, "delta_us"].to_numpy())
+            ax.step(np.maximum(d, 0.1), np.arange(1, len(d) + 1) / len(d), where="post", label=pair)
+        ax.set_xscale("log")
+        # plain tick labels: with mathtext off, log axes would print their LaTeX source
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("delay from the previous capture point (µs, clock-corrected)")
+        ax.set_ylabel("fraction of packets")
+        ax.legend(fontsize=7, loc="lower right", frameon=False)
+        return _png(fig)
+
+
+def overhead_by_tunnel(tunnels: pd.DataFrame) -> bytes | None:
+    if tunnels.empty:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * len(tunnels)))
+        labels = [f"{t.type} {t.vni} {t.src_node} → {t.dst_node}" for t in tunnels.itertuples(index=False)]
+        y = np.arange(len(tunnels))
+        ax.barh(y, tunnels["inner_bytes"], color="#8fb3d9", label="inner packets")
+        ax.barh(y, tunnels["overhead_bytes"], left=tunnels["inner_bytes"], color="#d9534f", label="encapsulation")
+        for i, t in enumerate(tunnels.itertuples(index=False)):
+            ax.text(
+                t.inner_bytes + t.overhead_bytes, i, f"  {t.share_of_wire_bytes:.1%} overhead", va="center", fontsize=8
+            )
+        ax.set_yticks(y, labels)
+        ax.set_xlabel("bytes")
+        ax.set_xlim(0, float((tunnels["inner_bytes"] + tunnels["overhead_bytes"]).max()) * 1.3)
+        ax.legend(fontsize=7, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2)
+        return _png(fig)
+
+
+def drops_over_time(drops: pd.DataFrame, hops: pd.DataFrame, t0: int) -> bytes | None:
+    if drops.empty:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.4 * len(drops)))
+        for i, d in enumerate(drops.itertuples(index=False)):
+            lost = hops[(hops["flow_id"] == d.flow_id) & (hops["direction"] == "fwd") & (hops["hop_index"] == 0)]
+            t = (lost["ts_corrected_ns"].to_numpy() - t0) / 1e9
+            ax.scatter(t, np.full(len(t), i), marker="x", color="#d9534f")
+        ax.set_yticks(
+            range(len(drops)),
+            [
+                f"flow {d.flow_id}: {d.src_ip}:{d.src_port} → {d.dst_ip}:{d.dst_port}"
+                for d in drops.itertuples(index=False)
+            ],
+        )
+        ax.set_xlabel("seconds since the first packet in the bundle")
+        ax.set_ylim(-0.7, len(drops) - 0.3)
+        return _png(fig)
+
+
+def path_diagram(path: str, last_seen: str = "", missing_at: str = "", title: str = "") -> bytes | None:
+    """The capture points of a flow in order; where it stopped and where it was missed, in red."""
+    points = [p for p in path.split(" > ") if p]
+    if missing_at and missing_at not in points:
+        points.append(missing_at)
+    if not points:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(min(12, 1.6 * len(points) + 1), 1.5))
+        for i, p in enumerate(points):
+            missing = p == missing_at
+            color = "#f2dede" if missing else "#dff0d8"
+            edge = "#d9534f" if missing or p == last_seen else "#5cb85c"
+            ax.add_patch(plt.Rectangle((i * 1.6, 0), 1.3, 0.8, facecolor=color, edgecolor=edge, linewidth=1.5))
+            node, _, iface = p.partition(":")
+            ax.text(i * 1.6 + 0.65, 0.52, node, ha="center", va="center", fontsize=7)
+            ax.text(i * 1.6 + 0.65, 0.28, iface, ha="center", va="center", fontsize=7)
+            if missing:
+                ax.text(i * 1.6 + 0.65, 0.95, "missing", ha="center", color="#d9534f", fontsize=7)
+            if i:
+                ax.annotate(
+                    "",
+                    xy=(i * 1.6, 0.4),
+                    xytext=(i * 1.6 - 0.3, 0.4),
+                    arrowprops={"arrowstyle": "->", "color": "#d9534f" if missing else "#555"},
+                )
+        ax.set_xlim(-0.1, len(points) * 1.6)
+        ax.set_ylim(0, 1.1)
+        ax.axis("off")
+        if title:
+            ax.set_title(title, fontsize=8, loc="left")
+        return _png(fig)

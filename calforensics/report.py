@@ -1,0 +1,128 @@
+"""Write an analysis to disk: report.html, report.md, findings.json and the tables.
+
+`calforensics analyze` is `open_bundle` + `analyze` + `write_report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from . import __version__
+from .analyses import Analysis
+from .render import plots
+from .render.markdown import render_markdown
+
+TABLE_FORMATS = ("csv", "parquet", "none")
+
+
+@dataclass
+class ReportFiles:
+    directory: Path
+    html: Path
+    markdown: Path
+    findings: Path
+    tables: list[Path]
+
+
+def _b64(png: bytes | None) -> str:
+    return base64.b64encode(png).decode() if png else ""
+
+
+def _images(a: Analysis) -> dict:
+    b = a.bundle
+    flows = b.flows
+    hops = b.hops
+    t0 = int(hops["ts_corrected_ns"].min()) if len(hops) else 0
+    paths = {}
+    for d in a.drops.itertuples(index=False):
+        f = flows[flows["flow_id"] == d.flow_id].iloc[0]
+        paths[int(d.flow_id)] = _b64(
+            plots.path_diagram(f.path_fwd, d.last_seen, d.missing_at, f"flow {d.flow_id}: where the packets stopped")
+        )
+    service_paths = {}
+    for f in flows[(flows["service"] != "") & (flows["verdict"] != "unobserved")].head(3).itertuples(index=False):
+        service_paths[int(f.flow_id)] = _b64(
+            plots.path_diagram(
+                f.path_fwd,
+                title=f"flow {f.flow_id}: {f.client_ip}:{f.client_port} → {f.service} ({f.server_ip}:"
+                f"{f.server_port}) → {f.backend_ip}:{f.backend_port}",
+            )
+        )
+    return {
+        "latency": _b64(plots.latency_cdf(a.latency_samples)),
+        "overhead": _b64(plots.overhead_by_tunnel(a.tunnels)),
+        "drops": _b64(plots.drops_over_time(a.drops, hops, t0)),
+        "paths": paths,
+        "service_paths": service_paths,
+    }
+
+
+def _slowest(a: Analysis, n: int = 10) -> list[dict]:
+    lf = a.latency_flows.dropna(subset=["handshake_rtt_us"]).sort_values("handshake_rtt_us", ascending=False).head(n)
+    flows = a.bundle.flows.set_index("flow_id")
+    out = []
+    for r in lf.itertuples(index=False):
+        f = flows.loc[r.flow_id]
+        out.append(
+            {
+                "flow_id": int(r.flow_id),
+                "client": f"{f.client_ip}:{f.client_port}",
+                "server": f"{f.server_ip}:{f.server_port}",
+                "rtt": r.handshake_rtt_us,
+                "max_hop": "" if pd.isna(r.max_hop_us) else r.max_hop_us,
+                "transit": "" if pd.isna(r.node_transit_us) else r.node_transit_us,
+            }
+        )
+    return out
+
+
+def render_html(a: Analysis, files: dict[str, str]) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("calforensics", "render/templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    doc = a.findings
+    verdicts = {
+        v: sum(1 for f in doc["flows"] if f["verdict"] == v) for v in ("delivered", "dropped", "partial", "unobserved")
+    }
+    return env.get_template("report.html.j2").render(
+        doc=doc, verdicts=verdicts, images=_images(a), slowest=_slowest(a), files=files, version=__version__
+    )
+
+
+def findings_json(a: Analysis) -> str:
+    return json.dumps(a.findings, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> ReportFiles:
+    if tables not in TABLE_FORMATS:
+        raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if tables != "none":
+        (out / "tables").mkdir(exist_ok=True)
+        for name, df in a.tables().items():
+            path = out / "tables" / f"{name}.{tables}"
+            if tables == "csv":
+                df.to_csv(path, index=False, lineterminator="\n")
+            else:
+                try:
+                    df.to_parquet(path, index=False)
+                except ImportError as exc:
+                    raise RuntimeError("Parquet export needs pyarrow: pip install 'calforensics[parquet]'") from exc
+            written.append(path)
+    files = {"report.html": "report.html", "report.md": "report.md", "findings.json": "findings.json"}
+    if written:
+        files["tables"] = f"tables/*.{tables}"
+    (out / "findings.json").write_text(findings_json(a))
+    (out / "report.md").write_text(render_markdown(a, files))
+    (out / "report.html").write_text(render_html(a, files))
+    return ReportFiles(out, out / "report.html", out / "report.md", out / "findings.json", written)

@@ -1,0 +1,221 @@
+"""The incident report: findings against the lab's ground truth, the published schema, safety, the CLI."""
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from html.parser import HTMLParser
+
+import jsonschema
+import pytest
+from conftest import ROOT, SAMPLES
+
+import calforensics
+
+SCHEMA = json.loads((ROOT / "docs" / "findings.schema.json").read_text())
+
+
+@pytest.fixture(scope="module", params=["lab-vxlan", "lab-ipip"])
+def analysed(request, tmp_path_factory):
+    name = request.param
+    truth = json.loads((SAMPLES / f"{name}.ground_truth.json").read_text())
+    out = tmp_path_factory.mktemp(name)
+    with calforensics.open_bundle(SAMPLES / f"{name}.tgz") as b:
+        a = calforensics.analyze(b)
+        files = calforensics.write_report(a, out)
+        yield truth, a, files
+
+
+def gt(truth, name):
+    return next(f for f in truth["flows"] if f["name"] == name)
+
+
+def test_findings_validate_against_the_published_schema(analysed):
+    _, a, files = analysed
+    doc = json.loads(files.findings.read_text())
+    jsonschema.validate(doc, SCHEMA)
+    assert doc == json.loads(json.dumps(a.findings))
+
+
+def test_policy_denied_flow_found_with_its_cause(analysed):
+    truth, a, _ = analysed
+    want = gt(truth, "denied")
+    drop = next(d for d in a.findings["drops"] if d["src_port"] == want["client_port"])
+    d = want["drop"]
+    assert drop["last_seen"] == d["last_seen"] and drop["missing_at"] == d["missing_at"]
+    c = drop["cause"]
+    assert (c["node"], c["table"], c["chain"], c["rule_comment"], c["policy"]) == (
+        d["node"],
+        d["table"],
+        d["chain"],
+        d["rule_comment"],
+        d["policy"],
+    )
+    assert c["counter_packets"] >= d["min_packets"] and c["counter_packets"] == drop["packets"]
+    assert drop["confidence"] == "high"
+    kinds = {e["kind"] for e in drop["evidence"]}
+    assert {"observed", "counter", "syn_retries", "conntrack"} <= kinds
+    headline = a.findings["findings"][0]
+    assert headline["severity"] == "critical" and headline["flow_id"] == drop["flow_id"]
+
+
+def test_encapsulation_overhead_is_exact(analysed):
+    truth, a, _ = analysed
+    enc = truth["encapsulation"]
+    tunnels = a.findings["overhead"]["tunnels"]
+    assert {t["type"] for t in tunnels} == {enc["type"]}
+    assert {(t["src_node"], t["dst_node"]) for t in tunnels} == {("node-a", "node-b"), ("node-b", "node-a")}
+    for t in tunnels:
+        assert t["overhead_bytes_per_packet"] == enc["overhead_bytes"]
+        assert t["overhead_bytes"] == enc["overhead_bytes"] * t["packets"]  # every packet, not just typical ones
+        assert 0 < t["share_of_wire_bytes"] < 1
+
+
+def test_mtu_scenario_reported_with_its_mtu_and_sender(analysed):
+    truth, a, _ = analysed
+    want = gt(truth, "mtu")["mtu"]
+    issues = {m["kind"]: m for m in a.findings["overhead"]["mtu_issues"]}
+    frag = issues["icmp_frag_needed"]
+    assert (frag["mtu"], frag["node"]) == (want["mtu"], want["sender_node"])
+    assert any(ip in frag["detail"] for ip in want["sender_ips"])
+    big = issues["exceeds_tunnel_mtu"]
+    assert big["mtu"] == want["mtu"] and f"{want['packet_bytes']} bytes" in big["detail"]
+    drop = next(d for d in a.findings["drops"] if d["src_port"] == gt(truth, "mtu")["client_port"])
+    assert drop["cause"]["kind"] == "mtu_exceeded" and any(e["kind"] == "icmp" for e in drop["evidence"])
+
+
+def test_service_flow_has_its_service_and_backend(analysed):
+    truth, a, _ = analysed
+    want = gt(truth, "cluster_ip")
+    flow = next(f for f in a.findings["flows"] if f["client_port"] == want["client_port"])
+    assert (flow["server_ip"], flow["server_port"], flow["service"], flow["backend_ip"], flow["backend_port"]) == (
+        want["server_ip"],
+        want["server_port"],
+        want["service"],
+        want["backend_ip"],
+        want["backend_port"],
+    )
+    assert flow["verdict"] == "delivered"
+
+
+def test_latency_rows_for_every_hop_pair_of_cross_node_flows(analysed):
+    truth, a, _ = analysed
+    rows = {
+        (h["from"]["node"], h["from"]["interface"], h["to"]["node"], h["to"]["interface"])
+        for h in a.findings["latency"]["hops"]
+    }
+    for flow in truth["flows"]:
+        if flow["verdict"] != "delivered":
+            continue
+        path = [(p["node"], p["interface"]) for p in flow["path"]]
+        for (n1, i1), (n2, i2) in itertools.pairwise(path):
+            assert (n1, i1, n2, i2) in rows, (flow["name"], n1, i1, n2, i2)
+            assert (n2, i2, n1, i1) in rows  # and the replies' way back
+    for h in a.findings["latency"]["hops"]:
+        assert 0 <= h["p50_us"] <= h["p90_us"] <= h["p99_us"] <= h["max_us"]
+    rtts = {r["flow_id"]: r["handshake_rtt_us"] for r in a.findings["latency"]["flows"]}
+    svc = next(f for f in a.findings["flows"] if f["client_port"] == gt(truth, "cluster_ip")["client_port"])
+    assert 0 < rtts[svc["id"]] < 100_000
+
+
+def test_report_files_are_written_and_self_contained(analysed):
+    _, _a, files = analysed
+    html = files.html.read_text()
+    assert "Content-Security-Policy" in html and "data:image/png;base64," in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
+    assert "<script" not in html
+    md = files.markdown.read_text()
+    assert md.startswith("# calforensics report") and "## Drops" in md
+    names = {p.name for p in files.tables}
+    assert {"flows.csv", "hops.csv", "drops.csv", "tunnels.csv", "latency_hops.csv"} <= names
+
+
+def test_findings_are_deterministic(tmp_path):
+    out = []
+    for _ in range(2):
+        with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+            out.append(
+                calforensics.write_report(calforensics.analyze(b), tmp_path / str(len(out))).findings.read_bytes()
+            )
+    assert out[0] == out[1]
+
+
+# ---- hostile input ---------------------------------------------------------------------------
+SCRIPT = '<script>alert("x")</script>'
+IMG = "<img src=x onerror=alert(1)>"
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def hostile_bundle(tmp_path):
+    """The VXLAN sample with markup in an interface name, a rule comment and a policy name."""
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    ipt = root / "nodes" / "node-b" / "iptables-nft-save.txt"
+    text = ipt.read_text()
+    text = text.replace(
+        "End of tier default. Drop if no policies passed packet",
+        f"End of tier default. Drop if no policies passed packet {SCRIPT.replace(chr(34), '')}",
+    )
+    text = text.replace("Policy secure/default.db-allow-app ingress", "Policy secure/<svg/onload=alert(1)> ingress")
+    ipt.write_text(text)
+    pcaps = root / "nodes" / "node-a" / "pcaps"
+    (pcaps / "eth0.pcap").rename(pcaps / f"eth0{IMG}.pcap")
+    return root
+
+
+def test_markup_from_the_bundle_is_inert(tmp_path):
+    root = hostile_bundle(tmp_path / "in")
+    with calforensics.open_bundle(root) as b:
+        a = calforensics.analyze(b)
+        files = calforensics.write_report(a, tmp_path / "out")
+    doc = json.loads(files.findings.read_text())
+    drop = next(d for d in doc["drops"] if d["cause"] and d["cause"]["chain"])
+    assert "<script>" in drop["cause"]["rule_comment"] and "<svg/onload" in drop["cause"]["policy"]  # data kept
+    html = files.html.read_text()
+    parser = _Tags()
+    parser.feed(html)
+    assert not any(tag in ("script", "svg", "iframe", "object") for tag, _ in parser.tags)
+    assert not any(k.startswith("on") for _, attrs in parser.tags for k in attrs)
+    assert not any(tag == "img" and not attrs.get("src", "").startswith("data:image/png") for tag, attrs in parser.tags)
+    assert "&lt;script&gt;" in html and "&lt;svg/onload=alert(1)&gt;" in html and "eth0&lt;img" in html
+    md = files.markdown.read_text()
+    assert "<script" not in md and "<svg" not in md and "&lt;script>" in md and "&lt;svg/onload" in md
+
+
+# ---- the command -----------------------------------------------------------------------------
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "calforensics.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_cli_analyze_default_directory_exit_codes_and_parquet(tmp_path):
+    r = run_cli("analyze", SAMPLES / "lab-vxlan.tgz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "reports" / "lab-vxlan" / "report.html").exists()
+    assert "CRITICAL" in r.stdout and "report:" in r.stdout
+    r = run_cli("analyze", SAMPLES / "lab-vxlan.tgz", "-o", tmp_path / "p", "--tables", "parquet", "--fail-on", "drops")
+    assert r.returncode == 1, r.stderr
+    import pandas as pd
+
+    flows = pd.read_parquet(tmp_path / "p" / "tables" / "flows.parquet")
+    assert (flows["verdict"].astype(str) == "dropped").sum() == 2
+    r = run_cli("analyze", tmp_path / "missing.tgz")
+    assert r.returncode == 2 and r.stderr.startswith("calforensics: error:")
+    r = run_cli("analyze", SAMPLES / "lab-vxlan.tgz", "--tables", "xls")
+    assert r.returncode == 2 and "--tables" in r.stderr
