@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SAMPLE ?= sample_data/lab-vxlan.tgz
 
-.PHONY: demo test lint bench bench-join samples docs clean
+.PHONY: demo report test lint bench bench-join samples docs clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,7 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/calforensics inspect $(SAMPLE)
+	$(VENV)/bin/calforensics analyze $(SAMPLE)
+
+# the example report committed under reports/ (same command, same bytes)
+report: $(VENV)/.installed
+	$(VENV)/bin/calforensics analyze $(SAMPLE) -o reports/lab-vxlan
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check calforensics tests bench sample_data
