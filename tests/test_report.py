@@ -219,3 +219,13 @@ def test_cli_analyze_default_directory_exit_codes_and_parquet(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("calforensics: error:")
     r = run_cli("analyze", SAMPLES / "lab-vxlan.tgz", "--tables", "xls")
     assert r.returncode == 2 and "--tables" in r.stderr
+
+
+def test_committed_example_report_is_current(tmp_path):
+    """reports/lab-vxlan is what `make report` writes today (regenerate it when this fails)."""
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+        files = calforensics.write_report(calforensics.analyze(b), tmp_path, tables="none")
+    committed = ROOT / "reports" / "lab-vxlan"
+    assert files.findings.read_text() == (committed / "findings.json").read_text()
+    fresh_md = files.markdown.read_text().split("## Files")[0]
+    assert fresh_md == (committed / "report.md").read_text().split("## Files")[0]
