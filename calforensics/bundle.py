@@ -10,19 +10,19 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 
 from .anomalies import AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
 from .flows import build_flows
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
+from .parallel import Runner
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.packets import VXLAN_PORTS, decode_frames
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
 from .rulemeaning import add_rule_meaning
-from .schema import categorical, conform
+from .schema import SCHEMAS, categorical, columns_frame, conform
 
 TEXT_SNIFF_BYTES = 64 * 1024
 DEFAULT_LIMITS = Limits()
@@ -100,11 +100,14 @@ class Bundle:
         limits: Limits = DEFAULT_LIMITS,
         vxlan_ports: tuple[int, ...] = VXLAN_PORTS,
         progress: ProgressFn | None = None,
+        workers: int | None = None,
+        scheduler: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = _bundle_name(self.path)
         self.vxlan_ports = vxlan_ports
         self._progress = progress
+        self.runner = Runner(workers=workers, scheduler=scheduler)
         self._bundle_log = AnomalyLog("bundle", str(self.path))
         self._mat: Materialized = materialize(self.path, self._bundle_log, limits)
         self._logs: dict[tuple[str, str], AnomalyLog] = {}
@@ -116,6 +119,7 @@ class Bundle:
     def close(self) -> None:
         self._frames.clear()
         self._mat.cleanup()
+        self.runner.cleanup()
 
     def __enter__(self) -> Bundle:
         return self
@@ -318,46 +322,49 @@ class Bundle:
     def packets(self) -> pd.DataFrame:
         """One row per frame of every capture, decoded down to the innermost L3/L4."""
         caps = self.captures
-        parts = []
-        pcaps = [a for a in self.artifacts_list if a.kind == "pcap"]
+        pcaps = [a for a in self.artifacts_list if a.kind == "pcap" and len(self._frame_index(a))]
+        if not pcaps:
+            return conform(_empty_packets(), "packets")
         ifname_by_node = self._ifindex_names()
-        for i, art in enumerate(pcaps):
-            self._tick("decoding packets", i, len(pcaps))
+        layout = {c: t for c, t, _ in SCHEMAS["packets"][1] if c not in ("capture_id", "node", "interface")}
+        counts = [len(self._frame_index(a)) for a in pcaps]
+        cols = self.runner.decode(
+            [self._mat.root / a.path for a in pcaps],
+            counts,
+            self.vxlan_ports,
+            layout,
+            lambda i: self._tick("decoding packets", i, len(pcaps)),
+        )
+        capture_id, node, iface = [], [], []
+        start = 0
+        for art, n in zip(pcaps, counts, strict=True):
             fi = self._frame_index(art)
-            if not len(fi):
-                continue
-            df = decode_frames(fi, self.vxlan_ports)
+            n_if = max(1, len(fi.interfaces))
             mine = caps[caps["artifact"] == art.path].set_index("iface_index")
-            ids = mine["capture_id"].reindex(range(max(1, len(fi.interfaces)))).fillna(-1).to_numpy(np.int64)
-            df.insert(0, "capture_id", ids[fi.iface].astype(np.int32))
-            names = mine["interface"].reindex(range(max(1, len(fi.interfaces)))).to_numpy(object)
-            iface = pd.Series(names[fi.iface], dtype=object)
-            sll2 = df["link_ifindex"].to_numpy() >= 0
-            if sll2.any():
+            capture_id.append(mine["capture_id"].reindex(range(n_if)).fillna(-1).to_numpy(np.int64)[fi.iface])
+            names = np.asarray(mine["interface"].reindex(range(n_if)).to_numpy(object))[fi.iface]
+            ifindex = np.asarray(cols["link_ifindex"][start : start + n])
+            sll2 = ifindex >= 0
+            if sll2.any():  # `-i any` (SLL2): each packet's own interface, named through `ip link`
                 lookup = ifname_by_node.get(art.node, {})
-                mapped = [lookup.get(int(x), f"if{int(x)}") for x in df["link_ifindex"].to_numpy()[sll2]]
-                iface[sll2] = mapped
-            df.insert(1, "node", art.node)
-            df.insert(2, "interface", iface.to_numpy())
-            bad = df["status"] != "ok"
+                names = names.copy()
+                names[sll2] = [lookup.get(int(x), f"if{int(x)}") for x in ifindex[sll2]]
+            iface.append(names)
+            node.append(np.full(n, art.node, dtype=object))
+            codes = cols["status"].codes[start : start + n]
+            bad = codes != 0
             if bad.any():
                 log = self._log("packets", art)
-                sub = df.loc[bad, ["frame", "status"]]
-                log.extend_frames(sub["frame"].tolist(), sub["status"].astype(str).tolist())
+                frames = np.asarray(cols["frame"][start : start + n])[bad]
+                log.extend_frames(frames.tolist(), np.asarray(cols["status"].categories)[codes[bad]].tolist())
                 art.anomalies = len(self._log("pcap", art)) + len(log)
-            parts.append(df)
-        if not parts:
-            return conform(_empty_packets(), "packets")
-        for col in ("node", "interface"):
-            for part in parts:
-                part[col] = categorical(part[col])
-        # categoricals with different categories would silently become object columns in concat
-        cat_cols = [c for c in parts[0].columns if isinstance(parts[0][c].dtype, pd.CategoricalDtype)]
-        unified = {c: union_categoricals([p[c] for p in parts]) for c in cat_cols}
-        out = pd.concat([p.drop(columns=cat_cols) for p in parts], ignore_index=True)
-        for c in cat_cols:
-            out[c] = unified[c]
-        return conform(out, "packets")
+            start += n
+        front = {
+            "capture_id": np.concatenate(capture_id).astype(np.int32),
+            "node": categorical(np.concatenate(node)),
+            "interface": categorical(np.concatenate(iface)),
+        }
+        return conform(columns_frame({**front, **cols}), "packets")
 
     def _ifindex_names(self) -> dict[str, dict[int, str]]:
         out: dict[str, dict[int, str]] = {}

@@ -533,8 +533,27 @@ def columns(table: str) -> list[str]:
     return [c for c, _, _ in SCHEMAS[table][1]]
 
 
+def _conforms(df: pd.DataFrame, table: str) -> bool:
+    cols = SCHEMAS[table][1]
+    if list(df.columns) != [c for c, _, _ in cols]:
+        return False
+    for col, dtype, _ in cols:
+        actual = df[col].dtype
+        if dtype == "category":
+            if not isinstance(actual, pd.CategoricalDtype) or actual.categories.dtype != object:
+                return False
+        elif dtype == "string":
+            if actual is not np.dtype(object):
+                return False
+        elif str(actual) != dtype:
+            return False
+    return True
+
+
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Give ``df`` exactly the documented columns, in order, with the documented dtypes."""
+    if _conforms(df, table):  # already right: no copy (a packets table can be gigabytes)
+        return df.reset_index(drop=True) if not isinstance(df.index, pd.RangeIndex) else df
     out = {}
     for col, dtype, _ in SCHEMAS[table][1]:
         s = df[col] if col in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
@@ -550,6 +569,18 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
             s = int_column(s).astype(dtype)
         out[col] = s.reset_index(drop=True)
     return pd.DataFrame(out)
+
+
+def columns_frame(columns: dict) -> pd.DataFrame:
+    """A DataFrame over the given arrays without copying them into consolidated blocks.
+
+    `pd.DataFrame(dict)` stacks same-dtype columns into 2-D blocks: for a packets table that is a
+    full copy of every column (~0.4 s per million packets); concatenating Series keeps one block
+    per column and copies nothing.
+    """
+    if not columns:
+        return pd.DataFrame()
+    return pd.concat([pd.Series(v, name=k) for k, v in columns.items()], axis=1)
 
 
 def categorical(values) -> pd.Categorical:

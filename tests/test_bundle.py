@@ -172,3 +172,26 @@ def test_cli_inspect_json_and_table():
     r = run_cli("inspect", SAMPLE)
     assert r.returncode == 0 and "vxlan.calico" in r.stdout and "Artifacts" in r.stdout
     assert "0 anomalies in all" in r.stdout
+
+
+def test_parallel_decode_equals_inline(tmp_path):
+    """Worker processes write into shared column files; the table must equal the inline one."""
+    from pktutil import udp4, vxlan_frame
+
+    d = tmp_path / "b" / "nodes"
+    for node in ("n1", "n2", "n3"):
+        (d / node / "pcaps").mkdir(parents=True)
+        frames = [eth(tcp4(src=f"10.0.{i}.1", ip_id=i)) for i in range(50)] + [
+            vxlan_frame(udp4(src=f"192.168.{i}.1")) for i in range(30)
+        ]
+        write_pcap(d / node / "pcaps" / f"eth{node}.pcap", frames)
+    with calforensics.open_bundle(tmp_path / "b") as inline:
+        expected = inline.packets
+    with calforensics.open_bundle(tmp_path / "b", workers=2) as parallel:
+        parallel.runner.min_bytes = 0
+        got = parallel.packets
+        import pandas as pd
+
+        pd.testing.assert_frame_equal(got, expected)
+        assert parallel.runner._spilled is not None
+    assert parallel.runner._spilled is None  # closing removed the spilled column files

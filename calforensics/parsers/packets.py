@@ -709,7 +709,7 @@ class PacketDecoder:
             "outer_ip_id": c.outer_ip_id,
             "outer_ttl": c.outer_ttl,
             "outer_ip_len": c.outer_ip_len,
-            "encap": pd.Categorical.from_codes(c.encap, categories=ENCAP_KINDS),
+            "encap": pd.Categorical.from_codes(c.encap, categories=pd.Index(ENCAP_KINDS, dtype=object)),
             "encap_depth": c.encap_depth,
             "vni": c.vni,
             "ip_version": c.src.version,
@@ -742,7 +742,7 @@ class PacketDecoder:
             "q_dport": c.q_dport,
             "payload_hash": self.payload_hash,
             "fingerprint": self.fingerprint,
-            "status": pd.Categorical.from_codes(c.status, categories=STATUS_KINDS),
+            "status": pd.Categorical.from_codes(c.status, categories=pd.Index(STATUS_KINDS, dtype=object)),
         }
 
 
@@ -778,8 +778,15 @@ def _mss_option(d: np.ndarray, start: int, end: int) -> int:
     return -1
 
 
+def decode_columns(frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS) -> dict[str, object]:
+    """Decode a frame index into packets-table columns (numpy arrays and categoricals, no DataFrame:
+    building one per capture and concatenating would copy every column twice)."""
+    with np.errstate(over="ignore"):
+        return PacketDecoder(frames, vxlan_ports=vxlan_ports).decode()
+
+
 def decode_frames(frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS) -> pd.DataFrame:
     """Decode a frame index into the packets table columns (without capture metadata)."""
-    with np.errstate(over="ignore"):
-        cols = PacketDecoder(frames, vxlan_ports=vxlan_ports).decode()
-    return pd.DataFrame(cols)
+    from ..schema import columns_frame
+
+    return columns_frame(decode_columns(frames, vxlan_ports))

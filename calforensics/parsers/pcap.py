@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..anomalies import AnomalyLog
+from ._walk import STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, walk_pcap
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microseconds, little-endian
@@ -106,9 +107,14 @@ def map_file(path: str | Path) -> np.ndarray:
     return np.frombuffer(mm, dtype=np.uint8)
 
 
-def read_frames(path: str | Path, log: AnomalyLog) -> FrameIndex:
-    """Index every frame of a pcap or pcapng file; damage becomes anomalies in ``log``."""
-    data = map_file(path)
+def read_frames(source: str | Path | bytes | np.ndarray, log: AnomalyLog) -> FrameIndex:
+    """Index every frame of a pcap or pcapng file (a path, or its bytes); damage becomes anomalies in ``log``."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(source, dtype=np.uint8)
+    elif isinstance(source, np.ndarray):
+        data = source
+    else:
+        data = map_file(source)
     head = bytes(data[:12])
     kind = sniff_capture(head)
     if kind == "pcap":
@@ -138,38 +144,24 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
     if minor != 4:
         log.add("header", "unusual_version", f"pcap version {major}.{minor} (expected 2.4); reading anyway")
 
-    # The walk itself is inherently sequential (each record's length says where the next begins),
-    # so the Python loop only follows lengths; headers are then read in bulk with numpy.
-    incl_at = struct.Struct(endian + "I").unpack_from
+    # the walk follows lengths only (compiled when numba is there); headers are then read in bulk
     size = len(buf)
-    off = 24
-    offsets: list[int] = []
-    append = offsets.append
-    while off + 16 <= size:
-        (incl,) = incl_at(buf, off + 8)
-        if incl > MAX_RECORD:
+    hdr_off, reason, off = walk_pcap(data, endian == "<", MAX_RECORD)
+    n = len(hdr_off)
+    if reason in (STOP_TOO_LONG, STOP_TRUNCATED):
+        (incl,) = struct.unpack_from(endian + "I", buf, off + 8)
+        if reason == STOP_TOO_LONG:
+            log.add(f"frame {n + 1}", "bad_record_length", f"captured length {incl} at byte {off} is not plausible")
+        else:
             log.add(
-                f"frame {len(offsets) + 1}",
-                "bad_record_length",
-                f"captured length {incl} at byte {off} is not plausible",
-            )
-            break
-        if off + 16 + incl > size:
-            log.add(
-                f"frame {len(offsets) + 1}",
+                f"frame {n + 1}",
                 "truncated_record",
                 f"record needs {incl} bytes, file has {size - off - 16} left (capture cut short)",
             )
-            break
-        append(off)
-        off += 16 + incl
-    else:
-        if off != size:
-            log.add(
-                f"frame {len(offsets) + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record"
-            )
+    elif reason == STOP_TRAILING:
+        log.add(f"frame {n + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record")
+    offsets = hdr_off
     records = len(offsets) + (off < size)
-    hdr_off = np.asarray(offsets, dtype=np.int64)
     dt = np.dtype(endian + "u4")
     headers = (
         np.lib.stride_tricks.sliding_window_view(data, 16)[hdr_off] if len(hdr_off) else np.zeros((0, 16), np.uint8)

@@ -1,0 +1,73 @@
+"""The classic-pcap record walk, compiled with numba when it is installed.
+
+Walking records is inherently sequential (each length says where the next record starts), so numpy
+cannot vectorise it; in Python it costs ~0.4 µs a record, compiled ~5 ns. Without numba the same
+function runs as plain Python, so results never depend on whether it is installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # pragma: no cover - exercised by whichever environment runs the tests
+    from numba import njit
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    HAVE_NUMBA = False
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        def wrap(f):
+            return f
+
+        return wrap(args[0]) if args and callable(args[0]) else wrap
+
+
+STOP_END, STOP_TRAILING, STOP_TOO_LONG, STOP_TRUNCATED = 0, 1, 2, 3
+
+
+@njit(cache=True, nogil=True)
+def _walk(data, start, little, max_record, out):
+    """Fill ``out`` with record-header offsets; return (count, stop reason, offset where it stopped).
+
+    With ``out`` of length 0 it only counts, so callers can size the array exactly (two passes).
+    """
+    size = data.shape[0]
+    off = start
+    n = 0
+    while off + 16 <= size:
+        if little:
+            incl = (
+                np.int64(data[off + 8])
+                | (np.int64(data[off + 9]) << 8)
+                | (np.int64(data[off + 10]) << 16)
+                | (np.int64(data[off + 11]) << 24)
+            )
+        else:
+            incl = (
+                (np.int64(data[off + 8]) << 24)
+                | (np.int64(data[off + 9]) << 16)
+                | (np.int64(data[off + 10]) << 8)
+                | np.int64(data[off + 11])
+            )
+        if incl > max_record:
+            return n, STOP_TOO_LONG, off
+        if off + 16 + incl > size:
+            return n, STOP_TRUNCATED, off
+        if out.shape[0]:
+            out[n] = off
+        n += 1
+        off += 16 + incl
+    if off != size:
+        return n, STOP_TRAILING, off
+    return n, STOP_END, off
+
+
+def walk_pcap(data: np.ndarray, little: bool, max_record: int, start: int = 24) -> tuple[np.ndarray, int, int]:
+    """Offsets of every record header, the stop reason and where the walk stopped."""
+    empty = np.zeros(0, dtype=np.int64)
+    count, reason, stop = _walk(data, start, little, max_record, empty)
+    offsets = np.zeros(count, dtype=np.int64)
+    if count:
+        _walk(data, start, little, max_record, offsets)
+    return offsets, int(reason), int(stop)
