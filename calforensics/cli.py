@@ -46,14 +46,14 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def _open(path: Path, progress: Progress, workers: int = 1) -> Bundle:
+def _open(path: Path, progress: Progress, workers: int = 1, scheduler: str | None = None) -> Bundle:
     task = progress.add_task("opening bundle", total=None)
 
     def tick(what: str, done: int, total: int) -> None:
         progress.update(task, description=what, completed=done, total=total)
 
     try:
-        return open_bundle(path, progress=tick, workers=workers)
+        return open_bundle(path, progress=tick, workers=workers, scheduler=scheduler)
     except BundleError as exc:
         progress.stop()
         _fail(str(exc))
@@ -153,6 +153,12 @@ def analyze_cmd(
     tables: Annotated[str, typer.Option(help="export tables as csv, parquet, or none")] = "csv",
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when this is found: drops")] = None,
     workers: Annotated[int, typer.Option(help="decode captures in this many processes")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="decode captures on this Dask cluster (tcp://HOST:PORT); its workers are sent the captures' bytes"
+        ),
+    ] = None,
 ) -> None:
     """Analyse a bundle: drops with their causes, overhead and MTU, latency; write the report."""
     from .analyses import analyze
@@ -163,7 +169,7 @@ def analyze_cmd(
     if fail_on not in (None, "drops"):
         _fail("--fail-on takes: drops")
     with _progress(err.is_terminal) as progress:
-        bundle = _open(bundle_path, progress, workers=workers)
+        bundle = _open(bundle_path, progress, workers=workers, scheduler=scheduler)
         try:
             analysis = analyze(bundle)
             progress.update(progress.task_ids[0], description="writing the report")

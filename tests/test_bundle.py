@@ -195,3 +195,43 @@ def test_parallel_decode_equals_inline(tmp_path):
         pd.testing.assert_frame_equal(got, expected)
         assert parallel.runner._spilled is not None
     assert parallel.runner._spilled is None  # closing removed the spilled column files
+
+
+def test_dask_cluster_decodes_the_same_packets(tmp_path):
+    """A real Dask scheduler and two worker processes on localhost; results equal the local run."""
+    distributed = pytest.importorskip("distributed")
+    import pandas as pd
+
+    d = tmp_path / "b" / "nodes"
+    for node in ("n1", "n2"):
+        (d / node / "pcaps").mkdir(parents=True)
+        write_pcap(d / node / "pcaps" / "eth0.pcap", [eth(tcp4(src=f"10.0.{i}.1", ip_id=i)) for i in range(40)])
+    with calforensics.open_bundle(tmp_path / "b") as local:
+        expected = local.packets
+        expected_flows = local.flows
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        with calforensics.open_bundle(tmp_path / "b", scheduler=cluster.scheduler_address) as remote:
+            pd.testing.assert_frame_equal(remote.packets, expected)
+            pd.testing.assert_frame_equal(remote.flows, expected_flows)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "calforensics.cli",
+                "analyze",
+                str(tmp_path / "b"),
+                "-o",
+                str(tmp_path / "out"),
+                "--scheduler",
+                cluster.scheduler_address,
+                "--tables",
+                "none",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "findings.json").read_text())["bundle"]["captures"]

@@ -54,8 +54,9 @@ def tunnels(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     e = _encapsulated(b)
     if e.empty:
         return pd.DataFrame(columns=TUNNEL_COLUMNS)
-    e["src_node"] = e["outer_src"].map(owners).fillna(e["outer_src"])
-    e["dst_node"] = e["outer_dst"].map(owners).fillna(e["outer_dst"])
+    # a tunnel end the bundle does not know as a node is named by its address
+    e["src_node"] = [owners.get(a, a) for a in e["outer_src"]]
+    e["dst_node"] = [owners.get(a, a) for a in e["outer_dst"]]
     g = (
         e.groupby(["type", "vni", "src_node", "dst_node"])
         .agg(
@@ -132,7 +133,7 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     tmtu = _tunnel_mtus(b)
     big = first.merge(pk[["dont_fragment"]], left_on="packet", right_index=True)
     big = big[(big["role"] == "workload") & big["dont_fragment"] & (big["proto"] != 6)]
-    big = big[big["node"].astype(str).map(tmtu).fillna(np.inf).to_numpy() < big["ip_len"].to_numpy()]
+    big = big[_mtu_of(big["node"], tmtu) < big["ip_len"].to_numpy()]
     for fid, g in big.groupby("flow_id"):
         r = g.iloc[0]
         mtu = tmtu[str(r.node)]
@@ -152,8 +153,7 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     syn = first[(first["proto"] == 6) & ((first["tcp_flags"] & 0x12) == 0x02)].merge(
         pk[["tcp_mss"]], left_on="packet", right_index=True
     )
-    syn = syn[syn["node"].astype(str).map(tmtu).notna()]
-    syn = syn[syn["tcp_mss"] > syn["node"].astype(str).map(tmtu) - 40]
+    syn = syn[syn["tcp_mss"].to_numpy() > _mtu_of(syn["node"], tmtu) - 40]
     for r in syn.itertuples(index=False):
         mtu = int(tmtu[str(r.node)])
         rows.append(
@@ -182,6 +182,11 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=MTU_COLUMNS)
+
+
+def _mtu_of(nodes: pd.Series, tmtu: dict[str, int]) -> np.ndarray:
+    """The tunnel MTU of each row's node; infinity where the node has no tunnel device."""
+    return np.asarray([tmtu.get(str(n), np.inf) for n in nodes], dtype=float)
 
 
 def _tunnel_mtus(b: Bundle) -> dict[str, int]:
