@@ -8,10 +8,13 @@ DataFrame, and checks both agree on a sample. Run: `python bench/bench_ingest.py
 from __future__ import annotations
 
 import argparse
+import io
 import ipaddress
 import random
 import resource
+import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,6 +160,29 @@ def dpkt_loop(path: Path) -> pd.DataFrame:
     return df
 
 
+def tshark_fields(path: Path) -> pd.DataFrame | None:
+    """tshark's own field extraction into a DataFrame (the other tool engineers reach for)."""
+    if not shutil.which("tshark"):
+        return None
+    fields = [
+        "frame.time_epoch",
+        "ip.src",
+        "ip.dst",
+        "ip.proto",
+        "ip.id",
+        "tcp.srcport",
+        "tcp.dstport",
+        "udp.srcport",
+        "udp.dstport",
+        "vxlan.vni",
+    ]
+    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=\t", "-E", "occurrence=l"]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, timeout=3600).stdout
+    return pd.read_csv(io.BytesIO(out), sep="\t", names=fields, header=None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--packets", type=int, default=1_000_000)
@@ -172,6 +198,9 @@ def main() -> None:
         reference = dpkt_loop(small)
         dpkt_s = time.perf_counter() - t
         dpkt_pps = len(reference) / dpkt_s
+        t = time.perf_counter()
+        tshark = tshark_fields(small)
+        tshark_s = time.perf_counter() - t
 
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t = time.perf_counter()
@@ -192,6 +221,11 @@ def main() -> None:
             same_len = (sample["payload_len"].to_numpy() == reference["payload_len"].to_numpy()).all()
     print(f"capture: {args.packets:,} packets, {size / 1e6:.1f} MB")
     print(f"dpkt loop:          {dpkt_pps:12,.0f} packets/s  ({len(reference):,} packets in {dpkt_s:.2f} s)")
+    if tshark is not None:
+        print(
+            f"tshark -T fields:   {len(tshark) / tshark_s:12,.0f} packets/s  ({len(tshark):,} packets in "
+            f"{tshark_s:.2f} s, to a DataFrame)"
+        )
     print(f"calforensics:       {ours_pps:12,.0f} packets/s  ({len(packets):,} packets in {ours_s:.2f} s)")
     print(f"speed-up:           {ours_pps / dpkt_pps:12.1f} x")
     print(f"peak RSS growth:    {(rss1 - rss0) / 1024:12.0f} MB  ({(rss1 - rss0) * 1024 / len(packets):.0f} B/packet)")

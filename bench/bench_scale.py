@@ -36,8 +36,10 @@ def main() -> None:
                 times[workers] = time.perf_counter() - t
                 assert len(packets) == total
             print(f"{workers} worker(s): {total / times[workers]:12,.0f} packets/s  ({times[workers]:.2f} s)")
-        print(f"speed-up with 2 workers: {times[1] / times[2]:.2f}x ({args.captures} captures of "
-              f"{args.packets_per_capture:,} packets)")
+        print(
+            f"speed-up with 2 workers: {times[1] / times[2]:.2f}x ({args.captures} captures of "
+            f"{args.packets_per_capture:,} packets)"
+        )
 
 
 if __name__ == "__main__":

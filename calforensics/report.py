@@ -19,6 +19,7 @@ from .render import plots
 from .render.markdown import render_markdown
 
 TABLE_FORMATS = ("csv", "parquet", "none")
+HTML_FLOWS = 300  # flows listed in report.html; the rest are in the exported tables
 
 
 @dataclass
@@ -92,13 +93,27 @@ def render_html(a: Analysis, files: dict[str, str]) -> str:
     verdicts = {
         v: sum(1 for f in doc["flows"] if f["verdict"] == v) for v in ("delivered", "dropped", "partial", "unobserved")
     }
+    # the flows that matter: lost ones first, then the busiest; all of them are in tables/flows.*
+    order = {"dropped": 0, "partial": 1, "delivered": 2, "unobserved": 3}
+    shown = sorted(
+        (f for f in doc["flows"] if f["verdict"] != "unobserved"),
+        key=lambda f: (order[f["verdict"]], -f["packets"], f["id"]),
+    )[:HTML_FLOWS]
     return env.get_template("report.html.j2").render(
-        doc=doc, verdicts=verdicts, images=_images(a), slowest=_slowest(a), files=files, version=__version__
+        doc=doc,
+        verdicts=verdicts,
+        images=_images(a),
+        flows=shown,
+        slowest=_slowest(a),
+        files=files,
+        version=__version__,
     )
 
 
 def findings_json(a: Analysis) -> str:
-    return json.dumps(a.findings, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """Indented for people when small; compact (and ~10x faster to write) when it lists many flows."""
+    indent = 2 if len(a.findings["flows"]) <= 2000 else None
+    return json.dumps(a.findings, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> ReportFiles:
