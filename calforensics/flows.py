@@ -194,8 +194,9 @@ def destination_points(captures: pd.DataFrame) -> dict[str, tuple[str, str, int]
 
 
 def _per_flow(values: np.ndarray, groups: np.ndarray, index: pd.Index, how: str, fill) -> np.ndarray:
-    s = pd.Series(values).groupby(groups).agg(how) if len(values) else pd.Series(dtype=float)
-    return s.reindex(index).fillna(fill).to_numpy()
+    s = pd.Series(values).groupby(groups).agg(how) if len(values) else pd.Series(dtype=np.int64)
+    # fill_value keeps integer dtypes: going through NaN (float64) would round nanosecond timestamps
+    return s.reindex(index, fill_value=fill).to_numpy()
 
 
 def _summaries(

@@ -257,8 +257,10 @@ def build_hops(
     h["_node_first"] = first
     h = h.sort_values(["instance", "_node_first", "ts_corrected_ns"], kind="stable").reset_index(drop=True)
     h["hop_index"] = h.groupby("instance").cumcount()
-    prev = h.groupby("instance")["ts_corrected_ns"].shift(1)
-    h["delta_ns"] = (h["ts_corrected_ns"] - prev).fillna(-1).astype(np.int64)
+    # integer arithmetic on purpose: a shift() through float64 would lose ~256 ns at epoch-nanosecond scale
+    tsc = h["ts_corrected_ns"].to_numpy()
+    first_hop = h["hop_index"].to_numpy() == 0
+    h["delta_ns"] = np.where(first_hop, -1, tsc - np.roll(tsc, 1))
     pk = packets.iloc[h["packet"].to_numpy()]
     for col in (
         "capture_id",

@@ -136,3 +136,17 @@ def test_any_capture_gives_one_hop_per_interface_and_ambiguity_is_reported(tmp_p
         assert not second.ambiguous.any() and second.interface.astype(str).tolist() == ["cali1234567890a", "eth0"]
         flow = b.flows.iloc[0]
         assert flow.ambiguous == 1 and flow.packets_fwd == 2
+
+
+def test_times_keep_nanosecond_precision():
+    """Epoch nanoseconds do not survive float64 (~256 ns steps): deltas and flow times stay exact."""
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+        h = b.hops.sort_values(["instance", "hop_index"])
+        ts = h["ts_corrected_ns"].to_numpy()
+        later = h["hop_index"].to_numpy() > 0
+        assert (h["delta_ns"].to_numpy()[later] == (ts[1:] - ts[:-1])[later[1:]]).all()
+        first = b.hops.groupby("flow_id")["ts_corrected_ns"].min()
+        flows = b.flows.set_index("flow_id")
+        seen = flows[flows["first_ns"] >= 0]
+        assert (seen["first_ns"] == first.reindex(seen.index)).all()
+        assert (seen["first_ns"] % 1000 != 0).any()  # real nanosecond timestamps, not rounded ones
