@@ -112,6 +112,14 @@ class Runner:
                     tick(i)
                     cats.append(fut.result())
             out = {name: np.load(spill / f"{name}.npy", mmap_mode="r+") for name in dtypes}
+        elif len(paths) == 1 and not self.scheduler:
+            # one capture: its decoded columns are the table already; copying them would double the peak
+            tick(0)
+            cols = decode_capture(str(paths[0]), vxlan_ports)
+            return {
+                name: (categorical_of(cols[name]) if kind == "category" else np.asarray(cols[name], dtype=dtypes[name]))
+                for name, kind in layout.items()
+            }
         else:
             out = {name: np.empty(total, dtype=dt) for name, dt in dtypes.items()}
             results = (
@@ -142,6 +150,13 @@ class Runner:
         if spilled is not None:
             shutil.rmtree(spilled, ignore_errors=True)
             self._spilled = None
+
+
+def categorical_of(values) -> pd.Categorical:
+    """A decoded categorical with plain-string categories (see schema.categorical)."""
+    from .schema import categorical
+
+    return categorical(values)
 
 
 def _rebase_categoricals(
