@@ -18,7 +18,7 @@ from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
 from .parallel import Runner
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
-from .parsers.packets import VXLAN_PORTS, decode_frames
+from .parsers.packets import VXLAN_PORTS
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
 from .rulemeaning import add_rule_meaning
@@ -324,7 +324,7 @@ class Bundle:
         caps = self.captures
         pcaps = [a for a in self.artifacts_list if a.kind == "pcap" and len(self._frame_index(a))]
         if not pcaps:
-            return conform(_empty_packets(), "packets")
+            return conform(pd.DataFrame(), "packets")
         ifname_by_node = self._ifindex_names()
         layout = {c: t for c, t, _ in SCHEMAS["packets"][1] if c not in ("capture_id", "node", "interface")}
         counts = [len(self._frame_index(a)) for a in pcaps]
@@ -526,14 +526,3 @@ def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
     if not frames:
         return conform(pd.DataFrame(), table)
     return pd.concat(frames, ignore_index=True)
-
-
-def _empty_packets() -> pd.DataFrame:
-    from .parsers.pcap import FrameIndex as _FI
-
-    fi = _FI("none", np.zeros(0, np.uint8), *(np.zeros(0, np.int64) for _ in range(4)), np.zeros(0, np.int32))
-    df = decode_frames(fi)
-    df.insert(0, "capture_id", np.zeros(0, np.int32))
-    df.insert(1, "node", pd.Categorical([]))
-    df.insert(2, "interface", pd.Categorical([]))
-    return df
