@@ -93,6 +93,13 @@ class _AddrSlot:
         self.v6_rows.append(rows)
         self.v6_bytes.append(d[start[:, None] + np.arange(16)])
 
+    def use_offsets(self, version: np.ndarray, v4: np.ndarray, v6off: np.ndarray, data: np.ndarray) -> None:
+        """Adopt columns filled by the compiled decoder: IPv6 addresses as offsets into the capture."""
+        self.version, self.v4 = version, v4
+        rows = np.flatnonzero(version == 6)
+        self.v6_rows = [rows]
+        self.v6_bytes = [data[v6off[rows][:, None] + np.arange(16)]] if len(rows) else []
+
     def categorical(self) -> pd.Categorical:
         codes = np.full(self.n, -1, dtype=np.int64)
         cats: list[str] = []
@@ -178,13 +185,21 @@ class PacketDecoder:
     """Decodes all frames of one capture file into packet columns."""
 
     def __init__(
-        self, frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS, max_depth: int = MAX_TUNNEL_DEPTH
+        self,
+        frames: FrameIndex,
+        vxlan_ports: tuple[int, ...] = VXLAN_PORTS,
+        max_depth: int = MAX_TUNNEL_DEPTH,
+        compiled: bool | None = None,
     ) -> None:
+        from ._fastdecode import available
+
         self.f = frames
         self.d = frames.data
         self.vxlan_ports = np.asarray(vxlan_ports, dtype=np.int64)
         self.max_depth = max_depth
         self.c = _Columns(len(frames))
+        # the compiled decoder when numba is there; this vectorised one is the reference and the fallback
+        self.compiled = available() if compiled is None else compiled
 
     # ---- link layer ---------------------------------------------------------------------
     def decode(self) -> dict[str, object]:
@@ -194,11 +209,58 @@ class PacketDecoder:
         c.fail(np.flatnonzero(f.caplens > f.wirelens), "caplen_exceeds_wirelen")
         linktypes = np.asarray([i.linktype for i in f.interfaces] or [0], dtype=np.int64)
         lt = linktypes[f.iface] if len(f) else np.zeros(0, dtype=np.int64)
-        for linktype in np.unique(lt):
-            rows = np.flatnonzero(lt == linktype)
-            self._link(int(linktype), rows, start[rows], end[rows])
+        if self.compiled and len(f):
+            self._decode_compiled(start, end, lt)
+            nflog = np.flatnonzero(lt == LINKTYPE_NFLOG)
+            if len(nflog):
+                self._nflog(nflog, start[nflog], end[nflog])
+        else:
+            for linktype in np.unique(lt):
+                rows = np.flatnonzero(lt == linktype)
+                self._link(int(linktype), rows, start[rows], end[rows])
         self._fingerprint(end)
         return self._finish()
+
+    def _decode_compiled(self, start: np.ndarray, end: np.ndarray, lt: np.ndarray) -> None:
+        """One compiled pass per packet (parsers/_fastdecode.py), into the same columns."""
+        from ._fastdecode import decode_kernel
+
+        c, n = self.c, self.c.n
+        i8 = np.zeros((3, n), dtype=np.int8)
+        i8[0] = -1
+        i16 = np.full((8, n), -1, dtype=np.int16)
+        i32 = np.full((15, n), -1, dtype=np.int32)
+        i64 = np.full((7, n), -1, dtype=np.int64)
+        flags = np.zeros((2, n), dtype=bool)
+        ver = np.zeros((6, n), dtype=np.int8)
+        v4 = np.zeros((6, n), dtype=np.uint32)
+        v6off = np.zeros((6, n), dtype=np.int64)
+        decode_kernel(
+            self.d, start, end, lt, self.vxlan_ports, self.max_depth, c.status, i8, i16, i32, i64, flags, ver, v4, v6off
+        )
+        c.pkttype, c.encap, c.encap_depth = i8[0], i8[1], i8[2]
+        (c.outer_proto, c.outer_ttl, c.proto, c.ttl, c.tcp_flags, c.icmp_type, c.q_proto, c.icmp_code) = i16
+        (
+            c.link_ifindex,
+            c.eth_type,
+            c.vlan,
+            c.outer_ip_len,
+            c.ip_len,
+            c.frag_offset,
+            c.sport,
+            c.dport,
+            c.tcp_window,
+            c.tcp_mss,
+            c.payload_len,
+            c.icmp_echo_seq,
+            c.q_sport,
+            c.q_dport,
+            c.icmp_mtu,
+        ) = i32
+        c.outer_ip_id, c.vni, c.ip_id, c.seq, c.q_ip_id, c.ack, c.payload_off = i64
+        c.dont_fragment, c.more_fragments = flags
+        for k, slot in enumerate((c.outer_src, c.outer_dst, c.src, c.dst, c.q_src, c.q_dst)):
+            slot.use_offsets(ver[k], v4[k], v6off[k], self.d)
 
     def _link(self, linktype: int, rows: np.ndarray, off: np.ndarray, end: np.ndarray) -> None:
         d, c = self.d, self.c
@@ -778,11 +840,13 @@ def _mss_option(d: np.ndarray, start: int, end: int) -> int:
     return -1
 
 
-def decode_columns(frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS) -> dict[str, object]:
+def decode_columns(
+    frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS, compiled: bool | None = None
+) -> dict[str, object]:
     """Decode a frame index into packets-table columns (numpy arrays and categoricals, no DataFrame:
     building one per capture and concatenating would copy every column twice)."""
     with np.errstate(over="ignore"):
-        return PacketDecoder(frames, vxlan_ports=vxlan_ports).decode()
+        return PacketDecoder(frames, vxlan_ports=vxlan_ports, compiled=compiled).decode()
 
 
 def decode_frames(frames: FrameIndex, vxlan_ports: tuple[int, ...] = VXLAN_PORTS) -> pd.DataFrame:

@@ -1,0 +1,79 @@
+"""The compiled decoder and the vectorised reference decoder give identical columns on every capture."""
+
+import glob
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CORPUS, SAMPLES
+from pktutil import eth, ip4, tcp4, udp4, vxlan_frame, write_pcap
+
+from calforensics.anomalies import AnomalyLog
+from calforensics.parsers._fastdecode import available
+from calforensics.parsers.packets import decode_columns
+from calforensics.parsers.pcap import read_frames
+
+pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
+
+
+def assert_same(path) -> int:
+    fi = read_frames(path, AnomalyLog("x"))
+    ref = decode_columns(fi, compiled=False)
+    fast = decode_columns(fi, compiled=True)
+    for name, values in ref.items():
+        a, b = np.asarray(values), np.asarray(fast[name])
+        if isinstance(values, pd.Categorical):
+            a, b = np.asarray(values.astype(object)), np.asarray(fast[name].astype(object))
+            assert (pd.isna(a) == pd.isna(b)).all(), (path, name)
+            a, b = a[~pd.isna(a)], b[~pd.isna(b)]
+        assert a.dtype == b.dtype and (a == b).all(), (path, name, np.flatnonzero(a != b)[:5])
+    return len(fi)
+
+
+def test_same_on_the_corpus():
+    files = sorted(glob.glob(str(CORPUS / "pcaps" / "*")))
+    if not files:
+        pytest.skip("no corpus")
+    assert sum(assert_same(f) for f in files) > 500
+
+
+def test_same_on_the_lab_samples(tmp_path):
+    import tarfile
+
+    total = 0
+    for name in ("lab-vxlan", "lab-ipip"):
+        with tarfile.open(SAMPLES / f"{name}.tgz") as tar:
+            tar.extractall(tmp_path / name, filter="data")
+        for f in sorted((tmp_path / name).rglob("*.pcap")):
+            total += assert_same(f)
+    assert total > 500
+    assert json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+
+
+def test_same_on_odd_and_damaged_frames(tmp_path):
+    import struct
+
+    import dpkt
+
+    inner = tcp4(src="192.168.1.5", dst="192.168.2.7", flags=dpkt.tcp.TH_SYN, opts=b"\x02\x04\x05\xb4")
+    frames = [
+        eth(inner),
+        vxlan_frame(inner),
+        vxlan_frame(udp4(), dport=8472),
+        eth(tcp4())[:30],
+        eth(udp4())[:38],
+        eth(tcp4())[: 14 + 20 + 10],
+    ]
+    ipip = dpkt.ip.IP(src=ip4("10.0.0.1"), dst=ip4("10.0.0.2"), p=4, data=bytes(inner))
+    ipip.len = len(bytes(ipip))
+    frames.append(eth(ipip))
+    gre = dpkt.ip.IP(
+        src=ip4("10.0.0.1"), dst=ip4("10.0.0.2"), p=47, data=struct.pack(">HHI", 0x2000, 0x0800, 9) + bytes(inner)
+    )
+    gre.len = len(bytes(gre))
+    frames.append(eth(gre))
+    bad = bytearray(eth(tcp4()))
+    bad[14] = 0x43
+    frames.append(bytes(bad))
+    assert_same(write_pcap(tmp_path / "odd.pcap", frames))
