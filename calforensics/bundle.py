@@ -334,6 +334,7 @@ class Bundle:
             self.vxlan_ports,
             layout,
             lambda i: self._tick("decoding packets", i, len(pcaps)),
+            indexes=[self._frame_index(a) for a in pcaps],
         )
         capture_id, node, iface = [], [], []
         start = 0

@@ -82,10 +82,12 @@ class Runner:
         vxlan_ports: tuple[int, ...],
         layout: dict[str, np.dtype | str],
         progress: Callable[[int], None] | None = None,
+        indexes: list | None = None,
     ) -> dict[str, object]:
         """All captures' packet columns, concatenated in the order given.
 
-        ``layout`` maps each decoded column to its dtype, or "category" for categoricals.
+        ``layout`` maps each decoded column to its dtype, or "category" for categoricals; ``indexes``
+        are the captures' frame indexes when the caller has them (inline decoding reuses them).
         """
         tick = progress or (lambda done: None)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -115,7 +117,7 @@ class Runner:
         elif len(paths) == 1 and not self.scheduler:
             # one capture: its decoded columns are the table already; copying them would double the peak
             tick(0)
-            cols = decode_capture(str(paths[0]), vxlan_ports)
+            cols = decode_columns(indexes[0], vxlan_ports) if indexes else decode_capture(str(paths[0]), vxlan_ports)
             return {
                 name: (categorical_of(cols[name]) if kind == "category" else np.asarray(cols[name], dtype=dtypes[name]))
                 for name, kind in layout.items()

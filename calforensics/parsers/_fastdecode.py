@@ -114,6 +114,17 @@ def decode_kernel(d, starts, ends, linktypes, vxlan_ports, max_depth, status, i8
     """
     n = starts.shape[0]
     for r in range(n):
+        # every cell starts at its "absent" value here, so callers can hand in uninitialised arrays
+        i8[0, r], i8[1, r], i8[2, r] = -1, 0, 0
+        for k in range(i16.shape[0]):
+            i16[k, r] = -1
+        for k in range(i32.shape[0]):
+            i32[k, r] = -1
+        for k in range(i64.shape[0]):
+            i64[k, r] = -1
+        flags[0, r], flags[1, r] = False, False
+        for k in range(6):
+            ver[k, r], v4[k, r], v6off[k, r] = 0, 0, 0
         lt = linktypes[r]
         if lt == 239:  # NFLOG: TLVs, left to the numpy decoder
             continue

@@ -95,10 +95,11 @@ class _AddrSlot:
 
     def use_offsets(self, version: np.ndarray, v4: np.ndarray, v6off: np.ndarray, data: np.ndarray) -> None:
         """Adopt columns filled by the compiled decoder: IPv6 addresses as offsets into the capture."""
-        self.version, self.v4 = version, v4
+        self.n, self.version, self.v4 = len(version), version, v4
         rows = np.flatnonzero(version == 6)
         self.v6_rows = [rows]
-        self.v6_bytes = [data[v6off[rows][:, None] + np.arange(16)]] if len(rows) else []
+        windows = np.lib.stride_tricks.sliding_window_view(data, 16) if len(rows) else None
+        self.v6_bytes = [windows[v6off[rows]]] if len(rows) else []
 
     def categorical(self) -> pd.Categorical:
         codes = np.full(self.n, -1, dtype=np.int64)
@@ -129,9 +130,12 @@ class _AddrSlot:
 class _Columns:
     """Output columns, preallocated with their 'absent' sentinels."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, preallocate: bool = True) -> None:
+        # the compiled decoder brings its own arrays: allocating these too would double the peak memory
+        size = n if preallocate else 0
+
         def full(dtype: str, value: int = -1) -> np.ndarray:
-            return np.full(n, value, dtype=dtype)
+            return np.full(size, value, dtype=dtype)
 
         self.n = n
         self.status = np.zeros(n, dtype=np.int8)
@@ -139,21 +143,21 @@ class _Columns:
         self.link_ifindex = full("int32")
         self.eth_type = full("int32")
         self.vlan = full("int32")
-        self.outer_src, self.outer_dst = _AddrSlot(n), _AddrSlot(n)
+        self.outer_src, self.outer_dst = _AddrSlot(size), _AddrSlot(size)
         self.outer_proto = full("int16")
         self.outer_ip_id = full("int64")
         self.outer_ttl = full("int16")
         self.outer_ip_len = full("int32")
-        self.encap = np.zeros(n, dtype=np.int8)
-        self.encap_depth = np.zeros(n, dtype=np.int8)
+        self.encap = np.zeros(size, dtype=np.int8)
+        self.encap_depth = np.zeros(size, dtype=np.int8)
         self.vni = full("int64")
-        self.src, self.dst = _AddrSlot(n), _AddrSlot(n)
+        self.src, self.dst = _AddrSlot(size), _AddrSlot(size)
         self.proto = full("int16")
         self.ip_id = full("int64")
         self.ttl = full("int16")
         self.ip_len = full("int32")
-        self.dont_fragment = np.zeros(n, dtype=bool)
-        self.more_fragments = np.zeros(n, dtype=bool)
+        self.dont_fragment = np.zeros(size, dtype=bool)
+        self.more_fragments = np.zeros(size, dtype=bool)
         self.frag_offset = full("int32")
         self.sport = full("int32")
         self.dport = full("int32")
@@ -168,7 +172,7 @@ class _Columns:
         self.icmp_code = full("int16")
         self.icmp_echo_seq = full("int32")
         self.icmp_mtu = full("int32")
-        self.q_src, self.q_dst = _AddrSlot(n), _AddrSlot(n)
+        self.q_src, self.q_dst = _AddrSlot(size), _AddrSlot(size)
         self.q_proto = full("int16")
         self.q_ip_id = full("int64")
         self.q_sport = full("int32")
@@ -197,9 +201,9 @@ class PacketDecoder:
         self.d = frames.data
         self.vxlan_ports = np.asarray(vxlan_ports, dtype=np.int64)
         self.max_depth = max_depth
-        self.c = _Columns(len(frames))
         # the compiled decoder when numba is there; this vectorised one is the reference and the fallback
         self.compiled = available() if compiled is None else compiled
+        self.c = _Columns(len(frames), preallocate=not self.compiled)
 
     # ---- link layer ---------------------------------------------------------------------
     def decode(self) -> dict[str, object]:
@@ -226,15 +230,15 @@ class PacketDecoder:
         from ._fastdecode import decode_kernel
 
         c, n = self.c, self.c.n
-        i8 = np.zeros((3, n), dtype=np.int8)
-        i8[0] = -1
-        i16 = np.full((8, n), -1, dtype=np.int16)
-        i32 = np.full((15, n), -1, dtype=np.int32)
-        i64 = np.full((7, n), -1, dtype=np.int64)
-        flags = np.zeros((2, n), dtype=bool)
-        ver = np.zeros((6, n), dtype=np.int8)
-        v4 = np.zeros((6, n), dtype=np.uint32)
-        v6off = np.zeros((6, n), dtype=np.int64)
+        # uninitialised: the kernel writes every cell (one pass in cache instead of a fill pass per array)
+        i8 = np.empty((3, n), dtype=np.int8)
+        i16 = np.empty((8, n), dtype=np.int16)
+        i32 = np.empty((15, n), dtype=np.int32)
+        i64 = np.empty((7, n), dtype=np.int64)
+        flags = np.empty((2, n), dtype=bool)
+        ver = np.empty((6, n), dtype=np.int8)
+        v4 = np.empty((6, n), dtype=np.uint32)
+        v6off = np.empty((6, n), dtype=np.int64)
         decode_kernel(
             self.d, start, end, lt, self.vxlan_ports, self.max_depth, c.status, i8, i16, i32, i64, flags, ver, v4, v6off
         )
