@@ -486,3 +486,47 @@ def _by_ethertype(d, off, end, ptype, status, r, depth):
 
 def available() -> bool:
     return HAVE_NUMBA
+
+
+@njit(cache=True, inline="always")
+def _mix(x):
+    """splitmix64 finaliser (the same as packets._mix)."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+@njit(cache=True, inline="always")
+def _bits(v):
+    """An int64 column value as the uint64 with the same bits (as numpy's .view(np.uint64))."""
+    return np.uint64(v) if v >= 0 else ~np.uint64(-(v + 1))
+
+
+@njit(cache=True, nogil=True)
+def fingerprint_kernel(d, frame_end, payload_off, payload_len, fields, hash_bytes, out_payload, out_fp):
+    """packets.PacketDecoder._fingerprint, one packet at a time. ``fields`` is (k, n) int64."""
+    n = frame_end.shape[0]
+    size = d.shape[0]
+    for r in range(n):
+        off = payload_off[r]
+        plen = min(max(np.int64(payload_len[r]), 0), hash_bytes)
+        avail = min(max(frame_end[r] - off, 0), hash_bytes)
+        take = min(plen, avail) if off >= 0 else np.int64(0)
+        h = np.uint64(0xCBF29CE484222325)
+        if size >= hash_bytes:
+            for k in range(hash_bytes // 8):
+                word = np.uint64(0)
+                for b in range(8):
+                    i = 8 * k + b
+                    if i < take:
+                        word |= np.uint64(d[off + i]) << np.uint64(8 * b)
+                h = _mix(h ^ word)
+        h = _mix(h ^ np.uint64(take))
+        out_payload[r] = h
+        fp = h
+        for k in range(fields.shape[0]):
+            fp = _mix(fp ^ _bits(fields[k, r]))
+        out_fp[r] = fp

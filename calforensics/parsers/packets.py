@@ -720,6 +720,37 @@ class PacketDecoder:
         """Hash of fields that survive NAT and encapsulation (never addresses, ports, TTL, checksums)."""
         c, d = self.c, self.d
         n = c.n
+        cols = (
+            c.proto,
+            c.ip_id,
+            c.seq,
+            c.ack,
+            c.tcp_flags,
+            c.payload_len,
+            c.icmp_type,
+            c.icmp_code,
+            c.icmp_echo_seq,
+            c.frag_offset,
+        )
+        if self.compiled:
+            from ._fastdecode import fingerprint_kernel
+
+            fields = np.empty((len(cols), n), dtype=np.int64)
+            for k, col in enumerate(cols):
+                fields[k] = col
+            self.payload_hash = np.empty(n, dtype=np.uint64)
+            self.fingerprint = np.empty(n, dtype=np.uint64)
+            fingerprint_kernel(
+                d,
+                frame_end,
+                c.payload_off,
+                c.payload_len.astype(np.int64),
+                fields,
+                PAYLOAD_HASH_BYTES,
+                self.payload_hash,
+                self.fingerprint,
+            )
+            return
         plen = np.clip(c.payload_len, 0, PAYLOAD_HASH_BYTES).astype(np.int64)
         avail = np.clip(frame_end - c.payload_off, 0, PAYLOAD_HASH_BYTES)
         take = np.where(c.payload_off >= 0, np.minimum(plen, avail), 0)
@@ -742,18 +773,7 @@ class PacketDecoder:
                 h = _mix(h ^ (words[:, k] & mask))
         self.payload_hash = _mix(h ^ take.astype(np.uint64))
         fp = self.payload_hash
-        for col in (
-            c.proto,
-            c.ip_id,
-            c.seq,
-            c.ack,
-            c.tcp_flags,
-            c.payload_len,
-            c.icmp_type,
-            c.icmp_code,
-            c.icmp_echo_seq,
-            c.frag_offset,
-        ):
+        for col in cols:
             fp = _mix(fp ^ col.astype(np.int64).view(np.uint64))
         self.fingerprint = fp
 
