@@ -140,7 +140,11 @@ class Runner:
             from distributed import Client
         except ImportError as exc:
             raise RuntimeError("--scheduler needs dask.distributed: pip install 'calforensics[dask]'") from exc
-        with Client(self.scheduler, timeout="30s") as client:
+        try:
+            client = Client(self.scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise RuntimeError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}") from exc
+        with client:
             # workers may be on other machines: send the capture bytes, not paths
             futures = [client.submit(decode_capture, p.read_bytes(), vxlan_ports, pure=False) for p in paths]
             for fut in futures:
