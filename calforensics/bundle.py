@@ -22,7 +22,7 @@ from .parsers.packets import VXLAN_PORTS
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
 from .rulemeaning import add_rule_meaning
-from .schema import SCHEMAS, categorical, columns_frame, conform
+from .schema import SCHEMAS, columns_frame, conform
 
 TEXT_SNIFF_BYTES = 64 * 1024
 DEFAULT_LIMITS = Limits()
@@ -88,6 +88,16 @@ class Artifact:
     rows: int = -1  # -1 until parsed
     anomalies: int = 0
     status: str = "pending"  # pending, parsed, no_data, skipped
+
+
+def _label(value: object) -> str:
+    """A name as the categorical columns hold it: missing becomes ""."""
+    return "" if value is None or pd.isna(value) else str(value)
+
+
+def _code(categories: dict[str, int], label: str) -> int:
+    """The code of ``label`` in an insertion-ordered category table, adding it when new."""
+    return categories.setdefault(label, len(categories))
 
 
 class Bundle:
@@ -336,34 +346,49 @@ class Bundle:
             lambda i: self._tick("decoding packets", i, len(pcaps)),
             indexes=[self._frame_index(a) for a in pcaps],
         )
-        capture_id, node, iface = [], [], []
+        # node and interface as categorical codes built per capture: per-packet name objects would cost
+        # ~50 bytes and a Python-level factorize a packet
+        capture_id, node_codes, iface_codes = [], [], []
+        node_cats: dict[str, int] = {}
+        iface_cats: dict[str, int] = {}
         start = 0
         for art, n in zip(pcaps, counts, strict=True):
             fi = self._frame_index(art)
             n_if = max(1, len(fi.interfaces))
             mine = caps[caps["artifact"] == art.path].set_index("iface_index")
-            capture_id.append(mine["capture_id"].reindex(range(n_if)).fillna(-1).to_numpy(np.int64)[fi.iface])
-            names = np.asarray(mine["interface"].reindex(range(n_if)).to_numpy(object))[fi.iface]
+            ids = mine["capture_id"].reindex(range(n_if)).fillna(-1).to_numpy(np.int32)
+            capture_id.append(ids[fi.iface])
+            used = np.bincount(fi.iface, minlength=n_if) > 0
+            labels = mine["interface"].reindex(range(n_if)).to_numpy(object)
+            lut = np.array(
+                [_code(iface_cats, _label(x)) if used[i] else -1 for i, x in enumerate(labels)], dtype=np.int32
+            )
+            codes = lut[fi.iface]
             ifindex = np.asarray(cols["link_ifindex"][start : start + n])
             sll2 = ifindex >= 0
             if sll2.any():  # `-i any` (SLL2): each packet's own interface, named through `ip link`
                 lookup = ifname_by_node.get(art.node, {})
-                names = names.copy()
-                names[sll2] = [lookup.get(int(x), f"if{int(x)}") for x in ifindex[sll2]]
-            iface.append(names)
-            node.append(np.full(n, art.node, dtype=object))
-            codes = cols["status"].codes[start : start + n]
-            bad = codes != 0
+                uniq, inv = np.unique(ifindex[sll2], return_inverse=True)
+                named = [_code(iface_cats, lookup.get(int(x), f"if{int(x)}")) for x in uniq.tolist()]
+                codes[sll2] = np.asarray(named, dtype=np.int32)[inv]
+            iface_codes.append(codes)
+            node_codes.append(np.full(n, _code(node_cats, _label(art.node)), dtype=np.int32))
+            status = cols["status"].codes[start : start + n]
+            bad = status != 0
             if bad.any():
                 log = self._log("packets", art)
                 frames = np.asarray(cols["frame"][start : start + n])[bad]
-                log.extend_frames(frames.tolist(), np.asarray(cols["status"].categories)[codes[bad]].tolist())
+                log.extend_frames(frames.tolist(), np.asarray(cols["status"].categories)[status[bad]].tolist())
                 art.anomalies = len(self._log("pcap", art)) + len(log)
             start += n
         front = {
-            "capture_id": np.concatenate(capture_id).astype(np.int32),
-            "node": categorical(np.concatenate(node)),
-            "interface": categorical(np.concatenate(iface)),
+            "capture_id": np.concatenate(capture_id),
+            "node": pd.Categorical.from_codes(
+                np.concatenate(node_codes), categories=pd.Index(list(node_cats), dtype=object)
+            ),
+            "interface": pd.Categorical.from_codes(
+                np.concatenate(iface_codes), categories=pd.Index(list(iface_cats), dtype=object)
+            ),
         }
         return conform(columns_frame({**front, **cols}), "packets")
 

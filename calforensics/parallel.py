@@ -113,7 +113,8 @@ class Runner:
                 for i, fut in enumerate(futures):
                     tick(i)
                     cats.append(fut.result())
-            out = {name: np.load(spill / f"{name}.npy", mmap_mode="r+") for name in dtypes}
+            # plain ndarray views over the mapped files: the table pages them in from the page cache
+            out = {name: np.asarray(np.load(spill / f"{name}.npy", mmap_mode="r+")) for name in dtypes}
         elif len(paths) == 1 and not self.scheduler:
             # one capture: its decoded columns are the table already; copying them would double the peak
             tick(0)

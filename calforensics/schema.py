@@ -580,7 +580,8 @@ def columns_frame(columns: dict) -> pd.DataFrame:
     """
     if not columns:
         return pd.DataFrame()
-    return pd.concat([pd.Series(v, name=k) for k, v in columns.items()], axis=1)
+    # copy=False: pandas 3 otherwise copies every ndarray handed to Series (copy-on-write)
+    return pd.concat([pd.Series(v, name=k, copy=False) for k, v in columns.items()], axis=1)
 
 
 def categorical(values) -> pd.Categorical:

@@ -93,22 +93,31 @@ class _AddrSlot:
         self.v6_rows.append(rows)
         self.v6_bytes.append(d[start[:, None] + np.arange(16)])
 
-    def use_offsets(self, version: np.ndarray, v4: np.ndarray, v6off: np.ndarray, data: np.ndarray) -> None:
-        """Adopt columns filled by the compiled decoder: IPv6 addresses as offsets into the capture."""
-        self.n, self.version, self.v4 = len(version), version, v4
+    def use_offsets(self, version: np.ndarray, addr: np.ndarray, data: np.ndarray) -> None:
+        """Adopt columns filled by the compiled decoder: ``addr`` holds the IPv4 address where version
+        is 4 and the offset of the IPv6 address bytes in the capture where it is 6."""
+        self.n, self.version, self.v4 = len(version), version, addr
         rows = np.flatnonzero(version == 6)
         self.v6_rows = [rows]
         windows = np.lib.stride_tricks.sliding_window_view(data, 16) if len(rows) else None
-        self.v6_bytes = [windows[v6off[rows]]] if len(rows) else []
+        self.v6_bytes = [windows[addr[rows]]] if len(rows) else []
 
     def categorical(self) -> pd.Categorical:
-        codes = np.full(self.n, -1, dtype=np.int64)
+        """The column as a categorical of address strings (codes built without a full-length copy
+        when every row is IPv4)."""
         cats: list[str] = []
-        is4 = np.flatnonzero(self.version == 4)
-        if len(is4):
-            inv, uniq = pd.factorize(self.v4[is4], sort=True)
+        is4 = self.version == 4
+        if is4.all():  # the common case: no fancy-indexed copy, factorize's codes are the codes
+            codes, uniq = pd.factorize(self.v4, sort=True)
             cats.extend(str(ipaddress.IPv4Address(int(u))) for u in uniq)
-            codes[is4] = inv
+        else:
+            codes = np.full(self.n, -1, dtype=np.int32)
+            rows4 = np.flatnonzero(is4)
+            if len(rows4):
+                inv, uniq = pd.factorize(self.v4[rows4], sort=True)
+                cats.extend(str(ipaddress.IPv4Address(int(u))) for u in uniq)
+                codes[rows4] = inv
+        del is4
         is6 = self.version == 6
         if is6.any():
             rows = np.concatenate(self.v6_rows)
@@ -209,23 +218,26 @@ class PacketDecoder:
     def decode(self) -> dict[str, object]:
         f, c = self.f, self.c
         start = f.offsets
-        end = f.offsets + f.caplens
         c.fail(np.flatnonzero(f.caplens > f.wirelens), "caplen_exceeds_wirelen")
-        linktypes = np.asarray([i.linktype for i in f.interfaces] or [0], dtype=np.int64)
-        lt = linktypes[f.iface] if len(f) else np.zeros(0, dtype=np.int64)
+        linktypes = np.asarray([i.linktype for i in f.interfaces] or [0], dtype=np.int32)
+        lt = linktypes[f.iface] if len(f) else np.zeros(0, dtype=np.int32)
         if self.compiled and len(f):
-            self._decode_compiled(start, end, lt)
-            nflog = np.flatnonzero(lt == LINKTYPE_NFLOG)
+            # the kernels take start and length: an int64 array of frame ends would cost 8 bytes a packet
+            self._decode_compiled(start, f.caplens, lt)
+            del lt
+            nflog = np.flatnonzero(linktypes[f.iface] == LINKTYPE_NFLOG)
             if len(nflog):
-                self._nflog(nflog, start[nflog], end[nflog])
+                self._nflog(nflog, start[nflog], start[nflog] + f.caplens[nflog])
+            self._fingerprint_compiled()
         else:
+            end = start + f.caplens
             for linktype in np.unique(lt):
                 rows = np.flatnonzero(lt == linktype)
                 self._link(int(linktype), rows, start[rows], end[rows])
-        self._fingerprint(end)
+            self._fingerprint(end)
         return self._finish()
 
-    def _decode_compiled(self, start: np.ndarray, end: np.ndarray, lt: np.ndarray) -> None:
+    def _decode_compiled(self, start: np.ndarray, caplens: np.ndarray, lt: np.ndarray) -> None:
         """One compiled pass per packet (parsers/_fastdecode.py), into the same columns."""
         from ._fastdecode import decode_kernel
 
@@ -237,10 +249,9 @@ class PacketDecoder:
         i64 = np.empty((7, n), dtype=np.int64)
         flags = np.empty((2, n), dtype=bool)
         ver = np.empty((6, n), dtype=np.int8)
-        v4 = np.empty((6, n), dtype=np.uint32)
-        v6off = np.empty((6, n), dtype=np.int64)
+        addr = np.empty((6, n), dtype=np.int64)
         decode_kernel(
-            self.d, start, end, lt, self.vxlan_ports, self.max_depth, c.status, i8, i16, i32, i64, flags, ver, v4, v6off
+            self.d, start, caplens, lt, self.vxlan_ports, self.max_depth, c.status, i8, i16, i32, i64, flags, ver, addr
         )
         c.pkttype, c.encap, c.encap_depth = i8[0], i8[1], i8[2]
         (c.outer_proto, c.outer_ttl, c.proto, c.ttl, c.tcp_flags, c.icmp_type, c.q_proto, c.icmp_code) = i16
@@ -264,7 +275,7 @@ class PacketDecoder:
         c.outer_ip_id, c.vni, c.ip_id, c.seq, c.q_ip_id, c.ack, c.payload_off = i64
         c.dont_fragment, c.more_fragments = flags
         for k, slot in enumerate((c.outer_src, c.outer_dst, c.src, c.dst, c.q_src, c.q_dst)):
-            slot.use_offsets(ver[k], v4[k], v6off[k], self.d)
+            slot.use_offsets(ver[k], addr[k], self.d)
 
     def _link(self, linktype: int, rows: np.ndarray, off: np.ndarray, end: np.ndarray) -> None:
         d, c = self.d, self.c
@@ -716,11 +727,10 @@ class PacketDecoder:
             self._ip(rows[ip], off[ip], end[ip], ptype[ip], depth)
 
     # ---- fingerprint & output -------------------------------------------------------------
-    def _fingerprint(self, frame_end: np.ndarray) -> None:
-        """Hash of fields that survive NAT and encapsulation (never addresses, ports, TTL, checksums)."""
-        c, d = self.c, self.d
-        n = c.n
-        cols = (
+    def _fingerprint_cols(self) -> tuple[np.ndarray, ...]:
+        """The fields hashed into the fingerprint, in order (never addresses, ports, TTL, checksums)."""
+        c = self.c
+        return (
             c.proto,
             c.ip_id,
             c.seq,
@@ -732,25 +742,40 @@ class PacketDecoder:
             c.icmp_echo_seq,
             c.frag_offset,
         )
-        if self.compiled:
-            from ._fastdecode import fingerprint_kernel
 
-            fields = np.empty((len(cols), n), dtype=np.int64)
-            for k, col in enumerate(cols):
-                fields[k] = col
-            self.payload_hash = np.empty(n, dtype=np.uint64)
-            self.fingerprint = np.empty(n, dtype=np.uint64)
-            fingerprint_kernel(
-                d,
-                frame_end,
-                c.payload_off,
-                c.payload_len.astype(np.int64),
-                fields,
-                PAYLOAD_HASH_BYTES,
-                self.payload_hash,
-                self.fingerprint,
-            )
-            return
+    def _fingerprint_compiled(self) -> None:
+        """_fingerprint in the compiled kernel, reading each column where it lies (the kernel hashes
+        them in _fingerprint_cols' order; tests/test_fastdecode.py holds the two equal)."""
+        from ._fastdecode import fingerprint_kernel
+
+        c, f = self.c, self.f
+        self.payload_hash = np.empty(c.n, dtype=np.uint64)
+        self.fingerprint = np.empty(c.n, dtype=np.uint64)
+        fingerprint_kernel(
+            self.d,
+            f.offsets,
+            f.caplens,
+            c.payload_off,
+            c.payload_len,
+            c.proto,
+            c.ip_id,
+            c.seq,
+            c.ack,
+            c.tcp_flags,
+            c.icmp_type,
+            c.icmp_code,
+            c.icmp_echo_seq,
+            c.frag_offset,
+            PAYLOAD_HASH_BYTES,
+            self.payload_hash,
+            self.fingerprint,
+        )
+
+    def _fingerprint(self, frame_end: np.ndarray) -> None:
+        """Hash of fields that survive NAT and encapsulation (never addresses, ports, TTL, checksums)."""
+        c, d = self.c, self.d
+        n = c.n
+        cols = self._fingerprint_cols()
         plen = np.clip(c.payload_len, 0, PAYLOAD_HASH_BYTES).astype(np.int64)
         avail = np.clip(frame_end - c.payload_off, 0, PAYLOAD_HASH_BYTES)
         take = np.where(c.payload_off >= 0, np.minimum(plen, avail), 0)
@@ -782,8 +807,8 @@ class PacketDecoder:
         return {
             "frame": np.arange(1, c.n + 1, dtype=np.int64),
             "ts_ns": f.ts_ns,
-            "caplen": f.caplens.astype(np.int32),
-            "wirelen": f.wirelens.astype(np.int32),
+            "caplen": f.caplens.astype(np.int32, copy=False),
+            "wirelen": f.wirelens.astype(np.int32, copy=False),
             "iface_index": f.iface,
             "pkttype": c.pkttype,
             "link_ifindex": c.link_ifindex,

@@ -62,8 +62,8 @@ class FrameIndex:
     container: str
     data: np.ndarray  # uint8 view over the whole file
     offsets: np.ndarray  # int64 start of frame bytes
-    caplens: np.ndarray  # int64 captured bytes
-    wirelens: np.ndarray  # int64 original length on the wire
+    caplens: np.ndarray  # int32 captured bytes
+    wirelens: np.ndarray  # int32 original length on the wire (clipped at 2**31 - 1)
     ts_ns: np.ndarray  # int64 nanoseconds since the epoch
     iface: np.ndarray  # int32 index into ``interfaces``
     interfaces: list[CaptureInterface] = field(default_factory=list)
@@ -71,6 +71,11 @@ class FrameIndex:
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+
+def length32(values: np.ndarray) -> np.ndarray:
+    """Record lengths as int32, the packets table's dtype (a bogus length past 2**31 stays huge, not negative)."""
+    return np.minimum(values, np.iinfo(np.int32).max).astype(np.int32)
 
 
 class _Frames:
@@ -88,8 +93,8 @@ class _Frames:
             container=container,
             data=data,
             offsets=np.asarray(self.off, dtype=np.int64),
-            caplens=np.asarray(self.cap, dtype=np.int64),
-            wirelens=np.asarray(self.wire, dtype=np.int64),
+            caplens=length32(np.asarray(self.cap, dtype=np.int64)),
+            wirelens=length32(np.asarray(self.wire, dtype=np.int64)),
             ts_ns=np.asarray(self.ts, dtype=np.int64),
             iface=np.asarray(self.ifc, dtype=np.int32),
             interfaces=interfaces,
@@ -166,8 +171,15 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
     headers = (
         np.lib.stride_tricks.sliding_window_view(data, 16)[hdr_off] if len(hdr_off) else np.zeros((0, 16), np.uint8)
     )
-    words = np.ascontiguousarray(headers).view(dt).astype(np.int64)
-    sec, frac, incl, orig = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
+    # four uint32 words a record, kept narrow: int64 copies of all four would cost 32 bytes a packet
+    words = np.ascontiguousarray(headers).view(dt)
+    del headers
+    frac = words[:, 1].astype(np.int64)
+    incl, orig = length32(words[:, 2]), length32(words[:, 3])
+    ts_ns = words[:, 0].astype(np.int64)
+    ts_ns *= 1_000_000_000
+    ts_ns += frac * ts_mult
+    del words
     frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
     for fr in (np.flatnonzero(frac >= frac_limit)[:100] + 1).tolist():
         log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
@@ -180,7 +192,7 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
         offsets=hdr_off + 16,
         caplens=incl,
         wirelens=orig,
-        ts_ns=sec * 1_000_000_000 + frac * ts_mult,
+        ts_ns=ts_ns,
         iface=np.zeros(len(hdr_off), dtype=np.int32),
         interfaces=interfaces,
         records=records,
