@@ -70,6 +70,18 @@ def _u32(d: np.ndarray, i: np.ndarray) -> np.ndarray:
     )
 
 
+def _factorize_sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pd.factorize(values, sort=True) without its transient memory: pandas sizes its hash table for
+    every row (~40 bytes a packet) unless told how many distinct values to expect, and sorting
+    remaps the codes into a second array; here they are remapped in place."""
+    codes, uniq = pd.factorize(values, size_hint=1024)
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty(len(order), dtype=codes.dtype)
+    rank[order] = np.arange(len(order), dtype=codes.dtype)
+    np.take(rank, codes, out=codes)
+    return codes, uniq[order]
+
+
 @dataclass
 class _AddrSlot:
     """An address column while decoding: IPv4 as uint32, IPv6 rows as 16-byte chunks (last write wins)."""
@@ -108,13 +120,13 @@ class _AddrSlot:
         cats: list[str] = []
         is4 = self.version == 4
         if is4.all():  # the common case: no fancy-indexed copy, factorize's codes are the codes
-            codes, uniq = pd.factorize(self.v4, sort=True)
+            codes, uniq = _factorize_sorted(self.v4)
             cats.extend(str(ipaddress.IPv4Address(int(u))) for u in uniq)
         else:
             codes = np.full(self.n, -1, dtype=np.int32)
             rows4 = np.flatnonzero(is4)
             if len(rows4):
-                inv, uniq = pd.factorize(self.v4[rows4], sort=True)
+                inv, uniq = _factorize_sorted(self.v4[rows4])
                 cats.extend(str(ipaddress.IPv4Address(int(u))) for u in uniq)
                 codes[rows4] = inv
         del is4
