@@ -41,14 +41,14 @@ def _fail(status, r, code):
 
 @njit(cache=True, inline="always")
 def _set4(ver, addr, r, slot, value):
-    ver[slot, r] = 4
-    addr[slot, r] = value
+    ver[slot][r] = 4
+    addr[slot][r] = value
 
 
 @njit(cache=True, inline="always")
 def _set6(ver, addr, r, slot, off):
-    ver[slot, r] = 6
-    addr[slot, r] = off
+    ver[slot][r] = 6
+    addr[slot][r] = off
 
 
 @njit(cache=True)
@@ -101,7 +101,9 @@ def _quoted(d, r, off, end, ver, addr, i16, i32, i64):
 
 
 @njit(cache=True)
-def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status, i8, i16, i32, i64, flags, ver, addr):
+def decode_kernel(
+    d, starts, caplens, linktypes, vxlan_ports, max_depth, status, i8, i16, i32, i64, flags, ver, addr, payload_off
+):
     """Decode rows whose link type the kernel knows (NFLOG is left to the numpy decoder).
 
     Column layout (first index):
@@ -109,9 +111,11 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
     i16: 0 outer_proto, 1 outer_ttl, 2 proto, 3 ttl, 4 tcp_flags, 5 icmp_type, 6 q_proto, 7 icmp_code
     i32: 0 link_ifindex, 1 eth_type, 2 vlan, 3 outer_ip_len, 4 ip_len, 5 frag_offset, 6 sport, 7 dport,
          8 tcp_window, 9 tcp_mss, 10 payload_len, 11 icmp_echo_seq, 12 q_sport, 13 q_dport, 14 icmp_mtu
-    i64: 0 outer_ip_id, 1 vni, 2 ip_id, 3 seq, 4 q_ip_id, 5 ack, 6 payload_off
+    i64: 0 outer_ip_id, 1 vni, 2 ip_id, 3 seq, 4 q_ip_id, 5 ack
+    payload_off: where the L4 payload starts in ``d`` (its own array: only the fingerprint needs it)
     flags: 0 dont_fragment, 1 more_fragments
-    ver, addr: 0 outer_src, 1 outer_dst, 2 src, 3 dst, 4 q_src, 5 q_dst; ver 4: addr is the IPv4 address,
+    ver, addr: tuples of six arrays (each freed as its column is built): 0 outer_src, 1 outer_dst, 2 src,
+         3 dst, 4 q_src, 5 q_dst; ver 4: addr is the IPv4 address,
          ver 6: addr is the offset of the 16 address bytes in ``d`` (one array for both saves 24 bytes a packet)
     """
     n = starts.shape[0]
@@ -124,9 +128,10 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
             i32[k, r] = -1
         for k in range(i64.shape[0]):
             i64[k, r] = -1
+        payload_off[r] = -1
         flags[0, r], flags[1, r] = False, False
         for k in range(6):
-            ver[k, r], addr[k, r] = 0, 0
+            ver[k][r], addr[k][r] = 0, 0
         lt = linktypes[r]
         if lt == 239:  # NFLOG: TLVs, left to the numpy decoder
             continue
@@ -241,7 +246,7 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
                 l4 = off + ihl
                 if frag != 0:
                     i32[10, r] = l3end - l4
-                    i64[6, r] = l4
+                    payload_off[r] = l4
                     break
             elif et == 0x86DD:
                 if off + 40 > end:
@@ -300,7 +305,7 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
                 l4 = cur
                 if i32[5, r] != 0:
                     i32[10, r] = l3end - cur
-                    i64[6, r] = cur
+                    payload_off[r] = cur
                     break
             else:
                 break
@@ -317,7 +322,7 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
             i32[11, r] = -1
             i32[14, r] = -1
             i32[10, r] = l3end - l4
-            i64[6, r] = l4
+            payload_off[r] = l4
             if proto == 6:
                 if l4 + 4 <= l3end:
                     i32[6, r] = _u16(d, l4)
@@ -334,7 +339,7 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
                     if not okd:
                         _fail(status, r, BAD_TCP_OFF)
                     i32[10, r] = l3end - l4 - doff if okd else 0
-                    i64[6, r] = l4 + doff if okd else l3end
+                    payload_off[r] = l4 + doff if okd else l3end
                     if okd and (d[l4 + 13] & 0x02) != 0 and doff > 20:
                         i32[9, r] = _mss(d, l4 + 20, l4 + doff)
             elif proto == 17:
@@ -351,7 +356,7 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
                     if bad:
                         _fail(status, r, BAD_UDP_LEN)
                     i32[10, r] = (l3end - l4 - 8) if (ulen == 0 or bad) else ulen - 8
-                    i64[6, r] = l4 + 8
+                    payload_off[r] = l4 + 8
                     is_vx = False
                     sport_vx = False
                     for p in vxlan_ports:
@@ -413,7 +418,7 @@ def decode_kernel(d, starts, caplens, linktypes, vxlan_ports, max_depth, status,
                     i16[5, r] = t
                     i16[7, r] = code
                     i32[10, r] = l3end - l4 - 8
-                    i64[6, r] = l4 + 8
+                    payload_off[r] = l4 + 8
                     if proto == 1:
                         if t == 0 or t == 8 or t == 13 or t == 14:
                             i32[11, r] = _u16(d, l4 + 6)

@@ -91,6 +91,7 @@ class _AddrSlot:
     v4: np.ndarray = field(init=False)
     v6_rows: list[np.ndarray] = field(default_factory=list)
     v6_bytes: list[np.ndarray] = field(default_factory=list)
+    v6_data: np.ndarray | None = None  # the capture bytes, when v4 holds IPv6 offsets (compiled decoder)
 
     def __post_init__(self) -> None:
         self.version = np.zeros(self.n, dtype=np.int8)
@@ -107,30 +108,42 @@ class _AddrSlot:
 
     def use_offsets(self, version: np.ndarray, addr: np.ndarray, data: np.ndarray) -> None:
         """Adopt columns filled by the compiled decoder: ``addr`` holds the IPv4 address where version
-        is 4 and the offset of the IPv6 address bytes in the capture where it is 6."""
+        is 4 and the offset of the IPv6 address bytes in ``data`` where it is 6 (gathered when the
+        column is built, not held from decode until then)."""
         self.n, self.version, self.v4 = len(version), version, addr
-        rows = np.flatnonzero(version == 6)
-        self.v6_rows = [rows]
-        windows = np.lib.stride_tricks.sliding_window_view(data, 16) if len(rows) else None
-        self.v6_bytes = [windows[addr[rows]]] if len(rows) else []
+        self.v6_rows, self.v6_bytes, self.v6_data = [], [], data
+
+    def column(self) -> pd.Categorical:
+        """The categorical, then the decode arrays released."""
+        cat = self.categorical()
+        self.release()
+        return cat
+
+    def release(self) -> None:
+        """Drop the decode arrays once the column is built (``version`` stays: it is ip_version)."""
+        self.v4 = np.zeros(0, dtype=np.uint32)
+        self.v6_rows, self.v6_bytes, self.v6_data = [], [], None
 
     def categorical(self) -> pd.Categorical:
-        """The column as a categorical of address strings (codes built without a full-length copy
-        when every row is IPv4)."""
-        cats: list[str] = []
-        is4 = self.version == 4
-        if is4.all():  # the common case: no fancy-indexed copy, factorize's codes are the codes
-            codes, uniq = _factorize_sorted(self.v4)
-            cats.extend(str(ipaddress.IPv4Address(int(u))) for u in uniq)
-        else:
-            codes = np.full(self.n, -1, dtype=np.int32)
-            rows4 = np.flatnonzero(is4)
-            if len(rows4):
-                inv, uniq = _factorize_sorted(self.v4[rows4])
-                cats.extend(str(ipaddress.IPv4Address(int(u))) for u in uniq)
-                codes[rows4] = inv
-        del is4
+        """The column as a categorical of address strings: IPv4 first (sorted), then IPv6 (sorted).
+
+        Built in place to keep the peak low: IPv6 rows are gathered first, then every row that is
+        not IPv4 is set to -1 in the int64 value array and the whole array factorized, so no
+        fancy-indexed copies of a million rows are made.
+        """
         is6 = self.version == 6
+        if is6.any() and self.v6_data is not None:  # compiled decoder: v4 holds the IPv6 offsets
+            rows = np.flatnonzero(is6)
+            windows = np.lib.stride_tricks.sliding_window_view(self.v6_data, 16)
+            self.v6_rows, self.v6_bytes, self.v6_data = [rows], [windows[self.v4[rows]]], None
+        if self.v4.dtype != np.int64:
+            self.v4 = self.v4.astype(np.int64)
+        self.v4[self.version != 4] = -1  # no IPv4 value is negative
+        codes, uniq = _factorize_sorted(self.v4)
+        if len(uniq) and uniq[0] == -1:
+            codes -= 1
+            uniq = uniq[1:]
+        cats = [str(ipaddress.IPv4Address(int(u))) for u in uniq]
         if is6.any():
             rows = np.concatenate(self.v6_rows)
             raw = np.concatenate(self.v6_bytes)
@@ -141,10 +154,9 @@ class _AddrSlot:
             rows, raw = rows[keep], raw[keep]
             live = is6[rows]
             rows, raw = rows[live], np.ascontiguousarray(raw[live])
-            uniq, inv = np.unique(raw.view("V16").ravel(), return_inverse=True)
-            base = len(cats)
-            cats.extend(str(ipaddress.IPv6Address(bytes(u))) for u in uniq)
-            codes[rows] = inv + base
+            uniq6, inv = np.unique(raw.view("V16").ravel(), return_inverse=True)
+            codes[rows] = inv + len(cats)
+            cats.extend(str(ipaddress.IPv6Address(bytes(u))) for u in uniq6)
         return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object))
 
 
@@ -258,12 +270,28 @@ class PacketDecoder:
         i8 = np.empty((3, n), dtype=np.int8)
         i16 = np.empty((8, n), dtype=np.int16)
         i32 = np.empty((15, n), dtype=np.int32)
-        i64 = np.empty((7, n), dtype=np.int64)
+        i64 = np.empty((6, n), dtype=np.int64)
+        c.payload_off = np.empty(n, dtype=np.int64)
         flags = np.empty((2, n), dtype=bool)
-        ver = np.empty((6, n), dtype=np.int8)
-        addr = np.empty((6, n), dtype=np.int64)
+        # one array per address slot (not one block), so each is freed as soon as its column is built
+        ver = tuple(np.empty(n, dtype=np.int8) for _ in range(6))
+        addr = tuple(np.empty(n, dtype=np.int64) for _ in range(6))
         decode_kernel(
-            self.d, start, caplens, lt, self.vxlan_ports, self.max_depth, c.status, i8, i16, i32, i64, flags, ver, addr
+            self.d,
+            start,
+            caplens,
+            lt,
+            self.vxlan_ports,
+            self.max_depth,
+            c.status,
+            i8,
+            i16,
+            i32,
+            i64,
+            flags,
+            ver,
+            addr,
+            c.payload_off,
         )
         c.pkttype, c.encap, c.encap_depth = i8[0], i8[1], i8[2]
         (c.outer_proto, c.outer_ttl, c.proto, c.ttl, c.tcp_flags, c.icmp_type, c.q_proto, c.icmp_code) = i16
@@ -284,7 +312,7 @@ class PacketDecoder:
             c.q_dport,
             c.icmp_mtu,
         ) = i32
-        c.outer_ip_id, c.vni, c.ip_id, c.seq, c.q_ip_id, c.ack, c.payload_off = i64
+        c.outer_ip_id, c.vni, c.ip_id, c.seq, c.q_ip_id, c.ack = i64
         c.dont_fragment, c.more_fragments = flags
         for k, slot in enumerate((c.outer_src, c.outer_dst, c.src, c.dst, c.q_src, c.q_dst)):
             slot.use_offsets(ver[k], addr[k], self.d)
@@ -782,6 +810,7 @@ class PacketDecoder:
             self.payload_hash,
             self.fingerprint,
         )
+        c.payload_off = np.zeros(0, dtype=np.int64)  # not a table column; 8 bytes a packet less at the peak
 
     def _fingerprint(self, frame_end: np.ndarray) -> None:
         """Hash of fields that survive NAT and encapsulation (never addresses, ports, TTL, checksums)."""
@@ -826,8 +855,8 @@ class PacketDecoder:
             "link_ifindex": c.link_ifindex,
             "eth_type": c.eth_type,
             "vlan": c.vlan,
-            "outer_src": c.outer_src.categorical(),
-            "outer_dst": c.outer_dst.categorical(),
+            "outer_src": c.outer_src.column(),
+            "outer_dst": c.outer_dst.column(),
             "outer_proto": c.outer_proto,
             "outer_ip_id": c.outer_ip_id,
             "outer_ttl": c.outer_ttl,
@@ -836,8 +865,8 @@ class PacketDecoder:
             "encap_depth": c.encap_depth,
             "vni": c.vni,
             "ip_version": c.src.version,
-            "src": c.src.categorical(),
-            "dst": c.dst.categorical(),
+            "src": c.src.column(),
+            "dst": c.dst.column(),
             "proto": c.proto,
             "ip_id": c.ip_id,
             "ttl": c.ttl,
@@ -857,8 +886,8 @@ class PacketDecoder:
             "icmp_code": c.icmp_code,
             "icmp_echo_seq": c.icmp_echo_seq,
             "icmp_mtu": c.icmp_mtu,
-            "q_src": c.q_src.categorical(),
-            "q_dst": c.q_dst.categorical(),
+            "q_src": c.q_src.column(),
+            "q_dst": c.q_dst.column(),
             "q_proto": c.q_proto,
             "q_ip_id": c.q_ip_id,
             "q_sport": c.q_sport,
