@@ -91,7 +91,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("outer_src", "category", "outermost IP source"),
             ("outer_dst", "category", "outermost IP destination"),
             ("outer_proto", "int16", "outermost IP protocol / IPv6 next header"),
-            ("outer_ip_id", "int64", "outermost IPv4 id; -1"),
+            ("outer_ip_id", "int32", "outermost IPv4 id; -1"),
             ("outer_ttl", "int16", "outermost TTL / hop limit"),
             ("outer_ip_len", "int32", "outermost IP total length; minus ip_len it is the encapsulation overhead"),
             (
@@ -126,7 +126,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("q_src", "category", "source of the IP header quoted in an ICMP error"),
             ("q_dst", "category", "destination of the quoted header"),
             ("q_proto", "int16", "protocol of the quoted header; -1"),
-            ("q_ip_id", "int64", "IPv4 id of the quoted header; -1"),
+            ("q_ip_id", "int32", "IPv4 id of the quoted header; -1"),
             ("q_sport", "int32", "source port of the quoted L4 header; -1"),
             ("q_dport", "int32", "destination port of the quoted L4 header; -1"),
             ("payload_hash", "uint64", "hash of the first 16 payload bytes and their count"),

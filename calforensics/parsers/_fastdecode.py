@@ -84,7 +84,7 @@ def _quoted(d, r, off, end, ver, addr, i16, i32, i64):
         _set4(ver, addr, r, S_QDST, _u32(d, off + 16))
         p = np.int64(d[off + 9])
         i16[6, r] = p  # q_proto
-        i64[4, r] = _u16(d, off + 4)  # q_ip_id
+        i32[16, r] = _u16(d, off + 4)  # q_ip_id
         lo = off + ihl
         if (p == 6 or p == 17 or p == 132) and lo + 4 <= end:
             i32[12, r] = _u16(d, lo)
@@ -110,8 +110,9 @@ def decode_kernel(
     i8:  0 pkttype, 1 encap, 2 encap_depth
     i16: 0 outer_proto, 1 outer_ttl, 2 proto, 3 ttl, 4 tcp_flags, 5 icmp_type, 6 q_proto, 7 icmp_code
     i32: 0 link_ifindex, 1 eth_type, 2 vlan, 3 outer_ip_len, 4 ip_len, 5 frag_offset, 6 sport, 7 dport,
-         8 tcp_window, 9 tcp_mss, 10 payload_len, 11 icmp_echo_seq, 12 q_sport, 13 q_dport, 14 icmp_mtu
-    i64: 0 outer_ip_id, 1 vni, 2 ip_id, 3 seq, 4 q_ip_id, 5 ack
+         8 tcp_window, 9 tcp_mss, 10 payload_len, 11 icmp_echo_seq, 12 q_sport, 13 q_dport, 14 icmp_mtu,
+         15 outer_ip_id, 16 q_ip_id
+    i64: 0 vni, 1 ip_id, 2 seq, 3 ack
     payload_off: where the L4 payload starts in ``d`` (its own array: only the fingerprint needs it)
     flags: 0 dont_fragment, 1 more_fragments
     ver, addr: tuples of six arrays (each freed as its column is built): 0 outer_src, 1 outer_dst, 2 src,
@@ -235,10 +236,10 @@ def decode_kernel(
                 if depth == 0:
                     _set4(ver, addr, r, S_OUTER_SRC, _u32(d, off + 12))
                     _set4(ver, addr, r, S_OUTER_DST, _u32(d, off + 16))
-                    i16[0, r], i64[0, r], i16[1, r], i32[3, r] = proto, ip_id, ttl, ip_len
+                    i16[0, r], i32[15, r], i16[1, r], i32[3, r] = proto, ip_id, ttl, ip_len
                 _set4(ver, addr, r, S_SRC, _u32(d, off + 12))
                 _set4(ver, addr, r, S_DST, _u32(d, off + 16))
-                i16[2, r], i64[2, r], i16[3, r], i32[4, r] = proto, ip_id, ttl, ip_len
+                i16[2, r], i64[1, r], i16[3, r], i32[4, r] = proto, ip_id, ttl, ip_len
                 flags[0, r] = (fragw & 0x4000) != 0
                 flags[1, r] = (fragw & 0x2000) != 0
                 frag = (fragw & 0x1FFF) * 8
@@ -268,7 +269,7 @@ def decode_kernel(
                 _set6(ver, addr, r, S_DST, off + 24)
                 i16[3, r] = hlim
                 i32[4, r] = end - off if plen == 0 else plen + 40
-                i64[2, r] = -1
+                i64[1, r] = -1
                 i32[5, r] = 0
                 flags[1, r] = False
                 flags[0, r] = False
@@ -287,7 +288,7 @@ def decode_kernel(
                         fo = _u16(d, cur + 2)
                         i32[5, r] = (fo >> 3) * 8
                         flags[1, r] = (fo & 1) != 0
-                        i64[2, r] = _u32(d, cur + 4)
+                        i64[1, r] = _u32(d, cur + 4)
                         hlen = 8
                     elif nh == 51:
                         hlen = (np.int64(d[cur + 1]) + 2) * 4
@@ -313,8 +314,8 @@ def decode_kernel(
             i32[6, r] = -1
             i32[7, r] = -1
             i16[4, r] = -1
+            i64[2, r] = -1
             i64[3, r] = -1
-            i64[5, r] = -1
             i32[8, r] = -1
             i32[9, r] = -1
             i16[5, r] = -1
@@ -331,8 +332,8 @@ def decode_kernel(
                     _fail(status, r, TRUNC_TCP)
                 else:
                     doff = np.int64(d[l4 + 12] >> 4) * 4
-                    i64[3, r] = _u32(d, l4 + 4)
-                    i64[5, r] = _u32(d, l4 + 8)
+                    i64[2, r] = _u32(d, l4 + 4)
+                    i64[3, r] = _u32(d, l4 + 8)
                     i16[4, r] = np.int64(d[l4 + 13]) | (np.int64(d[l4 + 12] & 1) << 8)
                     i32[8, r] = _u16(d, l4 + 14)
                     okd = doff >= 20 and l4 + doff <= l3end
@@ -375,7 +376,7 @@ def decode_kernel(
                         else:
                             if i8[1, r] == ENC_NONE:
                                 i8[1, r] = ENC_VXLAN
-                                i64[1, r] = _u32(d, o + 4) >> 8
+                                i64[0, r] = _u32(d, o + 4) >> 8
                             i8[2, r] = depth + 1
                             if depth + 1 > max_depth:
                                 _fail(status, r, TOO_DEEP)
@@ -401,7 +402,7 @@ def decode_kernel(
                             else:
                                 if i8[1, r] == ENC_NONE:
                                     i8[1, r] = ENC_GENEVE
-                                    i64[1, r] = _u32(d, o + 4) >> 8
+                                    i64[0, r] = _u32(d, o + 4) >> 8
                                 i8[2, r] = depth + 1
                                 if depth + 1 > max_depth:
                                     _fail(status, r, TOO_DEEP)
@@ -467,7 +468,7 @@ def decode_kernel(
                         if follow and l4 + hdr <= l3end:
                             if i8[1, r] == ENC_NONE:
                                 i8[1, r] = ENC_GRE
-                                i64[1, r] = key
+                                i64[0, r] = key
                             i8[2, r] = depth + 1
                             if depth + 1 > max_depth:
                                 _fail(status, r, TOO_DEEP)

@@ -178,7 +178,7 @@ class _Columns:
         self.vlan = full("int32")
         self.outer_src, self.outer_dst = _AddrSlot(size), _AddrSlot(size)
         self.outer_proto = full("int16")
-        self.outer_ip_id = full("int64")
+        self.outer_ip_id = full("int32")
         self.outer_ttl = full("int16")
         self.outer_ip_len = full("int32")
         self.encap = np.zeros(size, dtype=np.int8)
@@ -207,7 +207,7 @@ class _Columns:
         self.icmp_mtu = full("int32")
         self.q_src, self.q_dst = _AddrSlot(size), _AddrSlot(size)
         self.q_proto = full("int16")
-        self.q_ip_id = full("int64")
+        self.q_ip_id = full("int32")
         self.q_sport = full("int32")
         self.q_dport = full("int32")
 
@@ -269,8 +269,8 @@ class PacketDecoder:
         # uninitialised: the kernel writes every cell (one pass in cache instead of a fill pass per array)
         i8 = np.empty((3, n), dtype=np.int8)
         i16 = np.empty((8, n), dtype=np.int16)
-        i32 = np.empty((15, n), dtype=np.int32)
-        i64 = np.empty((6, n), dtype=np.int64)
+        i32 = np.empty((17, n), dtype=np.int32)
+        i64 = np.empty((4, n), dtype=np.int64)
         c.payload_off = np.empty(n, dtype=np.int64)
         flags = np.empty((2, n), dtype=bool)
         # one array per address slot (not one block), so each is freed as soon as its column is built
@@ -311,8 +311,10 @@ class PacketDecoder:
             c.q_sport,
             c.q_dport,
             c.icmp_mtu,
+            c.outer_ip_id,
+            c.q_ip_id,
         ) = i32
-        c.outer_ip_id, c.vni, c.ip_id, c.seq, c.q_ip_id, c.ack = i64
+        c.vni, c.ip_id, c.seq, c.ack = i64
         c.dont_fragment, c.more_fragments = flags
         for k, slot in enumerate((c.outer_src, c.outer_dst, c.src, c.dst, c.q_src, c.q_dst)):
             slot.use_offsets(ver[k], addr[k], self.d)
