@@ -1,6 +1,7 @@
 """The compiled decoder and the vectorised reference decoder give identical columns on every capture."""
 
 import glob
+import ipaddress
 import json
 
 import numpy as np
@@ -77,3 +78,33 @@ def test_same_on_odd_and_damaged_frames(tmp_path):
     bad[14] = 0x43
     frames.append(bytes(bad))
     assert_same(write_pcap(tmp_path / "odd.pcap", frames))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_address_factorize_matches_pandas(monkeypatch, compiled):
+    """Address codes from the compiled factorize and from the pandas fallback: sorted IPv4 categories,
+    -1 (missing) for rows that are not IPv4, whatever the number of distinct addresses."""
+    from calforensics.parsers import _fastdecode
+    from calforensics.parsers.packets import _AddrSlot
+
+    monkeypatch.setattr(_fastdecode, "available", lambda: compiled)
+    rng = np.random.default_rng(7)
+    for distinct in (1, 3, 3000):
+        pool = rng.integers(0, 2**32, distinct)
+        values = pool[rng.integers(0, distinct, 20_000)].astype(np.int64)
+        version = rng.choice(np.array([0, 4, 4, 4, 6], dtype=np.int8), len(values))
+        values[version == 0] = 0
+        slot = _AddrSlot(len(values))
+        slot.version, slot.v4 = version, values.copy()
+        slot.v6_rows, slot.v6_bytes = [np.flatnonzero(version == 6)], [np.zeros(((version == 6).sum(), 16), np.uint8)]
+        got = slot.categorical()
+        is4 = version == 4
+        expect = pd.Categorical(
+            [str(ipaddress.IPv4Address(int(v))) for v in values[is4]],
+        )
+        assert list(got.categories[: len(expect.categories)]) == sorted(
+            expect.categories, key=lambda a: int(ipaddress.IPv4Address(a))
+        )
+        assert (np.asarray(got.astype(object))[is4] == np.asarray(expect.astype(object))).all()
+        assert pd.isna(np.asarray(got.astype(object))[version == 0]).all()
+        assert (np.asarray(got.astype(object))[version == 6] == "::").all()

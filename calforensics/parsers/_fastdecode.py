@@ -566,3 +566,65 @@ def fingerprint_kernel(
         fp = _mix(fp ^ _bits(np.int64(icmp_echo_seq[r])))
         fp = _mix(fp ^ _bits(np.int64(frag_offset[r])))
         out_fp[r] = fp
+
+
+@njit(cache=True)
+def _rehash(keys, used, ids, cap):
+    new_keys = np.empty(cap, dtype=np.int64)
+    new_used = np.zeros(cap, dtype=np.bool_)
+    new_ids = np.empty(cap, dtype=np.int32)
+    for h in range(keys.shape[0]):
+        if used[h]:
+            j = (np.uint64(keys[h]) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+            j = np.int64(j) & (cap - 1)
+            while new_used[j]:
+                j = (j + 1) & (cap - 1)
+            new_keys[j], new_used[j], new_ids[j] = keys[h], True, ids[h]
+    return new_keys, new_used, new_ids
+
+
+@njit(cache=True)
+def factorize_ipv4(values, version, codes):
+    """Codes (first-seen order, -1 where version is not 4) and distinct values of an address column.
+
+    pandas' factorize sizes a hash table for every row and returns int64 codes; a column has a few
+    thousand addresses at most, so a small table that grows and int32 codes keep the transient
+    memory at 4 bytes a packet.
+    """
+    cap = 1024
+    keys = np.empty(cap, dtype=np.int64)
+    used = np.zeros(cap, dtype=np.bool_)
+    ids = np.empty(cap, dtype=np.int32)
+    uniq = np.empty(cap, dtype=np.int64)
+    nu = 0
+    for r in range(values.shape[0]):
+        if version[r] != 4:
+            codes[r] = -1
+            continue
+        v = np.int64(values[r])
+        h = np.int64((np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & (cap - 1)
+        while used[h] and keys[h] != v:
+            h = (h + 1) & (cap - 1)
+        if not used[h]:
+            if 2 * (nu + 1) > cap:
+                cap *= 2
+                keys, used, ids = _rehash(keys, used, ids, cap)
+                grown = np.empty(cap, dtype=np.int64)
+                grown[:nu] = uniq[:nu]
+                uniq = grown
+                h = np.int64((np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & (cap - 1)
+                while used[h]:
+                    h = (h + 1) & (cap - 1)
+            keys[h], used[h], ids[h] = v, True, nu
+            uniq[nu] = v
+            nu += 1
+        codes[r] = ids[h]
+    return uniq[:nu]
+
+
+@njit(cache=True)
+def remap_codes(codes, rank):
+    """codes[r] = rank[codes[r]] in place, -1 kept (np.take with out= copies the codes as intp first)."""
+    for r in range(codes.shape[0]):
+        if codes[r] >= 0:
+            codes[r] = rank[codes[r]]

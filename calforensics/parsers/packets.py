@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..memory import release_freed_memory
 from .pcap import FrameIndex
 
 VXLAN_PORTS = (4789, 8472)
@@ -70,18 +71,6 @@ def _u32(d: np.ndarray, i: np.ndarray) -> np.ndarray:
     )
 
 
-def _factorize_sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """pd.factorize(values, sort=True) without its transient memory: pandas sizes its hash table for
-    every row (~40 bytes a packet) unless told how many distinct values to expect, and sorting
-    remaps the codes into a second array; here they are remapped in place."""
-    codes, uniq = pd.factorize(values, size_hint=1024)
-    order = np.argsort(uniq, kind="stable")
-    rank = np.empty(len(order), dtype=codes.dtype)
-    rank[order] = np.arange(len(order), dtype=codes.dtype)
-    np.take(rank, codes, out=codes)
-    return codes, uniq[order]
-
-
 @dataclass
 class _AddrSlot:
     """An address column while decoding: IPv4 as uint32, IPv6 rows as 16-byte chunks (last write wins)."""
@@ -113,10 +102,37 @@ class _AddrSlot:
         self.n, self.version, self.v4 = len(version), version, addr
         self.v6_rows, self.v6_bytes, self.v6_data = [], [], data
 
+    def _factorize_ipv4(self) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (-1 where the row is not IPv4) and sorted distinct IPv4 values, remapped in place."""
+        from ._fastdecode import available, factorize_ipv4, remap_codes
+
+        if available():
+            codes = np.empty(self.n, dtype=np.int32)
+            uniq = factorize_ipv4(self.v4, self.version, codes)
+        else:
+            if self.v4.dtype != np.int64:
+                self.v4 = self.v4.astype(np.int64)
+            self.v4[self.version != 4] = -1  # no IPv4 value is negative: -1 marks the other rows
+            codes, uniq = pd.factorize(self.v4, size_hint=1024)
+            if len(uniq) and uniq.min() == -1:
+                codes[codes == np.flatnonzero(uniq == -1)[0]] = -1
+        order = np.argsort(uniq, kind="stable")
+        if len(uniq) and uniq[order[0]] == -1:
+            order = order[1:]
+        # rank of each first-seen code in sorted order; the extra last slot keeps -1 as -1
+        rank = np.full(len(uniq) + 1, -1, dtype=codes.dtype)
+        rank[order] = np.arange(len(order), dtype=codes.dtype)
+        if available():
+            remap_codes(codes, rank)
+        else:
+            codes = rank[codes]
+        return codes, uniq[order]
+
     def column(self) -> pd.Categorical:
         """The categorical, then the decode arrays released."""
         cat = self.categorical()
         self.release()
+        release_freed_memory()
         return cat
 
     def release(self) -> None:
@@ -136,24 +152,25 @@ class _AddrSlot:
             rows = np.flatnonzero(is6)
             windows = np.lib.stride_tricks.sliding_window_view(self.v6_data, 16)
             self.v6_rows, self.v6_bytes, self.v6_data = [rows], [windows[self.v4[rows]]], None
-        if self.v4.dtype != np.int64:
-            self.v4 = self.v4.astype(np.int64)
-        self.v4[self.version != 4] = -1  # no IPv4 value is negative
-        codes, uniq = _factorize_sorted(self.v4)
-        if len(uniq) and uniq[0] == -1:
-            codes -= 1
-            uniq = uniq[1:]
+        codes, uniq = self._factorize_ipv4()
         cats = [str(ipaddress.IPv4Address(int(u))) for u in uniq]
         if is6.any():
-            rows = np.concatenate(self.v6_rows)
-            raw = np.concatenate(self.v6_bytes)
-            # keep the last write per row (deeper layers overwrite outer ones)
-            order = np.arange(len(rows))[::-1]
-            _, first = np.unique(rows[order], return_index=True)
-            keep = order[first]
-            rows, raw = rows[keep], raw[keep]
-            live = is6[rows]
-            rows, raw = rows[live], np.ascontiguousarray(raw[live])
+            if len(self.v6_rows) == 1:  # one write (always so from the compiled decoder): rows are unique
+                rows, raw = self.v6_rows[0], self.v6_bytes[0]
+                live = is6[rows]  # an inner IPv4 header may have overwritten the row since
+                if not live.all():
+                    rows, raw = rows[live], raw[live]
+                raw = np.ascontiguousarray(raw)
+            else:
+                rows = np.concatenate(self.v6_rows)
+                raw = np.concatenate(self.v6_bytes)
+                # keep the last write per row (deeper layers overwrite outer ones)
+                order = np.arange(len(rows))[::-1]
+                _, first = np.unique(rows[order], return_index=True)
+                keep = order[first]
+                rows, raw = rows[keep], raw[keep]
+                live = is6[rows]
+                rows, raw = rows[live], np.ascontiguousarray(raw[live])
             uniq6, inv = np.unique(raw.view("V16").ravel(), return_inverse=True)
             codes[rows] = inv + len(cats)
             cats.extend(str(ipaddress.IPv6Address(bytes(u))) for u in uniq6)
@@ -253,6 +270,7 @@ class PacketDecoder:
             if len(nflog):
                 self._nflog(nflog, start[nflog], start[nflog] + f.caplens[nflog])
             self._fingerprint_compiled()
+            release_freed_memory()
         else:
             end = start + f.caplens
             for linktype in np.unique(lt):
