@@ -46,9 +46,9 @@ def _set4(ver, addr, r, slot, value):
 
 
 @njit(cache=True, inline="always")
-def _set6(ver, addr, r, slot, off):
+def _set6(ver, addr, r, slot, off, base):
     ver[slot][r] = 6
-    addr[slot][r] = off
+    addr[slot][r] = off - base  # relative to the frame: fits the uint32 slot whatever the file size
 
 
 @njit(cache=True)
@@ -73,7 +73,7 @@ def _mss(d, start, end):
 
 
 @njit(cache=True)
-def _quoted(d, r, off, end, ver, addr, i16, i32, i64):
+def _quoted(d, r, off, end, ver, addr, i16, i32, i64, base):
     """The IP header (and the first 4 bytes of L4) quoted inside an ICMP error."""
     if off + 1 > end:
         return
@@ -90,8 +90,8 @@ def _quoted(d, r, off, end, ver, addr, i16, i32, i64):
             i32[12, r] = _u16(d, lo)
             i32[13, r] = _u16(d, lo + 2)
     elif v == 6 and off + 40 <= end:
-        _set6(ver, addr, r, S_QSRC, off + 8)
-        _set6(ver, addr, r, S_QDST, off + 24)
+        _set6(ver, addr, r, S_QSRC, off + 8, base)
+        _set6(ver, addr, r, S_QDST, off + 24, base)
         p = np.int64(d[off + 6])
         i16[6, r] = p
         lo = off + 40
@@ -117,7 +117,8 @@ def decode_kernel(
     flags: 0 dont_fragment, 1 more_fragments
     ver, addr: tuples of six arrays (each freed as its column is built): 0 outer_src, 1 outer_dst, 2 src,
          3 dst, 4 q_src, 5 q_dst; ver 4: addr is the IPv4 address,
-         ver 6: addr is the offset of the 16 address bytes in ``d`` (one array for both saves 24 bytes a packet)
+         ver 6: addr is the offset of the 16 address bytes from the frame's start (uint32 arrays: one
+         for both kinds saves 24 bytes a packet, relative offsets another 24)
     """
     n = starts.shape[0]
     for r in range(n):
@@ -261,12 +262,12 @@ def decode_kernel(
                 nh = np.int64(d[off + 6])
                 hlim = np.int64(d[off + 7])
                 if depth == 0:
-                    _set6(ver, addr, r, S_OUTER_SRC, off + 8)
-                    _set6(ver, addr, r, S_OUTER_DST, off + 24)
+                    _set6(ver, addr, r, S_OUTER_SRC, off + 8, starts[r])
+                    _set6(ver, addr, r, S_OUTER_DST, off + 24, starts[r])
                     i16[0, r], i16[1, r] = nh, hlim
                     i32[3, r] = end - off if plen == 0 else plen + 40
-                _set6(ver, addr, r, S_SRC, off + 8)
-                _set6(ver, addr, r, S_DST, off + 24)
+                _set6(ver, addr, r, S_SRC, off + 8, starts[r])
+                _set6(ver, addr, r, S_DST, off + 24, starts[r])
                 i16[3, r] = hlim
                 i32[4, r] = end - off if plen == 0 else plen + 40
                 i64[1, r] = -1
@@ -426,14 +427,14 @@ def decode_kernel(
                         if t == 3 and code == 4:
                             i32[14, r] = _u16(d, l4 + 6)
                         if t == 3 or t == 4 or t == 5 or t == 11 or t == 12:
-                            _quoted(d, r, l4 + 8, l3end, ver, addr, i16, i32, i64)
+                            _quoted(d, r, l4 + 8, l3end, ver, addr, i16, i32, i64, starts[r])
                     else:
                         if t == 128 or t == 129:
                             i32[11, r] = _u16(d, l4 + 6)
                         if t == 2:
                             i32[14, r] = _u32(d, l4 + 4)
                         if t == 1 or t == 2 or t == 3 or t == 4:
-                            _quoted(d, r, l4 + 8, l3end, ver, addr, i16, i32, i64)
+                            _quoted(d, r, l4 + 8, l3end, ver, addr, i16, i32, i64, starts[r])
             elif proto == 4 or proto == 41:
                 if i8[1, r] == ENC_NONE:
                     i8[1, r] = ENC_IPIP

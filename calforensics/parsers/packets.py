@@ -81,6 +81,7 @@ class _AddrSlot:
     v6_rows: list[np.ndarray] = field(default_factory=list)
     v6_bytes: list[np.ndarray] = field(default_factory=list)
     v6_data: np.ndarray | None = None  # the capture bytes, when v4 holds IPv6 offsets (compiled decoder)
+    v6_base: np.ndarray | None = None  # frame starts: those offsets are relative to them
 
     def __post_init__(self) -> None:
         self.version = np.zeros(self.n, dtype=np.int8)
@@ -95,12 +96,12 @@ class _AddrSlot:
         self.v6_rows.append(rows)
         self.v6_bytes.append(d[start[:, None] + np.arange(16)])
 
-    def use_offsets(self, version: np.ndarray, addr: np.ndarray, data: np.ndarray) -> None:
+    def use_offsets(self, version: np.ndarray, addr: np.ndarray, data: np.ndarray, frame_starts: np.ndarray) -> None:
         """Adopt columns filled by the compiled decoder: ``addr`` holds the IPv4 address where version
-        is 4 and the offset of the IPv6 address bytes in ``data`` where it is 6 (gathered when the
+        is 4 and the offset of the IPv6 address bytes (from its frame start) where it is 6 (gathered when the
         column is built, not held from decode until then)."""
         self.n, self.version, self.v4 = len(version), version, addr
-        self.v6_rows, self.v6_bytes, self.v6_data = [], [], data
+        self.v6_rows, self.v6_bytes, self.v6_data, self.v6_base = [], [], data, frame_starts
 
     def _factorize_ipv4(self) -> tuple[np.ndarray, np.ndarray]:
         """Codes (-1 where the row is not IPv4) and sorted distinct IPv4 values, remapped in place."""
@@ -138,7 +139,7 @@ class _AddrSlot:
     def release(self) -> None:
         """Drop the decode arrays once the column is built (``version`` stays: it is ip_version)."""
         self.v4 = np.zeros(0, dtype=np.uint32)
-        self.v6_rows, self.v6_bytes, self.v6_data = [], [], None
+        self.v6_rows, self.v6_bytes, self.v6_data, self.v6_base = [], [], None, None
 
     def categorical(self) -> pd.Categorical:
         """The column as a categorical of address strings: IPv4 first (sorted), then IPv6 (sorted).
@@ -151,7 +152,8 @@ class _AddrSlot:
         if is6.any() and self.v6_data is not None:  # compiled decoder: v4 holds the IPv6 offsets
             rows = np.flatnonzero(is6)
             windows = np.lib.stride_tricks.sliding_window_view(self.v6_data, 16)
-            self.v6_rows, self.v6_bytes, self.v6_data = [rows], [windows[self.v4[rows]]], None
+            at = self.v6_base[rows] + self.v4[rows]
+            self.v6_rows, self.v6_bytes, self.v6_data, self.v6_base = [rows], [windows[at]], None, None
         codes, uniq = self._factorize_ipv4()
         cats = [str(ipaddress.IPv4Address(int(u))) for u in uniq]
         if is6.any():
@@ -293,7 +295,7 @@ class PacketDecoder:
         flags = np.empty((2, n), dtype=bool)
         # one array per address slot (not one block), so each is freed as soon as its column is built
         ver = tuple(np.empty(n, dtype=np.int8) for _ in range(6))
-        addr = tuple(np.empty(n, dtype=np.int64) for _ in range(6))
+        addr = tuple(np.empty(n, dtype=np.uint32) for _ in range(6))
         decode_kernel(
             self.d,
             start,
@@ -335,7 +337,7 @@ class PacketDecoder:
         c.vni, c.ip_id, c.seq, c.ack = i64
         c.dont_fragment, c.more_fragments = flags
         for k, slot in enumerate((c.outer_src, c.outer_dst, c.src, c.dst, c.q_src, c.q_dst)):
-            slot.use_offsets(ver[k], addr[k], self.d)
+            slot.use_offsets(ver[k], addr[k], self.d, start)
 
     def _link(self, linktype: int, rows: np.ndarray, off: np.ndarray, end: np.ndarray) -> None:
         d, c = self.d, self.c
