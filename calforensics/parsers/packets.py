@@ -144,8 +144,8 @@ class _AddrSlot:
     def categorical(self) -> pd.Categorical:
         """The column as a categorical of address strings: IPv4 first (sorted), then IPv6 (sorted).
 
-        Built in place to keep the peak low: IPv6 rows are gathered first, then every row that is
-        not IPv4 is set to -1 in the int64 value array and the whole array factorized, so no
+        Built to keep the peak low: IPv6 bytes are gathered only now (for IPv6 rows only), and the
+        IPv4 codes come from one pass over the whole column (-1 where the row is not IPv4), so no
         fancy-indexed copies of a million rows are made.
         """
         is6 = self.version == 6
