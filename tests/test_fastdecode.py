@@ -74,6 +74,11 @@ def test_same_on_odd_and_damaged_frames(tmp_path):
     )
     gre.len = len(bytes(gre))
     frames.append(eth(gre))
+    nested = inner  # IPIP inside IPIP, one layer past the depth cap
+    for _ in range(5):
+        nested = dpkt.ip.IP(src=ip4("10.0.0.1"), dst=ip4("10.0.0.2"), p=4, data=bytes(nested))
+        nested.len = len(bytes(nested))
+    frames.append(eth(nested))
     bad = bytearray(eth(tcp4()))
     bad[14] = 0x43
     frames.append(bytes(bad))

@@ -100,6 +100,20 @@ def _quoted(d, r, off, end, ver, addr, i16, i32, i64, base):
             i32[13, r] = _u16(d, lo + 2)
 
 
+@njit(cache=True, inline="always")
+def _enter_tunnel(i8, i64, status, r, kind, vni, depth, max_depth):
+    """Record the outermost tunnel's kind and VNI/key (i8[1], i64[0]) and the tunnel depth (i8[2]);
+    False, with TOO_DEEP, past max_depth (packets.PacketDecoder._enter_tunnel, one packet)."""
+    if i8[1, r] == ENC_NONE:
+        i8[1, r] = kind
+        i64[0, r] = vni
+    i8[2, r] = depth + 1
+    if depth + 1 > max_depth:
+        _fail(status, r, TOO_DEEP)
+        return False
+    return True
+
+
 @njit(cache=True)
 def decode_kernel(
     d, starts, caplens, linktypes, vxlan_ports, max_depth, status, i8, i16, i32, i64, flags, ver, addr, payload_off
@@ -375,13 +389,7 @@ def decode_kernel(
                         elif (d[o] & 0x08) == 0:
                             _fail(status, r, BAD_VXLAN)
                         else:
-                            if i8[1, r] == ENC_NONE:
-                                i8[1, r] = ENC_VXLAN
-                                i64[0, r] = _u32(d, o + 4) >> 8
-                            i8[2, r] = depth + 1
-                            if depth + 1 > max_depth:
-                                _fail(status, r, TOO_DEEP)
-                            else:
+                            if _enter_tunnel(i8, i64, status, r, ENC_VXLAN, _u32(d, o + 4) >> 8, depth, max_depth):
                                 depth += 1
                                 off = o + 8
                                 end = l3end
@@ -401,13 +409,8 @@ def decode_kernel(
                             if o + hdr > l3end:
                                 _fail(status, r, TRUNC_TUNNEL)
                             else:
-                                if i8[1, r] == ENC_NONE:
-                                    i8[1, r] = ENC_GENEVE
-                                    i64[0, r] = _u32(d, o + 4) >> 8
-                                i8[2, r] = depth + 1
-                                if depth + 1 > max_depth:
-                                    _fail(status, r, TOO_DEEP)
-                                else:
+                                vni = _u32(d, o + 4) >> 8
+                                if _enter_tunnel(i8, i64, status, r, ENC_GENEVE, vni, depth, max_depth):
                                     depth += 1
                                     kind, off, end, et = _by_ethertype(d, o + hdr, l3end, ptype, status, r, depth)
                                     et_at, skip = 12, 14
@@ -436,12 +439,7 @@ def decode_kernel(
                         if t == 1 or t == 2 or t == 3 or t == 4:
                             _quoted(d, r, l4 + 8, l3end, ver, addr, i16, i32, i64, starts[r])
             elif proto == 4 or proto == 41:
-                if i8[1, r] == ENC_NONE:
-                    i8[1, r] = ENC_IPIP
-                i8[2, r] = depth + 1
-                if depth + 1 > max_depth:
-                    _fail(status, r, TOO_DEEP)
-                else:
+                if _enter_tunnel(i8, i64, status, r, ENC_IPIP, np.int64(-1), depth, max_depth):
                     depth += 1
                     off = l4
                     end = l3end
@@ -466,17 +464,14 @@ def decode_kernel(
                             hdr += 12
                             ptype = 0x6558
                         follow = ptype == 0x0800 or ptype == 0x86DD or ptype == 0x6558 or ptype == 0x8909
-                        if follow and l4 + hdr <= l3end:
-                            if i8[1, r] == ENC_NONE:
-                                i8[1, r] = ENC_GRE
-                                i64[0, r] = key
-                            i8[2, r] = depth + 1
-                            if depth + 1 > max_depth:
-                                _fail(status, r, TOO_DEEP)
-                            else:
-                                depth += 1
-                                kind, off, end, et = _by_ethertype(d, l4 + hdr, l3end, ptype, status, r, depth)
-                                et_at, skip = 12, 14
+                        if (
+                            follow
+                            and l4 + hdr <= l3end
+                            and _enter_tunnel(i8, i64, status, r, ENC_GRE, key, depth, max_depth)
+                        ):
+                            depth += 1
+                            kind, off, end, et = _by_ethertype(d, l4 + hdr, l3end, ptype, status, r, depth)
+                            et_at, skip = 12, 14
 
 
 @njit(cache=True)
