@@ -266,9 +266,8 @@ class PacketDecoder:
         lt = linktypes[f.iface] if len(f) else np.zeros(0, dtype=np.int32)
         if self.compiled and len(f):
             # the kernels take start and length: an int64 array of frame ends would cost 8 bytes a packet
+            nflog = np.flatnonzero(lt == LINKTYPE_NFLOG)  # rows the kernel leaves to the numpy decoder
             self._decode_compiled(start, f.caplens, lt)
-            del lt
-            nflog = np.flatnonzero(linktypes[f.iface] == LINKTYPE_NFLOG)
             if len(nflog):
                 self._nflog(nflog, start[nflog], start[nflog] + f.caplens[nflog])
             self._fingerprint_compiled()
