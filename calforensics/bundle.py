@@ -16,7 +16,7 @@ from .archive import Limits, Materialized, materialize
 from .flows import build_flows
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
-from .parallel import Runner
+from .parallel import CHUNK_PACKETS, Runner
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.packets import VXLAN_PORTS
 from .parsers.pcap import FrameIndex, read_frames
@@ -112,12 +112,22 @@ class Bundle:
         progress: ProgressFn | None = None,
         workers: int | None = None,
         scheduler: str | None = None,
+        chunk_packets: int = CHUNK_PACKETS,
+        spill_dir: str | Path | None = None,
+        spill: bool | None = None,
     ) -> None:
+        """``chunk_packets`` and ``spill``/``spill_dir`` bound memory on large captures (see Runner)."""
         self.path = Path(path)
         self.name = _bundle_name(self.path)
         self.vxlan_ports = vxlan_ports
         self._progress = progress
-        self.runner = Runner(workers=workers, scheduler=scheduler)
+        self.runner = Runner(
+            workers=workers,
+            scheduler=scheduler,
+            chunk_packets=chunk_packets,
+            spill_dir=str(spill_dir) if spill_dir else None,
+            spill=spill,
+        )
         self._bundle_log = AnomalyLog("bundle", str(self.path))
         self._mat: Materialized = materialize(self.path, self._bundle_log, limits)
         self._logs: dict[tuple[str, str], AnomalyLog] = {}
@@ -339,12 +349,11 @@ class Bundle:
         layout = {c: t for c, t, _ in SCHEMAS["packets"][1] if c not in ("capture_id", "node", "interface")}
         counts = [len(self._frame_index(a)) for a in pcaps]
         cols = self.runner.decode(
+            [self._frame_index(a) for a in pcaps],
             [self._mat.root / a.path for a in pcaps],
-            counts,
             self.vxlan_ports,
             layout,
-            lambda i: self._tick("decoding packets", i, len(pcaps)),
-            indexes=[self._frame_index(a) for a in pcaps],
+            lambda done, total: self._tick("decoding packets", done, total),
         )
         # node and interface as categorical codes built per capture: per-packet name objects would cost
         # ~50 bytes and a Python-level factorize a packet

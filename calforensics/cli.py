@@ -18,6 +18,7 @@ from . import __version__
 from .archive import BundleError
 from .bundle import Bundle, open_bundle
 from .inventory import inventory
+from .parallel import CHUNK_PACKETS
 
 app = typer.Typer(
     add_completion=False,
@@ -46,14 +47,14 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def _open(path: Path, progress: Progress, workers: int = 1, scheduler: str | None = None) -> Bundle:
+def _open(path: Path, progress: Progress, **options: object) -> Bundle:
     task = progress.add_task("opening bundle", total=None)
 
     def tick(what: str, done: int, total: int) -> None:
         progress.update(task, description=what, completed=done, total=total)
 
     try:
-        return open_bundle(path, progress=tick, workers=workers, scheduler=scheduler)
+        return open_bundle(path, progress=tick, **options)
     except BundleError as exc:
         progress.stop()
         _fail(str(exc))
@@ -152,11 +153,20 @@ def analyze_cmd(
     ] = None,
     tables: Annotated[str, typer.Option(help="export tables as csv, parquet, or none")] = "csv",
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when this is found: drops")] = None,
-    workers: Annotated[int, typer.Option(help="decode captures in this many processes")] = 1,
+    workers: Annotated[int, typer.Option(help="decode packets in this many processes (chunks of every capture)")] = 1,
     scheduler: Annotated[
         str | None,
         typer.Option(
             help="decode captures on this Dask cluster (tcp://HOST:PORT); its workers are sent the captures' bytes"
+        ),
+    ] = None,
+    chunk_packets: Annotated[
+        int, typer.Option(min=1, help="packets decoded at a time; the decoder's transient memory is ~250 B each")
+    ] = CHUNK_PACKETS,
+    spill_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="keep the packets table in memory-mapped files here (bounded memory for captures larger than RAM)"
         ),
     ] = None,
 ) -> None:
@@ -169,7 +179,15 @@ def analyze_cmd(
     if fail_on not in (None, "drops"):
         _fail("--fail-on takes: drops")
     with _progress(err.is_terminal) as progress:
-        bundle = _open(bundle_path, progress, workers=workers, scheduler=scheduler)
+        bundle = _open(
+            bundle_path,
+            progress,
+            workers=workers,
+            scheduler=scheduler,
+            chunk_packets=chunk_packets,
+            spill_dir=spill_dir,
+            spill=True if spill_dir else None,
+        )
         try:
             analysis = analyze(bundle)
             progress.update(progress.task_ids[0], description="writing the report")

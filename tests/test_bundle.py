@@ -197,6 +197,26 @@ def test_parallel_decode_equals_inline(tmp_path):
     assert parallel.runner._spilled is None  # closing removed the spilled column files
 
 
+@pytest.mark.parametrize(("chunk", "spill", "workers"), [(7, False, 1), (7, True, 1), (64, True, 2), (1, False, 1)])
+def test_chunked_decode_equals_whole_capture_decode(tmp_path, chunk, spill, workers):
+    """Cutting captures into chunks (inline or over workers, in memory or spilled to mapped files)
+    must give the same table as decoding each capture whole: values, frame numbers, categories."""
+    import pandas as pd
+
+    with calforensics.open_bundle(SAMPLE) as whole:
+        expected = whole.packets
+        anomalies = whole.anomalies
+    assert whole.runner.chunk_packets > len(expected)  # the reference really is one chunk a capture
+    with calforensics.open_bundle(SAMPLE, chunk_packets=chunk, spill=spill, workers=workers, spill_dir=tmp_path) as b:
+        b.runner.min_bytes = 0
+        got = b.packets
+        pd.testing.assert_frame_equal(got, expected)
+        pd.testing.assert_frame_equal(b.anomalies, anomalies)
+        if spill or workers > 1:
+            assert list(tmp_path.glob("calforensics-cols-*/src.npy"))  # the table lives in mapped files
+    assert not list(tmp_path.iterdir())  # closing removed them
+
+
 def test_dask_cluster_decodes_the_same_packets(tmp_path):
     """A real Dask scheduler and two worker processes on localhost; results equal the local run."""
     distributed = pytest.importorskip("distributed")

@@ -867,7 +867,7 @@ class PacketDecoder:
     def _finish(self) -> dict[str, object]:
         c, f = self.c, self.f
         return {
-            "frame": np.arange(1, c.n + 1, dtype=np.int64),
+            "frame": np.arange(f.first_frame + 1, f.first_frame + c.n + 1, dtype=np.int64),
             "ts_ns": f.ts_ns,
             "caplen": f.caplens.astype(np.int32, copy=False),
             "wirelen": f.wirelens.astype(np.int32, copy=False),

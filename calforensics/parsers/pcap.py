@@ -68,9 +68,25 @@ class FrameIndex:
     iface: np.ndarray  # int32 index into ``interfaces``
     interfaces: list[CaptureInterface] = field(default_factory=list)
     records: int = 0  # records seen in the file (packets + damaged ones)
+    first_frame: int = 0  # frames before this index's first row (non-zero for a slice)
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    def slice(self, lo: int, hi: int) -> FrameIndex:
+        """Rows [lo, hi) as an index of their own (views, no copies): the unit of chunked decoding."""
+        return FrameIndex(
+            container=self.container,
+            data=self.data,
+            offsets=self.offsets[lo:hi],
+            caplens=self.caplens[lo:hi],
+            wirelens=self.wirelens[lo:hi],
+            ts_ns=self.ts_ns[lo:hi],
+            iface=self.iface[lo:hi],
+            interfaces=self.interfaces,
+            records=hi - lo,
+            first_frame=self.first_frame + lo,
+        )
 
 
 def length32(values: np.ndarray) -> np.ndarray:
