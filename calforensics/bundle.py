@@ -357,48 +357,51 @@ class Bundle:
         )
         # node and interface as categorical codes built per capture: per-packet name objects would cost
         # ~50 bytes and a Python-level factorize a packet
-        capture_id, node_codes, iface_codes = [], [], []
+        for art in pcaps:  # decoded: frame offsets and file mappings are no longer needed
+            self._frame_index(art).release_bytes()
+        total = sum(counts)
+        capture_id = np.empty(total, dtype=np.int32)
+        node_codes = np.empty(total, dtype=np.int16)  # written in place per capture: no concatenation
+        iface_codes = np.empty(total, dtype=np.int32)
         node_cats: dict[str, int] = {}
         iface_cats: dict[str, int] = {}
         start = 0
         for art, n in zip(pcaps, counts, strict=True):
             fi = self._frame_index(art)
+            rows = slice(start, start + n)
             n_if = max(1, len(fi.interfaces))
             mine = caps[caps["artifact"] == art.path].set_index("iface_index")
             ids = mine["capture_id"].reindex(range(n_if)).fillna(-1).to_numpy(np.int32)
-            capture_id.append(ids[fi.iface])
+            np.take(ids, fi.iface, out=capture_id[rows])
             used = np.bincount(fi.iface, minlength=n_if) > 0
             labels = mine["interface"].reindex(range(n_if)).to_numpy(object)
             lut = np.array(
                 [_code(iface_cats, _label(x)) if used[i] else -1 for i, x in enumerate(labels)], dtype=np.int32
             )
-            codes = lut[fi.iface]
-            ifindex = np.asarray(cols["link_ifindex"][start : start + n])
+            codes = iface_codes[rows]
+            np.take(lut, fi.iface, out=codes)
+            ifindex = np.asarray(cols["link_ifindex"][rows])
             sll2 = ifindex >= 0
             if sll2.any():  # `-i any` (SLL2): each packet's own interface, named through `ip link`
                 lookup = ifname_by_node.get(art.node, {})
                 uniq, inv = np.unique(ifindex[sll2], return_inverse=True)
                 named = [_code(iface_cats, lookup.get(int(x), f"if{int(x)}")) for x in uniq.tolist()]
                 codes[sll2] = np.asarray(named, dtype=np.int32)[inv]
-            iface_codes.append(codes)
-            node_codes.append(np.full(n, _code(node_cats, _label(art.node)), dtype=np.int32))
-            status = cols["status"].codes[start : start + n]
+            node_codes[rows] = _code(node_cats, _label(art.node))
+            status = cols["status"].codes[rows]
             bad = status != 0
             if bad.any():
                 log = self._log("packets", art)
-                frames = np.asarray(cols["frame"][start : start + n])[bad]
+                frames = np.asarray(cols["frame"][rows])[bad]
                 log.extend_frames(frames.tolist(), np.asarray(cols["status"].categories)[status[bad]].tolist())
                 art.anomalies = len(self._log("pcap", art)) + len(log)
             start += n
         front = {
-            "capture_id": np.concatenate(capture_id),
-            "node": pd.Categorical.from_codes(
-                np.concatenate(node_codes), categories=pd.Index(list(node_cats), dtype=object)
-            ),
-            "interface": pd.Categorical.from_codes(
-                np.concatenate(iface_codes), categories=pd.Index(list(iface_cats), dtype=object)
-            ),
+            "capture_id": capture_id,
+            "node": pd.Categorical.from_codes(node_codes, categories=pd.Index(list(node_cats), dtype=object)),
+            "interface": pd.Categorical.from_codes(iface_codes, categories=pd.Index(list(iface_cats), dtype=object)),
         }
+        del node_codes, iface_codes
         return conform(columns_frame({**front, **cols}), "packets")
 
     def _ifindex_names(self) -> dict[str, dict[int, str]]:

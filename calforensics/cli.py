@@ -153,7 +153,10 @@ def analyze_cmd(
     ] = None,
     tables: Annotated[str, typer.Option(help="export tables as csv, parquet, or none")] = "csv",
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when this is found: drops")] = None,
-    workers: Annotated[int, typer.Option(help="decode packets in this many processes (chunks of every capture)")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="decode packets in this many processes (default: one per core; 1: inline)"),
+    ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(

@@ -14,6 +14,7 @@ bytes are sent once).
 from __future__ import annotations
 
 import ipaddress
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -32,10 +33,12 @@ from .parsers.packets import VXLAN_PORTS, decode_columns
 from .parsers.pcap import FrameIndex, read_frames
 
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # below this, starting workers costs more than it saves
-CHUNK_PACKETS = 1 << 20  # rows decoded at a time; bounds the decoder's transient memory (~250 B a row)
+CHUNK_PACKETS = 1 << 17  # rows decoded at a time: bounds the decoder's transient memory (~40 MB)
 SPILL_FRACTION = 0.25  # a packets table estimated past this share of RAM goes to mapped files on disk
 TABLE_BYTES_PER_PACKET = 180  # the packets table's size a row (docs/performance.md)
 CODES = np.int32  # categorical codes as stored while decoding
+# packets-table columns that are frame-index fields: taken from the index, not copied per chunk
+INDEX_COLUMNS = {"ts_ns": "ts_ns", "caplen": "caplens", "wirelen": "wirelens", "iface_index": "iface"}
 ADDRESS_COLUMNS = frozenset({"outer_src", "outer_dst", "src", "dst", "q_src", "q_dst"})
 
 _INDEXES: list[FrameIndex] = []  # the parent's frame indexes, inherited by forked pool workers
@@ -67,11 +70,18 @@ def decode_capture(source: str | bytes, vxlan_ports: tuple[int, ...] = VXLAN_POR
 
 
 def _write(cols: dict[str, object], out: dict[str, np.ndarray], start: int) -> dict[str, list]:
-    """Copy one task's columns into rows [start, start+n) of ``out``; return its categories."""
+    """Copy one task's columns into rows [start, start+n) of ``out``; return its categories.
+
+    Category codes are written as the task's own; an in-memory code column too narrow for them is
+    widened first (mapped column files are created wide enough)."""
     categories = {}
     for name, values in cols.items():
+        if name not in out:  # a frame-index column the caller takes from the index
+            continue
         n = len(values)
         if isinstance(values, pd.Categorical):
+            if len(values.categories) > np.iinfo(out[name].dtype).max:
+                out[name] = _widened(out[name])
             out[name][start : start + n] = values.codes
             categories[name] = list(values.categories)
         else:
@@ -79,14 +89,35 @@ def _write(cols: dict[str, object], out: dict[str, np.ndarray], start: int) -> d
     return categories
 
 
-def decode_chunk_into_files(chunk: Chunk, vxlan_ports: tuple[int, ...], spill: str) -> dict[str, list]:
-    """Worker side: decode one chunk of an inherited frame index into the shared column files."""
+def _widened(codes: np.ndarray) -> np.ndarray:
+    if isinstance(codes, np.memmap) or codes.dtype == np.int32:
+        raise ValueError(f"{len(codes)} rows: category codes past {codes.dtype}")
+    return codes.astype(np.int32)
+
+
+_OPEN_FILES: dict[str, dict[str, np.ndarray]] = {}  # a worker's mappings of the column files, by folder
+_SHARED_OUT: dict[str, np.ndarray] = {}  # the parent's shared anonymous columns, inherited by forked workers
+
+
+def decode_chunk_into(chunk: Chunk, vxlan_ports: tuple[int, ...], spill: str | None) -> dict[str, list]:
+    """Worker side: decode one chunk of an inherited frame index into the shared columns: the
+    column files in ``spill``, or else the shared memory the parent mapped before forking.
+
+    Both are shared mappings, so the parent sees the writes without a copy or a flush (an msync a
+    chunk would write every page to disk while decoding)."""
     cols = decode_columns(_INDEXES[chunk.capture].slice(chunk.lo, chunk.hi), vxlan_ports)
-    out = {name: np.load(Path(spill) / f"{name}.npy", mmap_mode="r+") for name in cols}
-    categories = _write(cols, out, chunk.row)
-    for arr in out.values():
-        arr.flush()
-    return categories
+    if spill is None:
+        return _write(cols, _SHARED_OUT, chunk.row)
+    if spill not in _OPEN_FILES:
+        _OPEN_FILES.clear()
+        _OPEN_FILES[spill] = {name: np.load(Path(spill) / f"{name}.npy", mmap_mode="r+") for name in cols}
+    return _write(cols, _OPEN_FILES[spill], chunk.row)
+
+
+def _shared_empty(n: int, dtype: np.dtype) -> np.ndarray:
+    """An array in anonymous shared memory: forked workers write it, the parent reads it in place."""
+    buf = mmap.mmap(-1, max(1, n * dtype.itemsize), flags=mmap.MAP_SHARED)
+    return np.frombuffer(buf, dtype=dtype, count=n)
 
 
 def physical_memory() -> int:
@@ -98,14 +129,15 @@ def physical_memory() -> int:
 
 @dataclass
 class Runner:
-    """How packet decoding runs: in chunks of ``chunk_packets`` rows, inline (the default), in
-    ``workers`` local processes, or per capture on the Dask cluster named by ``scheduler``.
+    """How packet decoding runs: in chunks of ``chunk_packets`` rows, inline or in ``workers`` local
+    processes (``None``: one per core; bundles under ``min_bytes`` of captures stay inline, where
+    starting processes costs more than it saves), or per capture on the Dask cluster ``scheduler``.
 
-    Memory: the decoder's transients are bounded by the chunk (about 250 bytes a row); the table
-    itself is held in memory, or in memory-mapped column files under ``spill_dir`` when ``spill`` is
-    set, when workers write it, or (``spill=None``) when its estimate passes SPILL_FRACTION of RAM.
-    Mapped columns are file pages the kernel can write back and drop, so a capture larger than
-    memory can still be read (docs/performance.md has the figures).
+    Memory: the decoder's transients are bounded by the chunk (about 300 bytes a row); the table is
+    held in memory (shared memory when workers write it), or in memory-mapped column files under
+    ``spill_dir`` when ``spill`` is set or (``spill=None``) when its estimate passes SPILL_FRACTION
+    of RAM. Mapped columns are file pages the kernel can write back and drop, so a capture larger
+    than memory can still be read (docs/performance.md has the figures).
     """
 
     workers: int | None = 1
@@ -114,6 +146,7 @@ class Runner:
     spill_dir: str | None = None
     chunk_packets: int = CHUNK_PACKETS
     spill: bool | None = None
+    processes_used: int = 0  # by the last decode (1: inline)
 
     def effective_workers(self, tasks: int) -> int:
         return max(1, min(tasks, self.workers or os.cpu_count() or 1))
@@ -139,7 +172,7 @@ class Runner:
         tick = progress or (lambda done, total: None)
         counts = [len(ix) for ix in indexes]
         total = sum(counts)
-        dtypes = {name: (CODES if kind == "category" else np.dtype(kind)) for name, kind in layout.items()}
+        dtypes = {name: np.dtype(CODES) if kind == "category" else np.dtype(kind) for name, kind in layout.items()}
         if self.scheduler:
             starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             out = {name: np.empty(total, dtype=dt) for name, dt in dtypes.items()}
@@ -151,7 +184,8 @@ class Runner:
         chunks = plan_chunks(counts, self.chunk_packets)
         n = self.effective_workers(len(chunks))
         pool = n > 1 and sum(p.stat().st_size for p in paths) >= self.min_bytes
-        spill = pool or self._spill_wanted(total)
+        spill = self._spill_wanted(total)
+        self.processes_used = n if pool else 1
         if len(chunks) == 1 and not spill:
             # one chunk: its decoded columns are the table already; copying them would double the peak
             tick(0, 1)
@@ -171,21 +205,30 @@ class Runner:
             }
             for arr in out.values():
                 arr.flush()
+        elif pool:  # int32 codes: a worker cannot widen a shared column
+            out = {name: _shared_empty(total, dt) for name, dt in dtypes.items() if name not in INDEX_COLUMNS}
         else:
-            out = {name: np.empty(total, dtype=dt) for name, dt in dtypes.items()}
+            out = {
+                name: np.empty(total, dtype=_codes_dtype(name) if layout[name] == "category" else dt)
+                for name, dt in dtypes.items()
+                if name not in INDEX_COLUMNS
+            }
         cats: list[dict[str, list]] = []
         if pool:
-            global _INDEXES
-            _INDEXES = indexes  # forked workers inherit the indexes: only chunk bounds cross the pipe
+            # forked workers inherit the indexes and the shared columns: only chunk bounds cross the pipe
+            _INDEXES[:] = indexes
+            _SHARED_OUT.update({} if spill else out)
+            target = str(folder) if spill else None
             try:
                 context = multiprocessing.get_context("fork")
                 with ProcessPoolExecutor(max_workers=n, mp_context=context) as workers:
-                    futures = [workers.submit(decode_chunk_into_files, c, vxlan_ports, str(folder)) for c in chunks]
+                    futures = [workers.submit(decode_chunk_into, c, vxlan_ports, target) for c in chunks]
                     for i, fut in enumerate(futures):
                         tick(i, len(chunks))
                         cats.append(fut.result())
             finally:
-                _INDEXES = []
+                _INDEXES.clear()
+                _SHARED_OUT.clear()
         else:
             for i, c in enumerate(chunks):
                 tick(i, len(chunks))
@@ -198,6 +241,11 @@ class Runner:
                 arr.flush()
             # plain ndarray views over the mapped files: the table pages them in from the page cache
             out = {name: np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r+")) for name in dtypes}
+        else:
+            for name, field in INDEX_COLUMNS.items():
+                if name in dtypes:
+                    parts = [np.asarray(getattr(ix, field), dtype=dtypes[name]) for ix in indexes]
+                    out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return _rebase_categoricals(out, layout, cats, [c.row for c in chunks] + [total])
 
     def _dask(self, paths: list[Path], vxlan_ports: tuple[int, ...]):
@@ -239,7 +287,7 @@ def _rebase_categoricals(
     cols: dict[str, object] = {}
     for name, kind in layout.items():
         if kind != "category":
-            cols[name] = out[name]
+            cols[name] = out.pop(name)
             continue
         union: dict[str, int] = {}
         for c in cats:
@@ -247,7 +295,9 @@ def _rebase_categoricals(
                 union.setdefault(v, len(union))
         if name in ADDRESS_COLUMNS:
             union = {v: i for i, v in enumerate(sorted(union, key=_address_key))}
-        codes = out[name]
+        codes = out.pop(name)  # its cells are re-coded in place, then narrowed; the wide array goes
+        if len(union) > np.iinfo(codes.dtype).max:
+            codes = _widened(codes)
         for i, c in enumerate(cats):
             own = c.get(name, [])
             mapping = np.asarray([union[v] for v in own] + [-1], dtype=CODES)  # code -1 stays -1
@@ -255,7 +305,15 @@ def _rebase_categoricals(
             if own and not np.array_equal(mapping[:-1], np.arange(len(own))):
                 codes[sl] = mapping[codes[sl]]
         cols[name] = pd.Categorical.from_codes(np.asarray(codes), categories=pd.Index(list(union), dtype=object))
+        del codes
     return cols
+
+
+def _codes_dtype(name: str) -> np.dtype:
+    """Codes as held in memory while decoding: int16 for addresses (widened to int32 in the rare
+    capture with more than 32,767 of them), int8 for the decoder's short fixed lists (encap kinds,
+    statuses). 18 bytes a packet less than int32 codes at the decoder's peak."""
+    return np.dtype(np.int16) if name in ADDRESS_COLUMNS else np.dtype(np.int8)
 
 
 def _address_key(text: str) -> tuple[int, int]:

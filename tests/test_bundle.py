@@ -193,8 +193,7 @@ def test_parallel_decode_equals_inline(tmp_path):
         import pandas as pd
 
         pd.testing.assert_frame_equal(got, expected)
-        assert parallel.runner._spilled is not None
-    assert parallel.runner._spilled is None  # closing removed the spilled column files
+        assert parallel.runner.processes_used == 2
 
 
 @pytest.mark.parametrize(("chunk", "spill", "workers"), [(7, False, 1), (7, True, 1), (64, True, 2), (1, False, 1)])
@@ -212,9 +211,29 @@ def test_chunked_decode_equals_whole_capture_decode(tmp_path, chunk, spill, work
         got = b.packets
         pd.testing.assert_frame_equal(got, expected)
         pd.testing.assert_frame_equal(b.anomalies, anomalies)
-        if spill or workers > 1:
+        assert b.runner.processes_used == workers
+        if spill:
             assert list(tmp_path.glob("calforensics-cols-*/src.npy"))  # the table lives in mapped files
     assert not list(tmp_path.iterdir())  # closing removed them
+
+
+def test_chunked_decode_widens_codes_past_32767_addresses(tmp_path):
+    """Address codes are held as int16 while chunks are decoded: a chunk with more distinct sources
+    than that, and a union of chunks past it, must widen them, not wrap around."""
+    import ipaddress
+
+    import pandas as pd
+
+    n = 40_000
+    frames = [eth(tcp4(src=str(ipaddress.IPv4Address(0x0A000000 + i)), ip_id=i & 0xFFFF)) for i in range(n)]
+    write_pcap(tmp_path / "many.pcap", frames)
+    with calforensics.open_bundle(tmp_path / "many.pcap") as whole:
+        expected = whole.packets
+    for chunk in (35_000, 20_000):  # a chunk past int16 / only the union past it
+        with calforensics.open_bundle(tmp_path / "many.pcap", chunk_packets=chunk, spill=False) as b:
+            got = b.packets
+            pd.testing.assert_frame_equal(got, expected)
+            assert got["src"].nunique() == n
 
 
 def test_dask_cluster_decodes_the_same_packets(tmp_path):

@@ -71,7 +71,13 @@ class FrameIndex:
     first_frame: int = 0  # frames before this index's first row (non-zero for a slice)
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.caplens)
+
+    def release_bytes(self) -> None:
+        """Forget where frames lie once they are decoded: the offsets (8 bytes a frame) and the
+        file's mapping go; lengths, times and interfaces stay (the packets table shares them)."""
+        self.offsets = np.zeros(0, dtype=np.int64)
+        self.data = np.zeros(0, dtype=np.uint8)
 
     def slice(self, lo: int, hi: int) -> FrameIndex:
         """Rows [lo, hi) as an index of their own (views, no copies): the unit of chunked decoding."""
