@@ -16,7 +16,7 @@ from .archive import Limits, Materialized, materialize
 from .flows import build_flows
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
-from .parallel import CHUNK_PACKETS, Runner
+from .parallel import CHUNK_PACKETS, Runner, narrow_codes
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.packets import VXLAN_PORTS
 from .parsers.pcap import FrameIndex, read_frames
@@ -248,7 +248,7 @@ class Bundle:
     def _frame_index(self, art: Artifact) -> FrameIndex:
         if art.path not in self._frames:
             log = self._log("pcap", art)
-            self._frames[art.path] = read_frames(self._mat.root / art.path, log)
+            self._frames[art.path] = read_frames(self._mat.root / art.path, log, self.runner.allocate)
         return self._frames[art.path]
 
     @cached_property
@@ -266,7 +266,7 @@ class Bundle:
             n_if = max(1, len(fi.interfaces))
             for k in range(n_if):
                 ci = fi.interfaces[k] if k < len(fi.interfaces) else None
-                sel = fi.iface == k
+                sel = fi.iface == k if n_if > 1 else slice(None)  # no per-frame copies for one interface
                 ts = fi.ts_ns[sel]
                 iface = (ci.name if ci and ci.name else stem) if n_if == 1 or not ci or ci.name else f"{stem}#{k}"
                 rows.append(
@@ -279,7 +279,7 @@ class Bundle:
                         "linktype_name": LINKTYPE_NAMES.get(ci.linktype, f"LINKTYPE_{ci.linktype}") if ci else "",
                         "container": fi.container,
                         "snaplen": ci.snaplen if ci else -1,
-                        "packets": int(sel.sum()),
+                        "packets": len(ts),
                         "first_ns": int(ts.min()) if len(ts) else -1,
                         "last_ns": int(ts.max()) if len(ts) else -1,
                         "artifact": art.path,
@@ -360,9 +360,10 @@ class Bundle:
         for art in pcaps:  # decoded: frame offsets and file mappings are no longer needed
             self._frame_index(art).release_bytes()
         total = sum(counts)
-        capture_id = np.empty(total, dtype=np.int32)
-        node_codes = np.empty(total, dtype=np.int16)  # written in place per capture: no concatenation
-        iface_codes = np.empty(total, dtype=np.int32)
+        allocate = self.runner.allocate  # mapped files when the table is spilled
+        capture_id = allocate(total, np.int32)
+        node_codes = allocate(total, np.int16)  # written in place per capture: no concatenation
+        iface_codes = allocate(total, np.int32)
         node_cats: dict[str, int] = {}
         iface_cats: dict[str, int] = {}
         start = 0
@@ -398,8 +399,13 @@ class Bundle:
             start += n
         front = {
             "capture_id": capture_id,
-            "node": pd.Categorical.from_codes(node_codes, categories=pd.Index(list(node_cats), dtype=object)),
-            "interface": pd.Categorical.from_codes(iface_codes, categories=pd.Index(list(iface_cats), dtype=object)),
+            "node": pd.Categorical.from_codes(
+                narrow_codes(node_codes, len(node_cats), allocate), categories=pd.Index(list(node_cats), dtype=object)
+            ),
+            "interface": pd.Categorical.from_codes(
+                narrow_codes(iface_codes, len(iface_cats), allocate),
+                categories=pd.Index(list(iface_cats), dtype=object),
+            ),
         }
         del node_codes, iface_codes
         return conform(columns_frame({**front, **cols}), "packets")

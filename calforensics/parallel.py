@@ -195,10 +195,7 @@ class Runner:
                 for name, kind in layout.items()
             }
         if spill:
-            if self.spill_dir:
-                Path(self.spill_dir).mkdir(parents=True, exist_ok=True)
-            folder = Path(tempfile.mkdtemp(prefix="calforensics-cols-", dir=self.spill_dir))
-            self._spilled = folder
+            folder = self._spill_folder()
             out = {
                 name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dt, shape=(total,))
                 for name, dt in dtypes.items()
@@ -246,7 +243,8 @@ class Runner:
                 if name in dtypes:
                     parts = [np.asarray(getattr(ix, field), dtype=dtypes[name]) for ix in indexes]
                     out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return _rebase_categoricals(out, layout, cats, [c.row for c in chunks] + [total])
+        allocate = self.allocate if spill else np.empty
+        return _rebase_categoricals(out, layout, cats, [c.row for c in chunks] + [total], allocate)
 
     def _dask(self, paths: list[Path], vxlan_ports: tuple[int, ...]):
         try:
@@ -262,6 +260,24 @@ class Runner:
             futures = [client.submit(decode_capture, p.read_bytes(), vxlan_ports, pure=False) for p in paths]
             for fut in futures:
                 yield fut.result()
+
+    def _spill_folder(self) -> Path:
+        """The folder of this bundle's mapped files (made on first use, removed by cleanup)."""
+        if getattr(self, "_spilled", None) is None:
+            if self.spill_dir:
+                Path(self.spill_dir).mkdir(parents=True, exist_ok=True)
+            self._spilled = Path(tempfile.mkdtemp(prefix="calforensics-cols-", dir=self.spill_dir))
+            self._files = 0
+        return self._spilled
+
+    def allocate(self, n: int, dtype: type) -> np.ndarray:
+        """An array of ``n`` per-frame values: a mapped file when a table of ``n`` rows would be spilled."""
+        if n == 0 or not self._spill_wanted(n):
+            return np.empty(n, dtype=dtype)
+        folder = self._spill_folder()
+        self._files += 1
+        path = folder / f"array-{self._files}.npy"
+        return np.asarray(np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n,)))
 
     def cleanup(self) -> None:
         """Remove spilled column files (the packets table maps them until then)."""
@@ -279,7 +295,11 @@ def categorical_of(values) -> pd.Categorical:
 
 
 def _rebase_categoricals(
-    out: dict[str, np.ndarray], layout: dict, cats: list[dict[str, list]], bounds: list[int]
+    out: dict[str, np.ndarray],
+    layout: dict,
+    cats: list[dict[str, list]],
+    bounds: list[int],
+    allocate: Callable[[int, type], np.ndarray] = np.empty,
 ) -> dict[str, object]:
     """Per-task category codes onto one set of categories per column (task i owns rows
     bounds[i]:bounds[i+1]). Address categories are put in the order one whole decode gives them
@@ -304,9 +324,22 @@ def _rebase_categoricals(
             sl = slice(bounds[i], bounds[i + 1])
             if own and not np.array_equal(mapping[:-1], np.arange(len(own))):
                 codes[sl] = mapping[codes[sl]]
-        cols[name] = pd.Categorical.from_codes(np.asarray(codes), categories=pd.Index(list(union), dtype=object))
+        codes = narrow_codes(np.asarray(codes), len(union), allocate)
+        cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(list(union), dtype=object))
         del codes
     return cols
+
+
+def narrow_codes(codes: np.ndarray, categories: int, allocate: Callable[[int, type], np.ndarray]) -> np.ndarray:
+    """Codes in the narrowest dtype pandas would pick, copied in runs into an array from ``allocate``
+    (a mapped file for a spilled table), so that pandas keeps them rather than making its own copy."""
+    want = next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
+    if codes.dtype == want:
+        return codes
+    narrow = allocate(len(codes), want)
+    for lo in range(0, len(codes), 1 << 22):
+        narrow[lo : lo + (1 << 22)] = codes[lo : lo + (1 << 22)]
+    return narrow
 
 
 def _codes_dtype(name: str) -> np.dtype:

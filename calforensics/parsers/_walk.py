@@ -63,11 +63,14 @@ def _walk(data, start, little, max_record, out):
     return n, STOP_END, off
 
 
-def walk_pcap(data: np.ndarray, little: bool, max_record: int, start: int = 24) -> tuple[np.ndarray, int, int]:
-    """Offsets of every record header, the stop reason and where the walk stopped."""
+def walk_pcap(
+    data: np.ndarray, little: bool, max_record: int, start: int = 24, alloc=None
+) -> tuple[np.ndarray, int, int]:
+    """Offsets of every record header (in an array from ``alloc(n, dtype)``: the count is known
+    before it is asked for), the stop reason and where the walk stopped."""
     empty = np.zeros(0, dtype=np.int64)
     count, reason, stop = _walk(data, start, little, max_record, empty)
-    offsets = np.zeros(count, dtype=np.int64)
+    offsets = alloc(count, np.int64) if alloc else np.zeros(count, dtype=np.int64)
     if count:
         _walk(data, start, little, max_record, offsets)
     return offsets, int(reason), int(stop)

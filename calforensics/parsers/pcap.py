@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +125,14 @@ class _Frames:
         )
 
 
+Allocator = Callable[[int, type], np.ndarray]
+HEADER_RUN = 1 << 20  # record headers read at a time
+
+
+def _in_memory(n: int, dtype: type) -> np.ndarray:
+    return np.empty(n, dtype=dtype)
+
+
 def map_file(path: str | Path) -> np.ndarray:
     """Memory-map a file read-only as uint8 (an empty array for an empty file)."""
     with open(path, "rb") as fh:
@@ -134,8 +143,12 @@ def map_file(path: str | Path) -> np.ndarray:
     return np.frombuffer(mm, dtype=np.uint8)
 
 
-def read_frames(source: str | Path | bytes | np.ndarray, log: AnomalyLog) -> FrameIndex:
-    """Index every frame of a pcap or pcapng file (a path, or its bytes); damage becomes anomalies in ``log``."""
+def read_frames(source: str | Path | bytes | np.ndarray, log: AnomalyLog, alloc: Allocator | None = None) -> FrameIndex:
+    """Index every frame of a pcap or pcapng file (a path, or its bytes); damage becomes anomalies in ``log``.
+
+    ``alloc(n, dtype)`` gives the index's per-frame arrays (default: in memory); a classic pcap's index
+    is built in bounded transient memory, so with arrays mapped from files the index of a capture
+    larger than RAM can be built. (A pcapng index is built in memory: its blocks are walked in Python.)"""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = np.frombuffer(source, dtype=np.uint8)
     elif isinstance(source, np.ndarray):
@@ -145,14 +158,14 @@ def read_frames(source: str | Path | bytes | np.ndarray, log: AnomalyLog) -> Fra
     head = bytes(data[:12])
     kind = sniff_capture(head)
     if kind == "pcap":
-        return _read_pcap(data, log)
+        return _read_pcap(data, log, alloc or _in_memory)
     if kind == "pcapng":
         return _read_pcapng(data, log)
     log.add("file", "not_a_capture", f"unknown magic {head[:4].hex()}")
     return _Frames().index("unknown", data, [], 0)
 
 
-def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
+def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameIndex:
     buf = memoryview(data)
     frames = _Frames()
     if len(buf) < 24:
@@ -173,7 +186,7 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
 
     # the walk follows lengths only (compiled when numba is there); headers are then read in bulk
     size = len(buf)
-    hdr_off, reason, off = walk_pcap(data, endian == "<", MAX_RECORD)
+    hdr_off, reason, off = walk_pcap(data, endian == "<", MAX_RECORD, alloc=alloc)
     n = len(hdr_off)
     if reason in (STOP_TOO_LONG, STOP_TRUNCATED):
         (incl,) = struct.unpack_from(endian + "I", buf, off + 8)
@@ -187,35 +200,41 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
             )
     elif reason == STOP_TRAILING:
         log.add(f"frame {n + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record")
-    offsets = hdr_off
-    records = len(offsets) + (off < size)
+    records = n + (off < size)
+    caplens, wirelens, ts_ns, iface = alloc(n, np.int32), alloc(n, np.int32), alloc(n, np.int64), alloc(n, np.int32)
+    iface[:] = 0
     dt = np.dtype(endian + "u4")
-    headers = (
-        np.lib.stride_tricks.sliding_window_view(data, 16)[hdr_off] if len(hdr_off) else np.zeros((0, 16), np.uint8)
-    )
-    # four uint32 words a record, kept narrow: int64 copies of all four would cost 32 bytes a packet
-    words = np.ascontiguousarray(headers).view(dt)
-    del headers
-    frac = words[:, 1].astype(np.int64)
-    incl, orig = length32(words[:, 2]), length32(words[:, 3])
-    ts_ns = words[:, 0].astype(np.int64)
-    ts_ns *= 1_000_000_000
-    ts_ns += frac * ts_mult
-    del words
+    windows = np.lib.stride_tricks.sliding_window_view(data, 16) if n else None
     frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
-    for fr in (np.flatnonzero(frac >= frac_limit)[:100] + 1).tolist():
+    bad_ts, too_long = [], []
+    # headers in runs of HEADER_RUN records: four uint32 words a record, so the transient is bounded
+    for lo in range(0, n, HEADER_RUN):
+        hi = min(n, lo + HEADER_RUN)
+        words = np.ascontiguousarray(windows[hdr_off[lo:hi]]).view(dt)
+        frac = words[:, 1].astype(np.int64)
+        caplens[lo:hi] = length32(words[:, 2])
+        wirelens[lo:hi] = length32(words[:, 3])
+        ts = words[:, 0].astype(np.int64)
+        ts *= 1_000_000_000
+        ts += frac * ts_mult
+        ts_ns[lo:hi] = ts
+        if len(bad_ts) < 100:
+            bad_ts.extend((np.flatnonzero(frac >= frac_limit)[:100] + lo + 1).tolist())
+        if snaplen and len(too_long) < 100:
+            too_long.extend((np.flatnonzero(caplens[lo:hi] > snaplen)[:100] + lo + 1).tolist())
+    for fr in bad_ts[:100]:
         log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
-    if snaplen:
-        for fr in (np.flatnonzero(incl > snaplen)[:100] + 1).tolist():
-            log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
+    for fr in too_long[:100]:
+        log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
+    hdr_off += 16  # record header offsets become frame-data offsets, in place
     return FrameIndex(
         container="pcap",
         data=data,
-        offsets=hdr_off + 16,
-        caplens=incl,
-        wirelens=orig,
+        offsets=hdr_off,
+        caplens=caplens,
+        wirelens=wirelens,
         ts_ns=ts_ns,
-        iface=np.zeros(len(hdr_off), dtype=np.int32),
+        iface=iface,
         interfaces=interfaces,
         records=records,
     )

@@ -1,0 +1,110 @@
+"""Bounded memory: decode a capture far larger than the memory it is allowed, under a hard limit.
+
+Run: `python bench/bench_bounded.py [--packets N | --capture FILE] [--limit-mb M] [--chunk-packets K]`.
+
+The decode runs in a child process inside a memory cgroup limited to M MB (bench/memlimit.py), with
+the packets table spilled to memory-mapped files (`--spill-dir`, `spill=True`). It must finish and
+give the same table as an unlimited in-memory decode (checked by digests); with `--control`, the
+same decode without spilling runs under the same limit and should be killed, which shows the limit
+bites. Figures go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def table_digest(packets) -> dict:
+    """Order-sensitive digests of a packets table: equal tables give equal digests."""
+    out = {"rows": len(packets)}
+    for name in ("fingerprint", "ts_ns", "seq", "frame"):
+        v = packets[name].to_numpy().astype(np.uint64)
+        w = np.arange(1, len(v) + 1, dtype=np.uint64)
+        out[name] = int((v * w).sum(dtype=np.uint64))
+    for name in ("src", "dst", "outer_src", "interface"):
+        cat = packets[name].array
+        out[name] = [int(cat.codes.astype(np.int64).sum()), list(map(str, cat.categories[:5])), len(cat.categories)]
+    return out
+
+
+def child(capture: str, spill_dir: str | None, chunk: int) -> None:
+    import calforensics
+
+    t = time.perf_counter()
+    with calforensics.open_bundle(capture, spill=spill_dir is not None, spill_dir=spill_dir, chunk_packets=chunk) as b:
+        digest = table_digest(b.packets)
+    status = Path("/proc/self/status").read_text()
+    hwm = int(status.split("VmHWM:")[1].split()[0]) * 1024
+    print(json.dumps({"digest": digest, "seconds": time.perf_counter() - t, "vm_hwm": hwm}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--packets", type=int, default=3_000_000)
+    ap.add_argument("--capture", help="use this pcap instead of writing one")
+    ap.add_argument("--limit-mb", type=int, default=400)
+    ap.add_argument("--chunk-packets", type=int, default=1 << 17)
+    ap.add_argument("--control", action="store_true", help="also run without spilling under the same limit")
+    ap.add_argument("--child", nargs=2, metavar=("CAPTURE", "SPILL_DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], None if args.child[1] == "-" else args.child[1], args.chunk_packets)
+        return
+    sys.path.insert(0, str(HERE))
+    from bench_ingest import write_capture
+    from memlimit import available, run_limited
+
+    import calforensics
+
+    if not available():
+        sys.exit("bench_bounded: needs a writable memory cgroup (Linux, root)")
+    with tempfile.TemporaryDirectory() as tmp:
+        capture = Path(args.capture) if args.capture else Path(tmp) / "big.pcap"
+        if not args.capture:
+            write_capture(capture, args.packets)
+        size = capture.stat().st_size
+        limit = args.limit_mb << 20
+        print(f"capture: {size / 1e6:,.0f} MB; memory limit {args.limit_mb} MB")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--chunk-packets", str(args.chunk_packets), "--child"]
+        run = run_limited([*cmd, str(capture), str(Path(tmp) / "spill")], limit, timeout=7200)
+        if run.returncode != 0:
+            print(f"spilled decode FAILED under the limit (oom={run.oom_killed}): {run.stderr.strip()[-500:]}")
+            sys.exit(1)
+        got = json.loads(run.stdout.strip().splitlines()[-1])
+        rows = got["digest"]["rows"]
+        print(
+            f"spilled decode:   {rows:,} packets in {got['seconds']:.1f} s ({rows / got['seconds']:,.0f} packets/s) "
+            f"under {args.limit_mb} MB; "
+            f"cgroup peak {run.peak_bytes / 2**20:,.0f} MB (page cache included), "
+            f"process peak RSS {got['vm_hwm'] / 2**20:,.0f} MB (mapped file pages included)"
+        )
+        table_mb = rows * 173 / 2**20
+        print(f"for scale:        the table is ~{table_mb:,.0f} MB, the capture {size / 2**20:,.0f} MB")
+        if args.control:
+            # without spilling, the table alone is over the limit: the kernel kills it, or it thrashes on
+            # refaulting the capture's pages until the time limit
+            try:
+                ctl = run_limited([*cmd, str(capture), "-"], limit, timeout=max(60.0, 5 * got["seconds"]))
+                print(f"control (no spill), same limit: exit {ctl.returncode}, killed by OOM: {ctl.oom_killed}")
+            except subprocess.TimeoutExpired:
+                print("control (no spill), same limit: did not finish in 5x the spilled time (thrashing)")
+        if rows <= 5_000_000:
+            with calforensics.open_bundle(capture, spill=False) as b:
+                same = table_digest(b.packets) == got["digest"]
+            print(f"same table as an unlimited in-memory decode: {same}")
+            if not same:
+                sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
