@@ -1,0 +1,48 @@
+"""A capture larger than the memory the decode may use is still read, under a hard kernel limit.
+
+The decode runs in a child process inside a memory cgroup (bench/memlimit.py) whose limit is below
+the capture plus its packets table; with the table spilled to mapped files it must finish and give
+the same table as an unlimited decode. Needs root and a memory cgroup: skipped without them, except
+on CI (CI=true), where it must run.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+import calforensics
+
+PACKETS = 1_500_000
+LIMIT = 320 << 20
+
+
+def test_spilled_decode_fits_under_a_limit_smaller_than_capture_plus_table(tmp_path):
+    import memlimit
+    from bench_bounded import table_digest
+    from bench_ingest import write_capture
+
+    if not memlimit.available():
+        if os.environ.get("CI"):
+            pytest.fail("the bounded-memory test must run on CI, but no writable memory cgroup is here")
+        pytest.skip("needs root and a memory cgroup")
+    capture = tmp_path / "big.pcap"
+    size = write_capture(capture, PACKETS)
+    with calforensics.open_bundle(capture, spill=False) as b:
+        expected = table_digest(b.packets)
+        table_bytes = int(b.packets.memory_usage(deep=False).sum())
+    assert size + table_bytes > 1.4 * LIMIT  # the limit really is smaller than what an in-memory decode holds
+
+    script = ROOT / "bench" / "bench_bounded.py"
+    run = memlimit.run_limited(
+        [sys.executable, str(script), "--child", str(capture), str(tmp_path / "spill")], LIMIT, timeout=120
+    )
+    assert run.returncode == 0, f"killed by OOM: {run.oom_killed}; {run.stderr[-2000:]}"
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["digest"] == expected
+    assert run.peak_bytes >= 0.9 * LIMIT  # the kernel had to hold it to the limit (page cache reclaimed)
+    assert not list((tmp_path / "spill").iterdir())  # mapped column files removed on close
