@@ -22,8 +22,14 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check calforensics tests bench sample_data
 	$(PY) -m pytest -q
 
+# every figure in docs/performance.md, one benchmark after another (bench_bounded needs root)
 bench: $(VENV)/.installed
-	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_ingest.py --packets 2000000
+	$(PY) bench/bench_scale.py
+	$(PY) bench/bench_scale.py --captures 1 --packets-per-capture 2000000
+	$(PY) bench/bench_join.py --flows 20000
+	$(PY) bench/bench_analyze.py --flows 20000
+	$(PY) bench/bench_bounded.py --packets 3000000 --limit-mb 400
 
 bench-join: $(VENV)/.installed
 	$(PY) bench/bench_join.py --flows 20000

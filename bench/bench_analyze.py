@@ -1,42 +1,69 @@
-"""End to end: `calforensics analyze` on a generated bundle (bench_join's two-node layout).
+"""End to end: `calforensics analyze` on a generated bundle (bench_join's two-node layout), stage by
+stage, with 1 and with 2 workers.
 
-Prints packets/s for the whole analysis (read, decode, join, flows, analyses, report) and the peak
-resident memory. Run: `python bench/bench_analyze.py [--flows N]`.
+Prints, per stage (index the captures, decode packets, join and flows, analyses, report), the time
+and the peak resident-memory growth, then packets/s for the whole analysis. Each worker count runs
+in a fresh process, so neither run inherits the other's memory or caches. Run:
+`python bench/bench_analyze.py [--flows N] [--workers 1 2]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench_join import write_bundle
+from peak_memory import PeakGrowth
 
 import calforensics
+
+
+def run(root: Path, workers: int, out: Path) -> None:
+    rows = []
+    t_all = time.perf_counter()
+    with PeakGrowth() as total, calforensics.open_bundle(root, workers=workers) as b:
+        for stage, work in (
+            ("index captures", lambda: b.captures),
+            ("decode packets", lambda: b.packets),
+            ("join and flows", lambda: b.flows),
+            ("analyses", lambda: calforensics.analyze(b)),
+        ):
+            t = time.perf_counter()
+            result = work()
+            rows.append((stage, time.perf_counter() - t, total.now()))
+        t = time.perf_counter()
+        calforensics.write_report(result, out, tables="none")
+        rows.append(("report", time.perf_counter() - t, total.now()))
+        packets = len(b.packets)
+    s = time.perf_counter() - t_all
+    for stage, secs, peak in rows:
+        print(f"  {stage:16s} {secs:7.2f} s   peak growth so far {peak / 2**20:7.0f} MB")
+    print(
+        f"analyze, {workers} worker(s): {packets:,} frames in {s:.2f} s = {packets / s:,.0f} packets/s; "
+        f"peak growth {total.bytes / 2**20:.0f} MB ({total.bytes / packets:.0f} B/packet)"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--flows", type=int, default=20_000)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--run", nargs=2, metavar=("ROOT", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.run:
+        with tempfile.TemporaryDirectory() as tmp:
+            run(Path(args.run[0]), int(args.run[1]), Path(tmp) / "report")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench-analyze"
         write_bundle(root, args.flows, 10)
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t = time.perf_counter()
-        with calforensics.open_bundle(root, workers=args.workers) as b:
-            a = calforensics.analyze(b)
-            calforensics.write_report(a, Path(tmp) / "report", tables="none")
-            packets = len(b.packets)
-        s = time.perf_counter() - t
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        f"analyze: {packets:,} frames, {args.flows:,} flows in {s:.2f} s = {packets / s:,.0f} packets/s "
-        f"(workers={args.workers}); peak RSS {rss / 1024:.0f} MB (+{(rss - rss0) / 1024:.0f} MB)"
-    )
+        for w in args.workers:
+            cmd = [sys.executable, __file__, "--flows", str(args.flows), "--run", str(root), str(w)]
+            subprocess.run(cmd, check=True)
 
 
 if __name__ == "__main__":

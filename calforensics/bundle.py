@@ -16,6 +16,7 @@ from .archive import Limits, Materialized, materialize
 from .flows import build_flows
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
+from .memory import WRITE_BACK_ROWS, write_back
 from .parallel import CHUNK_PACKETS, Runner, narrow_codes
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.packets import VXLAN_PORTS
@@ -369,41 +370,47 @@ class Bundle:
         start = 0
         for art, n in zip(pcaps, counts, strict=True):
             fi = self._frame_index(art)
-            rows = slice(start, start + n)
             n_if = max(1, len(fi.interfaces))
             mine = caps[caps["artifact"] == art.path].set_index("iface_index")
             ids = mine["capture_id"].reindex(range(n_if)).fillna(-1).to_numpy(np.int32)
-            np.take(ids, fi.iface, out=capture_id[rows])
             used = np.bincount(fi.iface, minlength=n_if) > 0
             labels = mine["interface"].reindex(range(n_if)).to_numpy(object)
             lut = np.array(
                 [_code(iface_cats, _label(x)) if used[i] else -1 for i, x in enumerate(labels)], dtype=np.int32
             )
-            codes = iface_codes[rows]
-            np.take(lut, fi.iface, out=codes)
-            ifindex = np.asarray(cols["link_ifindex"][rows])
-            sll2 = ifindex >= 0
-            if sll2.any():  # `-i any` (SLL2): each packet's own interface, named through `ip link`
-                lookup = ifname_by_node.get(art.node, {})
-                uniq, inv = np.unique(ifindex[sll2], return_inverse=True)
-                named = [_code(iface_cats, lookup.get(int(x), f"if{int(x)}")) for x in uniq.tolist()]
-                codes[sll2] = np.asarray(named, dtype=np.int32)[inv]
-            node_codes[rows] = _code(node_cats, _label(art.node))
-            status = cols["status"].codes[rows]
-            bad = status != 0
-            if bad.any():
-                log = self._log("packets", art)
-                frames = np.asarray(cols["frame"][rows])[bad]
-                log.extend_frames(frames.tolist(), np.asarray(cols["status"].categories)[status[bad]].tolist())
-                art.anomalies = len(self._log("pcap", art)) + len(log)
+            lookup = ifname_by_node.get(art.node, {})
+            node_code = _code(node_cats, _label(art.node))
+            for lo in range(start, start + n, WRITE_BACK_ROWS):  # in runs: bounded transients, written back
+                run = slice(lo, min(start + n, lo + WRITE_BACK_ROWS))
+                local = fi.iface[run.start - start : run.stop - start]
+                np.take(ids, local, out=capture_id[run])
+                codes = iface_codes[run]
+                np.take(lut, local, out=codes)
+                ifindex = np.asarray(cols["link_ifindex"][run])
+                sll2 = ifindex >= 0
+                if sll2.any():  # `-i any` (SLL2): each packet's own interface, named through `ip link`
+                    uniq, inv = np.unique(ifindex[sll2], return_inverse=True)
+                    named = [_code(iface_cats, lookup.get(int(x), f"if{int(x)}")) for x in uniq.tolist()]
+                    codes[sll2] = np.asarray(named, dtype=np.int32)[inv]
+                node_codes[run] = node_code
+                for arr in (capture_id, iface_codes, node_codes):
+                    write_back(arr[run])
+                status = cols["status"].codes[run]
+                bad = status != 0
+                if bad.any():
+                    log = self._log("packets", art)
+                    frames = np.asarray(cols["frame"][run])[bad]
+                    log.extend_frames(frames.tolist(), np.asarray(cols["status"].categories)[status[bad]].tolist())
+                    art.anomalies = len(self._log("pcap", art)) + len(log)
             start += n
         front = {
-            "capture_id": capture_id,
+            "capture_id": np.asarray(capture_id),
             "node": pd.Categorical.from_codes(
-                narrow_codes(node_codes, len(node_cats), allocate), categories=pd.Index(list(node_cats), dtype=object)
+                np.asarray(narrow_codes(node_codes, len(node_cats), allocate)),
+                categories=pd.Index(list(node_cats), dtype=object),
             ),
             "interface": pd.Categorical.from_codes(
-                narrow_codes(iface_codes, len(iface_cats), allocate),
+                np.asarray(narrow_codes(iface_codes, len(iface_cats), allocate)),
                 categories=pd.Index(list(iface_cats), dtype=object),
             ),
         }

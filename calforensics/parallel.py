@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .anomalies import AnomalyLog
-from .memory import release_freed_memory
+from .memory import WRITE_BACK_ROWS, release_freed_memory, write_back
 from .parsers.packets import VXLAN_PORTS, decode_columns
 from .parsers.pcap import FrameIndex, read_frames
 
@@ -86,6 +86,7 @@ def _write(cols: dict[str, object], out: dict[str, np.ndarray], start: int) -> d
             categories[name] = list(values.categories)
         else:
             out[name][start : start + n] = values
+        write_back(out[name][start : start + n])  # mapped column files only
     return categories
 
 
@@ -237,7 +238,8 @@ class Runner:
             for arr in out.values():
                 arr.flush()
             # plain ndarray views over the mapped files: the table pages them in from the page cache
-            out = {name: np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r+")) for name in dtypes}
+            # the column files as the workers left them (mapped; turned into plain arrays at the end)
+            out = {name: np.load(folder / f"{name}.npy", mmap_mode="r+") for name in dtypes}
         else:
             for name, field in INDEX_COLUMNS.items():
                 if name in dtypes:
@@ -277,7 +279,7 @@ class Runner:
         folder = self._spill_folder()
         self._files += 1
         path = folder / f"array-{self._files}.npy"
-        return np.asarray(np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n,)))
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n,))
 
     def cleanup(self) -> None:
         """Remove spilled column files (the packets table maps them until then)."""
@@ -307,7 +309,7 @@ def _rebase_categoricals(
     cols: dict[str, object] = {}
     for name, kind in layout.items():
         if kind != "category":
-            cols[name] = out.pop(name)
+            cols[name] = np.asarray(out.pop(name))  # a plain view: pandas keeps it, mapped or not
             continue
         union: dict[str, int] = {}
         for c in cats:
@@ -324,7 +326,8 @@ def _rebase_categoricals(
             sl = slice(bounds[i], bounds[i + 1])
             if own and not np.array_equal(mapping[:-1], np.arange(len(own))):
                 codes[sl] = mapping[codes[sl]]
-        codes = narrow_codes(np.asarray(codes), len(union), allocate)
+                write_back(codes[sl])
+        codes = np.asarray(narrow_codes(codes, len(union), allocate))
         cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(list(union), dtype=object))
         del codes
     return cols
@@ -337,8 +340,9 @@ def narrow_codes(codes: np.ndarray, categories: int, allocate: Callable[[int, ty
     if codes.dtype == want:
         return codes
     narrow = allocate(len(codes), want)
-    for lo in range(0, len(codes), 1 << 22):
-        narrow[lo : lo + (1 << 22)] = codes[lo : lo + (1 << 22)]
+    for lo in range(0, len(codes), WRITE_BACK_ROWS):
+        narrow[lo : lo + WRITE_BACK_ROWS] = codes[lo : lo + WRITE_BACK_ROWS]
+        write_back(narrow[lo : lo + WRITE_BACK_ROWS])
     return narrow
 
 

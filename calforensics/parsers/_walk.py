@@ -23,19 +23,23 @@ except ImportError:  # pragma: no cover
         return wrap(args[0]) if args and callable(args[0]) else wrap
 
 
-STOP_END, STOP_TRAILING, STOP_TOO_LONG, STOP_TRUNCATED = 0, 1, 2, 3
+STOP_END, STOP_TRAILING, STOP_TOO_LONG, STOP_TRUNCATED, STOP_FULL = 0, 1, 2, 3, 4
+WALK_RUN = 1 << 22  # record offsets filled between write-backs (32 MB)
 
 
 @njit(cache=True, nogil=True)
 def _walk(data, start, little, max_record, out):
     """Fill ``out`` with record-header offsets; return (count, stop reason, offset where it stopped).
 
-    With ``out`` of length 0 it only counts, so callers can size the array exactly (two passes).
+    With ``out`` of length 0 it only counts, so callers can size the array exactly (two passes);
+    otherwise it stops (STOP_FULL) once ``out`` is full, so a caller can fill it in runs.
     """
     size = data.shape[0]
     off = start
     n = 0
     while off + 16 <= size:
+        if out.shape[0] and n == out.shape[0]:
+            return n, STOP_FULL, off
         if little:
             incl = (
                 np.int64(data[off + 8])
@@ -68,9 +72,14 @@ def walk_pcap(
 ) -> tuple[np.ndarray, int, int]:
     """Offsets of every record header (in an array from ``alloc(n, dtype)``: the count is known
     before it is asked for), the stop reason and where the walk stopped."""
+    from ..memory import write_back
+
     empty = np.zeros(0, dtype=np.int64)
     count, reason, stop = _walk(data, start, little, max_record, empty)
     offsets = alloc(count, np.int64) if alloc else np.zeros(count, dtype=np.int64)
-    if count:
-        _walk(data, start, little, max_record, offsets)
+    at = start
+    for lo in range(0, count, WALK_RUN):  # in runs, each written back if ``offsets`` is a mapped file
+        run = offsets[lo : lo + WALK_RUN]
+        _, _, at = _walk(data, at, little, max_record, run)
+        write_back(run)
     return offsets, int(reason), int(stop)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..anomalies import AnomalyLog
+from ..memory import write_back
 from ._walk import STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, walk_pcap
 
 PCAP_MAGICS = {
@@ -202,7 +203,6 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
         log.add(f"frame {n + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record")
     records = n + (off < size)
     caplens, wirelens, ts_ns, iface = alloc(n, np.int32), alloc(n, np.int32), alloc(n, np.int64), alloc(n, np.int32)
-    iface[:] = 0
     dt = np.dtype(endian + "u4")
     windows = np.lib.stride_tricks.sliding_window_view(data, 16) if n else None
     frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
@@ -218,6 +218,9 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
         ts *= 1_000_000_000
         ts += frac * ts_mult
         ts_ns[lo:hi] = ts
+        iface[lo:hi] = 0
+        for arr in (caplens, wirelens, ts_ns, iface):
+            write_back(arr[lo:hi])
         if len(bad_ts) < 100:
             bad_ts.extend((np.flatnonzero(frac >= frac_limit)[:100] + lo + 1).tolist())
         if snaplen and len(too_long) < 100:
@@ -226,7 +229,9 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
         log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
     for fr in too_long[:100]:
         log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
-    hdr_off += 16  # record header offsets become frame-data offsets, in place
+    for lo in range(0, n, HEADER_RUN):  # record header offsets become frame-data offsets, in place
+        hdr_off[lo : lo + HEADER_RUN] += 16
+        write_back(hdr_off[lo : lo + HEADER_RUN])
     return FrameIndex(
         container="pcap",
         data=data,
