@@ -24,16 +24,23 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def table_digest(packets) -> dict:
-    """Order-sensitive digests of a packets table: equal tables give equal digests."""
-    out = {"rows": len(packets)}
+def table_digest(packets, run: int = 1 << 20) -> dict:
+    """Order-sensitive digests of a packets table, computed in runs of rows so that the digest
+    itself stays within the memory limit: equal tables give equal digests."""
+    out: dict = {"rows": len(packets)}
     for name in ("fingerprint", "ts_ns", "seq", "frame"):
-        v = packets[name].to_numpy().astype(np.uint64)
-        w = np.arange(1, len(v) + 1, dtype=np.uint64)
-        out[name] = int((v * w).sum(dtype=np.uint64))
+        col = packets[name].to_numpy()
+        total = 0
+        for lo in range(0, len(col), run):
+            v = col[lo : lo + run].astype(np.uint64)
+            weighted = v * np.arange(lo + 1, lo + len(v) + 1, dtype=np.uint64)
+            total = (total + int(weighted.sum(dtype=np.uint64))) % 2**64
+        out[name] = total
     for name in ("src", "dst", "outer_src", "interface"):
         cat = packets[name].array
-        out[name] = [int(cat.codes.astype(np.int64).sum()), list(map(str, cat.categories[:5])), len(cat.categories)]
+        codes = cat.codes
+        total = sum(int(codes[lo : lo + run].sum(dtype=np.int64)) for lo in range(0, len(codes), run))
+        out[name] = [total, list(map(str, cat.categories[:5])), len(cat.categories)]
     return out
 
 
