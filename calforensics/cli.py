@@ -164,7 +164,7 @@ def analyze_cmd(
         ),
     ] = None,
     chunk_packets: Annotated[
-        int, typer.Option(min=1, help="packets decoded at a time; the decoder's transient memory is ~250 B each")
+        int, typer.Option(min=1, help="packets decoded at a time; the decoder's transient memory is ~300 B each")
     ] = CHUNK_PACKETS,
     spill_dir: Annotated[
         Path | None,
