@@ -95,7 +95,7 @@ def build_flows(
     hops: pd.DataFrame, conntrack: pd.DataFrame, rules: pd.DataFrame, captures: pd.DataFrame, routes: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flows, hops with flow_id and direction filled in)."""
-    hops = hops.copy()
+    hops = hops.copy(deep=False)  # copy-on-write: new columns land in this frame only, nothing is copied
     n = len(hops)
     proto_h = hops["proto"].to_numpy().astype(np.int64)
     icmp_type = hops["icmp_type"].to_numpy()

@@ -229,6 +229,7 @@ def build_hops(
     )
     frame = pd.DataFrame({"fp": fp, "point": point, "node": node, "ts": ts, "origin": origin})[decoded]
     offsets = estimate_clock_offsets(frame, nodes, owners)
+    del frame, scoped  # whole-column transients go as soon as they are used (the join's peak is its cost)
     off = dict(zip(offsets["node"], offsets["offset_ns"], strict=True))
     corrected = ts - np.asarray([*(off.get(name, 0) for name in nodes), 0], dtype=np.int64)[node]
 
@@ -238,6 +239,7 @@ def build_hops(
     new = np.ones(len(order), dtype=bool)
     new[1:] = (fps[1:] != fps[:-1]) | (tss[1:] - tss[:-1] > window_ns)
     instance = np.cumsum(new) - 1
+    del new, fps, corrected, rows, fp
     h = pd.DataFrame(
         {
             "instance": instance,
@@ -249,6 +251,7 @@ def build_hops(
             "origin": origin[order],
         }
     )
+    del instance, order, tss, node, origin
     h["copy_no"] = h.groupby(["instance", "point"]).cumcount()
     h["ambiguous"] = h.groupby("instance")["copy_no"].transform("max") > 0
     # hop order: the sending node first, then nodes by first sighting, then time within a node
@@ -261,7 +264,7 @@ def build_hops(
     tsc = h["ts_corrected_ns"].to_numpy()
     first_hop = h["hop_index"].to_numpy() == 0
     h["delta_ns"] = np.where(first_hop, -1, tsc - np.roll(tsc, 1))
-    pk = packets.iloc[h["packet"].to_numpy()]
+    take = h["packet"].to_numpy()
     for col in (
         "capture_id",
         "encap",
@@ -286,7 +289,9 @@ def build_hops(
         "q_sport",
         "q_dport",
     ):
-        h[col] = pk[col].array  # categoricals stay categoricals (a take on their codes)
+        # one column at a time: packets.iloc[...] would copy all ~50 columns (~170 B a packet) for 22
+        values = packets[col].array  # categoricals stay categoricals (a take on their codes)
+        h[col] = values.take(take) if isinstance(values, pd.Categorical) else packets[col].to_numpy()[take]
     names = nodes if "" in nodes else [*nodes, ""]
     h["node"] = pd.Categorical.from_codes(h["node"].to_numpy(), categories=pd.Index(names, dtype=object))
     unknown = names.index("")
