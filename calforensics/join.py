@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .schema import categorical, conform
+from .schema import categorical, columns_frame, conform
 
 HOP_WINDOW_NS = 1_000_000_000  # copies of one fingerprint further apart than this are different packets
 
@@ -227,7 +227,15 @@ def build_hops(
         _owner_of(packets["outer_src"], owners, node_index),
         _owner_of(packets["src"], owners, node_index),
     )
-    frame = pd.DataFrame({"fp": fp, "point": point, "node": node, "ts": ts, "origin": origin})[decoded]
+    frame = columns_frame(
+        {
+            "fp": fp[decoded],
+            "point": point[decoded],
+            "node": node[decoded],
+            "ts": ts[decoded],
+            "origin": origin[decoded],
+        }
+    )
     offsets = estimate_clock_offsets(frame, nodes, owners)
     del frame, scoped  # whole-column transients go as soon as they are used (the join's peak is its cost)
     off = dict(zip(offsets["node"], offsets["offset_ns"], strict=True))
@@ -240,7 +248,7 @@ def build_hops(
     new[1:] = (fps[1:] != fps[:-1]) | (tss[1:] - tss[:-1] > window_ns)
     instance = np.cumsum(new) - 1
     del new, fps, corrected, rows, fp
-    h = pd.DataFrame(
+    h = columns_frame(
         {
             "instance": instance,
             "packet": order,
@@ -257,8 +265,12 @@ def build_hops(
     # hop order: the sending node first, then nodes by first sighting, then time within a node
     first = h.groupby(["instance", "node"])["ts_corrected_ns"].transform("min")
     first = first.where(h["node"] != h["origin"], np.iinfo(np.int64).min)
-    h["_node_first"] = first
-    h = h.sort_values(["instance", "_node_first", "ts_corrected_ns"], kind="stable").reset_index(drop=True)
+    by = np.lexsort((h["ts_corrected_ns"].to_numpy(), first.to_numpy(), h["instance"].to_numpy()))
+    del first
+    # reordered a column at a time, each old column dropped as its new one is made (sort_values would
+    # hold two whole frames)
+    h = columns_frame({name: h.pop(name).to_numpy()[by] for name in list(h.columns)})
+    del by
     h["hop_index"] = h.groupby("instance").cumcount()
     # integer arithmetic on purpose: a shift() through float64 would lose ~256 ns at epoch-nanosecond scale
     tsc = h["ts_corrected_ns"].to_numpy()
