@@ -16,7 +16,7 @@ from .archive import Limits, Materialized, materialize
 from .flows import build_flows
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
-from .memory import WRITE_BACK_ROWS, write_back
+from .memory import WRITE_BACK_ROWS, release_freed_memory, write_back
 from .parallel import CHUNK_PACKETS, Runner, narrow_codes
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.packets import VXLAN_PORTS
@@ -430,8 +430,10 @@ class Bundle:
         self._tick("joining capture points", 0, 2)
         owners = address_owners(self.interfaces, self.routes)
         hops, offsets = build_hops(self.packets, self.captures, owners)
+        release_freed_memory()  # the join's freed transients, before the flow build makes its own
         self._tick("building flows", 1, 2)
         flows, hops = build_flows(hops, self.conntrack, self.rules, self.captures, self.routes)
+        release_freed_memory()
         return Joined(hops=hops, clock_offsets=offsets, flows=flows)
 
     @property

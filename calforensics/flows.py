@@ -60,7 +60,7 @@ class _Vocabulary:
 
     def column(self, k: int) -> np.ndarray:
         cat = self._cats[k]
-        lookup = np.asarray([self.ids.get(w, -1) for w in cat.categories] + [-1], dtype=np.int64)
+        lookup = np.asarray([self.ids.get(w, -1) for w in cat.categories] + [-1], dtype=np.int32)
         return lookup[cat.codes]
 
     def id(self, word: str) -> int:
@@ -104,13 +104,15 @@ def build_flows(
     ) & (hops["q_proto"].to_numpy() >= 0)
     vocab = _Vocabulary(hops["src"], hops["dst"], hops["q_src"], hops["q_dst"])
     # an ICMP error belongs to the flow of the packet it quotes
+    # int32 throughout: five columns of a hop each, so the width is the flow build's peak memory
     t = {
-        "proto": np.where(err, hops["q_proto"].to_numpy(), proto_h).astype(np.int64),
+        "proto": np.where(err, hops["q_proto"].to_numpy(), proto_h).astype(np.int32),
         "src": np.where(err, vocab.column(2), vocab.column(0)),
-        "sport": np.where(err, hops["q_sport"].to_numpy(), hops["sport"].to_numpy()).astype(np.int64),
+        "sport": np.where(err, hops["q_sport"].to_numpy(), hops["sport"].to_numpy()).astype(np.int32),
         "dst": np.where(err, vocab.column(3), vocab.column(1)),
-        "dport": np.where(err, hops["q_dport"].to_numpy(), hops["dport"].to_numpy()).astype(np.int64),
+        "dport": np.where(err, hops["q_dport"].to_numpy(), hops["dport"].to_numpy()).astype(np.int32),
     }
+    del proto_h
     canon = _canonical(t["proto"], t["src"], t["sport"], t["dst"], t["dport"])
     key = _pack(*canon)
     n_keys = int(key.max()) + 1 if n else 0

@@ -42,28 +42,40 @@ def _pairs(b: Bundle) -> pd.DataFrame:
         return cached
     h = b.hops
     keep = ~h["ambiguous"].to_numpy() & (h["copy_no"].to_numpy() == 0) & (h["direction"] != "icmp-error").to_numpy()
-    h = h[keep].sort_values(["instance", "hop_index"])
-    inst = h["instance"].to_numpy()
-    same = np.zeros(len(h), dtype=bool)
+    rows = np.flatnonzero(keep)
+    # the rows in (instance, hop_index) order, and only the columns needed, gathered one at a time:
+    # filtering and sorting the whole hops table would copy all of its ~35 columns twice
+    order = rows[np.lexsort((h["hop_index"].to_numpy()[rows], h["instance"].to_numpy()[rows]))]
+    del rows, keep
+    inst = h["instance"].to_numpy()[order]
+    same = np.zeros(len(order), dtype=bool)
     same[1:] = inst[1:] == inst[:-1]
-    nat = np.zeros(len(h), dtype=bool)
+    nat = np.zeros(len(order), dtype=bool)
     for col in ("src", "dst", "sport", "dport"):
-        v = _codes(h[col])
+        v = _codes(h[col])[order]
         nat[1:] |= v[1:] != v[:-1]
-    point = h["point"].to_numpy()
-    labels = h[["point", "node", "interface"]].drop_duplicates("point").set_index("point")
-    node_of = labels["node"].astype(str)
-    iface_of = labels["interface"].astype(str)
+    point = h["point"].to_numpy()[order]
+    labels = h[["point", "node", "interface"]].iloc[order].drop_duplicates("point").set_index("point")
+    # point labels as categoricals built from point ids: object columns of node and interface names
+    # would cost 8 bytes a cell and a hash per cell wherever they are grouped
+    node_names = pd.Categorical(labels["node"].astype(str).to_numpy(object))
+    iface_names = pd.Categorical(labels["interface"].astype(str).to_numpy(object))
+    slot = np.full(int(labels.index.max()) + 1 if len(labels) else 1, -1, dtype=np.int64)
+    slot[labels.index.to_numpy()] = np.arange(len(labels))
+
+    def label(names: pd.Categorical, points: np.ndarray) -> pd.Categorical:
+        return pd.Categorical.from_codes(names.codes[slot[points]], categories=names.categories)
+
     prev_point = np.roll(point, 1)
-    ts = h["ts_corrected_ns"].to_numpy()
+    ts = h["ts_corrected_ns"].to_numpy()[order]
     out = pd.DataFrame(
         {
-            "flow_id": h["flow_id"].to_numpy()[same],
+            "flow_id": h["flow_id"].to_numpy()[order][same],
             "instance": inst[same],
-            "from_node": node_of.reindex(prev_point[same]).to_numpy(object),
-            "from_interface": iface_of.reindex(prev_point[same]).to_numpy(object),
-            "to_node": node_of.reindex(point[same]).to_numpy(object),
-            "to_interface": iface_of.reindex(point[same]).to_numpy(object),
+            "from_node": label(node_names, prev_point[same]),
+            "from_interface": label(iface_names, prev_point[same]),
+            "to_node": label(node_names, point[same]),
+            "to_interface": label(iface_names, point[same]),
             "delta_us": (ts - np.roll(ts, 1))[same] / 1e3,
             "nat": nat[same],
         }
@@ -77,11 +89,13 @@ def per_hop_pair(b: Bundle) -> pd.DataFrame:
     if p.empty:
         return pd.DataFrame(columns=HOP_COLUMNS)
     keys = ["from_node", "from_interface", "to_node", "to_interface", "nat"]
-    g = p.groupby(keys)["delta_us"]
+    g = p.groupby(keys, observed=True)["delta_us"]
     out = g.agg(count="size", max_us="max")
     q = g.quantile([0.5, 0.9, 0.99]).unstack()  # one vectorised pass, not a Python call per group
     out["p50_us"], out["p90_us"], out["p99_us"] = q[0.5], q[0.9], q[0.99]
     out = out.reset_index()
+    for col in keys[:4]:  # one row per hop pair: plain strings again
+        out[col] = out[col].astype(str).astype(object)
     for col in ("p50_us", "p90_us", "p99_us", "max_us"):
         out[col] = out[col].round(1)
     return (
@@ -111,7 +125,7 @@ def per_flow(b: Bundle) -> pd.DataFrame:
     max_hop = p.groupby("flow_id")["delta_us"].max() if len(p) else pd.Series(dtype=float)
     inside = p[p["from_node"] == p["to_node"]]
     transit = (
-        inside.groupby(["flow_id", "instance", "to_node"])["delta_us"].sum().groupby("flow_id").median()
+        inside.groupby(["flow_id", "instance", "to_node"], observed=True)["delta_us"].sum().groupby("flow_id").median()
         if len(inside)
         else pd.Series(dtype=float)
     )

@@ -39,19 +39,17 @@ def latency_cdf(samples: pd.DataFrame, top: int = 8) -> bytes | None:
         return None
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 3.6))
-        keyed = samples.assign(
-            pair=samples["from_node"]
-            + ":"
-            + samples["from_interface"]
-            + " → "
-            + samples["to_node"]
-            + ":"
-            + samples["to_interface"]
-            + np.where(samples["nat"], " (NAT)", "")
-        )
-        busiest = keyed["pair"].value_counts().sort_index().sort_values(ascending=False, kind="stable").index[:top]
+        # grouped on the label columns (a string per pair, not per sample: samples can be millions)
+        grouped = samples.groupby(["from_node", "from_interface", "to_node", "to_interface", "nat"], observed=True)
+        sizes = grouped["delta_us"].size()
+        names = [f"{a}:{b} → {c}:{d}" + (" (NAT)" if nat else "") for a, b, c, d, nat in sizes.index]
+        keys_of: dict[str, list] = {}
+        for name, key in zip(names, sizes.index, strict=True):
+            keys_of.setdefault(name, []).append(key)
+        named = pd.Series(sizes.to_numpy(), index=names).groupby(level=0).sum()
+        busiest = named.sort_index().sort_values(ascending=False, kind="stable").index[:top]
         for pair in busiest:
-            d = np.sort(keyed.loc[keyed["pair"] == pair, "delta_us"].to_numpy())
+            d = np.sort(np.concatenate([grouped.get_group(k)["delta_us"].to_numpy() for k in keys_of[pair]]))
             ax.step(np.maximum(d, 0.1), np.arange(1, len(d) + 1) / len(d), where="post", label=pair)
         ax.set_xscale("log")
         # plain tick labels: with mathtext off, log axes would print their LaTeX source
