@@ -4,8 +4,9 @@ Decoding a frame depends on no other frame, so a chunk of a capture's frames (``
 rows) is the unit of work: one large capture keeps every core busy, and the decoder's transient
 memory is bounded by the chunk, not the capture. Every chunk's rows have a known place in the final
 packets table (frame counts come from the index, before decoding), so each chunk is written straight
-into that place: by local workers into memory-mapped column files the parent then maps (no copy
-through a pipe, no concatenation), inline into preallocated arrays or the same files. Categoricals
+into that place: by forked local workers into shared memory the parent mapped before forking (no
+copy through a pipe, no concatenation), inline into preallocated arrays, or, for a spilled table,
+into memory-mapped column files. Categoricals
 are written as codes and re-based onto the union of categories afterwards. Results never depend on
 where, in which order or in how many chunks the work ran. A Dask cluster gets whole captures (their
 bytes are sent once).
@@ -237,8 +238,7 @@ class Runner:
         if spill:
             for arr in out.values():
                 arr.flush()
-            # plain ndarray views over the mapped files: the table pages them in from the page cache
-            # the column files as the workers left them (mapped; turned into plain arrays at the end)
+            # the column files as the chunks left them (mapped; turned into plain arrays at the end)
             out = {name: np.load(folder / f"{name}.npy", mmap_mode="r+") for name in dtypes}
         else:
             for name, field in INDEX_COLUMNS.items():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..memory import write_back
+
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     from numba import njit
 
@@ -72,8 +74,6 @@ def walk_pcap(
 ) -> tuple[np.ndarray, int, int]:
     """Offsets of every record header (in an array from ``alloc(n, dtype)``: the count is known
     before it is asked for), the stop reason and where the walk stopped."""
-    from ..memory import write_back
-
     empty = np.zeros(0, dtype=np.int64)
     count, reason, stop = _walk(data, start, little, max_record, empty)
     offsets = alloc(count, np.int64) if alloc else np.zeros(count, dtype=np.int64)

@@ -211,6 +211,7 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
     for lo in range(0, n, HEADER_RUN):
         hi = min(n, lo + HEADER_RUN)
         words = np.ascontiguousarray(windows[hdr_off[lo:hi]]).view(dt)
+        hdr_off[lo:hi] += 16  # record header offsets become frame-data offsets, in place
         frac = words[:, 1].astype(np.int64)
         caplens[lo:hi] = length32(words[:, 2])
         wirelens[lo:hi] = length32(words[:, 3])
@@ -219,7 +220,7 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
         ts += frac * ts_mult
         ts_ns[lo:hi] = ts
         iface[lo:hi] = 0
-        for arr in (caplens, wirelens, ts_ns, iface):
+        for arr in (hdr_off, caplens, wirelens, ts_ns, iface):
             write_back(arr[lo:hi])
         if len(bad_ts) < 100:
             bad_ts.extend((np.flatnonzero(frac >= frac_limit)[:100] + lo + 1).tolist())
@@ -229,9 +230,6 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
         log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
     for fr in too_long[:100]:
         log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
-    for lo in range(0, n, HEADER_RUN):  # record header offsets become frame-data offsets, in place
-        hdr_off[lo : lo + HEADER_RUN] += 16
-        write_back(hdr_off[lo : lo + HEADER_RUN])
     return FrameIndex(
         container="pcap",
         data=data,
