@@ -397,6 +397,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("calforensics: interrupted")
         sys.exit(130)
+    except RuntimeError as exc:  # a condition the user can act on (no room to spill, no Dask cluster)
+        if os.environ.get("CALFORENSICS_DEBUG"):
+            raise
+        sys.stderr.write(f"calforensics: error: {exc}\n")
+        sys.exit(EXIT_UNUSABLE)
     except Exception as exc:  # a bug of ours: one line for the user, the traceback on request
         if os.environ.get("CALFORENSICS_DEBUG"):
             raise

@@ -14,6 +14,7 @@ bytes are sent once).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import mmap
 import multiprocessing
@@ -122,6 +123,27 @@ def _shared_empty(n: int, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype, count=n)
 
 
+def mapped_array(path: Path, n: int, dtype: np.dtype | type) -> np.memmap:
+    """A new .npy file of ``n`` values, mapped, with its disk blocks reserved now.
+
+    A sparse file would take its blocks only as pages are written back, and a full disk then kills
+    the process with SIGBUS on some later page write; reserved up front, a disk without room fails
+    here, with a message that says what to do."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n,))
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot reserve: go on
+            return arr
+        del arr
+        raise RuntimeError(
+            f"cannot keep the packets table in {path.parent}: {exc.strerror or exc} "
+            f"(it needs about {TABLE_BYTES_PER_PACKET} bytes a packet; give --spill-dir a disk with room)"
+        ) from exc
+    return arr
+
+
 def physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -198,10 +220,7 @@ class Runner:
             }
         if spill:
             folder = self._spill_folder()
-            out = {
-                name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dt, shape=(total,))
-                for name, dt in dtypes.items()
-            }
+            out = {name: mapped_array(folder / f"{name}.npy", total, dt) for name, dt in dtypes.items()}
             for arr in out.values():
                 arr.flush()
         elif pool:  # int32 codes: a worker cannot widen a shared column
@@ -266,9 +285,13 @@ class Runner:
     def _spill_folder(self) -> Path:
         """The folder of this bundle's mapped files (made on first use, removed by cleanup)."""
         if getattr(self, "_spilled", None) is None:
-            if self.spill_dir:
-                Path(self.spill_dir).mkdir(parents=True, exist_ok=True)
-            self._spilled = Path(tempfile.mkdtemp(prefix="calforensics-cols-", dir=self.spill_dir))
+            try:
+                if self.spill_dir:
+                    Path(self.spill_dir).mkdir(parents=True, exist_ok=True)
+                self._spilled = Path(tempfile.mkdtemp(prefix="calforensics-cols-", dir=self.spill_dir))
+            except OSError as exc:
+                where = self.spill_dir or tempfile.gettempdir()
+                raise RuntimeError(f"cannot keep the packets table in {where}: {exc.strerror or exc}") from exc
             self._files = 0
         return self._spilled
 
@@ -279,7 +302,7 @@ class Runner:
         folder = self._spill_folder()
         self._files += 1
         path = folder / f"array-{self._files}.npy"
-        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n,))
+        return mapped_array(path, n, dtype)
 
     def cleanup(self) -> None:
         """Remove spilled column files (the packets table maps them until then)."""

@@ -8,6 +8,7 @@ on CI (CI=true), where it must run.
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -46,3 +47,42 @@ def test_spilled_decode_fits_under_a_limit_smaller_than_capture_plus_table(tmp_p
     assert got["digest"] == expected
     assert run.peak_bytes >= 0.9 * LIMIT  # the kernel had to hold it to the limit (page cache reclaimed)
     assert not list((tmp_path / "spill").iterdir())  # mapped column files removed on close
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB tmpfs, so that spilling runs out of room (needs root; CI must have it)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs on CI: {done.stderr.decode(errors='replace')}")
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_no_room_to_spill_is_one_clear_error_not_a_crash(tmp_path, small_disk):
+    """A spill directory without room fails when the files are made (blocks reserved up front), with a
+    message naming the directory; the CLI prints one line and exits 2. Without the reservation a
+    full disk would kill the process with SIGBUS on some later page write."""
+    from bench_ingest import write_capture
+
+    capture = tmp_path / "c.pcap"
+    write_capture(capture, 50_000)  # ~9 MB of table: far more than the 1 MB disk
+    with (
+        pytest.raises(RuntimeError, match=r"cannot keep the packets table in .*small"),
+        calforensics.open_bundle(capture, spill=True, spill_dir=small_disk) as b,
+    ):
+        _ = b.packets
+    cli = [sys.executable, "-m", "calforensics.cli", "analyze", str(capture), "-o", str(tmp_path / "r")]
+    run = subprocess.run(
+        [*cli, "--spill-dir", str(small_disk / "cf")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("calforensics: error: cannot keep the packets table"), lines
