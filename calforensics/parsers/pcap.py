@@ -18,7 +18,7 @@ import numpy as np
 
 from ..anomalies import AnomalyLog
 from ..memory import write_back
-from ._walk import STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, walk_pcap
+from ._walk import INT64_MAX, STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, _epb_run, walk_pcap
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microseconds, little-endian
@@ -103,24 +103,53 @@ def length32(values: np.ndarray) -> np.ndarray:
 
 
 class _Frames:
-    """Append-only column store used while walking records."""
+    """Growable per-frame columns filled while walking blocks (by the compiled run and the reader)."""
 
-    def __init__(self) -> None:
-        self.off: list[int] = []
-        self.cap: list[int] = []
-        self.wire: list[int] = []
-        self.ts: list[int] = []
-        self.ifc: list[int] = []
+    def __init__(self, capacity: int = 1 << 12) -> None:
+        self.n = 0
+        self.off = np.empty(capacity, dtype=np.int64)
+        self.cap = np.empty(capacity, dtype=np.int64)
+        self.wire = np.empty(capacity, dtype=np.int64)
+        self.ts = np.empty(capacity, dtype=np.int64)
+        self.ifc = np.empty(capacity, dtype=np.int32)
+
+    def grow(self) -> None:
+        size = 2 * len(self.off)
+        for name in ("off", "cap", "wire", "ts", "ifc"):
+            old = getattr(self, name)
+            new = np.empty(size, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def push(self, off: int, cap: int, wire: int, ts: int, ifc: int) -> None:
+        if self.n == len(self.off):
+            self.grow()
+        i = self.n
+        self.off[i], self.cap[i], self.wire[i], self.ts[i], self.ifc[i] = off, cap, wire, ts, ifc
+        self.n += 1
+
+    def epb_run(self, data: np.ndarray, off: int, little: bool, section_ifaces: list[int], conv: np.ndarray) -> int:
+        """Let the compiled run index clean Enhanced Packet Blocks from ``off``; the offset it stopped at."""
+        section_map = np.asarray(section_ifaces, dtype=np.int64)
+        while True:
+            filled, off = _epb_run(
+                data, off, little, section_map, conv, self.n, self.off, self.cap, self.wire, self.ts, self.ifc
+            )
+            self.n = int(filled)
+            if self.n < len(self.off):
+                return int(off)
+            self.grow()
 
     def index(self, container: str, data: np.ndarray, interfaces: list[CaptureInterface], records: int):
+        n = self.n
         return FrameIndex(
             container=container,
             data=data,
-            offsets=np.asarray(self.off, dtype=np.int64),
-            caplens=length32(np.asarray(self.cap, dtype=np.int64)),
-            wirelens=length32(np.asarray(self.wire, dtype=np.int64)),
-            ts_ns=np.asarray(self.ts, dtype=np.int64),
-            iface=np.asarray(self.ifc, dtype=np.int32),
+            offsets=self.off[:n].copy(),
+            caplens=length32(self.cap[:n]),
+            wirelens=length32(self.wire[:n]),
+            ts_ns=self.ts[:n].copy(),
+            iface=self.ifc[:n].copy(),
             interfaces=interfaces,
             records=records,
         )
@@ -269,6 +298,17 @@ def _ts_to_ns_factor(tsresol: int) -> tuple[int, int, int]:
     return 1, 10 ** (exp - 9), 0
 
 
+def _conversions(ts_conv: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """Per interface (mul, div, shift, offset in ns, usable) for the compiled EPB run; an interface
+    whose offset does not fit 64-bit nanoseconds is left to the reader (usable 0)."""
+    rows = []
+    for mul, div, shift, tsoff in ts_conv:
+        offset_ns = tsoff * 1_000_000_000
+        fits = -INT64_MAX <= offset_ns <= INT64_MAX and mul <= INT64_MAX and div <= INT64_MAX
+        rows.append((mul, div, shift, offset_ns, 1) if fits else (1, 1, 0, 0, 0))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+
+
 def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
     buf = memoryview(data)
     size = len(buf)
@@ -280,7 +320,15 @@ def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
     off = 0
     section = -1
     n = 0
+    conv = np.zeros((0, 5), dtype=np.int64)
     while off + 12 <= size:
+        if section >= 0 and section_ifaces:
+            # the bulk of a file: clean EPBs indexed by the compiled run; the rest (and any damage) below
+            start_rows = frames.n
+            off = frames.epb_run(data, off, endian == "<", section_ifaces, conv)
+            n += frames.n - start_rows
+            if off + 12 > size:
+                continue
         btype_le = struct.unpack_from("<I", buf, off)[0]
         if btype_le == 0x0A0D0D0A:
             bom = bytes(buf[off + 8 : off + 12])
@@ -333,6 +381,7 @@ def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
             section_ifaces.append(len(interfaces))
             interfaces.append(CaptureInterface(linktype, snaplen, name, desc, section))
             ts_conv.append((*_ts_to_ns_factor(tsresol[0]), tsoff))
+            conv = _conversions(ts_conv)
         elif btype in (BT_EPB, BT_OPB, BT_SPB):
             n += 1
             if btype == BT_SPB:
@@ -367,11 +416,7 @@ def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
                 if not 0 <= ts < 2**63:
                     log.add(f"frame {n}", "bad_timestamp", f"timestamp {ts_raw} does not fit in nanoseconds")
                     ts = 0
-            frames.off.append(data_off)
-            frames.cap.append(cap)
-            frames.wire.append(wire)
-            frames.ts.append(ts)
-            frames.ifc.append(gi)
+            frames.push(data_off, cap, wire, ts, gi)
         off += blen
     else:
         if off != size:
