@@ -69,20 +69,63 @@ def _walk(data, start, little, max_record, out):
     return n, STOP_END, off
 
 
-def walk_pcap(
-    data: np.ndarray, little: bool, max_record: int, start: int = 24, alloc=None
-) -> tuple[np.ndarray, int, int]:
-    """Offsets of every record header (in an array from ``alloc(n, dtype)``: the count is known
-    before it is asked for), the stop reason and where the walk stopped."""
-    empty = np.zeros(0, dtype=np.int64)
-    count, reason, stop = _walk(data, start, little, max_record, empty)
-    offsets = alloc(count, np.int64) if alloc else np.zeros(count, dtype=np.int64)
-    at = start
-    for lo in range(0, count, WALK_RUN):  # in runs, each written back if ``offsets`` is a mapped file
-        run = offsets[lo : lo + WALK_RUN]
-        _, _, at = _walk(data, at, little, max_record, run)
-        write_back(run)
-    return offsets, int(reason), int(stop)
+@njit(cache=True, nogil=True)
+def _fill(data, at, little, ts_mult, frac_limit, row0, offsets, caplens, wirelens, ts_ns, bad_ts, n_bad):
+    """Read ``len(offsets)`` records from ``at`` (a run the counting walk found whole): each frame's
+    offset, captured and original length (int32, a bogus length past 2**31 clipped, not negative)
+    and time in ns; rows whose sub-second field is out of range go to ``bad_ts`` (first ones only).
+    Returns the offset after the run and the number of bad-time rows now in ``bad_ts``."""
+    clip = np.int64(2**31 - 1)
+    for i in range(offsets.shape[0]):
+        if little:
+            sec = (
+                np.int64(data[at])
+                | (np.int64(data[at + 1]) << 8)
+                | (np.int64(data[at + 2]) << 16)
+                | (np.int64(data[at + 3]) << 24)
+            )
+        else:
+            sec = (
+                (np.int64(data[at]) << 24)
+                | (np.int64(data[at + 1]) << 16)
+                | (np.int64(data[at + 2]) << 8)
+                | (np.int64(data[at + 3]))
+            )
+        frac = _u32(data, at + 4, little)
+        incl = _u32(data, at + 8, little)
+        orig = _u32(data, at + 12, little)
+        offsets[i] = at + 16
+        caplens[i] = min(incl, clip)
+        wirelens[i] = min(orig, clip)
+        ts_ns[i] = sec * 1_000_000_000 + frac * ts_mult
+        if frac >= frac_limit and n_bad < bad_ts.shape[0]:
+            bad_ts[n_bad] = row0 + i
+            n_bad += 1
+        at += 16 + incl
+    return at, n_bad
+
+
+def index_pcap(
+    data: np.ndarray, little: bool, ts_mult: int, max_record: int, alloc=None, start: int = 24
+) -> tuple[tuple[np.ndarray, ...], np.ndarray, int, int]:
+    """A classic pcap's frame index in two compiled passes: one counts the whole records (so the
+    arrays, from ``alloc(n, dtype)``, are sized exactly), one fills offsets, lengths and times,
+    in runs written back as they are finished (when the arrays are mapped files).
+
+    Returns ((offsets, caplens, wirelens, ts_ns), rows with a bad sub-second field (first 100),
+    the stop reason, and where the walk stopped)."""
+    new = alloc or (lambda n, dtype: np.empty(n, dtype=dtype))
+    count, reason, stop = _walk(data, start, little, max_record, np.zeros(0, dtype=np.int64))
+    cols = (new(count, np.int64), new(count, np.int32), new(count, np.int32), new(count, np.int64))
+    bad_ts = np.full(100, -1, dtype=np.int64)
+    frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
+    at, n_bad = start, 0
+    for lo in range(0, count, WALK_RUN):
+        run = tuple(col[lo : lo + WALK_RUN] for col in cols)
+        at, n_bad = _fill(data, at, little, ts_mult, frac_limit, lo, *run, bad_ts, n_bad)
+        for col in run:
+            write_back(col)
+    return cols, bad_ts[:n_bad], int(reason), int(stop)
 
 
 EPB = 6

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..anomalies import AnomalyLog
 from ..memory import write_back
-from ._walk import INT64_MAX, STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, _epb_run, walk_pcap
+from ._walk import INT64_MAX, STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, _epb_run, index_pcap
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microseconds, little-endian
@@ -156,7 +156,7 @@ class _Frames:
 
 
 Allocator = Callable[[int, type], np.ndarray]
-HEADER_RUN = 1 << 20  # record headers read at a time
+HEADER_RUN = 1 << 20  # rows of the index filled between write-backs
 
 
 def _in_memory(n: int, dtype: type) -> np.ndarray:
@@ -214,10 +214,12 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
     if minor != 4:
         log.add("header", "unusual_version", f"pcap version {major}.{minor} (expected 2.4); reading anyway")
 
-    # the walk follows lengths only (compiled when numba is there); headers are then read in bulk
+    # the walk follows lengths only, then a second compiled pass reads every record header
     size = len(buf)
-    hdr_off, reason, off = walk_pcap(data, endian == "<", MAX_RECORD, alloc=alloc)
-    n = len(hdr_off)
+    (offsets, caplens, wirelens, ts_ns), bad_ts, reason, off = index_pcap(
+        data, endian == "<", ts_mult, MAX_RECORD, alloc
+    )
+    n = len(offsets)
     if reason in (STOP_TOO_LONG, STOP_TRUNCATED):
         (incl,) = struct.unpack_from(endian + "I", buf, off + 8)
         if reason == STOP_TOO_LONG:
@@ -231,38 +233,21 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
     elif reason == STOP_TRAILING:
         log.add(f"frame {n + 1}", "truncated_record_header", f"{size - off} trailing bytes after last record")
     records = n + (off < size)
-    caplens, wirelens, ts_ns, iface = alloc(n, np.int32), alloc(n, np.int32), alloc(n, np.int64), alloc(n, np.int32)
-    dt = np.dtype(endian + "u4")
-    windows = np.lib.stride_tricks.sliding_window_view(data, 16) if n else None
-    frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
-    bad_ts, too_long = [], []
-    # headers in runs of HEADER_RUN records: four uint32 words a record, so the transient is bounded
+    iface = alloc(n, np.int32)
+    too_long: list[int] = []
     for lo in range(0, n, HEADER_RUN):
-        hi = min(n, lo + HEADER_RUN)
-        words = np.ascontiguousarray(windows[hdr_off[lo:hi]]).view(dt)
-        hdr_off[lo:hi] += 16  # record header offsets become frame-data offsets, in place
-        frac = words[:, 1].astype(np.int64)
-        caplens[lo:hi] = length32(words[:, 2])
-        wirelens[lo:hi] = length32(words[:, 3])
-        ts = words[:, 0].astype(np.int64)
-        ts *= 1_000_000_000
-        ts += frac * ts_mult
-        ts_ns[lo:hi] = ts
-        iface[lo:hi] = 0
-        for arr in (hdr_off, caplens, wirelens, ts_ns, iface):
-            write_back(arr[lo:hi])
-        if len(bad_ts) < 100:
-            bad_ts.extend((np.flatnonzero(frac >= frac_limit)[:100] + lo + 1).tolist())
+        iface[lo : lo + HEADER_RUN] = 0
+        write_back(iface[lo : lo + HEADER_RUN])
         if snaplen and len(too_long) < 100:
-            too_long.extend((np.flatnonzero(caplens[lo:hi] > snaplen)[:100] + lo + 1).tolist())
-    for fr in bad_ts[:100]:
+            too_long.extend((np.flatnonzero(caplens[lo : lo + HEADER_RUN] > snaplen)[:100] + lo + 1).tolist())
+    for fr in (bad_ts + 1).tolist():
         log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
     for fr in too_long[:100]:
         log.add(f"frame {fr}", "caplen_exceeds_snaplen", f"captured length exceeds snaplen {snaplen}")
     return FrameIndex(
         container="pcap",
         data=data,
-        offsets=hdr_off,
+        offsets=offsets,
         caplens=caplens,
         wirelens=wirelens,
         ts_ns=ts_ns,
