@@ -249,7 +249,7 @@ class Bundle:
     def _frame_index(self, art: Artifact) -> FrameIndex:
         if art.path not in self._frames:
             log = self._log("pcap", art)
-            self._frames[art.path] = read_frames(self._mat.root / art.path, log, self.runner.allocate)
+            self._frames[art.path] = read_frames(self._mat.root / art.path, log, self.runner.allocate, self.runner.maps)
         return self._frames[art.path]
 
     @cached_property

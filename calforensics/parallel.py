@@ -295,6 +295,10 @@ class Runner:
             self._files = 0
         return self._spilled
 
+    def maps(self, n: int) -> bool:
+        """Whether ``allocate`` would put ``n`` rows in a mapped file."""
+        return n > 0 and self._spill_wanted(n)
+
     def allocate(self, n: int, dtype: type) -> np.ndarray:
         """An array of ``n`` per-frame values: a mapped file when a table of ``n`` rows would be spilled."""
         if n == 0 or not self._spill_wanted(n):

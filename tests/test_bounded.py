@@ -8,6 +8,7 @@ on CI (CI=true), where it must run.
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -47,6 +48,63 @@ def test_spilled_decode_fits_under_a_limit_smaller_than_capture_plus_table(tmp_p
     assert got["digest"] == expected
     assert run.peak_bytes >= 0.9 * LIMIT  # the kernel had to hold it to the limit (page cache reclaimed)
     assert not list((tmp_path / "spill").iterdir())  # mapped column files removed on close
+
+
+def pcap_to_pcapng(src, dst) -> None:
+    """The same records as one pcapng section with one Ethernet interface and microsecond Enhanced
+    Packet Blocks (what dumpcap writes), streamed: the test must not hold the file in memory."""
+    with open(src, "rb") as fin, open(dst, "wb") as out:
+        fin.read(24)
+        shb_body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+        out.write(struct.pack("<II", 0x0A0D0D0A, 12 + len(shb_body)) + shb_body + struct.pack("<I", 12 + len(shb_body)))
+        idb_body = struct.pack("<HHI", 1, 0, 262144)
+        out.write(struct.pack("<II", 1, 12 + len(idb_body)) + idb_body + struct.pack("<I", 12 + len(idb_body)))
+        batch = []
+        while header := fin.read(16):
+            sec, frac, incl, orig = struct.unpack("<IIII", header)
+            frame = fin.read(incl)
+            ts = sec * 1_000_000 + frac // 1000  # the pcap is nanosecond; pcapng's default is µs
+            pad = (-incl) % 4
+            size = 32 + incl + pad
+            batch.append(struct.pack("<IIIIIII", 6, size, 0, ts >> 32, ts & 0xFFFFFFFF, incl, orig))
+            batch.append(frame + bytes(pad) + struct.pack("<I", size))
+            if len(batch) > 20_000:
+                out.write(b"".join(batch))
+                batch.clear()
+        out.write(b"".join(batch))
+
+
+def test_spilled_pcapng_decode_fits_under_the_same_limit(tmp_path):
+    """pcapng too: its index is read in two passes into mapped arrays of exact size, in written-back
+    runs, so the decode fits under a limit below capture plus table."""
+    import memlimit
+    from bench_ingest import write_capture
+
+    if not memlimit.available():
+        if os.environ.get("CI"):
+            pytest.fail("the bounded-memory test must run on CI, but no writable memory cgroup is here")
+        pytest.skip("needs root and a memory cgroup")
+    pcap = tmp_path / "big.pcap"
+    write_capture(pcap, PACKETS)
+    capture = tmp_path / "big.pcapng"
+    pcap_to_pcapng(pcap, capture)
+    pcap.unlink()
+    from bench_bounded import table_digest
+
+    with calforensics.open_bundle(capture, spill=False) as b:
+        expected = table_digest(b.packets)
+        table_bytes = int(b.packets.memory_usage(deep=False).sum())
+    assert capture.stat().st_size + table_bytes > 1.4 * LIMIT
+    with calforensics.open_bundle(capture, spill=True, spill_dir=tmp_path / "look") as b:
+        assert b.captures["packets"].sum() == PACKETS
+        # the index's five per-frame arrays are mapped files, not memory
+        assert len(list((tmp_path / "look").glob("calforensics-cols-*/array-*.npy"))) == 5
+    script = ROOT / "bench" / "bench_bounded.py"
+    run = memlimit.run_limited(
+        [sys.executable, str(script), "--child", str(capture), str(tmp_path / "spill")], LIMIT, timeout=120
+    )
+    assert run.returncode == 0, f"killed by OOM: {run.oom_killed}; {run.stderr[-2000:]}"
+    assert json.loads(run.stdout.strip().splitlines()[-1])["digest"] == expected
 
 
 @pytest.fixture

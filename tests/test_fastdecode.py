@@ -119,11 +119,14 @@ def test_address_factorize_matches_pandas(monkeypatch, compiled):
 
 # ---- the compiled pcapng block run ------------------------------------------------------------
 def _index_both(source, monkeypatch):
-    """(compiled, reader-only) frame indexes and anomaly rows for one pcapng file or its bytes."""
+    """(compiled, reader-only) frame indexes and anomaly rows for one pcapng file or its bytes; the
+    compiled one also read in two passes into exact arrays (as for a spilled index) must agree."""
     from calforensics.parsers import pcap
 
-    fast_log, slow_log = AnomalyLog("x"), AnomalyLog("x")
+    fast_log, slow_log, exact_log = AnomalyLog("x"), AnomalyLog("x"), AnomalyLog("x")
     fast = read_frames(source, fast_log)
+    exact = read_frames(source, exact_log, lambda n, dtype: np.empty(n, dtype=dtype), lambda n: True)
+    _assert_same_index(exact, fast, exact_log.rows, fast_log.rows, "two passes")
     with monkeypatch.context() as m:
         m.setattr(pcap._Frames, "epb_run", lambda self, data, off, *rest: off)
         slow = read_frames(source, slow_log)

@@ -130,6 +130,7 @@ def index_pcap(
 
 EPB = 6
 INT64_MAX = np.iinfo(np.int64).max
+INT32_MAX = np.iinfo(np.int32).max
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -141,17 +142,20 @@ def _u32(data, at, little):
 
 
 @njit(cache=True, nogil=True)
-def _epb_run(data, off, little, section_map, conv, n_out, out_off, out_cap, out_wire, out_ts, out_ifc):
+def _epb_run(
+    data, off, little, section_map, conv, n_out, stop, count_only, out_off, out_cap, out_wire, out_ts, out_ifc
+):
     """Index consecutive clean pcapng Enhanced Packet Blocks from ``off``; return (rows filled, offset).
 
-    ``conv`` has a row per interface: mul, div, shift, offset in ns, usable (0/1). The run stops,
+    ``conv`` has a row per interface: mul, div, shift, offset in ns, usable (0/1). Rows are written
+    until ``stop`` (only counted with ``count_only``). The run also stops,
     leaving the block to the Python reader, at anything else: another block type, any length or
     interface the reader would report as damaged, a timestamp whose conversion needs more than 64
     bits, or full output arrays. So every row written here is the row the reader would have
     written, and every anomaly is still logged by the reader, in file order.
     """
     size = data.shape[0]
-    while off + 12 <= size and n_out < out_off.shape[0]:
+    while off + 12 <= size and n_out < stop:
         btype = _u32(data, off, little)
         blen = _u32(data, off + 4, little)
         if btype != EPB or blen < 32 or blen % 4 != 0 or off + blen > size:
@@ -174,11 +178,12 @@ def _epb_run(data, off, little, section_map, conv, n_out, out_off, out_cap, out_
         o = conv[gi, 3]
         if (o > 0 and t > INT64_MAX - o) or t + o < 0:
             break
-        out_off[n_out] = data_off
-        out_cap[n_out] = cap
-        out_wire[n_out] = _u32(data, off + 24, little)
-        out_ts[n_out] = t + o
-        out_ifc[n_out] = gi
+        if not count_only:
+            out_off[n_out] = data_off
+            out_cap[n_out] = min(cap, INT32_MAX)
+            out_wire[n_out] = min(_u32(data, off + 24, little), INT32_MAX)
+            out_ts[n_out] = t + o
+            out_ifc[n_out] = gi
         n_out += 1
         off += blen
     return n_out, off

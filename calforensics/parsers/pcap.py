@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..anomalies import AnomalyLog
-from ..memory import write_back
+from ..memory import WRITE_BACK_ROWS, write_back
 from ._walk import INT64_MAX, STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, _epb_run, index_pcap
 
 PCAP_MAGICS = {
@@ -103,18 +103,24 @@ def length32(values: np.ndarray) -> np.ndarray:
 
 
 class _Frames:
-    """Growable per-frame columns filled while walking blocks (by the compiled run and the reader)."""
+    """Per-frame columns filled while walking blocks (by the compiled run and the reader): growable
+    arrays in memory, or, with ``alloc``, arrays of an exact size known from a counting pass (mapped
+    files for a spilled index). With ``count_only`` nothing is stored: the walk just counts rows."""
 
-    def __init__(self, capacity: int = 1 << 12) -> None:
+    def __init__(self, capacity: int = 1 << 12, alloc: Allocator | None = None, count_only: bool = False) -> None:
         self.n = 0
-        self.off = np.empty(capacity, dtype=np.int64)
-        self.cap = np.empty(capacity, dtype=np.int64)
-        self.wire = np.empty(capacity, dtype=np.int64)
-        self.ts = np.empty(capacity, dtype=np.int64)
-        self.ifc = np.empty(capacity, dtype=np.int32)
+        self.count_only = count_only
+        self.exact = alloc is not None
+        new = alloc or (lambda n, dtype: np.empty(n, dtype=dtype))
+        size = 0 if count_only else capacity
+        self.off = new(size, np.int64)
+        self.cap = new(size, np.int32)  # clipped at 2**31 - 1 as they are written (see length32)
+        self.wire = new(size, np.int32)
+        self.ts = new(size, np.int64)
+        self.ifc = new(size, np.int32)
 
     def grow(self) -> None:
-        size = 2 * len(self.off)
+        size = max(2 * len(self.off), 1 << 12)
         for name in ("off", "cap", "wire", "ts", "ifc"):
             old = getattr(self, name)
             new = np.empty(size, dtype=old.dtype)
@@ -122,40 +128,56 @@ class _Frames:
             setattr(self, name, new)
 
     def push(self, off: int, cap: int, wire: int, ts: int, ifc: int) -> None:
+        if self.count_only:
+            self.n += 1
+            return
         if self.n == len(self.off):
             self.grow()
-        i = self.n
-        self.off[i], self.cap[i], self.wire[i], self.ts[i], self.ifc[i] = off, cap, wire, ts, ifc
+        i, clip = self.n, np.iinfo(np.int32).max
+        self.off[i], self.cap[i], self.wire[i], self.ts[i], self.ifc[i] = off, min(cap, clip), min(wire, clip), ts, ifc
         self.n += 1
 
     def epb_run(self, data: np.ndarray, off: int, little: bool, section_ifaces: list[int], conv: np.ndarray) -> int:
         """Let the compiled run index clean Enhanced Packet Blocks from ``off``; the offset it stopped at."""
         section_map = np.asarray(section_ifaces, dtype=np.int64)
+        room = INT64_MAX if self.count_only else len(self.off)
         while True:
+            # mapped (exact) arrays are filled in runs, each written back as it is finished
+            stop = min(room, self.n + WRITE_BACK_ROWS) if (self.exact or self.count_only) else room
+            before = self.n
             filled, off = _epb_run(
-                data, off, little, section_map, conv, self.n, self.off, self.cap, self.wire, self.ts, self.ifc
-            )
+                data, off, little, section_map, conv, self.n, stop, self.count_only,
+                self.off, self.cap, self.wire, self.ts, self.ifc,
+            )  # fmt: skip
             self.n = int(filled)
-            if self.n < len(self.off):
-                return int(off)
-            self.grow()
+            if self.exact:
+                for col in (self.off, self.cap, self.wire, self.ts, self.ifc):
+                    write_back(col[before : self.n])
+            if self.n < stop or (self.exact and self.n == room):
+                return int(off)  # at a block for the reader, or the end (exact: every counted row is in)
+            if self.n == room:
+                self.grow()
+                room = len(self.off)
 
     def index(self, container: str, data: np.ndarray, interfaces: list[CaptureInterface], records: int):
         n = self.n
+        # growable arrays are copied down to their rows; exact ones are the index as they are
+        take = (lambda a: a[:n]) if self.exact else (lambda a: a[:n].copy())
         return FrameIndex(
             container=container,
             data=data,
-            offsets=self.off[:n].copy(),
-            caplens=length32(self.cap[:n]),
-            wirelens=length32(self.wire[:n]),
-            ts_ns=self.ts[:n].copy(),
-            iface=self.ifc[:n].copy(),
+            offsets=take(self.off),
+            caplens=take(self.cap),
+            wirelens=take(self.wire),
+            ts_ns=take(self.ts),
+            iface=take(self.ifc),
             interfaces=interfaces,
             records=records,
         )
 
 
 Allocator = Callable[[int, type], np.ndarray]
+MIN_PACKET_BLOCK = 32  # bytes of the smallest pcapng Enhanced Packet Block: a bound on its rows
 HEADER_RUN = 1 << 20  # rows of the index filled between write-backs
 
 
@@ -173,12 +195,18 @@ def map_file(path: str | Path) -> np.ndarray:
     return np.frombuffer(mm, dtype=np.uint8)
 
 
-def read_frames(source: str | Path | bytes | np.ndarray, log: AnomalyLog, alloc: Allocator | None = None) -> FrameIndex:
+def read_frames(
+    source: str | Path | bytes | np.ndarray,
+    log: AnomalyLog,
+    alloc: Allocator | None = None,
+    maps: Callable[[int], bool] | None = None,
+) -> FrameIndex:
     """Index every frame of a pcap or pcapng file (a path, or its bytes); damage becomes anomalies in ``log``.
 
     ``alloc(n, dtype)`` gives the index's per-frame arrays (default: in memory); a classic pcap's index
     is built in bounded transient memory, so with arrays mapped from files the index of a capture
-    larger than RAM can be built. (A pcapng index is built in memory: its blocks are walked in Python.)"""
+    larger than RAM can be built. ``maps(n)`` says whether ``alloc`` would map an index of ``n``
+    rows: a pcapng that could need it is read in two passes, so its arrays are of exact size."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = np.frombuffer(source, dtype=np.uint8)
     elif isinstance(source, np.ndarray):
@@ -190,7 +218,9 @@ def read_frames(source: str | Path | bytes | np.ndarray, log: AnomalyLog, alloc:
     if kind == "pcap":
         return _read_pcap(data, log, alloc or _in_memory)
     if kind == "pcapng":
-        return _read_pcapng(data, log)
+        # two passes (exact, mapped arrays) only where an index this file could hold would be mapped
+        exact = alloc is not None and maps is not None and maps(len(data) // MIN_PACKET_BLOCK)
+        return _read_pcapng(data, log, alloc if exact else None)
     log.add("file", "not_a_capture", f"unknown magic {head[:4].hex()}")
     return _Frames().index("unknown", data, [], 0)
 
@@ -294,10 +324,26 @@ def _conversions(ts_conv: list[tuple[int, int, int, int]]) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
 
 
-def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
+def _read_pcapng(data: np.ndarray, log: AnomalyLog, alloc: Allocator | None = None) -> FrameIndex:
+    """With ``alloc``, two passes: one counts the rows (its anomalies thrown away), one fills arrays
+    of exactly that size from ``alloc`` (mapped files for a spilled index), in written-back runs;
+    otherwise one pass into growable arrays in memory."""
+    if alloc is None:
+        frames = _Frames()
+        interfaces, n = _walk_pcapng(data, log, frames)
+    else:
+        counter = _Frames(count_only=True)
+        _walk_pcapng(data, AnomalyLog("pcapng count"), counter)
+        frames = _Frames(counter.n, alloc=alloc)
+        interfaces, n = _walk_pcapng(data, log, frames)
+    return frames.index("pcapng", data, interfaces, n)
+
+
+def _walk_pcapng(data: np.ndarray, log: AnomalyLog, frames: _Frames) -> tuple[list[CaptureInterface], int]:
+    """Every block in file order; packet rows go to ``frames``. Returns the interfaces and the
+    number of packet blocks seen (damaged ones included)."""
     buf = memoryview(data)
     size = len(buf)
-    frames = _Frames()
     interfaces: list[CaptureInterface] = []
     section_ifaces: list[int] = []  # global index of each interface in the current section
     ts_conv: list[tuple[int, int, int, int]] = []  # per global iface: mul, div, shift, offset_s
@@ -406,4 +452,4 @@ def _read_pcapng(data: np.ndarray, log: AnomalyLog) -> FrameIndex:
     else:
         if off != size:
             log.add(f"byte {off}", "truncated_block", f"{size - off} trailing bytes after last block")
-    return frames.index("pcapng", data, interfaces, n)
+    return interfaces, n
