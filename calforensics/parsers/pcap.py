@@ -97,11 +97,6 @@ class FrameIndex:
         )
 
 
-def length32(values: np.ndarray) -> np.ndarray:
-    """Record lengths as int32, the packets table's dtype (a bogus length past 2**31 stays huge, not negative)."""
-    return np.minimum(values, np.iinfo(np.int32).max).astype(np.int32)
-
-
 class _Frames:
     """Per-frame columns filled while walking blocks (by the compiled run and the reader): growable
     arrays in memory, or, with ``alloc``, arrays of an exact size known from a counting pass (mapped
@@ -114,7 +109,9 @@ class _Frames:
         new = alloc or (lambda n, dtype: np.empty(n, dtype=dtype))
         size = 0 if count_only else capacity
         self.off = new(size, np.int64)
-        self.cap = new(size, np.int32)  # clipped at 2**31 - 1 as they are written (see length32)
+        # lengths as int32, the packets table's dtype, clipped as they are written: a bogus length past
+        # 2**31 stays huge, not negative
+        self.cap = new(size, np.int32)
         self.wire = new(size, np.int32)
         self.ts = new(size, np.int64)
         self.ifc = new(size, np.int32)
@@ -178,7 +175,6 @@ class _Frames:
 
 Allocator = Callable[[int, type], np.ndarray]
 MIN_PACKET_BLOCK = 32  # bytes of the smallest pcapng Enhanced Packet Block: a bound on its rows
-HEADER_RUN = 1 << 20  # rows of the index filled between write-backs
 
 
 def _in_memory(n: int, dtype: type) -> np.ndarray:
@@ -265,11 +261,11 @@ def _read_pcap(data: np.ndarray, log: AnomalyLog, alloc: Allocator) -> FrameInde
     records = n + (off < size)
     iface = alloc(n, np.int32)
     too_long: list[int] = []
-    for lo in range(0, n, HEADER_RUN):
-        iface[lo : lo + HEADER_RUN] = 0
-        write_back(iface[lo : lo + HEADER_RUN])
+    for lo in range(0, n, WRITE_BACK_ROWS):
+        iface[lo : lo + WRITE_BACK_ROWS] = 0
+        write_back(iface[lo : lo + WRITE_BACK_ROWS])
         if snaplen and len(too_long) < 100:
-            too_long.extend((np.flatnonzero(caplens[lo : lo + HEADER_RUN] > snaplen)[:100] + lo + 1).tolist())
+            too_long.extend((np.flatnonzero(caplens[lo : lo + WRITE_BACK_ROWS] > snaplen)[:100] + lo + 1).tolist())
     for fr in (bad_ts + 1).tolist():
         log.add(f"frame {fr}", "bad_timestamp", "sub-second timestamp field is out of range")
     for fr in too_long[:100]:
