@@ -568,7 +568,7 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
         elif str(s.dtype) != dtype:
             s = int_column(s).astype(dtype)
         out[col] = s.reset_index(drop=True)
-    return pd.DataFrame(out)
+    return columns_frame(out)  # one block a column: pd.DataFrame(out) would copy them all into 2-D blocks
 
 
 def columns_frame(columns: dict) -> pd.DataFrame:
