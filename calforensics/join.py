@@ -202,6 +202,30 @@ def _offsets_frame(rows: list[dict]) -> pd.DataFrame:
     return conform(pd.DataFrame(rows), "clock_offsets")
 
 
+def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """For each row, how many earlier rows share its (group, key): groupby(...).cumcount()."""
+    order = np.lexsort((np.arange(len(group)), key, group))
+    g, k = group[order], key[order]
+    start = np.r_[True, (g[1:] != g[:-1]) | (k[1:] != k[:-1])] if len(order) else np.zeros(0, dtype=bool)
+    idx = np.arange(len(order))
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = idx - np.maximum.accumulate(np.where(start, idx, 0))
+    return ranks
+
+
+def _min_within(group: np.ndarray, key: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each row, the minimum of ``values`` over rows sharing its (group, key): transform("min")."""
+    if not len(group):
+        return values.copy()
+    order = np.lexsort((key, group))
+    g, k = group[order], key[order]
+    starts = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (k[1:] != k[:-1])])
+    mins = np.minimum.reduceat(values[order], starts)
+    out = np.empty(len(order), dtype=values.dtype)
+    out[order] = np.repeat(mins, np.diff(np.r_[starts, len(order)]))
+    return out
+
+
 def build_hops(
     packets: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], window_ns: int = HOP_WINDOW_NS
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -260,13 +284,20 @@ def build_hops(
         }
     )
     del instance, order, tss, node, origin
-    h["copy_no"] = h.groupby(["instance", "point"]).cumcount()
-    h["ambiguous"] = h.groupby("instance")["copy_no"].transform("max") > 0
+    # rows are in instance order (instances are numbered 0.. as they come), so the per-instance
+    # group-bys are segment operations on sorted runs
+    inst = h["instance"].to_numpy()
+    tsc = h["ts_corrected_ns"].to_numpy()
+    seg = np.flatnonzero(np.r_[True, inst[1:] != inst[:-1]]) if len(inst) else np.zeros(0, dtype=np.int64)
+    # copy_no: earlier sightings of the instance at the same point (a cumcount over (instance, point))
+    h["copy_no"] = _rank_within(inst, h["point"].to_numpy())
+    h["ambiguous"] = (np.maximum.reduceat(h["copy_no"].to_numpy(), seg) > 0)[inst] if len(inst) else False
     # hop order: the sending node first, then nodes by first sighting, then time within a node
-    first = h.groupby(["instance", "node"])["ts_corrected_ns"].transform("min")
-    first = first.where(h["node"] != h["origin"], np.iinfo(np.int64).min)
-    by = np.lexsort((h["ts_corrected_ns"].to_numpy(), first.to_numpy(), h["instance"].to_numpy()))
-    del first
+    node_h = h["node"].to_numpy()
+    first = _min_within(inst, node_h, tsc)
+    first[node_h == h["origin"].to_numpy()] = np.iinfo(np.int64).min
+    by = np.lexsort((tsc, first, inst))
+    del first, inst, tsc, node_h, seg
     # reordered a column at a time, each old column dropped as its new one is made (sort_values would
     # hold two whole frames)
     h = columns_frame({name: h.pop(name).to_numpy()[by] for name in list(h.columns)})

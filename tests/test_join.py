@@ -150,3 +150,21 @@ def test_times_keep_nanosecond_precision():
         seen = flows[flows["first_ns"] >= 0]
         assert (seen["first_ns"] == first.reindex(seen.index)).all()
         assert (seen["first_ns"] % 1000 != 0).any()  # real nanosecond timestamps, not rounded ones
+
+
+def test_segment_helpers_equal_the_pandas_group_bys_they_replace():
+    """copy_no and the first sighting per node are computed with sorts and reduceat instead of
+    pandas group-bys; on random groups (sorted, as hop rows are) they must give the same values."""
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.join import _min_within, _rank_within
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 7, 5000):
+        group = np.sort(rng.integers(0, max(1, n // 4), n))
+        key = rng.integers(0, 5, n)
+        values = rng.integers(-(10**12), 10**12, n)
+        df = pd.DataFrame({"g": group, "k": key, "v": values})
+        assert (_rank_within(group, key) == df.groupby(["g", "k"]).cumcount().to_numpy()).all()
+        assert (_min_within(group, key, values) == df.groupby(["g", "k"])["v"].transform("min").to_numpy()).all()
