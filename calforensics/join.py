@@ -126,19 +126,9 @@ def estimate_clock_offsets(frame: pd.DataFrame, nodes: list[str], owners: dict[s
     )
     if len(nodes) < 2 or frame.empty:
         return _offsets_frame(rows + [_unknown(n, ref) for n in nodes[1:]])
-    per_point = frame.groupby(["fp", "point"]).size()
-    repeated = per_point[per_point > 1].index.get_level_values(0).unique()
-    sub = frame[~frame["fp"].isin(repeated) & (frame["origin"] >= 0)]
-    span = (
-        sub.groupby(["fp", "node"], sort=False)
-        .agg(tmin=("ts", "min"), tmax=("ts", "max"), origin=("origin", "first"))
-        .reset_index()
-    )
-    span = span[span.groupby("fp")["node"].transform("nunique") >= 2]
-    sender = span[span["node"] == span["origin"]][["fp", "node", "tmax"]].rename(columns={"node": "a"})
-    receiver = span[span["node"] != span["origin"]][["fp", "node", "tmin"]].rename(columns={"node": "b"})
-    pairs = sender.merge(receiver, on="fp")
-    pairs["delay"] = pairs["tmin"] - pairs["tmax"]  # receiver clock minus sender clock, plus wire time
+    pairs = _sender_receiver_pairs(
+        *(frame[c].to_numpy() for c in ("fp", "point", "node", "ts", "origin"))
+    )  # fmt: skip
     pairs["a"] = np.asarray(nodes, dtype=object)[pairs["a"].to_numpy()]
     pairs["b"] = np.asarray(nodes, dtype=object)[pairs["b"].to_numpy()]
     oneway = pairs.groupby(["a", "b"])["delay"].agg(["min", "size"])
@@ -183,6 +173,46 @@ def estimate_clock_offsets(frame: pd.DataFrame, nodes: list[str], owners: dict[s
         else:
             rows.append(_unknown(node, ref))
     return _offsets_frame(rows)
+
+
+def _sender_receiver_pairs(
+    fp: np.ndarray, point: np.ndarray, node: np.ndarray, ts: np.ndarray, origin: np.ndarray
+) -> pd.DataFrame:
+    """One row per (packet, sending node, receiving node): a=sender, b=receiver and the delay from
+    the sender's last sighting to the receiver's first (receiver clock minus sender clock, plus
+    wire time). Only fingerprints seen at most once per capture point, with a known sender, seen on
+    at least two nodes; a node is the sender where it owns the source of its first sighting there.
+    Sorts and segment reductions over the sightings (pandas group-bys here were the join's peak)."""
+    if not len(fp):
+        return pd.DataFrame({"a": [], "b": [], "delay": []})
+    # fingerprints seen twice at one capture point are ambiguous: left out
+    by_point = np.lexsort((point, fp))
+    f, p = fp[by_point], point[by_point]
+    twice = (f[1:] == f[:-1]) & (p[1:] == p[:-1])
+    keep = ~np.isin(fp, np.unique(f[1:][twice])) & (origin >= 0)
+    rows = np.flatnonzero(keep)
+    # spans: one per (fingerprint, node), with first and last sighting and the origin of the first row
+    rows = rows[np.lexsort((rows, node[rows], fp[rows]))]
+    f, n = fp[rows], node[rows]
+    starts = np.flatnonzero(np.r_[True, (f[1:] != f[:-1]) | (n[1:] != n[:-1])])
+    span_fp, span_node, span_origin = f[starts], n[starts], origin[rows][starts]
+    tmin = np.minimum.reduceat(ts[rows], starts)
+    tmax = np.maximum.reduceat(ts[rows], starts)
+    # fingerprints on at least two nodes (spans of one fingerprint are adjacent)
+    fp_start = np.r_[True, span_fp[1:] != span_fp[:-1]]
+    fp_id = np.cumsum(fp_start) - 1
+    spans_per_fp = np.bincount(fp_id)
+    multi = spans_per_fp[fp_id] >= 2
+    sender = multi & (span_node == span_origin)
+    receiver = multi & (span_node != span_origin)
+    s_fp, s_node, s_tmax = fp_id[sender], span_node[sender], tmax[sender]
+    r_fp, r_node, r_tmin = fp_id[receiver], span_node[receiver], tmin[receiver]
+    # every sender span with every receiver span of its fingerprint (both are sorted by fingerprint)
+    lo = np.searchsorted(r_fp, s_fp, side="left")
+    count = np.searchsorted(r_fp, s_fp, side="right") - lo
+    which = np.repeat(np.arange(len(s_fp)), count)
+    idx = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + np.repeat(lo, count)
+    return pd.DataFrame({"a": s_node[which], "b": r_node[idx], "delay": r_tmin[idx] - s_tmax[which]})
 
 
 def _unknown(node: str, ref: str) -> dict:

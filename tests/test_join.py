@@ -168,3 +168,50 @@ def test_segment_helpers_equal_the_pandas_group_bys_they_replace():
         df = pd.DataFrame({"g": group, "k": key, "v": values})
         assert (_rank_within(group, key) == df.groupby(["g", "k"]).cumcount().to_numpy()).all()
         assert (_min_within(group, key, values) == df.groupby(["g", "k"])["v"].transform("min").to_numpy()).all()
+
+
+def _pairs_with_pandas(frame):
+    """The group-by formulation _sender_receiver_pairs replaced (kept here as its reference)."""
+    per_point = frame.groupby(["fp", "point"]).size()
+    repeated = per_point[per_point > 1].index.get_level_values(0).unique()
+    sub = frame[~frame["fp"].isin(repeated) & (frame["origin"] >= 0)]
+    span = (
+        sub.groupby(["fp", "node"], sort=False)
+        .agg(tmin=("ts", "min"), tmax=("ts", "max"), origin=("origin", "first"))
+        .reset_index()
+    )
+    span = span[span.groupby("fp")["node"].transform("nunique") >= 2]
+    sender = span[span["node"] == span["origin"]][["fp", "node", "tmax"]].rename(columns={"node": "a"})
+    receiver = span[span["node"] != span["origin"]][["fp", "node", "tmin"]].rename(columns={"node": "b"})
+    pairs = sender.merge(receiver, on="fp")
+    pairs["delay"] = pairs["tmin"] - pairs["tmax"]
+    return pairs[["a", "b", "delay"]]
+
+
+def test_sender_receiver_pairs_equal_the_group_by_formulation():
+    """Random sightings with repeated fingerprints, unknown senders and origins that change from row
+    to row (a rewrite between hops): the same (sender, receiver, delay) rows as the pandas version."""
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.join import _sender_receiver_pairs
+
+    rng = np.random.default_rng(11)
+    for n in (0, 1, 50, 20_000):
+        frame = pd.DataFrame(
+            {
+                "fp": rng.integers(0, max(1, n // 3), n).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15),
+                "point": rng.integers(0, 8, n),
+                "node": rng.integers(0, 4, n),
+                "ts": rng.integers(0, 10**15, n),
+                "origin": rng.integers(-1, 4, n),
+            }
+        )
+        got = _sender_receiver_pairs(*(frame[c].to_numpy() for c in ("fp", "point", "node", "ts", "origin")))
+        want = _pairs_with_pandas(frame)
+        key = ["a", "b", "delay"]
+        got = got.astype("int64").sort_values(key).reset_index(drop=True)
+        want = want.astype("int64").sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want)
+        if n == 20_000:
+            assert len(want) > 100  # the case exercises real pairs
