@@ -183,14 +183,17 @@ def _sender_receiver_pairs(
     wire time). Only fingerprints seen at most once per capture point, with a known sender, seen on
     at least two nodes; a node is the sender where it owns the source of its first sighting there.
     Sorts and segment reductions over the sightings (pandas group-bys here were the join's peak)."""
+    none = pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in ("a", "b", "delay")})
     if not len(fp):
-        return pd.DataFrame({"a": [], "b": [], "delay": []})
+        return none
     # fingerprints seen twice at one capture point are ambiguous: left out
     by_point = np.lexsort((point, fp))
     f, p = fp[by_point], point[by_point]
     twice = (f[1:] == f[:-1]) & (p[1:] == p[:-1])
     keep = ~np.isin(fp, np.unique(f[1:][twice])) & (origin >= 0)
     rows = np.flatnonzero(keep)
+    if not len(rows):
+        return none
     # spans: one per (fingerprint, node), with first and last sighting and the origin of the first row
     rows = rows[np.lexsort((rows, node[rows], fp[rows]))]
     f, n = fp[rows], node[rows]

@@ -197,14 +197,14 @@ def test_sender_receiver_pairs_equal_the_group_by_formulation():
     from calforensics.join import _sender_receiver_pairs
 
     rng = np.random.default_rng(11)
-    for n in (0, 1, 50, 20_000):
+    for n, unknown in ((0, False), (1, False), (50, False), (50, True), (20_000, False)):
         frame = pd.DataFrame(
             {
                 "fp": rng.integers(0, max(1, n // 3), n).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15),
                 "point": rng.integers(0, 8, n),
                 "node": rng.integers(0, 4, n),
                 "ts": rng.integers(0, 10**15, n),
-                "origin": rng.integers(-1, 4, n),
+                "origin": np.full(n, -1) if unknown else rng.integers(-1, 4, n),  # no sender known at all
             }
         )
         got = _sender_receiver_pairs(*(frame[c].to_numpy() for c in ("fp", "point", "node", "ts", "origin")))
