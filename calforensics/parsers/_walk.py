@@ -1,4 +1,5 @@
-"""The classic-pcap record walk, compiled with numba when it is installed.
+"""Capture indexing loops, compiled with numba when it is installed: the classic-pcap record walk
+and header pass, and the pcapng Enhanced Packet Block run.
 
 Walking records is inherently sequential (each length says where the next record starts), so numpy
 cannot vectorise it; in Python it costs ~0.4 µs a record, compiled ~5 ns. Without numba the same
@@ -25,43 +26,37 @@ except ImportError:  # pragma: no cover
         return wrap(args[0]) if args and callable(args[0]) else wrap
 
 
-STOP_END, STOP_TRAILING, STOP_TOO_LONG, STOP_TRUNCATED, STOP_FULL = 0, 1, 2, 3, 4
-WALK_RUN = 1 << 22  # record offsets filled between write-backs (32 MB)
+STOP_END, STOP_TRAILING, STOP_TOO_LONG, STOP_TRUNCATED = 0, 1, 2, 3
+WALK_RUN = 1 << 22  # records filled between write-backs
+
+
+def in_memory(n: int, dtype: type) -> np.ndarray:
+    """The default allocator for index arrays: plain memory."""
+    return np.empty(n, dtype=dtype)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _u32(data, at, little):
+    b0, b1, b2, b3 = np.int64(data[at]), np.int64(data[at + 1]), np.int64(data[at + 2]), np.int64(data[at + 3])
+    if little:
+        return b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)
+    return (b0 << 24) | (b1 << 16) | (b2 << 8) | b3
 
 
 @njit(cache=True, nogil=True)
-def _walk(data, start, little, max_record, out):
-    """Fill ``out`` with record-header offsets; return (count, stop reason, offset where it stopped).
+def _walk(data, start, little, max_record):
+    """Count the whole records from ``start``; return (count, stop reason, offset where it stopped).
 
-    With ``out`` of length 0 it only counts, so callers can size the array exactly (two passes);
-    otherwise it stops (STOP_FULL) once ``out`` is full, so a caller can fill it in runs.
-    """
+    Only lengths are read, so the arrays for the second pass can be sized exactly."""
     size = data.shape[0]
     off = start
     n = 0
     while off + 16 <= size:
-        if out.shape[0] and n == out.shape[0]:
-            return n, STOP_FULL, off
-        if little:
-            incl = (
-                np.int64(data[off + 8])
-                | (np.int64(data[off + 9]) << 8)
-                | (np.int64(data[off + 10]) << 16)
-                | (np.int64(data[off + 11]) << 24)
-            )
-        else:
-            incl = (
-                (np.int64(data[off + 8]) << 24)
-                | (np.int64(data[off + 9]) << 16)
-                | (np.int64(data[off + 10]) << 8)
-                | np.int64(data[off + 11])
-            )
+        incl = _u32(data, off + 8, little)
         if incl > max_record:
             return n, STOP_TOO_LONG, off
         if off + 16 + incl > size:
             return n, STOP_TRUNCATED, off
-        if out.shape[0]:
-            out[n] = off
         n += 1
         off += 16 + incl
     if off != size:
@@ -77,20 +72,7 @@ def _fill(data, at, little, ts_mult, frac_limit, row0, offsets, caplens, wirelen
     Returns the offset after the run and the number of bad-time rows now in ``bad_ts``."""
     clip = np.int64(2**31 - 1)
     for i in range(offsets.shape[0]):
-        if little:
-            sec = (
-                np.int64(data[at])
-                | (np.int64(data[at + 1]) << 8)
-                | (np.int64(data[at + 2]) << 16)
-                | (np.int64(data[at + 3]) << 24)
-            )
-        else:
-            sec = (
-                (np.int64(data[at]) << 24)
-                | (np.int64(data[at + 1]) << 16)
-                | (np.int64(data[at + 2]) << 8)
-                | (np.int64(data[at + 3]))
-            )
+        sec = _u32(data, at, little)
         frac = _u32(data, at + 4, little)
         incl = _u32(data, at + 8, little)
         orig = _u32(data, at + 12, little)
@@ -106,7 +88,7 @@ def _fill(data, at, little, ts_mult, frac_limit, row0, offsets, caplens, wirelen
 
 
 def index_pcap(
-    data: np.ndarray, little: bool, ts_mult: int, max_record: int, alloc=None, start: int = 24
+    data: np.ndarray, little: bool, ts_mult: int, max_record: int, alloc=in_memory, start: int = 24
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray, int, int]:
     """A classic pcap's frame index in two compiled passes: one counts the whole records (so the
     arrays, from ``alloc(n, dtype)``, are sized exactly), one fills offsets, lengths and times,
@@ -114,9 +96,8 @@ def index_pcap(
 
     Returns ((offsets, caplens, wirelens, ts_ns), rows with a bad sub-second field (first 100),
     the stop reason, and where the walk stopped)."""
-    new = alloc or (lambda n, dtype: np.empty(n, dtype=dtype))
-    count, reason, stop = _walk(data, start, little, max_record, np.zeros(0, dtype=np.int64))
-    cols = (new(count, np.int64), new(count, np.int32), new(count, np.int32), new(count, np.int64))
+    count, reason, stop = _walk(data, start, little, max_record)
+    cols = (alloc(count, np.int64), alloc(count, np.int32), alloc(count, np.int32), alloc(count, np.int64))
     bad_ts = np.full(100, -1, dtype=np.int64)
     frac_limit = 1_000_000 if ts_mult == 1000 else 1_000_000_000
     at, n_bad = start, 0
@@ -131,14 +112,6 @@ def index_pcap(
 EPB = 6
 INT64_MAX = np.iinfo(np.int64).max
 INT32_MAX = np.iinfo(np.int32).max
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _u32(data, at, little):
-    b0, b1, b2, b3 = np.int64(data[at]), np.int64(data[at + 1]), np.int64(data[at + 2]), np.int64(data[at + 3])
-    if little:
-        return b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)
-    return (b0 << 24) | (b1 << 16) | (b2 << 8) | b3
 
 
 @njit(cache=True, nogil=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..anomalies import AnomalyLog
 from ..memory import WRITE_BACK_ROWS, write_back
-from ._walk import INT64_MAX, STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, _epb_run, index_pcap
+from ._walk import INT64_MAX, STOP_TOO_LONG, STOP_TRAILING, STOP_TRUNCATED, _epb_run, in_memory, index_pcap
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microseconds, little-endian
@@ -106,7 +106,7 @@ class _Frames:
         self.n = 0
         self.count_only = count_only
         self.exact = alloc is not None
-        new = alloc or (lambda n, dtype: np.empty(n, dtype=dtype))
+        new = alloc or in_memory
         size = 0 if count_only else capacity
         self.off = new(size, np.int64)
         # lengths as int32, the packets table's dtype, clipped as they are written: a bogus length past
@@ -177,10 +177,6 @@ Allocator = Callable[[int, type], np.ndarray]
 MIN_PACKET_BLOCK = 32  # bytes of the smallest pcapng Enhanced Packet Block: a bound on its rows
 
 
-def _in_memory(n: int, dtype: type) -> np.ndarray:
-    return np.empty(n, dtype=dtype)
-
-
 def map_file(path: str | Path) -> np.ndarray:
     """Memory-map a file read-only as uint8 (an empty array for an empty file)."""
     with open(path, "rb") as fh:
@@ -212,7 +208,7 @@ def read_frames(
     head = bytes(data[:12])
     kind = sniff_capture(head)
     if kind == "pcap":
-        return _read_pcap(data, log, alloc or _in_memory)
+        return _read_pcap(data, log, alloc or in_memory)
     if kind == "pcapng":
         # two passes (exact, mapped arrays) only where an index this file could hold would be mapped
         exact = alloc is not None and maps is not None and maps(len(data) // MIN_PACKET_BLOCK)
