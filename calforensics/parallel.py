@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +171,8 @@ class Runner:
     chunk_packets: int = CHUNK_PACKETS
     spill: bool | None = None
     processes_used: int = 0  # by the last decode (1: inline)
+    _spilled: Path | None = field(default=None, init=False, repr=False)  # the folder of mapped files
+    _files: int = field(default=0, init=False, repr=False)  # mapped arrays made in it so far
 
     def effective_workers(self, tasks: int) -> int:
         return max(1, min(tasks, self.workers or os.cpu_count() or 1))
@@ -220,9 +222,8 @@ class Runner:
             }
         if spill:
             folder = self._spill_folder()
+            # shared file mappings: workers' writes (and each chunk's write-back) land in these same pages
             out = {name: mapped_array(folder / f"{name}.npy", total, dt) for name, dt in dtypes.items()}
-            for arr in out.values():
-                arr.flush()
         elif pool:  # int32 codes: a worker cannot widen a shared column
             out = {name: _shared_empty(total, dt) for name, dt in dtypes.items() if name not in INDEX_COLUMNS}
         else:
@@ -254,12 +255,7 @@ class Runner:
                 cats.append(_write(cols, out, c.row))
                 del cols
                 release_freed_memory()
-        if spill:
-            for arr in out.values():
-                arr.flush()
-            # the column files as the chunks left them (mapped; turned into plain arrays at the end)
-            out = {name: np.load(folder / f"{name}.npy", mmap_mode="r+") for name in dtypes}
-        else:
+        if not spill:
             for name, field in INDEX_COLUMNS.items():
                 if name in dtypes:
                     parts = [np.asarray(getattr(ix, field), dtype=dtypes[name]) for ix in indexes]
@@ -284,7 +280,7 @@ class Runner:
 
     def _spill_folder(self) -> Path:
         """The folder of this bundle's mapped files (made on first use, removed by cleanup)."""
-        if getattr(self, "_spilled", None) is None:
+        if self._spilled is None:
             try:
                 if self.spill_dir:
                     Path(self.spill_dir).mkdir(parents=True, exist_ok=True)
@@ -292,7 +288,6 @@ class Runner:
             except OSError as exc:
                 where = self.spill_dir or tempfile.gettempdir()
                 raise RuntimeError(f"cannot keep the packets table in {where}: {exc.strerror or exc}") from exc
-            self._files = 0
         return self._spilled
 
     def maps(self, n: int) -> bool:
@@ -301,16 +296,15 @@ class Runner:
 
     def allocate(self, n: int, dtype: type) -> np.ndarray:
         """An array of ``n`` per-frame values: a mapped file when a table of ``n`` rows would be spilled."""
-        if n == 0 or not self._spill_wanted(n):
+        if not self.maps(n):
             return np.empty(n, dtype=dtype)
         folder = self._spill_folder()
         self._files += 1
-        path = folder / f"array-{self._files}.npy"
-        return mapped_array(path, n, dtype)
+        return mapped_array(folder / f"array-{self._files}.npy", n, dtype)
 
     def cleanup(self) -> None:
         """Remove spilled column files (the packets table maps them until then)."""
-        spilled = getattr(self, "_spilled", None)
+        spilled = self._spilled
         if spilled is not None:
             shutil.rmtree(spilled, ignore_errors=True)
             self._spilled = None
