@@ -23,29 +23,46 @@ PACKETS = 1_500_000
 LIMIT = 320 << 20
 
 
-def test_spilled_decode_fits_under_a_limit_smaller_than_capture_plus_table(tmp_path):
+@pytest.fixture
+def memlimit():
+    """bench/memlimit.py, where a memory cgroup can be made (root); else a skip, or on CI a failure."""
     import memlimit
-    from bench_bounded import table_digest
-    from bench_ingest import write_capture
 
     if not memlimit.available():
         if os.environ.get("CI"):
             pytest.fail("the bounded-memory test must run on CI, but no writable memory cgroup is here")
         pytest.skip("needs root and a memory cgroup")
-    capture = tmp_path / "big.pcap"
-    size = write_capture(capture, PACKETS)
-    with calforensics.open_bundle(capture, spill=False) as b:
-        expected = table_digest(b.packets)
-        table_bytes = int(b.packets.memory_usage(deep=False).sum())
-    assert size + table_bytes > 1.4 * LIMIT  # the limit really is smaller than what an in-memory decode holds
+    return memlimit
 
+
+def unlimited_table(capture) -> tuple[dict, int]:
+    """The in-memory decode's table digest and its size in bytes."""
+    from bench_bounded import table_digest
+
+    with calforensics.open_bundle(capture, spill=False) as b:
+        return table_digest(b.packets), int(b.packets.memory_usage(deep=False).sum())
+
+
+def decode_under_limit(memlimit, capture, spill_dir):
+    """The spilled decode in a child under LIMIT: (the cgroup run, the child's table digest)."""
     script = ROOT / "bench" / "bench_bounded.py"
     run = memlimit.run_limited(
-        [sys.executable, str(script), "--child", str(capture), str(tmp_path / "spill")], LIMIT, timeout=120
+        [sys.executable, str(script), "--child", str(capture), str(spill_dir)], LIMIT, timeout=120
     )
     assert run.returncode == 0, f"killed by OOM: {run.oom_killed}; {run.stderr[-2000:]}"
-    got = json.loads(run.stdout.strip().splitlines()[-1])
-    assert got["digest"] == expected
+    return run, json.loads(run.stdout.strip().splitlines()[-1])["digest"]
+
+
+def test_spilled_decode_fits_under_a_limit_smaller_than_capture_plus_table(tmp_path, memlimit):
+    from bench_ingest import write_capture
+
+    capture = tmp_path / "big.pcap"
+    size = write_capture(capture, PACKETS)
+    expected, table_bytes = unlimited_table(capture)
+    assert size + table_bytes > 1.4 * LIMIT  # the limit really is smaller than what an in-memory decode holds
+
+    run, digest = decode_under_limit(memlimit, capture, tmp_path / "spill")
+    assert digest == expected
     assert run.peak_bytes >= 0.9 * LIMIT  # the kernel had to hold it to the limit (page cache reclaimed)
     assert not list((tmp_path / "spill").iterdir())  # mapped column files removed on close
 
@@ -74,37 +91,24 @@ def pcap_to_pcapng(src, dst) -> None:
         out.write(b"".join(batch))
 
 
-def test_spilled_pcapng_decode_fits_under_the_same_limit(tmp_path):
+def test_spilled_pcapng_decode_fits_under_the_same_limit(tmp_path, memlimit):
     """pcapng too: its index is read in two passes into mapped arrays of exact size, in written-back
     runs, so the decode fits under a limit below capture plus table."""
-    import memlimit
     from bench_ingest import write_capture
 
-    if not memlimit.available():
-        if os.environ.get("CI"):
-            pytest.fail("the bounded-memory test must run on CI, but no writable memory cgroup is here")
-        pytest.skip("needs root and a memory cgroup")
     pcap = tmp_path / "big.pcap"
     write_capture(pcap, PACKETS)
     capture = tmp_path / "big.pcapng"
     pcap_to_pcapng(pcap, capture)
     pcap.unlink()
-    from bench_bounded import table_digest
-
-    with calforensics.open_bundle(capture, spill=False) as b:
-        expected = table_digest(b.packets)
-        table_bytes = int(b.packets.memory_usage(deep=False).sum())
+    expected, table_bytes = unlimited_table(capture)
     assert capture.stat().st_size + table_bytes > 1.4 * LIMIT
     with calforensics.open_bundle(capture, spill=True, spill_dir=tmp_path / "look") as b:
         assert b.captures["packets"].sum() == PACKETS
         # the index's five per-frame arrays are mapped files, not memory
         assert len(list((tmp_path / "look").glob("calforensics-cols-*/array-*.npy"))) == 5
-    script = ROOT / "bench" / "bench_bounded.py"
-    run = memlimit.run_limited(
-        [sys.executable, str(script), "--child", str(capture), str(tmp_path / "spill")], LIMIT, timeout=120
-    )
-    assert run.returncode == 0, f"killed by OOM: {run.oom_killed}; {run.stderr[-2000:]}"
-    assert json.loads(run.stdout.strip().splitlines()[-1])["digest"] == expected
+    _, digest = decode_under_limit(memlimit, capture, tmp_path / "spill")
+    assert digest == expected
 
 
 @pytest.fixture
