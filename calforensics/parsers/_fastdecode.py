@@ -339,10 +339,10 @@ def decode_kernel(
             i32[14, r] = -1
             i32[10, r] = l3end - l4
             payload_off[r] = l4
+            if (proto == 6 or proto == 17) and l4 + 4 <= l3end:  # ports, even from a cut-short header
+                i32[6, r] = _u16(d, l4)
+                i32[7, r] = _u16(d, l4 + 2)
             if proto == 6:
-                if l4 + 4 <= l3end:
-                    i32[6, r] = _u16(d, l4)
-                    i32[7, r] = _u16(d, l4 + 2)
                 if l4 + 20 > l3end:
                     _fail(status, r, TRUNC_TCP)
                 else:
@@ -359,9 +359,6 @@ def decode_kernel(
                     if okd and (d[l4 + 13] & 0x02) != 0 and doff > 20:
                         i32[9, r] = _mss(d, l4 + 20, l4 + doff)
             elif proto == 17:
-                if l4 + 4 <= l3end:
-                    i32[6, r] = _u16(d, l4)
-                    i32[7, r] = _u16(d, l4 + 2)
                 if l4 + 8 > l3end:
                     _fail(status, r, TRUNC_UDP)
                 else:
