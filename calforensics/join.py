@@ -86,18 +86,19 @@ def _owner_of(addresses: pd.Series, owners: dict[str, str], node_index: dict[str
     return per_category[cat.codes]  # code -1 (no address) picks the trailing -1
 
 
-def _link_scoped(addresses: pd.Series) -> np.ndarray:
+def is_link_scoped(address: str) -> bool:
     """True for addresses whose packets stay on one link: link-local, multicast, broadcast, unspecified."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_link_local or ip.is_multicast or ip.is_unspecified or address == "255.255.255.255"
+
+
+def _link_scoped(addresses: pd.Series) -> np.ndarray:
+    """is_link_scoped for a column, decided once per distinct address."""
     cat = categorical(addresses)
-
-    def scoped(a: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(a)
-        except ValueError:
-            return False
-        return ip.is_link_local or ip.is_multicast or ip.is_unspecified or a == "255.255.255.255"
-
-    per_category = np.asarray([scoped(a) for a in cat.categories] + [False], dtype=bool)
+    per_category = np.asarray([is_link_scoped(a) for a in cat.categories] + [False], dtype=bool)
     return per_category[cat.codes]
 
 

@@ -62,7 +62,7 @@ def _records(path: Path) -> list[tuple[int, bytes]]:
     out, off = [], 24
     while off + 16 <= len(data):
         sec, frac, incl, _ = struct.unpack_from(endian + "IIII", data, off)
-        out.append((sec * 1_000_000_000 + frac * mult, data[off + 16:off + 16 + incl]))
+        out.append((sec * 1_000_000_000 + frac * mult, data[off + 16 : off + 16 + incl]))
         off += 16 + incl
     return out
 
@@ -76,10 +76,10 @@ def _ipip_from_vxlan(frame: bytes) -> bytes:
     if frame[14 + 9] != 17 or struct.unpack_from("!H", frame, l4 + 2)[0] != 4789:
         return frame
     inner_eth = l4 + 8 + 8
-    if frame[inner_eth + 12:inner_eth + 14] != b"\x08\x00":
+    if frame[inner_eth + 12 : inner_eth + 14] != b"\x08\x00":
         return b""  # inner ARP/IPv6 has no IPIP equivalent
-    inner = frame[inner_eth + 14:]
-    outer = bytearray(frame[14:14 + ihl])
+    inner = frame[inner_eth + 14 :]
+    outer = bytearray(frame[14 : 14 + ihl])
     outer[9] = 4
     struct.pack_into("!H", outer, 2, ihl + len(inner))
     struct.pack_into("!H", outer, 10, 0)
@@ -107,8 +107,10 @@ def _rewrite_links(text: str) -> str:
         if re.match(r"^\d+: vxlan\.calico[:@]", line):
             index = line.split(":")[0]
             flags = "<NOARP,UP,LOWER_UP>"
-            out.append(f"{index}: tunl0@NONE: {flags} mtu {IPIP_MTU} qdisc noqueue state UNKNOWN mode DEFAULT "
-                       "group default qlen 1000")
+            out.append(
+                f"{index}: tunl0@NONE: {flags} mtu {IPIP_MTU} qdisc noqueue state UNKNOWN mode DEFAULT "
+                "group default qlen 1000"
+            )
             out.append("    link/ipip 0.0.0.0 brd 0.0.0.0")
             skip = True
             continue
@@ -159,15 +161,21 @@ def convert(src: Path, dst: Path) -> Path:
                     continue
                 lines.append(line)
             for a, b in pairs:
-                lines.append(f"ipv4     2 unknown  4 599 src={a} dst={b} [UNREPLIED] src={b} dst={a} mark=0 zone=0 use=1")
+                lines.append(
+                    f"ipv4     2 unknown  4 599 src={a} dst={b} [UNREPLIED] src={b} dst={a} mark=0 zone=0 use=1"
+                )
             ct.write_text("\n".join(lines) + "\n")
             meta = json.loads((node_dir / "metadata.json").read_text())
             meta.update(synthetic=True, synthetic_source=src.name, synthetic_rewrites=REWRITES)
             (node_dir / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         truth["synthetic"] = True
         truth["synthetic_rewrites"] = REWRITES
-        truth["encapsulation"] = {"type": "ipip", "overhead_bytes": IPIP_OVERHEAD, "tunnel_mtu": IPIP_MTU,
-                                  "underlay_mtu": truth["encapsulation"]["underlay_mtu"]}
+        truth["encapsulation"] = {
+            "type": "ipip",
+            "overhead_bytes": IPIP_OVERHEAD,
+            "tunnel_mtu": IPIP_MTU,
+            "underlay_mtu": truth["encapsulation"]["underlay_mtu"],
+        }
         for flow in truth["flows"]:
             for hop in flow["path"]:
                 if hop["interface"] == "vxlan.calico":
@@ -181,7 +189,8 @@ def convert(src: Path, dst: Path) -> Path:
         bundle.rename(out_dir)
         pack(out_dir, dst)
         dst.with_name(dst.name.split(".")[0] + ".ground_truth.json").write_text(
-            json.dumps(truth, indent=2, sort_keys=True) + "\n")
+            json.dumps(truth, indent=2, sort_keys=True) + "\n"
+        )
     return dst
 
 

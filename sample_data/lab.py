@@ -479,8 +479,9 @@ def run_scenarios(lab: Lab) -> dict:
 
 def pod_listing() -> str:
     """What `kubectl get pods -A -o wide` would print for the lab (cluster diags keep it)."""
-    rows = [("NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE",
-             "READINESS GATES")]
+    rows = [
+        ("NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES")
+    ]
     rows += [(p.namespace, p.name, "1/1", "Running", "0", "1m", p.ip, p.node, "<none>", "<none>") for p in PODS]
     widths = [max(len(r[i]) for r in rows) + 3 for i in range(len(rows[0]))]
     return "\n".join("".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows) + "\n"

@@ -215,3 +215,33 @@ def test_sender_receiver_pairs_equal_the_group_by_formulation():
         pd.testing.assert_frame_equal(got, want)
         if n == 20_000:
             assert len(want) > 100  # the case exercises real pairs
+
+
+def test_components_equal_a_union_find():
+    """Flows are the connected components of conversations linked by NAT rewrites and conntrack
+    entries; the whole-array labelling must give every node the smallest node of its component,
+    as the union-find it replaced did, on random graphs with chains, cycles and isolated nodes."""
+    import numpy as np
+
+    from calforensics.flows import _components
+
+    def union_find(n, a, b):
+        parent = list(range(n))
+
+        def find(x):
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            rx, ry = find(x), find(y)
+            parent[max(rx, ry)] = min(rx, ry)
+        return np.asarray([find(x) for x in range(n)])
+
+    rng = np.random.default_rng(5)
+    for n, m in ((0, 0), (1, 0), (1, 1), (10, 3), (200, 150), (5000, 4000)):
+        a, b = rng.integers(0, max(n, 1), m), rng.integers(0, max(n, 1), m)
+        got = _components(n, a, b)
+        assert (got == union_find(n, a, b)).all()
+    chain = np.arange(999, 0, -1)  # a long path numbered against the propagation's direction
+    assert (_components(1000, chain, chain - 1) == 0).all()
