@@ -13,7 +13,10 @@ merges over whole columns.
 from __future__ import annotations
 
 import ipaddress
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -102,11 +105,29 @@ def _link_scoped(addresses: pd.Series) -> np.ndarray:
     return per_category[cat.codes]
 
 
-def estimate_clock_offsets(frame: pd.DataFrame, nodes: list[str], owners: dict[str, str]) -> pd.DataFrame:
+def one_way_delays(
+    fp: np.ndarray, point: np.ndarray, node: np.ndarray, ts: np.ndarray, origin: np.ndarray
+) -> pd.DataFrame:
+    """Minimum and count of sender-to-receiver delays per (sending node a, receiving node b), from
+    sightings (see _sender_receiver_pairs). Partitions of the fingerprints give partial results
+    that merge_one_way combines exactly (a minimum of minima, a sum of counts)."""
+    pairs = _sender_receiver_pairs(fp, point, node, ts, origin)
+    return pairs.groupby(["a", "b"])["delay"].agg(["min", "size"])
+
+
+def merge_one_way(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    parts = [p for p in parts if len(p)]
+    if len(parts) < 2:
+        return parts[0] if parts else pd.DataFrame({"min": [], "size": []})
+    both = pd.concat(parts)
+    return both.groupby(level=[0, 1]).agg({"min": "min", "size": "sum"})
+
+
+def estimate_clock_offsets(oneway: pd.DataFrame, nodes: list[str]) -> pd.DataFrame:
     """Offsets of each node's clock against a reference node from two-way minimum delays.
 
-    ``frame`` has one row per sighting: fp, point, node, ts, origin (node owning the sender); node and
-    origin are indices into ``nodes`` (origin -1 when unknown).
+    ``oneway`` is indexed by (sending node, receiving node) as indices into ``nodes``, with the
+    minimum delay and the number of samples (one_way_delays).
     """
     ref = nodes[0] if nodes else ""
     rows = (
@@ -125,14 +146,14 @@ def estimate_clock_offsets(frame: pd.DataFrame, nodes: list[str], owners: dict[s
         if ref
         else []
     )
-    if len(nodes) < 2 or frame.empty:
+    if len(nodes) < 2 or oneway.empty:
         return _offsets_frame(rows + [_unknown(n, ref) for n in nodes[1:]])
-    pairs = _sender_receiver_pairs(
-        *(frame[c].to_numpy() for c in ("fp", "point", "node", "ts", "origin"))
-    )  # fmt: skip
-    pairs["a"] = np.asarray(nodes, dtype=object)[pairs["a"].to_numpy()]
-    pairs["b"] = np.asarray(nodes, dtype=object)[pairs["b"].to_numpy()]
-    oneway = pairs.groupby(["a", "b"])["delay"].agg(["min", "size"])
+    names = np.asarray(nodes, dtype=object)
+    oneway = oneway.set_axis(
+        pd.MultiIndex.from_arrays(
+            [names[oneway.index.get_level_values(0).to_numpy()], names[oneway.index.get_level_values(1).to_numpy()]]
+        )
+    )
     est: dict[tuple[str, str], tuple[float, float, int, int]] = {}
     for (a, b), row in oneway.iterrows():
         if (b, a) in oneway.index and (a, b) not in est:
@@ -260,10 +281,91 @@ def _min_within(group: np.ndarray, key: np.ndarray, values: np.ndarray) -> np.nd
     return out
 
 
+HOP_PACKET_COLUMNS = [
+    *("capture_id", "encap", "vni", "outer_src", "outer_dst", "src", "dst", "proto", "sport", "dport", "ip_id"),
+    *("tcp_flags", "ip_len", "payload_len", "fingerprint", "icmp_type", "icmp_code"),
+    *("q_src", "q_dst", "q_proto", "q_sport", "q_dport"),
+]  # what a hop carries of its packet
+JOIN_MIN_ROWS = 200_000  # below this many sightings, threads cost more than they save
+
+
+def _fingerprint_ranges(parts: int) -> list[tuple[int, int]]:
+    """Equal ranges of the 64-bit fingerprint space (fingerprints are hashes, so rows spread evenly)."""
+    return list(pairwise((1 << 64) * i // parts for i in range(parts + 1)))
+
+
+def _rows_in(fp: np.ndarray, decoded: np.ndarray, bounds: tuple[int, int]) -> np.ndarray:
+    lo, hi = bounds
+    keep = decoded & (fp >= np.uint64(lo))
+    if hi < 1 << 64:
+        keep &= fp < np.uint64(hi)
+    return np.flatnonzero(keep)
+
+
+def _one_way_in(cols: dict[str, np.ndarray], rows: np.ndarray) -> pd.DataFrame:
+    return one_way_delays(*(cols[c][rows] for c in ("fp", "point", "node", "ts", "origin")))
+
+
+def _instances(cols: dict[str, np.ndarray], corrected: np.ndarray, window_ns: int, rows: np.ndarray) -> dict:
+    """The hops of one fingerprint range, in global hop order, with instances numbered from 0.
+
+    An instance never spans two fingerprints, so ranges are independent: concatenated in range
+    order, with instance numbers offset, they are exactly the whole-table result."""
+    fp = cols["fp"]
+    order = rows[np.lexsort((corrected[rows], fp[rows]))]
+    fps, tss = fp[order], corrected[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (fps[1:] != fps[:-1]) | (tss[1:] - tss[:-1] > window_ns)
+    instance = np.cumsum(new) - 1
+    del new, fps
+    point, node, origin = cols["point"][order], cols["node"][order], cols["origin"][order]
+    # rows are in instance order, so the per-instance group-bys are segment operations on sorted runs
+    seg = np.flatnonzero(np.r_[True, instance[1:] != instance[:-1]]) if len(order) else np.zeros(0, np.int64)
+    # copy_no: earlier sightings of the instance at the same point (a cumcount over (instance, point))
+    copy_no = _rank_within(instance, point)
+    ambiguous = (np.maximum.reduceat(copy_no, seg) > 0)[instance] if len(order) else np.zeros(0, dtype=bool)
+    # hop order: the sending node first, then nodes by first sighting, then time within a node
+    first = _min_within(instance, node, tss)
+    first[node == origin] = np.iinfo(np.int64).min
+    by = np.lexsort((tss, first, instance))
+    del first
+    out = {
+        "instance": instance,  # still sorted: `by` reorders within instances only
+        "packet": order[by],
+        "point": point[by],
+        "ts_ns": cols["ts"][order][by],
+        "ts_corrected_ns": tss[by],
+        "node": node[by],
+        "origin": origin[by],
+        "copy_no": copy_no[by],
+        "ambiguous": ambiguous,  # constant within an instance
+    }
+    run_start = np.repeat(seg, np.diff(np.r_[seg, len(order)]))
+    out["hop_index"] = np.arange(len(order)) - run_start
+    # integer arithmetic on purpose: a shift() through float64 would lose ~256 ns at epoch-nanosecond scale
+    tsc = out["ts_corrected_ns"]
+    out["delta_ns"] = np.where(out["hop_index"] == 0, -1, tsc - np.roll(tsc, 1))
+    return out
+
+
+def _map(threads: int, fn, items: list) -> list:
+    """fn over items, in threads when asked: the work is numpy and pandas sorts, scans and
+    gathers, which release the GIL."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(fn, items))
+
+
 def build_hops(
-    packets: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], window_ns: int = HOP_WINDOW_NS
+    packets: pd.DataFrame,
+    captures: pd.DataFrame,
+    owners: dict[str, str],
+    window_ns: int = HOP_WINDOW_NS,
+    threads: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(hops, clock_offsets) for a bundle's packets."""
+    """(hops, clock_offsets) for a bundle's packets, split by fingerprint range over ``threads``
+    (the result does not depend on the split)."""
     point, pts = _points(packets, captures)
     nodes = sorted(set(captures["node"].astype(str)))
     node_index = {name: i for i, name in enumerate(nodes)}
@@ -278,6 +380,7 @@ def build_hops(
         packets["fingerprint"].to_numpy() ^ (point.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)),
         packets["fingerprint"].to_numpy(),
     )
+    del scoped
     decoded = (packets["ip_version"].to_numpy() > 0) & (packets["status"] == "ok").to_numpy()
     # the sender's node: look owners up once per distinct address, then spread by category code
     origin = np.where(
@@ -285,90 +388,33 @@ def build_hops(
         _owner_of(packets["outer_src"], owners, node_index),
         _owner_of(packets["src"], owners, node_index),
     )
-    frame = columns_frame(
-        {
-            "fp": fp[decoded],
-            "point": point[decoded],
-            "node": node[decoded],
-            "ts": ts[decoded],
-            "origin": origin[decoded],
-        }
-    )
-    offsets = estimate_clock_offsets(frame, nodes, owners)
-    del frame, scoped  # whole-column transients go as soon as they are used (the join's peak is its cost)
+    cols = {"fp": fp, "point": point, "node": node, "ts": ts, "origin": origin}
+    threads = threads if decoded.sum() >= JOIN_MIN_ROWS else 1
+    ranges = _fingerprint_ranges(max(1, threads))
+    part_rows = _map(threads, partial(_rows_in, fp, decoded), ranges)
+    del decoded
+    oneway = merge_one_way(_map(threads, partial(_one_way_in, cols), part_rows))
+    offsets = estimate_clock_offsets(oneway, nodes)
     off = dict(zip(offsets["node"], offsets["offset_ns"], strict=True))
     corrected = ts - np.asarray([*(off.get(name, 0) for name in nodes), 0], dtype=np.int64)[node]
-
-    rows = np.flatnonzero(decoded)
-    order = rows[np.lexsort((corrected[rows], fp[rows]))]
-    fps, tss = fp[order], corrected[order]
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = (fps[1:] != fps[:-1]) | (tss[1:] - tss[:-1] > window_ns)
-    instance = np.cumsum(new) - 1
-    del new, fps, corrected, rows, fp
-    h = columns_frame(
-        {
-            "instance": instance,
-            "packet": order,
-            "point": point[order],
-            "ts_ns": ts[order],
-            "ts_corrected_ns": tss,
-            "node": node[order],
-            "origin": origin[order],
-        }
-    )
-    del instance, order, tss, node, origin
-    # rows are in instance order (instances are numbered 0.. as they come), so the per-instance
-    # group-bys are segment operations on sorted runs
-    inst = h["instance"].to_numpy()
-    tsc = h["ts_corrected_ns"].to_numpy()
-    seg = np.flatnonzero(np.r_[True, inst[1:] != inst[:-1]]) if len(inst) else np.zeros(0, dtype=np.int64)
-    # copy_no: earlier sightings of the instance at the same point (a cumcount over (instance, point))
-    h["copy_no"] = _rank_within(inst, h["point"].to_numpy())
-    h["ambiguous"] = (np.maximum.reduceat(h["copy_no"].to_numpy(), seg) > 0)[inst] if len(inst) else False
-    # hop order: the sending node first, then nodes by first sighting, then time within a node
-    node_h = h["node"].to_numpy()
-    first = _min_within(inst, node_h, tsc)
-    first[node_h == h["origin"].to_numpy()] = np.iinfo(np.int64).min
-    by = np.lexsort((tsc, first, inst))
-    del first, inst, tsc, node_h, seg
-    # reordered a column at a time, each old column dropped as its new one is made (sort_values would
-    # hold two whole frames)
-    h = columns_frame({name: h.pop(name).to_numpy()[by] for name in list(h.columns)})
-    del by
-    h["hop_index"] = h.groupby("instance").cumcount()
-    # integer arithmetic on purpose: a shift() through float64 would lose ~256 ns at epoch-nanosecond scale
-    tsc = h["ts_corrected_ns"].to_numpy()
-    first_hop = h["hop_index"].to_numpy() == 0
-    h["delta_ns"] = np.where(first_hop, -1, tsc - np.roll(tsc, 1))
+    parts = _map(threads, partial(_instances, cols, corrected, window_ns), part_rows)
+    del part_rows, corrected, cols, fp, origin, node
+    instance_base = np.cumsum([0] + [int(p["instance"][-1]) + 1 if len(p["instance"]) else 0 for p in parts])
+    for p, base in zip(parts, instance_base[:-1], strict=True):
+        p["instance"] += base
+    names_h = list(parts[0])
+    # assembled a column at a time, each partition's piece dropped as it is copied in
+    h = columns_frame({name: np.concatenate([p.pop(name) for p in parts]) for name in names_h})
+    del parts
     take = h["packet"].to_numpy()
-    for col in (
-        "capture_id",
-        "encap",
-        "vni",
-        "outer_src",
-        "outer_dst",
-        "src",
-        "dst",
-        "proto",
-        "sport",
-        "dport",
-        "ip_id",
-        "tcp_flags",
-        "ip_len",
-        "payload_len",
-        "fingerprint",
-        "icmp_type",
-        "icmp_code",
-        "q_src",
-        "q_dst",
-        "q_proto",
-        "q_sport",
-        "q_dport",
-    ):
+
+    def gather(col: str) -> tuple[str, object]:
         # one column at a time: packets.iloc[...] would copy all ~50 columns (~170 B a packet) for 22
         values = packets[col].array  # categoricals stay categoricals (a take on their codes)
-        h[col] = values.take(take) if isinstance(values, pd.Categorical) else packets[col].to_numpy()[take]
+        return col, values.take(take) if isinstance(values, pd.Categorical) else packets[col].to_numpy()[take]
+
+    for col, values in _map(threads, gather, HOP_PACKET_COLUMNS):
+        h[col] = values
     names = nodes if "" in nodes else [*nodes, ""]
     h["node"] = pd.Categorical.from_codes(h["node"].to_numpy(), categories=pd.Index(names, dtype=object))
     unknown = names.index("")

@@ -245,3 +245,23 @@ def test_components_equal_a_union_find():
         assert (got == union_find(n, a, b)).all()
     chain = np.arange(999, 0, -1)  # a long path numbered against the propagation's direction
     assert (_components(1000, chain, chain - 1) == 0).all()
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_join_split_by_fingerprint_range_equals_the_whole_table_join(monkeypatch, threads):
+    """The join runs fingerprint ranges in threads. An instance never spans two fingerprints, so
+    the hops (numbering and order included) and the clock offsets must not depend on the split;
+    7 ranges over a small bundle leaves some of them empty."""
+    import pandas as pd
+
+    from calforensics import join
+
+    monkeypatch.setattr(join, "JOIN_MIN_ROWS", 0)
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
+        owners = join.address_owners(b.interfaces, b.routes)
+        whole_hops, whole_offsets = join.build_hops(b.packets, b.captures, owners, threads=1)
+        split_hops, split_offsets = join.build_hops(b.packets, b.captures, owners, threads=threads)
+    assert len(whole_hops) > 300 and whole_hops["instance"].nunique() > 50
+    assert (whole_offsets["uncertainty_ns"] >= 0).all()  # the offsets were estimated, not defaulted
+    pd.testing.assert_frame_equal(split_hops, whole_hops)
+    pd.testing.assert_frame_equal(split_offsets, whole_offsets)

@@ -63,11 +63,12 @@ def _evidence_text(ev: list[dict]) -> str:
 
 def analyze(bundle: Bundle) -> Analysis:
     owners = address_owners(bundle.interfaces, bundle.routes)
+    encapsulated = overhead.encapsulated(bundle)
     a = Analysis(
         bundle=bundle,
         drops=drops.find_drops(bundle),
-        tunnels=overhead.tunnels(bundle, owners),
-        flow_overhead=overhead.per_flow(bundle),
+        tunnels=overhead.tunnels(encapsulated, owners),
+        flow_overhead=overhead.per_flow(encapsulated),
         mtu_issues=overhead.mtu_issues(bundle, owners),
         latency_hops=latency.per_hop_pair(bundle),
         latency_samples=latency.hop_samples(bundle),

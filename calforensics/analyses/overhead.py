@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..parsers.sysctl import conntrack_fill
+from ..schema import categorical
 
 TUNNEL_COLUMNS = [
     "type",
@@ -30,7 +31,9 @@ MTU_COLUMNS = ["kind", "flow_id", "node", "interface", "mtu", "packets", "detail
 TUNNEL_MTU_HEADROOM = {"vxlan": 50, "ipip": 20, "geneve": 50, "gre": 24}
 
 
-def _encapsulated(b: Bundle) -> pd.DataFrame:
+def encapsulated(b: Bundle) -> pd.DataFrame:
+    """Each encapsulated packet once (its first encapsulated sighting), with its outer and inner sizes;
+    tunnel ends stay categorical (names are looked up once per distinct address)."""
     h = b.hops
     enc = h[(h["encap"] != "none") & (h["copy_no"] == 0)].sort_values(["instance", "hop_index"])
     enc = enc.drop_duplicates("instance")
@@ -41,8 +44,8 @@ def _encapsulated(b: Bundle) -> pd.DataFrame:
             "flow_id": enc["flow_id"].to_numpy(),
             "type": enc["encap"].astype(str).to_numpy(),
             "vni": enc["vni"].to_numpy(),
-            "outer_src": enc["outer_src"].astype(str).to_numpy(),
-            "outer_dst": enc["outer_dst"].astype(str).to_numpy(),
+            "outer_src": categorical(enc["outer_src"]),
+            "outer_dst": categorical(enc["outer_dst"]),
             "overhead": pk["outer_ip_len"].to_numpy()[rows] - pk["ip_len"].to_numpy()[rows],
             "inner": pk["ip_len"].to_numpy()[rows],
             "wire": pk["wirelen"].to_numpy()[rows],
@@ -50,13 +53,17 @@ def _encapsulated(b: Bundle) -> pd.DataFrame:
     )
 
 
-def tunnels(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
-    e = _encapsulated(b)
+def _node_names(ends: pd.Categorical, owners: dict[str, str]) -> np.ndarray:
+    """A tunnel end the bundle does not know as a node is named by its address."""
+    per_category = np.asarray([owners.get(a, a) for a in ends.categories] + [""], dtype=object)
+    return per_category[ends.codes]
+
+
+def tunnels(e: pd.DataFrame, owners: dict[str, str]) -> pd.DataFrame:
+    """Per tunnel (type, VNI, ends): packets, bytes and overhead, from encapsulated()."""
     if e.empty:
         return pd.DataFrame(columns=TUNNEL_COLUMNS)
-    # a tunnel end the bundle does not know as a node is named by its address
-    e["src_node"] = [owners.get(a, a) for a in e["outer_src"]]
-    e["dst_node"] = [owners.get(a, a) for a in e["outer_dst"]]
+    e = e.assign(src_node=_node_names(e["outer_src"].array, owners), dst_node=_node_names(e["outer_dst"].array, owners))
     g = (
         e.groupby(["type", "vni", "src_node", "dst_node"])
         .agg(
@@ -73,8 +80,8 @@ def tunnels(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     return g[TUNNEL_COLUMNS]
 
 
-def per_flow(b: Bundle) -> pd.DataFrame:
-    e = _encapsulated(b)
+def per_flow(e: pd.DataFrame) -> pd.DataFrame:
+    """Per flow and tunnel type: encapsulated packets and their overhead, from encapsulated()."""
     if e.empty:
         return pd.DataFrame(columns=FLOW_COLUMNS)
     g = (
