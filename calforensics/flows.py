@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import partial
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
-from .join import is_link_scoped
+from .join import _map, is_link_scoped
 from .schema import categorical, conform
 
 ICMP4_ERRORS, ICMP6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
@@ -97,9 +99,15 @@ def _is_underlay(proto: int, dport: int) -> bool:
 
 
 def build_flows(
-    hops: pd.DataFrame, conntrack: pd.DataFrame, rules: pd.DataFrame, captures: pd.DataFrame, routes: pd.DataFrame
+    hops: pd.DataFrame,
+    conntrack: pd.DataFrame,
+    rules: pd.DataFrame,
+    captures: pd.DataFrame,
+    routes: pd.DataFrame,
+    threads: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(flows, hops with flow_id and direction filled in)."""
+    """(flows, hops with flow_id and direction filled in). Flow summaries are computed per range of
+    flows in ``threads`` (a flow's summary depends on its own hops only, so the split changes nothing)."""
     hops = hops.copy(deep=False)  # copy-on-write: new columns land in this frame only, nothing is copied
     n = len(hops)
     proto_h = hops["proto"].to_numpy().astype(np.int64)
@@ -145,13 +153,28 @@ def build_flows(
     if both:
         links = np.concatenate([links, np.asarray(both, dtype=np.int64).T], axis=1)
     comp = _components(n_keys, links[0], links[1])
-    roots, flow_of_hop = (
-        np.unique(comp[key], return_inverse=True) if n else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    )
-    hops["flow_id"] = flow_of_hop.astype(np.int64)
+    # every key occurs among the hops, so numbering the keys' components numbers the hops' flows
+    roots, flow_of_key = np.unique(comp, return_inverse=True)
+    flow = flow_of_key[key].astype(np.int64) if n else np.zeros(0, np.int64)
+    hops["flow_id"] = flow
 
     ctx = _Context(service_map(rules), destination_points(captures), captures, routes)
-    flows = _summaries(hops, t, err, vocab, ct, ctx) if n else pd.DataFrame()
+    flows = pd.DataFrame()
+    if n:
+        h = {name: hops[name].to_numpy() for name in SUMMARY_HOP_COLUMNS}
+        h["dst_address"] = hops["dst"].array  # as captured ("dst" among the tuples is the flow's, an id)
+        h["err"] = err
+        h.update(t)
+        labels = _point_labels(hops)
+        threads = threads if n >= SUMMARY_MIN_HOPS else 1
+        done = _map(threads, partial(_summaries_of, h, vocab, ct, ctx, labels), _flow_ranges(flow, threads))
+        flows = pd.concat([f for f, _, _ in done], ignore_index=True) if len(done) > 1 else done[0][0]
+        direction = np.empty(n, dtype=np.int8)
+        for _, rows, hop_dir in done:
+            direction[rows] = hop_dir
+        hops["direction"] = pd.Categorical.from_codes(
+            direction, categories=pd.Index(["fwd", "rev", "icmp-error"], dtype=object)
+        )
 
     # conntrack-only conversations: known to the kernel, never captured (one flow per conversation, even
     # when several nodes track it). Tunnel underlay entries are left out: their packets are the
@@ -206,13 +229,50 @@ def _per_flow(values: np.ndarray, groups: np.ndarray, index: pd.Index, how: str,
     return s.reindex(index, fill_value=fill).to_numpy()
 
 
+SUMMARY_HOP_COLUMNS = (
+    *("flow_id", "instance", "hop_index", "ts_corrected_ns", "tcp_flags", "payload_len", "ip_len"),
+    *("ambiguous", "icmp_type", "icmp_code", "point"),
+)  # what a flow summary reads of its hops (with dst, the ICMP-error mask and the flow tuples)
+SUMMARY_MIN_HOPS = 200_000  # below this many hops, threads cost more than they save
+
+
+def _flow_ranges(flow: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Ranges of flow ids holding about equal numbers of hops (empty ranges left out)."""
+    n_flows = int(flow.max()) + 1 if len(flow) else 0
+    if parts <= 1 or n_flows <= 1:
+        return [(0, n_flows)]
+    cum = np.cumsum(np.bincount(flow, minlength=n_flows))
+    cuts = [0, *np.searchsorted(cum, [len(flow) * i // parts for i in range(1, parts)], side="right").tolist(), n_flows]
+    return [(lo, hi) for lo, hi in pairwise(cuts) if hi > lo]
+
+
+def _summaries_of(
+    h: dict, vocab: _Vocabulary, ct: pd.DataFrame, ctx: _Context, labels: np.ndarray, flows: tuple[int, int]
+) -> tuple[pd.DataFrame, np.ndarray | slice, np.ndarray]:
+    """(summaries, hop rows, their direction codes) for the flows with ids in [lo, hi)."""
+    lo, hi = flows
+    flow = h["flow_id"]
+    if lo == 0 and hi > flow.max():
+        rows: np.ndarray | slice = slice(None)  # one range: the whole table, nothing gathered
+        sub = h
+    else:
+        rows = np.flatnonzero((flow >= lo) & (flow < hi))
+        sub = {name: values[rows] for name, values in h.items()}
+    # each thread gets its own shallow copies of the shared frames (pandas caches lazily on objects)
+    ctx = _Context(ctx.services, ctx.dest_points, ctx.captures.copy(deep=False), ctx.routes.copy(deep=False))
+    f, hop_dir = _summaries(sub, vocab, ct.copy(deep=False), ctx, labels)
+    return f, rows, hop_dir
+
+
 def _summaries(
-    hops: pd.DataFrame, t: dict, err: np.ndarray, vocab: _Vocabulary, ct: pd.DataFrame, ctx: _Context
-) -> pd.DataFrame:
-    flow = hops["flow_id"].to_numpy()
-    instance = hops["instance"].to_numpy()
-    hop_index = hops["hop_index"].to_numpy()
-    ts = hops["ts_corrected_ns"].to_numpy()
+    h: dict, vocab: _Vocabulary, ct: pd.DataFrame, ctx: _Context, labels_by_point: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per flow, and each hop's direction code (0 fwd, 1 rev, 2 ICMP error)."""
+    t, err = h, h["err"]
+    flow = h["flow_id"]
+    instance = h["instance"]
+    hop_index = h["hop_index"]
+    ts = h["ts_corrected_ns"]
 
     # ---- one row per packet instance: its first sighting, on the sender's side ----
     first = hop_index == 0
@@ -226,13 +286,13 @@ def _summaries(
             "sport": t["sport"][first],
             "dst": t["dst"][first],
             "dport": t["dport"][first],
-            "flags": hops["tcp_flags"].to_numpy().astype(np.int64)[first],
-            "plen": hops["payload_len"].to_numpy()[first],
-            "bytes": np.clip(hops["ip_len"].to_numpy()[first], 0, None),
+            "flags": h["tcp_flags"].astype(np.int64)[first],
+            "plen": h["payload_len"][first],
+            "bytes": np.clip(h["ip_len"][first], 0, None),
             "err": err[first],
-            "ambiguous": hops["ambiguous"].to_numpy()[first],
-            "icmp_type": hops["icmp_type"].to_numpy()[first],
-            "icmp_code": hops["icmp_code"].to_numpy()[first],
+            "ambiguous": h["ambiguous"][first],
+            "icmp_type": h["icmp_type"][first],
+            "icmp_code": h["icmp_code"][first],
         }
     )
     inst["syn"] = (inst["proto"] == 6) & ((inst["flags"] & (TCP_SYN | TCP_ACK)) == TCP_SYN)
@@ -263,9 +323,6 @@ def _summaries(
     rev = hit.fillna(False).to_numpy(bool) & ~is_client & ~inst["err"].to_numpy()
     inst["dir"] = np.where(inst["err"], 2, np.where(rev, 1, 0))  # 0 fwd, 1 rev, 2 icmp-error
     hop_dir = pd.Series(inst["dir"].to_numpy(), index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
-    hops["direction"] = pd.Categorical.from_codes(
-        hop_dir, categories=pd.Index(["fwd", "rev", "icmp-error"], dtype=object)
-    )
 
     # ---- counts, bytes, times ----
     for d, name in ((0, "fwd"), (1, "rev")):
@@ -326,8 +383,7 @@ def _summaries(
     ]
 
     # ---- paths: capture points in the order packets cross them ----
-    point = hops["point"].to_numpy()
-    labels_by_point = _point_labels(hops)
+    point = h["point"]
     ts0 = pd.Series(inst["ts0"].to_numpy(), index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
     on_path = hop_dir != 2
     # one int64 key for (flow, direction, point): a group-by on it is several times faster than on three
@@ -365,8 +421,8 @@ def _summaries(
     link = scoped[f["client"].to_numpy()] | scoped[f["server"].to_numpy()]  # id -1 picks the trailing False
     f["scope"] = np.where(link, "link", "routed").astype(object)
     f["conn_state"], f["history"] = _conn_states(inst, f)
-    _verdicts(f, hops, hop_dir, labels_by_point, ctx)
-    return f.reset_index()
+    _verdicts(f, h, hop_dir, labels_by_point, ctx)
+    return f.reset_index(), hop_dir.astype(np.int8)
 
 
 def _point_labels(hops: pd.DataFrame) -> np.ndarray:
@@ -495,7 +551,7 @@ def join_groups(df: pd.DataFrame, by: list[str], col: str, sep: str) -> pd.Serie
     return pd.Series([j[len(sep) :] for j in joined], index=index, dtype=object)
 
 
-def _verdicts(f: pd.DataFrame, hops: pd.DataFrame, hop_dir: np.ndarray, labels: np.ndarray, ctx: _Context) -> None:
+def _verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarray, ctx: _Context) -> None:
     """delivered / dropped / partial / unobserved, with the last point seen and the first one missing.
 
     "dropped" needs evidence: a capture on the destination's interface that was running and did not
@@ -511,10 +567,10 @@ def _verdicts(f: pd.DataFrame, hops: pd.DataFrame, hop_dir: np.ndarray, labels: 
     win = np.asarray([windows[d[2]] if d else (-1, -1) for d in dest], dtype=np.int64).reshape(-1, 2)
     running = (win[:, 0] >= 0) & (win[:, 0] <= f["first_ns"].to_numpy()) & (f["last_ns"].to_numpy() <= win[:, 1])
     dest_label = np.asarray([f"{d[0]}:{d[1]}" if d else "" for d in dest], dtype=object)
-    flow = hops["flow_id"].to_numpy()
+    flow = h["flow_id"]
     flow_pos = pd.Series(np.arange(len(f)), index=f.index).reindex(flow).to_numpy()
-    at_dest = (hop_dir == 0) & (labels[hops["point"].to_numpy()] == dest_label[flow_pos])
-    reached = _per_flow(hops["instance"].to_numpy()[at_dest], flow[at_dest], f.index, "nunique", 0)
+    at_dest = (hop_dir == 0) & (labels[h["point"]] == dest_label[flow_pos])
+    reached = _per_flow(h["instance"][at_dest], flow[at_dest], f.index, "nunique", 0)
     fwd, rev = f["packets_fwd"].to_numpy(), f["packets_rev"].to_numpy()
     known = dest_label != ""
     tcp_unanswered = (f["proto_num"].to_numpy() == 6) & np.isin(f["conn_state"].to_numpy(), ["S0", "RSTOS0", "SH"])
@@ -533,14 +589,14 @@ def _verdicts(f: pd.DataFrame, hops: pd.DataFrame, hop_dir: np.ndarray, labels: 
     lost = f.index[f["verdict"].isin(["dropped", "partial"])]
     if not len(lost):
         return
-    reached_inst = set(hops["instance"].to_numpy()[at_dest].tolist())
+    reached_inst = set(h["instance"][at_dest].tolist())
     sel = np.isin(flow, lost) & (hop_dir == 0)
     sub = pd.DataFrame(
         {
             "flow_id": flow[sel],
-            "instance": hops["instance"].to_numpy()[sel],
-            "label": labels[hops["point"].to_numpy()[sel]],
-            "dst": hops["dst"].to_numpy()[sel].astype(object),
+            "instance": h["instance"][sel],
+            "label": labels[h["point"][sel]],
+            "dst": np.asarray(h["dst_address"][sel], dtype=object),
         }
     )
     sub = sub[~sub["instance"].isin(reached_inst)]

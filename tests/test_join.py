@@ -265,3 +265,23 @@ def test_join_split_by_fingerprint_range_equals_the_whole_table_join(monkeypatch
     assert (whole_offsets["uncertainty_ns"] >= 0).all()  # the offsets were estimated, not defaulted
     pd.testing.assert_frame_equal(split_hops, whole_hops)
     pd.testing.assert_frame_equal(split_offsets, whole_offsets)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 40])
+def test_flow_summaries_split_by_flow_range_equal_the_whole_table(monkeypatch, threads):
+    """Flow summaries run per range of flows in threads; a flow's summary reads only its own hops,
+    so flows and hop directions must not depend on the split (40 ranges: about one flow each)."""
+    import pandas as pd
+
+    from calforensics import flows, join
+
+    monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
+        hops, _ = join.build_hops(b.packets, b.captures, join.address_owners(b.interfaces, b.routes))
+        args = (hops, b.conntrack, b.rules, b.captures, b.routes)
+        whole_flows, whole_hops = flows.build_flows(*args, threads=1)
+        split_flows, split_hops = flows.build_flows(*args, threads=threads)
+    assert len(whole_flows) > 10 and set(whole_flows["verdict"]) >= {"delivered", "dropped"}
+    assert {"fwd", "rev"} <= set(whole_hops["direction"])
+    pd.testing.assert_frame_equal(split_flows, whole_flows)
+    pd.testing.assert_frame_equal(split_hops, whole_hops)
