@@ -224,9 +224,44 @@ def destination_points(captures: pd.DataFrame) -> dict[str, tuple[str, str, int]
 
 
 def _per_flow(values: np.ndarray, groups: np.ndarray, index: pd.Index, how: str, fill) -> np.ndarray:
-    s = pd.Series(values).groupby(groups).agg(how) if len(values) else pd.Series(dtype=np.int64)
-    # fill_value keeps integer dtypes: going through NaN (float64) would round nanosecond timestamps
-    return s.reindex(index, fill_value=fill).to_numpy()
+    """An aggregate of ``values`` per flow id in ``groups``, for every flow of ``index`` (``fill`` where
+    a flow has none): size, sum, min, max or nunique. Flow ids are small dense integers, so this is
+    bincount and ufunc.at into arrays, several times faster than a pandas group-by."""
+    ids = index.to_numpy()
+    lut = np.full(max(int(ids.max()) if len(ids) else -1, int(groups.max()) if len(groups) else -1) + 1, -1, np.int64)
+    lut[ids] = np.arange(len(ids))
+    pos = lut[groups]
+    if (pos < 0).any():  # flows outside the index are left out, as a reindex would
+        keep = pos >= 0
+        pos, values = pos[keep], np.asarray(values)[keep]
+    if how == "nunique":  # distinct (flow, value) pairs, then their count per flow
+        pairs = (
+            np.unique(np.stack([pos, np.asarray(values, dtype=np.int64)]), axis=1)
+            if len(pos)
+            else np.zeros((2, 0), np.int64)
+        )
+        pos, how = pairs[0], "size"
+    count = np.bincount(pos, minlength=len(ids))
+    if how == "size":
+        return count
+    values = np.asarray(values, dtype=np.int64)
+    if how == "sum":
+        out = np.zeros(len(ids), dtype=np.int64)
+        np.add.at(out, pos, values)
+        return out
+    ufunc, start = {"min": (np.minimum, np.iinfo(np.int64).max), "max": (np.maximum, np.iinfo(np.int64).min)}[how]
+    out = np.full(len(ids), start, dtype=np.int64)
+    ufunc.at(out, pos, values)
+    out[count == 0] = fill
+    return out
+
+
+def _spread(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The value of each element of ``at``, where ``values[i]`` belongs to ``keys[i]`` (unique
+    non-negative ints, every element of ``at`` among them): a lookup table, not a reindex."""
+    lut = np.zeros(int(keys.max()) + 1 if len(keys) else 0, dtype=np.asarray(values).dtype)
+    lut[keys] = values
+    return lut[at]
 
 
 SUMMARY_HOP_COLUMNS = (
@@ -314,7 +349,7 @@ def _summaries(
         & (inst["sport"].to_numpy() == f["client_port"].reindex(inst_flow).to_numpy())
         & ~inst["err"].to_numpy()
     )
-    hop_client = pd.Series(is_client, index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
+    hop_client = _spread(inst["instance"].to_numpy(), is_client, instance)
     fwd_dst = pd.DataFrame(
         {"flow_id": flow[hop_client], "src": t["dst"][hop_client], "sport": t["dport"][hop_client]}
     ).drop_duplicates()
@@ -322,7 +357,7 @@ def _summaries(
     hit = inst[["flow_id", "src", "sport"]].merge(fwd_dst, on=["flow_id", "src", "sport"], how="left")["hit"]
     rev = hit.fillna(False).to_numpy(bool) & ~is_client & ~inst["err"].to_numpy()
     inst["dir"] = np.where(inst["err"], 2, np.where(rev, 1, 0))  # 0 fwd, 1 rev, 2 icmp-error
-    hop_dir = pd.Series(inst["dir"].to_numpy(), index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
+    hop_dir = _spread(inst["instance"].to_numpy(), inst["dir"].to_numpy(), instance)
 
     # ---- counts, bytes, times ----
     for d, name in ((0, "fwd"), (1, "rev")):
@@ -349,7 +384,9 @@ def _summaries(
     )
 
     # ---- NAT legs: the last sighting of forward packets, else conntrack's reply tuple ----
-    last = hop_index == pd.Series(hop_index).groupby(instance).transform("max").to_numpy()
+    last_hop = np.zeros(int(instance.max()) + 1, dtype=hop_index.dtype)
+    np.maximum.at(last_hop, instance, hop_index)
+    last = hop_index == last_hop[instance]
     sel = last & (hop_dir == 0)
     lf = pd.DataFrame(
         {
@@ -384,7 +421,7 @@ def _summaries(
 
     # ---- paths: capture points in the order packets cross them ----
     point = h["point"]
-    ts0 = pd.Series(inst["ts0"].to_numpy(), index=inst["instance"].to_numpy()).reindex(instance).to_numpy()
+    ts0 = _spread(inst["instance"].to_numpy(), inst["ts0"].to_numpy(), instance)
     on_path = hop_dir != 2
     # one int64 key for (flow, direction, point): a group-by on it is several times faster than on three
     n_points = len(labels_by_point)

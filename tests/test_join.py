@@ -285,3 +285,24 @@ def test_flow_summaries_split_by_flow_range_equal_the_whole_table(monkeypatch, t
     assert {"fwd", "rev"} <= set(whole_hops["direction"])
     pd.testing.assert_frame_equal(split_flows, whole_flows)
     pd.testing.assert_frame_equal(split_hops, whole_hops)
+
+
+def test_per_flow_aggregates_equal_pandas_group_bys():
+    """Flow summaries aggregate with bincount and ufunc.at on dense flow ids; on random data with
+    flows that have no rows, and rows of flows outside the index, they must equal a group-by
+    reindexed to the flows with the fill value."""
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.flows import _per_flow
+
+    rng = np.random.default_rng(9)
+    for n in (0, 1, 100, 20_000):
+        groups = rng.integers(0, 60, n)
+        values = rng.integers(-(10**15), 10**15, n)
+        index = pd.Index(np.sort(rng.choice(50, 40, replace=False)))  # flows 50-59 are outside it
+        for how, fill in (("size", 0), ("sum", 0), ("min", -1), ("max", -1), ("nunique", 0)):
+            vals = values % 7 if how == "nunique" else values
+            want = pd.Series(vals).groupby(groups).agg(how).reindex(index, fill_value=fill).to_numpy()
+            got = _per_flow(vals, groups, index, how, fill)
+            assert (got == want).all(), (n, how)
