@@ -16,7 +16,8 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from .join import _map, is_link_scoped
+from .join import is_link_scoped
+from .parallel import thread_map
 from .schema import categorical, conform
 
 ICMP4_ERRORS, ICMP6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
@@ -167,7 +168,7 @@ def build_flows(
         h.update(t)
         labels = _point_labels(hops)
         threads = threads if n >= SUMMARY_MIN_HOPS else 1
-        done = _map(threads, partial(_summaries_of, h, vocab, ct, ctx, labels), _flow_ranges(flow, threads))
+        done = thread_map(threads, partial(_summaries_of, h, vocab, ct, ctx, labels), _flow_ranges(flow, threads))
         flows = pd.concat([f for f, _, _ in done], ignore_index=True) if len(done) > 1 else done[0][0]
         direction = np.empty(n, dtype=np.int8)
         for _, rows, hop_dir in done:

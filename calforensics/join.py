@@ -13,7 +13,6 @@ merges over whole columns.
 from __future__ import annotations
 
 import ipaddress
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
@@ -21,6 +20,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
+from .parallel import thread_map
 from .schema import categorical, columns_frame, conform
 
 HOP_WINDOW_NS = 1_000_000_000  # copies of one fingerprint further apart than this are different packets
@@ -348,15 +348,6 @@ def _instances(cols: dict[str, np.ndarray], corrected: np.ndarray, window_ns: in
     return out
 
 
-def _map(threads: int, fn, items: list) -> list:
-    """fn over items, in threads when asked: the work is numpy and pandas sorts, scans and
-    gathers, which release the GIL."""
-    if threads <= 1 or len(items) <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(fn, items))
-
-
 def build_hops(
     packets: pd.DataFrame,
     captures: pd.DataFrame,
@@ -391,13 +382,13 @@ def build_hops(
     cols = {"fp": fp, "point": point, "node": node, "ts": ts, "origin": origin}
     threads = threads if decoded.sum() >= JOIN_MIN_ROWS else 1
     ranges = _fingerprint_ranges(max(1, threads))
-    part_rows = _map(threads, partial(_rows_in, fp, decoded), ranges)
+    part_rows = thread_map(threads, partial(_rows_in, fp, decoded), ranges)
     del decoded
-    oneway = merge_one_way(_map(threads, partial(_one_way_in, cols), part_rows))
+    oneway = merge_one_way(thread_map(threads, partial(_one_way_in, cols), part_rows))
     offsets = estimate_clock_offsets(oneway, nodes)
     off = dict(zip(offsets["node"], offsets["offset_ns"], strict=True))
     corrected = ts - np.asarray([*(off.get(name, 0) for name in nodes), 0], dtype=np.int64)[node]
-    parts = _map(threads, partial(_instances, cols, corrected, window_ns), part_rows)
+    parts = thread_map(threads, partial(_instances, cols, corrected, window_ns), part_rows)
     del part_rows, corrected, cols, fp, origin, node
     instance_base = np.cumsum([0] + [int(p["instance"][-1]) + 1 if len(p["instance"]) else 0 for p in parts])
     for p, base in zip(parts, instance_base[:-1], strict=True):
@@ -413,7 +404,7 @@ def build_hops(
         values = packets[col].array  # categoricals stay categoricals (a take on their codes)
         return col, values.take(take) if isinstance(values, pd.Categorical) else packets[col].to_numpy()[take]
 
-    for col, values in _map(threads, gather, HOP_PACKET_COLUMNS):
+    for col, values in thread_map(threads, gather, HOP_PACKET_COLUMNS):
         h[col] = values
     names = nodes if "" in nodes else [*nodes, ""]
     h["node"] = pd.Categorical.from_codes(h["node"].to_numpy(), categories=pd.Index(names, dtype=object))

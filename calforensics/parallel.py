@@ -21,8 +21,8 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -377,3 +377,14 @@ def _codes_dtype(name: str) -> np.dtype:
 def _address_key(text: str) -> tuple[int, int]:
     addr = ipaddress.ip_address(text)
     return addr.version, int(addr)
+
+
+def thread_map(threads: int, fn: Callable, items: Iterable) -> list:
+    """[fn(x) for x in items], in ``threads`` threads when more than one. For the analysis after the
+    decode: its work is numpy and pandas sorts, scans, gathers and group-bys, which release the GIL,
+    and threads share the tables without copying or pickling them."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(fn, items))

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..join import address_owners
+from ..parallel import thread_map
 from . import drops, latency, overhead
 
 SCHEMA_VERSION = 1
@@ -61,19 +62,41 @@ def _evidence_text(ev: list[dict]) -> str:
     return " | ".join(f"{e['kind']}: {e['detail']}" for e in ev)
 
 
-def analyze(bundle: Bundle) -> Analysis:
-    owners = address_owners(bundle.interfaces, bundle.routes)
+def _overhead(bundle: Bundle, owners: dict[str, str]) -> dict:
     encapsulated = overhead.encapsulated(bundle)
-    a = Analysis(
-        bundle=bundle,
-        drops=drops.find_drops(bundle),
-        tunnels=overhead.tunnels(encapsulated, owners),
-        flow_overhead=overhead.per_flow(encapsulated),
-        mtu_issues=overhead.mtu_issues(bundle, owners),
-        latency_hops=latency.per_hop_pair(bundle),
-        latency_samples=latency.hop_samples(bundle),
-        latency_flows=latency.per_flow(bundle),
-    )
+    return {
+        "tunnels": overhead.tunnels(encapsulated, owners),
+        "flow_overhead": overhead.per_flow(encapsulated),
+        "mtu_issues": overhead.mtu_issues(bundle, owners),
+    }
+
+
+def _latency(bundle: Bundle) -> dict:
+    return {
+        "latency_hops": latency.per_hop_pair(bundle),
+        "latency_samples": latency.hop_samples(bundle),
+        "latency_flows": latency.per_flow(bundle),
+    }
+
+
+def analyze(bundle: Bundle) -> Analysis:
+    """Drops, overhead and latency, each over the joined tables. The three read the bundle's
+    tables only and are independent, so they run in threads when the bundle has workers."""
+    owners = address_owners(bundle.interfaces, bundle.routes)
+    # every lazily built table is built here, before any thread reads it (built twice at once,
+    # a table would log its anomalies twice)
+    bundle.load_text_tables()
+    bundle.flows  # noqa: B018
+    work = [
+        lambda: {"drops": drops.find_drops(bundle)},
+        lambda: _overhead(bundle, owners),
+        lambda: _latency(bundle),
+    ]
+    threads = bundle.runner.effective_workers(len(work))
+    results: dict = {}
+    for part in thread_map(threads, lambda fn: fn(), work):
+        results.update(part)
+    a = Analysis(bundle=bundle, **results)
     from .findings import build_findings
 
     a.findings = build_findings(a)
