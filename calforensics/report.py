@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import jinja2
@@ -116,28 +120,88 @@ def findings_json(a: Analysis) -> str:
     return json.dumps(a.findings, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+CSV_PART_ROWS = 200_000  # rows of a table one export task writes; bigger tables are cut into parts
+_EXPORTING: dict[str, pd.DataFrame] = {}  # tables being exported, inherited by forked writers
+
+
+@dataclass
+class _CsvPart:
+    table: str
+    start: int
+    stop: int
+    path: Path
+    header: bool
+
+
+def _write_csv_part(part: _CsvPart) -> None:
+    rows = _EXPORTING[part.table].iloc[part.start : part.stop]
+    rows.to_csv(part.path, index=False, header=part.header, lineterminator="\n")
+
+
+def _csv_parts(tables: dict[str, pd.DataFrame], directory: Path) -> list[_CsvPart]:
+    """Row ranges of every table, each written to its own file and concatenated after: the text of
+    a row does not depend on the rows around it, so the pieces join into the whole table's bytes."""
+    parts = []
+    for name, df in tables.items():
+        bounds = [*range(0, len(df), CSV_PART_ROWS), len(df)] if len(df) else [0, 0]
+        for i, (start, stop) in enumerate(pairwise(bounds)):
+            parts.append(_CsvPart(name, start, stop, directory / f".{name}.csv.part{i}", header=i == 0))
+    return parts
+
+
+def _concatenate(parts: list[_CsvPart], path: Path) -> None:
+    with open(path, "wb") as out:
+        for part in parts:
+            with open(part.path, "rb") as piece:
+                shutil.copyfileobj(piece, out, 1 << 20)
+            part.path.unlink()
+
+
 def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> ReportFiles:
+    """report.html, report.md, findings.json and the tables. CSV tables are written by forked
+    processes, one row range each, while this process renders the report (one process per core
+    the bundle was opened with; inline with one worker or where fork is not available)."""
     if tables not in TABLE_FORMATS:
         raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if tables != "none":
+    pending: list = []
+    frames = a.tables() if tables != "none" else {}
+    if frames:
         (out / "tables").mkdir(exist_ok=True)
-        for name, df in a.tables().items():
-            path = out / "tables" / f"{name}.{tables}"
-            if tables == "csv":
-                df.to_csv(path, index=False, lineterminator="\n")
-            else:
+        written = [out / "tables" / f"{name}.{tables}" for name in frames]
+    parts = _csv_parts(frames, out / "tables") if tables == "csv" else []
+    workers = a.bundle.runner.effective_workers(len(parts)) if "fork" in multiprocessing.get_all_start_methods() else 1
+    pool = None
+    try:
+        if parts and workers > 1:
+            _EXPORTING.update(frames)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+            pending = [pool.submit(_write_csv_part, part) for part in parts]
+        elif parts:
+            for name, df in frames.items():
+                df.to_csv(out / "tables" / f"{name}.csv", index=False, lineterminator="\n")
+        if tables == "parquet":
+            for name, df in frames.items():
                 try:
-                    df.to_parquet(path, index=False)
+                    df.to_parquet(out / "tables" / f"{name}.parquet", index=False)
                 except ImportError as exc:
                     raise RuntimeError("Parquet export needs pyarrow: pip install 'calforensics[parquet]'") from exc
-            written.append(path)
-    files = {"report.html": "report.html", "report.md": "report.md", "findings.json": "findings.json"}
-    if written:
-        files["tables"] = f"tables/*.{tables}"
-    (out / "findings.json").write_text(findings_json(a))
-    (out / "report.md").write_text(render_markdown(a, files))
-    (out / "report.html").write_text(render_html(a, files))
+        files = {"report.html": "report.html", "report.md": "report.md", "findings.json": "findings.json"}
+        if written:
+            files["tables"] = f"tables/*.{tables}"
+        (out / "findings.json").write_text(findings_json(a))
+        (out / "report.md").write_text(render_markdown(a, files))
+        (out / "report.html").write_text(render_html(a, files))
+        for future in pending:
+            future.result()
+        for name in frames if pending else ():
+            _concatenate([p for p in parts if p.table == name], out / "tables" / f"{name}.csv")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        for part in parts if pending else ():
+            part.path.unlink(missing_ok=True)
+        _EXPORTING.clear()
     return ReportFiles(out, out / "report.html", out / "report.md", out / "findings.json", written)

@@ -240,6 +240,26 @@ def test_cli_chunked_spilled_parallel_analysis_writes_the_same_report(tmp_path):
     assert spill.is_dir() and not list(spill.iterdir())  # the mapped files were removed
 
 
+def test_tables_written_in_row_parts_by_forked_writers_equal_one_writer(tmp_path, monkeypatch):
+    """With workers, CSV tables are written in row ranges by forked processes and concatenated;
+    cut into 7-row parts, every file must be byte for byte what a single to_csv writes, and no
+    part file may be left behind."""
+    import calforensics.report as report
+
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
+        one = calforensics.write_report(calforensics.analyze(b), tmp_path / "one")
+    monkeypatch.setattr(report, "CSV_PART_ROWS", 7)
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=2) as b:
+        parts = calforensics.write_report(calforensics.analyze(b), tmp_path / "parts")
+    assert [p.name for p in parts.tables] == [p.name for p in one.tables]
+    hops = (tmp_path / "one" / "tables" / "hops.csv").read_text().splitlines()
+    assert len(hops) > 7 * 10  # the hops table really was cut into many parts
+    for table in one.tables:
+        assert (tmp_path / "parts" / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
+    assert sorted(p.name for p in (tmp_path / "parts" / "tables").iterdir()) == sorted(p.name for p in one.tables)
+    assert parts.findings.read_bytes() == one.findings.read_bytes()
+
+
 def test_committed_example_report_is_current(tmp_path):
     """reports/lab-vxlan is what `make report` writes today (regenerate it when this fails)."""
     with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
