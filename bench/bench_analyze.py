@@ -4,7 +4,7 @@ stage, with 1 and with 2 workers.
 Prints, per stage (index the captures, decode packets, join and flows, analyses, report), the time
 and the peak resident-memory growth, then packets/s for the whole analysis. Each worker count runs
 in a fresh process, so neither run inherits the other's memory or caches. Run:
-`python bench/bench_analyze.py [--flows N] [--workers 1 2]`.
+`python bench/bench_analyze.py [--flows N] [--workers 1 2] [--tables csv none]`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from peak_memory import PeakGrowth
 import calforensics
 
 
-def run(root: Path, workers: int, out: Path) -> None:
+def run(root: Path, workers: int, out: Path, tables: str) -> None:
     rows = []
     t_all = time.perf_counter()
     with PeakGrowth() as total, calforensics.open_bundle(root, workers=workers) as b:
@@ -36,14 +36,15 @@ def run(root: Path, workers: int, out: Path) -> None:
             result = work()
             rows.append((stage, time.perf_counter() - t, total.now()))
         t = time.perf_counter()
-        calforensics.write_report(result, out, tables="none")
+        calforensics.write_report(result, out, tables=tables)
         rows.append(("report", time.perf_counter() - t, total.now()))
         packets = len(b.packets)
     s = time.perf_counter() - t_all
     for stage, secs, peak in rows:
         print(f"  {stage:16s} {secs:7.2f} s   peak growth so far {peak / 2**20:7.0f} MB")
     print(
-        f"analyze, {workers} worker(s): {packets:,} frames in {s:.2f} s = {packets / s:,.0f} packets/s; "
+        f"analyze, tables {tables}, {workers} worker(s): {packets:,} frames in {s:.2f} s = "
+        f"{packets / s:,.0f} packets/s; "
         f"peak growth {total.bytes / 2**20:.0f} MB ({total.bytes / packets:.0f} B/packet)"
     )
 
@@ -52,18 +53,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--flows", type=int, default=20_000)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--run", nargs=2, metavar=("ROOT", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--tables", nargs="+", default=["none", "csv"], choices=["none", "csv", "parquet"])
+    ap.add_argument("--run", nargs=3, metavar=("ROOT", "WORKERS", "TABLES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
         with tempfile.TemporaryDirectory() as tmp:
-            run(Path(args.run[0]), int(args.run[1]), Path(tmp) / "report")
+            run(Path(args.run[0]), int(args.run[1]), Path(tmp) / "report", args.run[2])
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench-analyze"
         write_bundle(root, args.flows, 10)
-        for w in args.workers:
-            cmd = [sys.executable, __file__, "--flows", str(args.flows), "--run", str(root), str(w)]
-            subprocess.run(cmd, check=True)
+        for tables in args.tables:
+            for w in args.workers:
+                cmd = [sys.executable, __file__, "--flows", str(args.flows), "--run", str(root), str(w), tables]
+                subprocess.run(cmd, check=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..join import address_owners
+from ..memory import release_freed_memory
 from ..parallel import thread_map
 from . import drops, latency, overhead
 
@@ -96,6 +97,7 @@ def analyze(bundle: Bundle) -> Analysis:
     results: dict = {}
     for part in thread_map(threads, lambda fn: fn(), work):
         results.update(part)
+    release_freed_memory()  # what the threads freed stays in their heaps otherwise, unused by the report
     a = Analysis(bundle=bundle, **results)
     from .findings import build_findings
 
