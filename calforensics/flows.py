@@ -235,13 +235,15 @@ def _per_flow(values: np.ndarray, groups: np.ndarray, index: pd.Index, how: str,
     if (pos < 0).any():  # flows outside the index are left out, as a reindex would
         keep = pos >= 0
         pos, values = pos[keep], np.asarray(values)[keep]
-    if how == "nunique":  # distinct (flow, value) pairs, then their count per flow
-        pairs = (
-            np.unique(np.stack([pos, np.asarray(values, dtype=np.int64)]), axis=1)
-            if len(pos)
-            else np.zeros((2, 0), np.int64)
-        )
-        pos, how = pairs[0], "size"
+    if how == "nunique":  # distinct (flow, value) pairs, packed into one integer, then their count per flow
+        values = np.asarray(values, dtype=np.int64)
+        low = int(values.min()) if len(values) else 0
+        span = int(values.max()) - low + 1 if len(values) else 1
+        if (len(ids) + 1) * span < 1 << 62:
+            pos = pd.unique(pos * span + (values - low)) // span
+        else:
+            pos = np.unique(np.stack([pos, values]), axis=1)[0]
+        how = "size"
     count = np.bincount(pos, minlength=len(ids))
     if how == "size":
         return count
@@ -255,6 +257,28 @@ def _per_flow(values: np.ndarray, groups: np.ndarray, index: pd.Index, how: str,
     ufunc.at(out, pos, values)
     out[count == 0] = fill
     return out
+
+
+def _group_medians(group: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct groups, median of ``values`` in each) as a pandas group-by median gives
+    them: float64, the mean of the two middle values for an even count. Groups and values are
+    packed into one integer and sorted once where they fit (a group-by median took a fifth of the
+    flow summaries)."""
+    group, values = np.asarray(group, dtype=np.int64), np.asarray(values, dtype=np.int64)
+    if not len(group):
+        return group, np.zeros(0, dtype=np.float64)
+    low = int(values.min())
+    span = int(values.max()) - low + 1
+    if (int(group.max()) + 1) * span < 1 << 62:
+        packed = np.sort(group * span + (values - low))
+        g, v = packed // span, packed % span + low
+    else:
+        order = np.lexsort((values, group))
+        g, v = group[order], values[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    counts = np.diff(np.r_[starts, len(g)])
+    lower, upper = starts + (counts - 1) // 2, starts + counts // 2
+    return g[starts], (v[lower].astype(np.float64) + v[upper].astype(np.float64)) / 2
 
 
 def _spread(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -417,7 +441,7 @@ def _summaries(
     f["proto"] = [PROTO_NAMES.get(int(p), str(p)) for p in f["proto_num"]]
     f["service"] = [
         ctx.services.get((str(ip), int(port), proto), "")
-        for ip, port, proto in zip(f["server_ip"], f["server_port"], f["proto"], strict=True)
+        for ip, port, proto in zip(f["server_ip"].tolist(), f["server_port"].tolist(), f["proto"], strict=True)
     ]
 
     # ---- paths: capture points in the order packets cross them ----
@@ -427,19 +451,15 @@ def _summaries(
     # one int64 key for (flow, direction, point): a group-by on it is several times faster than on three
     n_points = len(labels_by_point)
     group = (flow[on_path] * 2 + hop_dir[on_path]) * n_points + point[on_path]
-    medians = (
-        pd.DataFrame({"hop": hop_index[on_path], "rel": (ts - ts0)[on_path]}).groupby(group).median()
-        if on_path.any()
-        else pd.DataFrame({"hop": [], "rel": []}, index=pd.Index([], dtype=np.int64))
-    )
-    g = medians.index.to_numpy()
+    g, hop_median = _group_medians(group, hop_index[on_path])
+    _, rel_median = _group_medians(group, (ts - ts0)[on_path])
     agg = pd.DataFrame(
         {
             "flow_id": g // (2 * n_points),
             "dir": g // n_points % 2,
             "point": g % n_points,
-            "hop": medians["hop"].to_numpy(),
-            "rel": medians["rel"].to_numpy(),
+            "hop": hop_median,
+            "rel": rel_median,
         }
     )
     agg = agg.sort_values(["flow_id", "dir", "hop", "rel"])
