@@ -149,59 +149,88 @@ def _csv_parts(tables: dict[str, pd.DataFrame], directory: Path) -> list[_CsvPar
     return parts
 
 
-def _concatenate(parts: list[_CsvPart], path: Path) -> None:
-    with open(path, "wb") as out:
-        for part in parts:
-            with open(part.path, "rb") as piece:
-                shutil.copyfileobj(piece, out, 1 << 20)
-            part.path.unlink()
+class TableExport:
+    """The tables of a report, written under ``out_dir/tables`` in ``fmt`` (csv, parquet, none).
+
+    A table of more than CSV_PART_ROWS rows, with more than one worker, is written as CSV in row
+    parts by forked processes while this process goes on (rendering the report); ``finish`` waits
+    and joins the parts. (Starting the bundle's tables before the analyses, to overlap them too,
+    was measured: no gain on two cores, where the writers already keep both busy.)
+    """
+
+    def __init__(self, out_dir: str | Path, fmt: str, workers: int) -> None:
+        if fmt not in TABLE_FORMATS:
+            raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
+        self.directory = Path(out_dir) / "tables"
+        self.fmt = fmt
+        self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 1
+        self.paths: dict[str, Path] = {}
+        self._parts: list[_CsvPart] = []
+        self._pending: list = []
+        self._pools: list[ProcessPoolExecutor] = []
+
+    def add(self, frames: dict[str, pd.DataFrame]) -> None:
+        if self.fmt == "none" or not frames:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.paths.update({name: self.directory / f"{name}.{self.fmt}" for name in frames})
+        if self.fmt == "parquet":
+            for name, df in frames.items():
+                try:
+                    df.to_parquet(self.paths[name], index=False)
+                except ImportError as exc:
+                    raise RuntimeError("Parquet export needs pyarrow: pip install 'calforensics[parquet]'") from exc
+            return
+        parts = _csv_parts(frames, self.directory)
+        if self.workers <= 1 or len(parts) <= len(frames):  # nothing to cut: forking would cost more
+            for name, df in frames.items():
+                df.to_csv(self.paths[name], index=False, lineterminator="\n")
+            return
+        _EXPORTING.update(frames)  # before the pool forks its processes (at the first submit)
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+        self._pools.append(pool)
+        self._parts += parts
+        self._pending += [pool.submit(_write_csv_part, part) for part in parts]
+
+    def finish(self) -> None:
+        """Wait for the writers and join each table's parts, in row order."""
+        for future in self._pending:
+            future.result()
+        for name in dict.fromkeys(p.table for p in self._parts):
+            with open(self.paths[name], "wb") as out:
+                for part in (p for p in self._parts if p.table == name):
+                    with open(part.path, "rb") as piece:
+                        shutil.copyfileobj(piece, out, 1 << 20)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the writers and remove part files (also after a failure)."""
+        for pool in self._pools:
+            pool.shutdown(cancel_futures=True)
+        for part in self._parts:
+            part.path.unlink(missing_ok=True)
+        self._pools, self._pending, self._parts = [], [], []
+        _EXPORTING.clear()
 
 
 def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> ReportFiles:
-    """report.html, report.md, findings.json and the tables. CSV tables are written by forked
-    processes, one row range each, while this process renders the report (one process per core
-    the bundle was opened with; inline with one worker or where fork is not available)."""
+    """report.html, report.md, findings.json and the tables (see TableExport: large CSV tables are
+    written by forked processes while this one renders the report)."""
     if tables not in TABLE_FORMATS:
         raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    pending: list = []
-    frames = a.tables() if tables != "none" else {}
-    if frames:
-        (out / "tables").mkdir(exist_ok=True)
-        written = [out / "tables" / f"{name}.{tables}" for name in frames]
-    parts = _csv_parts(frames, out / "tables") if tables == "csv" else []
-    workers = a.bundle.runner.effective_workers(len(parts)) if "fork" in multiprocessing.get_all_start_methods() else 1
-    pool = None
+    export = TableExport(out, tables, a.bundle.runner.effective_workers(1 << 30))
     try:
-        if parts and workers > 1:
-            _EXPORTING.update(frames)
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-            pending = [pool.submit(_write_csv_part, part) for part in parts]
-        elif parts:
-            for name, df in frames.items():
-                df.to_csv(out / "tables" / f"{name}.csv", index=False, lineterminator="\n")
-        if tables == "parquet":
-            for name, df in frames.items():
-                try:
-                    df.to_parquet(out / "tables" / f"{name}.parquet", index=False)
-                except ImportError as exc:
-                    raise RuntimeError("Parquet export needs pyarrow: pip install 'calforensics[parquet]'") from exc
+        frames = a.tables() if tables != "none" else {}
+        export.add(frames)
         files = {"report.html": "report.html", "report.md": "report.md", "findings.json": "findings.json"}
-        if written:
+        if frames:
             files["tables"] = f"tables/*.{tables}"
         (out / "findings.json").write_text(findings_json(a))
         (out / "report.md").write_text(render_markdown(a, files))
         (out / "report.html").write_text(render_html(a, files))
-        for future in pending:
-            future.result()
-        for name in frames if pending else ():
-            _concatenate([p for p in parts if p.table == name], out / "tables" / f"{name}.csv")
+        export.finish()
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        for part in parts if pending else ():
-            part.path.unlink(missing_ok=True)
-        _EXPORTING.clear()
-    return ReportFiles(out, out / "report.html", out / "report.md", out / "findings.json", written)
+        export.close()
+    return ReportFiles(out, out / "report.html", out / "report.md", out / "findings.json", list(export.paths.values()))
