@@ -80,12 +80,28 @@ class _Vocabulary:
 
 
 def _pack(*cols: np.ndarray) -> np.ndarray:
-    """Dense ids for rows of integer columns (pairwise factorising keeps the radix products small)."""
-    key = pd.factorize(cols[0])[0].astype(np.int64)
-    for col in cols[1:]:
-        codes, uniq = pd.factorize(col)
-        key = pd.factorize(key * (len(uniq) + 1) + codes)[0].astype(np.int64)
-    return key
+    """Dense ids for rows of integer columns, numbered in order of first appearance. Columns are
+    packed side by side into one int64 by their value ranges, as many as fit in 62 bits, and each
+    packed group is factorised once (one factorisation per column took a tenth of the flow build)."""
+    key: np.ndarray | None = None
+    packed, bits = None, 0
+    for col in cols:
+        col = np.asarray(col, dtype=np.int64)
+        low = int(col.min()) if len(col) else 0
+        width = (int(col.max()) - low).bit_length() if len(col) else 0
+        if packed is not None and bits + width > 62:  # this group is full: number it, start the next
+            key, packed, bits = _merge_key(key, packed), None, 0
+        shifted = col - low
+        packed = shifted if packed is None else (packed << width) | shifted
+        bits += width
+    return _merge_key(key, packed) if packed is not None else np.zeros(0, dtype=np.int64)
+
+
+def _merge_key(key: np.ndarray | None, packed: np.ndarray) -> np.ndarray:
+    codes = pd.factorize(packed)[0].astype(np.int64)
+    if key is None:
+        return codes
+    return pd.factorize(key * (int(codes.max()) + 1) + codes)[0].astype(np.int64)
 
 
 def _canonical(proto, a, ap, b, bp) -> tuple[np.ndarray, ...]:

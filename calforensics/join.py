@@ -306,11 +306,22 @@ def _one_way_in(cols: dict[str, np.ndarray], rows: np.ndarray) -> pd.DataFrame:
     return one_way_delays(*(cols[c][rows] for c in ("fp", "point", "node", "ts", "origin")))
 
 
-def _instances(cols: dict[str, np.ndarray], corrected: np.ndarray, window_ns: int, rows: np.ndarray) -> dict:
-    """The hops of one fingerprint range, in global hop order, with instances numbered from 0.
+HOP_JOIN_COLUMNS = {
+    **{name: np.int64 for name in ("instance", "packet", "point", "ts_ns", "ts_corrected_ns", "node", "origin")},
+    **{"copy_no": np.int64, "ambiguous": np.bool_, "hop_index": np.int64, "delta_ns": np.int64},
+}  # what the join computes for each hop (the rest is gathered from its packet)
 
-    An instance never spans two fingerprints, so ranges are independent: concatenated in range
+
+def _instances(
+    cols: dict[str, np.ndarray], corrected: np.ndarray, window_ns: int, out: dict, job: tuple[np.ndarray, int]
+) -> int:
+    """The hops of one fingerprint range, in global hop order, written into ``out`` from row
+    ``start`` on, with instances numbered from 0; returns how many instances it holds.
+
+    An instance never spans two fingerprints, so ranges are independent: laid end to end in range
     order, with instance numbers offset, they are exactly the whole-table result."""
+    rows, start = job
+    at = slice(start, start + len(rows))
     fp = cols["fp"]
     order = rows[np.lexsort((corrected[rows], fp[rows]))]
     fps, tss = fp[order], corrected[order]
@@ -323,29 +334,24 @@ def _instances(cols: dict[str, np.ndarray], corrected: np.ndarray, window_ns: in
     seg = np.flatnonzero(np.r_[True, instance[1:] != instance[:-1]]) if len(order) else np.zeros(0, np.int64)
     # copy_no: earlier sightings of the instance at the same point (a cumcount over (instance, point))
     copy_no = _rank_within(instance, point)
-    ambiguous = (np.maximum.reduceat(copy_no, seg) > 0)[instance] if len(order) else np.zeros(0, dtype=bool)
+    out["ambiguous"][at] = (np.maximum.reduceat(copy_no, seg) > 0)[instance] if len(order) else False
     # hop order: the sending node first, then nodes by first sighting, then time within a node
     first = _min_within(instance, node, tss)
     first[node == origin] = np.iinfo(np.int64).min
     by = np.lexsort((tss, first, instance))
     del first
-    out = {
-        "instance": instance,  # still sorted: `by` reorders within instances only
-        "packet": order[by],
-        "point": point[by],
-        "ts_ns": cols["ts"][order][by],
-        "ts_corrected_ns": tss[by],
-        "node": node[by],
-        "origin": origin[by],
-        "copy_no": copy_no[by],
-        "ambiguous": ambiguous,  # constant within an instance
-    }
-    run_start = np.repeat(seg, np.diff(np.r_[seg, len(order)]))
-    out["hop_index"] = np.arange(len(order)) - run_start
+    out["instance"][at] = instance  # still sorted: `by` reorders within instances only
+    out["packet"][at] = order[by]
+    out["point"][at] = point[by]
+    out["ts_ns"][at] = cols["ts"][order][by]
+    out["ts_corrected_ns"][at] = tsc = tss[by]
+    out["node"][at] = node[by]
+    out["origin"][at] = origin[by]
+    out["copy_no"][at] = copy_no[by]
+    out["hop_index"][at] = hop_index = np.arange(len(order)) - np.repeat(seg, np.diff(np.r_[seg, len(order)]))
     # integer arithmetic on purpose: a shift() through float64 would lose ~256 ns at epoch-nanosecond scale
-    tsc = out["ts_corrected_ns"]
-    out["delta_ns"] = np.where(out["hop_index"] == 0, -1, tsc - np.roll(tsc, 1))
-    return out
+    out["delta_ns"][at] = np.where(hop_index == 0, -1, tsc - np.roll(tsc, 1))
+    return int(instance[-1]) + 1 if len(order) else 0
 
 
 def build_hops(
@@ -388,34 +394,38 @@ def build_hops(
     offsets = estimate_clock_offsets(oneway, nodes)
     off = dict(zip(offsets["node"], offsets["offset_ns"], strict=True))
     corrected = ts - np.asarray([*(off.get(name, 0) for name in nodes), 0], dtype=np.int64)[node]
-    parts = thread_map(threads, partial(_instances, cols, corrected, window_ns), part_rows)
+    sizes = [len(rows) for rows in part_rows]
+    starts = np.cumsum([0, *sizes])
+    out = {name: np.empty(int(starts[-1]), dtype=dtype) for name, dtype in HOP_JOIN_COLUMNS.items()}
+    # each range writes its own rows of the output: nothing is concatenated after
+    counts = thread_map(
+        threads, partial(_instances, cols, corrected, window_ns, out), list(zip(part_rows, starts[:-1], strict=True))
+    )
     del part_rows, corrected, cols, fp, origin, node
-    instance_base = np.cumsum([0] + [int(p["instance"][-1]) + 1 if len(p["instance"]) else 0 for p in parts])
-    for p, base in zip(parts, instance_base[:-1], strict=True):
-        p["instance"] += base
-    names_h = list(parts[0])
-    # assembled a column at a time, each partition's piece dropped as it is copied in
-    h = columns_frame({name: np.concatenate([p.pop(name) for p in parts]) for name in names_h})
-    del parts
-    take = h["packet"].to_numpy()
+    for start, size, base in zip(starts[:-1], sizes, np.cumsum([0, *counts])[:-1], strict=True):
+        out["instance"][start : start + size] += base
+    take = out["packet"]
 
     def gather(col: str) -> tuple[str, object]:
         # one column at a time: packets.iloc[...] would copy all ~50 columns (~170 B a packet) for 22
         values = packets[col].array  # categoricals stay categoricals (a take on their codes)
         return col, values.take(take) if isinstance(values, pd.Categorical) else packets[col].to_numpy()[take]
 
-    for col, values in thread_map(threads, gather, HOP_PACKET_COLUMNS):
-        h[col] = values
+    h = dict(thread_map(threads, gather, HOP_PACKET_COLUMNS))
     names = nodes if "" in nodes else [*nodes, ""]
-    h["node"] = pd.Categorical.from_codes(h["node"].to_numpy(), categories=pd.Index(names, dtype=object))
-    unknown = names.index("")
+    node_names = pd.Index(names, dtype=object)
+    h["node"] = pd.Categorical.from_codes(out.pop("node"), categories=node_names)
+    origin_codes = out.pop("origin")
     h["origin"] = pd.Categorical.from_codes(
-        np.where(h["origin"] >= 0, h["origin"], unknown), categories=pd.Index(names, dtype=object)
+        np.where(origin_codes >= 0, origin_codes, names.index("")), categories=node_names
     )
-    pt = h["point"].to_numpy()
     for col in ("interface", "role"):
         per_point = categorical(pts[col])
-        h[col] = pd.Categorical.from_codes(per_point.codes[pt], categories=per_point.categories)
-    h["flow_id"] = -1
-    h["direction"] = pd.Categorical.from_codes(np.zeros(len(h), dtype=np.int8), categories=pd.Index([""], dtype=object))
+        h[col] = pd.Categorical.from_codes(per_point.codes[out["point"]], categories=per_point.categories)
+    h["flow_id"] = np.full(len(take), -1, dtype=np.int64)
+    h["direction"] = pd.Categorical.from_codes(
+        np.zeros(len(take), dtype=np.int8), categories=pd.Index([""], dtype=object)
+    )
+    # one frame over the arrays as they are (adding columns one by one to a frame copied each)
+    h = columns_frame({**out, **h})
     return conform(h, "hops"), offsets

@@ -325,3 +325,25 @@ def test_group_medians_equal_the_pandas_group_by_median():
         keys, medians = _group_medians(group, values)
         assert (keys == want.index.to_numpy()).all()
         assert (medians == want.to_numpy()).all()
+
+
+def test_pack_numbers_tuples_as_the_pairwise_factorisation_did():
+    """Conversation keys are dense ids in order of first appearance; packing columns into one
+    integer by their ranges (several groups when they do not fit in 62 bits) must number rows
+    exactly as factorising one column after another did, negative values included."""
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.flows import _pack
+
+    def pairwise_ids(*cols):
+        key = pd.factorize(cols[0])[0].astype(np.int64)
+        for col in cols[1:]:
+            codes, uniq = pd.factorize(col)
+            key = pd.factorize(key * (len(uniq) + 1) + codes)[0].astype(np.int64)
+        return key
+
+    rng = np.random.default_rng(2)
+    for n, high in ((0, 5), (1, 5), (2000, 5), (50_000, 70_000), (50_000, 2**40)):
+        cols = [rng.integers(-1, high, n) for _ in range(5)]
+        assert (_pack(*cols) == pairwise_ids(*cols)).all(), (n, high)
