@@ -147,7 +147,11 @@ def build_flows(
     key = _pack(*canon)
     n_keys = int(key.max()) + 1 if n else 0
     instance = hops["instance"].to_numpy()
-    inst_key = pd.Series(key).groupby(instance).transform("first").to_numpy() if n else key
+    if n and (instance[1:] >= instance[:-1]).all():  # hops in instance order (as the join gives them)
+        run_start = np.maximum.accumulate(np.where(np.r_[True, instance[1:] != instance[:-1]], np.arange(n), 0))
+        inst_key = key[run_start]  # the key of each hop's instance's first hop
+    else:
+        inst_key = pd.Series(key).groupby(instance).transform("first").to_numpy() if n else key
     nat = inst_key != key  # one packet seen with two tuples: a NAT rewrite between hops
     pairs = np.sort(pd.unique(inst_key[nat] * max(n_keys, 1) + key[nat]))  # each rewrite once, in a fixed order
     links = np.stack([pairs // max(n_keys, 1), pairs % max(n_keys, 1)])
@@ -156,7 +160,8 @@ def build_flows(
     ct = conntrack[conntrack["orig_src"] != ""].reset_index(drop=True)
     key_of = {}
     if n:
-        first_row = pd.Series(np.arange(n)).groupby(key).first().to_numpy()
+        first_row = np.full(n_keys, n, dtype=np.int64)
+        np.minimum.at(first_row, key, np.arange(n))  # each key's first hop
         tuples = zip(*(np.asarray(c)[first_row].tolist() for c in canon), strict=True)
         key_of = dict(zip(tuples, range(n_keys), strict=True))
 

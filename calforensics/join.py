@@ -61,11 +61,26 @@ def address_owners(interfaces: pd.DataFrame, routes: pd.DataFrame) -> dict[str, 
 
 
 # ---- hops and clocks -------------------------------------------------------------------------
+def first_seen_codes(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """pd.factorize for integers in [0, size) with a small size: (codes numbered in order of first
+    appearance, the values in that order), from one pass of ufunc.at instead of a hash table."""
+    first = np.full(size, len(values), dtype=np.int64)
+    np.minimum.at(first, values, np.arange(len(values)))
+    present = np.flatnonzero(first < len(values))
+    uniq = present[np.argsort(first[present], kind="stable")]
+    rank = np.zeros(size, dtype=np.int64)
+    rank[uniq] = np.arange(len(uniq))
+    return rank[values], uniq
+
+
 def _points(packets: pd.DataFrame, captures: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """A capture point is a capture and an interface (an `-i any` capture has several)."""
     iface = categorical(packets["interface"])
-    pair = packets["capture_id"].to_numpy().astype(np.int64) * (len(iface.categories) + 1) + iface.codes
-    codes, uniq = pd.factorize(pair)
+    capture = packets["capture_id"].to_numpy()
+    width = len(iface.categories) + 1
+    pair = capture.astype(np.int64) * width + iface.codes + 1  # +1: code -1 (no name) stays >= 0
+    codes, uniq = first_seen_codes(pair, (int(capture.max()) + 1) * width + 1 if len(pair) else 0)
+    uniq = uniq - 1
     pts = pd.DataFrame(
         {
             "capture_id": uniq // (len(iface.categories) + 1),

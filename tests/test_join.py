@@ -347,3 +347,19 @@ def test_pack_numbers_tuples_as_the_pairwise_factorisation_did():
     for n, high in ((0, 5), (1, 5), (2000, 5), (50_000, 70_000), (50_000, 2**40)):
         cols = [rng.integers(-1, high, n) for _ in range(5)]
         assert (_pack(*cols) == pairwise_ids(*cols)).all(), (n, high)
+
+
+def test_first_seen_codes_equal_pandas_factorize():
+    """Capture points are numbered with ufunc.at over a small integer range instead of a hash
+    table; codes and values must be pd.factorize's (order of first appearance)."""
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.join import first_seen_codes
+
+    rng = np.random.default_rng(8)
+    for n, size in ((0, 0), (1, 3), (500, 7), (100_000, 300)):
+        values = rng.integers(0, max(size, 1), n)
+        codes, uniq = first_seen_codes(values, size)
+        want_codes, want_uniq = pd.factorize(values)
+        assert (codes == want_codes).all() and (uniq == want_uniq).all()
