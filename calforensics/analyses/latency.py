@@ -124,11 +124,15 @@ def per_flow(b: Bundle) -> pd.DataFrame:
     p = _pairs(b)
     max_hop = p.groupby("flow_id")["delta_us"].max() if len(p) else pd.Series(dtype=float)
     inside = p[p["from_node"] == p["to_node"]]
-    transit = (
-        inside.groupby(["flow_id", "instance", "to_node"], observed=True)["delta_us"].sum().groupby("flow_id").median()
-        if len(inside)
-        else pd.Series(dtype=float)
-    )
+    transit = pd.Series(dtype=float)
+    if len(inside):
+        # time inside each node per packet (an instance belongs to one flow), then its median per
+        # flow; grouped on one packed integer key rather than on three columns
+        nodes = _codes(inside["to_node"])
+        key = inside["instance"].to_numpy() * (int(nodes.max()) + 2) + (nodes + 1)
+        per_packet = pd.Series(inside["delta_us"].to_numpy()).groupby(key)
+        flow_of = pd.Series(inside["flow_id"].to_numpy()).groupby(key).first()
+        transit = per_packet.sum().groupby(flow_of.to_numpy()).median()
     out = pd.DataFrame({"flow_id": flows["flow_id"]})
     out["handshake_rtt_us"] = (rtt / 1e3).reindex(out["flow_id"]).round(1).to_numpy()
     out["max_hop_us"] = max_hop.reindex(out["flow_id"]).round(1).to_numpy()

@@ -120,8 +120,9 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
             }
         )
     # fragments of the inner packets
-    frag = first.merge(pk[["frag_offset", "more_fragments"]], left_on="packet", right_index=True)
-    frag = frag[(frag["frag_offset"] > 0) | frag["more_fragments"]]
+    at = first["packet"].to_numpy()  # packet columns are gathered by row, not merged on an index
+    fragment = (pk["frag_offset"].to_numpy()[at] > 0) | pk["more_fragments"].to_numpy()[at]
+    frag = first[fragment]
     for fid, g in frag.groupby("flow_id"):
         r = g.iloc[0]
         rows.append(
@@ -138,8 +139,9 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     # packets with DF bigger than the tunnel they must cross (TCP excluded: GSO/TSO super-packets are
     # segmented before the wire, so their captured size says nothing about the path)
     tmtu = _tunnel_mtus(b)
-    big = first.merge(pk[["dont_fragment"]], left_on="packet", right_index=True)
-    big = big[(big["role"] == "workload") & big["dont_fragment"] & (big["proto"] != 6)]
+    big = first[
+        (first["role"] == "workload").to_numpy() & pk["dont_fragment"].to_numpy()[at] & (first["proto"] != 6).to_numpy()
+    ]
     big = big[_mtu_of(big["node"], tmtu) < big["ip_len"].to_numpy()]
     for fid, g in big.groupby("flow_id"):
         r = g.iloc[0]
@@ -157,9 +159,8 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
             }
         )
     # MSS announced in SYNs larger than the tunnel allows
-    syn = first[(first["proto"] == 6) & ((first["tcp_flags"] & 0x12) == 0x02)].merge(
-        pk[["tcp_mss"]], left_on="packet", right_index=True
-    )
+    syn = first[(first["proto"] == 6) & ((first["tcp_flags"] & 0x12) == 0x02)]
+    syn = syn.assign(tcp_mss=pk["tcp_mss"].to_numpy()[syn["packet"].to_numpy()])
     syn = syn[syn["tcp_mss"].to_numpy() > _mtu_of(syn["node"], tmtu) - 40]
     for r in syn.itertuples(index=False):
         mtu = int(tmtu[str(r.node)])
