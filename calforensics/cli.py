@@ -155,7 +155,11 @@ def analyze_cmd(
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when this is found: drops")] = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="decode packets in this many processes (default: one per core; 1: inline)"),
+        typer.Option(
+            min=1,
+            help="cores to use: decode and CSV-writing processes, join and analysis threads "
+            "(default: one per core; 1: everything inline)",
+        ),
     ] = None,
     scheduler: Annotated[
         str | None,

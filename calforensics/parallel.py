@@ -156,6 +156,8 @@ class Runner:
     """How packet decoding runs: in chunks of ``chunk_packets`` rows, inline or in ``workers`` local
     processes (``None``: one per core; bundles under ``min_bytes`` of captures stay inline, where
     starting processes costs more than it saves), or per capture on the Dask cluster ``scheduler``.
+    ``effective_workers`` also sizes what comes after the decode: the join's and the analyses'
+    threads and the processes that write CSV tables.
 
     Memory: the decoder's transients are bounded by the chunk (about 300 bytes a row); the table is
     held in memory (shared memory when workers write it), or in memory-mapped column files under
