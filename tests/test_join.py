@@ -363,3 +363,24 @@ def test_first_seen_codes_equal_pandas_factorize():
         codes, uniq = first_seen_codes(values, size)
         want_codes, want_uniq = pd.factorize(values)
         assert (codes == want_codes).all() and (uniq == want_uniq).all()
+
+
+def test_latency_tables_do_not_depend_on_the_hops_row_order():
+    """Latency takes the join's (instance, hop) row order as given and reduces runs in place; on a
+    hops table in shuffled order it must sort and group instead and give the same tables."""
+    import types
+
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.analyses import latency
+
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
+        ordered = types.SimpleNamespace(hops=b.hops, flows=b.flows)
+        rng = np.random.default_rng(6)
+        shuffled = types.SimpleNamespace(hops=b.hops.iloc[rng.permutation(len(b.hops))], flows=b.flows)
+        for fn in (latency.per_flow, latency.per_hop_pair):
+            want, got = fn(ordered), fn(shuffled)
+            assert len(want) > 3
+            pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+        assert latency.per_flow(ordered)["node_transit_us"].notna().sum() > 3  # the transit path ran

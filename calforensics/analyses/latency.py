@@ -45,7 +45,11 @@ def _pairs(b: Bundle) -> pd.DataFrame:
     rows = np.flatnonzero(keep)
     # the rows in (instance, hop_index) order, and only the columns needed, gathered one at a time:
     # filtering and sorting the whole hops table would copy all of its ~35 columns twice
-    order = rows[np.lexsort((h["hop_index"].to_numpy()[rows], h["instance"].to_numpy()[rows]))]
+    inst_r, hop_r = h["instance"].to_numpy()[rows], h["hop_index"].to_numpy()[rows]
+    in_order = (inst_r[1:] > inst_r[:-1]) | ((inst_r[1:] == inst_r[:-1]) & (hop_r[1:] > hop_r[:-1]))
+    # the join gives hops in that order already: the sort is only for tables built otherwise
+    order = rows if in_order.all() else rows[np.lexsort((hop_r, inst_r))]
+    del inst_r, hop_r, in_order
     del rows, keep
     inst = h["instance"].to_numpy()[order]
     same = np.zeros(len(order), dtype=bool)
@@ -130,9 +134,14 @@ def per_flow(b: Bundle) -> pd.DataFrame:
         # flow; grouped on one packed integer key rather than on three columns
         nodes = _codes(inside["to_node"])
         key = inside["instance"].to_numpy() * (int(nodes.max()) + 2) + (nodes + 1)
-        per_packet = pd.Series(inside["delta_us"].to_numpy()).groupby(key)
-        flow_of = pd.Series(inside["flow_id"].to_numpy()).groupby(key).first()
-        transit = per_packet.sum().groupby(flow_of.to_numpy()).median()
+        delay, flow_ids = inside["delta_us"].to_numpy(), inside["flow_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        if len(np.unique(key[starts])) == len(starts):  # each (packet, node) in one run, as the join orders hops
+            per_packet, flow_of = np.add.reduceat(delay, starts), flow_ids[starts]
+        else:
+            per_packet = pd.Series(delay).groupby(key).sum().to_numpy()
+            flow_of = pd.Series(flow_ids).groupby(key).first().to_numpy()
+        transit = pd.Series(per_packet).groupby(flow_of).median()
     out = pd.DataFrame({"flow_id": flows["flow_id"]})
     out["handshake_rtt_us"] = (rtt / 1e3).reindex(out["flow_id"]).round(1).to_numpy()
     out["max_hop_us"] = max_hop.reindex(out["flow_id"]).round(1).to_numpy()
