@@ -384,3 +384,34 @@ def test_latency_tables_do_not_depend_on_the_hops_row_order():
             assert len(want) > 3
             pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
         assert latency.per_flow(ordered)["node_transit_us"].notna().sum() > 3  # the transit path ran
+
+
+def test_corpus_analyses_do_not_depend_on_how_the_work_is_split(corpus, monkeypatch):
+    """Broken and odd captures (damaged frames, IPv6, ICMP errors, ambiguous copies) through the
+    threaded join and flow summaries, split even where they are small: every exported table and
+    the findings must be those of one worker."""
+    import csv
+    import hashlib
+
+    from calforensics import flows, join
+
+    monkeypatch.setattr(join, "JOIN_MIN_ROWS", 0)
+    monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)
+
+    def digests(path, workers):
+        with calforensics.open_bundle(path, workers=workers) as b:
+            a = calforensics.analyze(b)
+            out = {name: hashlib.sha1(df.to_csv(index=False).encode()).hexdigest() for name, df in a.tables().items()}
+            return out | {"findings": hashlib.sha1(json.dumps(a.findings, sort_keys=True).encode()).hexdigest()}
+
+    with open(corpus / "MANIFEST.tsv", newline="") as fh:
+        files = [corpus / row["file"] for row in csv.DictReader(fh, delimiter="\t")]
+    compared = 0
+    for path in files:
+        try:
+            one = digests(path, 1)
+        except calforensics.BundleError:
+            continue
+        assert digests(path, 3) == one, path.name
+        compared += 1
+    assert compared > 30
