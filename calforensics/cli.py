@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,10 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .archive import BundleError
-from .bundle import Bundle, open_bundle
-from .inventory import inventory
-from .parallel import CHUNK_PACKETS
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
+
+# the package's heavy modules (pandas, numba, matplotlib) are imported by the commands that use them,
+# so `--help` and argument errors answer at once
+CHUNK_PACKETS = 1 << 17  # = parallel.CHUNK_PACKETS (a test holds them equal)
 
 app = typer.Typer(
     add_completion=False,
@@ -48,6 +51,9 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _open(path: Path, progress: Progress, **options: object) -> Bundle:
+    from .archive import BundleError
+    from .bundle import open_bundle
+
     task = progress.add_task("opening bundle", total=None)
 
     def tick(what: str, done: int, total: int) -> None:
@@ -68,6 +74,8 @@ def inspect_cmd(
     packets: Annotated[bool, typer.Option("--packets", help="Also decode every packet (slower).")] = False,
 ) -> None:
     """Inventory of a bundle: nodes, captures, artifacts recognised, anomalies by kind."""
+    from .inventory import inventory
+
     with _progress(not as_json and err.is_terminal) as progress:
         bundle = _open(bundle_path, progress)
         try:

@@ -274,3 +274,29 @@ def test_dask_cluster_decodes_the_same_packets(tmp_path):
         )
         assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out" / "findings.json").read_text())["bundle"]["captures"]
+
+
+def test_cli_starts_without_the_heavy_modules_and_the_api_names_resolve():
+    """`calforensics --help` must answer without importing pandas, numba or matplotlib (the package
+    resolves its public names on first use); the CLI's chunk default must be the decoder's; every
+    public name must resolve to the object its module defines."""
+    probe = (
+        "import sys, calforensics.cli as cli\n"
+        "print(sorted(m for m in ('pandas', 'numba', 'matplotlib', 'numpy') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    help_run = run_cli("--help")
+    assert help_run.returncode == 0 and "analyze" in help_run.stdout
+
+    import importlib
+
+    from calforensics import cli, parallel
+
+    assert cli.CHUNK_PACKETS == parallel.CHUNK_PACKETS
+    for name, module in calforensics._PUBLIC.items():
+        assert getattr(calforensics, name) is getattr(importlib.import_module(f"calforensics.{module}"), name)
+    assert sorted(calforensics.__all__) == sorted(calforensics._PUBLIC)
+    with pytest.raises(AttributeError):
+        calforensics.no_such_name  # noqa: B018
