@@ -227,7 +227,7 @@ def _sender_receiver_pairs(
     by_point = np.lexsort((point, fp))
     f, p = fp[by_point], point[by_point]
     twice = (f[1:] == f[:-1]) & (p[1:] == p[:-1])
-    keep = ~np.isin(fp, np.unique(f[1:][twice])) & (origin >= 0)
+    keep = ~np.isin(fp, pd.unique(f[1:][twice])) & (origin >= 0)
     rows = np.flatnonzero(keep)
     if not len(rows):
         return none
