@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 import calforensics
+import calforensics.analyses
+import calforensics.bundle
+import calforensics.report  # before any timing: the package loads its modules on first use
 
 NODE_A, NODE_B = "10.0.0.11", "10.0.0.12"
 CLIENT, SERVER, VIP = "192.168.10.5", "192.168.20.7", "10.96.0.10"

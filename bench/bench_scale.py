@@ -14,6 +14,9 @@ from pathlib import Path
 from bench_ingest import write_capture
 
 import calforensics
+import calforensics.analyses
+import calforensics.bundle
+import calforensics.report  # before any timing: the package loads its modules on first use
 
 
 def main() -> None:
