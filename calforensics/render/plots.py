@@ -52,17 +52,31 @@ def latency_cdf(samples: pd.DataFrame, top: int = 8) -> bytes | None:
         return None
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 3.6))
-        # grouped on the label columns (a string per pair, not per sample: samples can be millions)
-        grouped = samples.groupby(["from_node", "from_interface", "to_node", "to_interface", "nat"], observed=True)
-        sizes = grouped["delta_us"].size()
-        names = [f"{a}:{b} → {c}:{d}" + (" (NAT)" if nat else "") for a, b, c, d, nat in sizes.index]
-        keys_of: dict[str, list] = {}
-        for name, key in zip(names, sizes.index, strict=True):
-            keys_of.setdefault(name, []).append(key)
-        named = pd.Series(sizes.to_numpy(), index=names).groupby(level=0).sum()
-        busiest = named.sort_index().sort_values(ascending=False, kind="stable").index[:top]
-        for pair in busiest:
-            d = np.sort(np.concatenate([grouped.get_group(k)["delta_us"].to_numpy() for k in keys_of[pair]]))
+        # a hop pair's label is made once per distinct pair, not per sample (samples can be millions);
+        # pairs are numbered from the label columns' integer codes packed into one key
+        columns = ["from_node", "from_interface", "to_node", "to_interface", "nat"]
+        codes, values = zip(*(pd.factorize(samples[c], use_na_sentinel=False) for c in columns), strict=True)
+        key = np.zeros(len(samples), dtype=np.int64)
+        for c, v in zip(codes, values, strict=True):
+            key = key * (len(v) + 1) + c
+        pair_of_row, pairs = pd.factorize(key)
+        names = []
+        for k in pairs:  # unpack each distinct pair's codes, last column first
+            parts = []
+            for v in reversed(values):
+                k, c = divmod(int(k), len(v) + 1)
+                parts.append(v[c])
+            a, b, c, d, nat = reversed(parts)
+            names.append(f"{a}:{b} → {c}:{d}" + (" (NAT)" if nat else ""))
+        name_of_pair, distinct = pd.factorize(np.asarray(names, dtype=object))
+        name_of_row = name_of_pair[pair_of_row]
+        counts = np.bincount(name_of_row, minlength=len(distinct))
+        # the busiest first; equally busy ones by name
+        busiest = sorted(range(len(distinct)), key=lambda i: (-counts[i], distinct[i]))[:top]
+        delays = samples["delta_us"].to_numpy()
+        for i in busiest:
+            pair = distinct[i]
+            d = np.sort(delays[name_of_row == i])
             ranks = _cdf_ranks(len(d))
             ax.step(np.maximum(d[ranks], 0.1), (ranks + 1) / len(d), where="post", label=pair)
         ax.set_xscale("log")
