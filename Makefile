@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_join.py --flows 20000
 	$(PY) bench/bench_analyze.py --flows 20000
 	$(PY) bench/bench_analyze.py --flows 80000
+	$(PY) bench/bench_analyze.py --flows 20000 --tables none --incident
 	$(PY) bench/bench_bounded.py --packets 3000000 --limit-mb 400
 
 bench-join: $(VENV)/.installed

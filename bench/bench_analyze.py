@@ -4,7 +4,9 @@ stage, with 1 and with 2 workers.
 Prints, per stage (index the captures, decode packets, join and flows, analyses, report), the time
 and the peak resident-memory growth, then packets/s for the whole analysis. Each worker count runs
 in a fresh process, so neither run inherits the other's memory or caches. Run:
-`python bench/bench_analyze.py [--flows N] [--workers 1 2] [--tables csv none]`.
+`python bench/bench_analyze.py [--flows N] [--workers 1 2] [--tables csv none] [--incident]`.
+With ``--incident`` node-b's captures keep only their first and last frames, as if everything in
+between was lost on the way: every flow is then a drop to explain (the case an engineer is paged for).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import dpkt
 from bench_join import write_bundle
 from peak_memory import PeakGrowth
 
@@ -52,11 +55,24 @@ def run(root: Path, workers: int, out: Path, tables: str) -> None:
     )
 
 
+def lose_at_destination(root: Path) -> None:
+    """node-b's captures keep their first and last frames (so they ran the whole time) and nothing else."""
+    for path in sorted((root / "nodes" / "node-b" / "pcaps").glob("*.pcap")):
+        with open(path, "rb") as fh:
+            reader = dpkt.pcap.Reader(fh)
+            frames, linktype = list(reader), reader.datalink()
+        with open(path, "wb") as fh:
+            writer = dpkt.pcap.Writer(fh, linktype=linktype, nano=True)
+            for ts, frame in (frames[0], frames[-1]):
+                writer.writepkt(frame, ts=ts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--flows", type=int, default=20_000)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--tables", nargs="+", default=["none", "csv"], choices=["none", "csv", "parquet"])
+    ap.add_argument("--incident", action="store_true", help="lose everything between node-a and node-b")
     ap.add_argument("--run", nargs=3, metavar=("ROOT", "WORKERS", "TABLES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
@@ -66,6 +82,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench-analyze"
         write_bundle(root, args.flows, 10)
+        if args.incident:
+            lose_at_destination(root)
         for tables in args.tables:
             for w in args.workers:
                 cmd = [sys.executable, __file__, "--flows", str(args.flows), "--run", str(root), str(w), tables]

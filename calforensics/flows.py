@@ -680,12 +680,34 @@ def _verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarray,
     )
     sub = sub[~sub["instance"].isin(reached_inst)]
     roles = {(str(r.node), str(r.interface)): str(r.role) for r in ctx.captures.itertuples(index=False)}
-    for fid, rows in sub.groupby("flow_id"):
-        points = f.at[fid, "path_fwd"].split(" > ")
-        deepest = rows.iloc[int(np.argmax([points.index(x) if x in points else -1 for x in rows["label"]]))]
-        node, iface = str(deepest["label"]).split(":", 1)
-        f.at[fid, "last_seen"] = deepest["label"]
-        f.at[fid, "missing_at"] = _next_point(node, iface, str(deepest["dst"]), dest[f.index.get_loc(fid)], ctx, roles)
+    # per lost flow: its deepest capture point on the forward path, and the one it should have
+    # reached next. Plain lists, written back once: a cell written at a time into Arrow-backed
+    # columns was most of an incident's analysis (20,000 dropped flows: 9 s)
+    row_of = {fid: i for i, fid in enumerate(f.index.tolist())}
+    path_of = f["path_fwd"].tolist()
+    last_seen, missing_at = [""] * len(f), [""] * len(f)
+    next_point: dict[tuple, str] = {}
+    by_flow = np.argsort(sub["flow_id"].to_numpy(), kind="stable")  # each flow's rows, in hop order
+    fl = sub["flow_id"].to_numpy()[by_flow]
+    label = sub["label"].to_numpy()[by_flow]
+    dst = sub["dst"].to_numpy()[by_flow]
+    starts = np.flatnonzero(np.r_[True, fl[1:] != fl[:-1]]) if len(fl) else np.zeros(0, dtype=np.int64)
+    for start, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(fl)], strict=True):
+        row = row_of[int(fl[start])]
+        position: dict[str, int] = {}
+        for i, point in enumerate(path_of[row].split(" > ")):
+            position.setdefault(point, i)  # a point's first place on the path
+        deepest, deepest_at = start, -2
+        for r in range(start, stop):  # the first of the deepest rows
+            at = position.get(label[r], -1)
+            if at > deepest_at:
+                deepest, deepest_at = r, at
+        node, iface = str(label[deepest]).split(":", 1)
+        key = (node, iface, str(dst[deepest]), dest[row])
+        if key not in next_point:
+            next_point[key] = _next_point(*key, ctx, roles)
+        last_seen[row], missing_at[row] = label[deepest], next_point[key]
+    f["last_seen"], f["missing_at"] = last_seen, missing_at
 
 
 def _next_point(node: str, iface: str, dst_ip: str, dest: tuple | None, ctx: _Context, roles: dict) -> str:

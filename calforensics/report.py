@@ -21,7 +21,7 @@ import pandas as pd
 from . import __version__
 from .analyses import Analysis
 from .render import plots
-from .render.markdown import render_markdown
+from .render.markdown import REPORT_DROPS, render_markdown
 
 TABLE_FORMATS = ("csv", "parquet", "none")
 HTML_FLOWS = 300  # flows listed in report.html; the rest are in the exported tables
@@ -46,11 +46,13 @@ def _images(a: Analysis) -> dict:
     hops = b.hops
     t0 = int(hops["ts_corrected_ns"].min()) if len(hops) else 0
     paths = {}
-    for d in a.drops.itertuples(index=False):
-        f = flows[flows["flow_id"] == d.flow_id].iloc[0]
-        paths[int(d.flow_id)] = _b64(
-            plots.path_diagram(f.path_fwd, d.last_seen, d.missing_at, f"flow {d.flow_id}: where the packets stopped")
-        )
+    path_of = dict(zip(flows["flow_id"].tolist(), flows["path_fwd"].tolist(), strict=True))
+    drawn: dict[tuple, str] = {}  # drops along the same path, lost at the same place, share one drawing
+    for d in a.drops.head(REPORT_DROPS).itertuples(index=False):  # the drops the report details
+        key = (path_of[int(d.flow_id)], d.last_seen, d.missing_at)
+        if key not in drawn:
+            drawn[key] = _b64(plots.path_diagram(*key, "where the packets stopped"))
+        paths[int(d.flow_id)] = drawn[key]
     service_paths = {}
     for f in flows[(flows["service"] != "") & (flows["verdict"] != "unobserved")].head(3).itertuples(index=False):
         service_paths[int(f.flow_id)] = _b64(
@@ -63,7 +65,7 @@ def _images(a: Analysis) -> dict:
     return {
         "latency": _b64(plots.latency_cdf(a.latency_samples)),
         "overhead": _b64(plots.overhead_by_tunnel(a.tunnels)),
-        "drops": _b64(plots.drops_over_time(a.drops, hops, t0)),
+        "drops": _b64(plots.drops_over_time(a.drops.head(REPORT_DROPS), hops, t0)),  # the detailed ones
         "paths": paths,
         "service_paths": service_paths,
     }
@@ -106,6 +108,8 @@ def render_html(a: Analysis, files: dict[str, str]) -> str:
     )[:HTML_FLOWS]
     return env.get_template("report.html.j2").render(
         doc=doc,
+        drops=doc["drops"][:REPORT_DROPS],
+        more_drops=max(0, len(doc["drops"]) - REPORT_DROPS),
         verdicts=verdicts,
         images=_images(a),
         flows=shown,

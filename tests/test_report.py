@@ -320,3 +320,41 @@ def test_latency_cdf_drawn_through_fewer_points_looks_the_same(monkeypatch):
     every = pixels(plots.latency_cdf(samples))
     assert fewer.shape == every.shape
     assert np.abs(fewer.astype(int) - every.astype(int)).max() <= 8
+
+
+def test_drops_alike_make_one_headline_and_the_report_details_a_bounded_number(analysed, monkeypatch, tmp_path):
+    """An incident drops many flows the same way: drops to the same service, over the same stretch
+    of path, with the same cause, make one headline that counts them, while findings.json keeps
+    every drop; report.md and report.html detail at most REPORT_DROPS and say how many more."""
+    import copy
+
+    import calforensics.report as report
+    from calforensics.analyses.findings import _headlines
+    from calforensics.render import markdown
+
+    _, a, _ = analysed
+    doc = copy.deepcopy(a.findings)
+    first = doc["drops"][0]
+    clones = [dict(copy.deepcopy(first), flow_id=1000 + i, src_port=40000 + i) for i in range(5)]
+    doc["drops"] = doc["drops"] + clones
+    heads = [h for h in _headlines(None, doc) if h["kind"] == "drop"]
+    assert len(heads) == len(a.findings["drops"])  # the clones joined their original's headline
+    grouped = next(h for h in heads if h["flow_id"] == first["flow_id"])
+    assert grouped["title"].startswith(f"6 {first['proto'].upper()} flows to {first['dst_ip']}:{first['dst_port']}")
+    singles = [h for h in heads if h["flow_id"] != first["flow_id"]]
+    assert all(" flows to " not in h["title"] for h in singles)
+
+    monkeypatch.setattr(markdown, "REPORT_DROPS", 1)
+    monkeypatch.setattr(report, "REPORT_DROPS", 1)
+    files = calforensics.write_report(a, tmp_path, tables="none")
+    more = len(a.findings["drops"]) - 1
+    assert more >= 1
+    md = files.markdown.read_text()
+    assert md.split("## Drops")[1].split("\n## ")[0].count("### Flow ") == 1
+    assert f"{more} more dropped flow(s)" in md
+    html = files.html.read_text()
+    assert html.count('alt="path of flow') == 1 + len(
+        re.findall('alt="path of flow [0-9]+"', html.split("<h2>Flows</h2>")[1])
+    )
+    assert f"{more} more dropped flow(s)" in html
+    assert len(json.loads(files.findings.read_text())["drops"]) == len(a.findings["drops"])

@@ -191,7 +191,23 @@ def _strip_role(p: dict | None) -> dict | None:
 def _headlines(a: Analysis, doc: dict) -> list[dict]:
     """What the report leads with, most severe first."""
     out = []
+    # drops alike (same service, same stretch of path, same cause) make one headline: an incident
+    # can drop thousands of flows the same way, and the report should lead with that, once
+    alike: dict[tuple, list[dict]] = {}
     for d in doc["drops"]:
+        c = d["cause"] or {}
+        key = (
+            d["proto"],
+            d["dst_ip"],
+            d["dst_port"],
+            repr(d["last_seen"]),
+            repr(d["missing_at"]),
+            repr(sorted(c.items())),
+            d["confidence"],
+        )
+        alike.setdefault(key, []).append(d)
+    for group in alike.values():
+        d = group[0]
         c = d["cause"] or {}
         where = f"{d['last_seen']['node']}:{d['last_seen']['interface']}" if d["last_seen"] else "?"
         missing = f" before {d['missing_at']['node']}:{d['missing_at']['interface']}" if d["missing_at"] else ""
@@ -202,13 +218,18 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
             )
         elif c.get("kind") == "mtu_exceeded":
             why = f"; too big for the path (ICMP fragmentation needed from {c['node'] or 'a router'})"
+        what = f"{d['proto'].upper()} {d['src_ip']}:{d['src_port']} → {d['dst_ip']}:{d['dst_port']}"
+        if len(group) > 1:
+            what = (
+                f"{len(group)} {d['proto'].upper()} flows to {d['dst_ip']}:{d['dst_port']} (the first from "
+                f"{d['src_ip']}:{d['src_port']})"
+            )
         out.append(
             {
                 "severity": "critical" if d["confidence"] == "high" else "high",
                 "kind": "drop",
                 "flow_id": d["flow_id"],
-                "title": f"{d['proto'].upper()} {d['src_ip']}:{d['src_port']} → {d['dst_ip']}:{d['dst_port']} "
-                f"dropped after {where}{missing}{why}",
+                "title": f"{what} dropped after {where}{missing}{why}",
                 "confidence": d["confidence"],
             }
         )

@@ -9,6 +9,8 @@ import re
 
 from ..analyses import Analysis
 
+REPORT_DROPS = 50  # drops detailed in report.md and report.html (with a path diagram); findings.json has all
+
 # characters that start Markdown constructs mid-line; `<` and `&` are escaped so no HTML tag or entity
 # survives, and callers never put bundle text at the start of a line (where `#`, `-` and `>` would matter)
 MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -51,7 +53,7 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
     lines.append("")
     if doc["drops"]:
         lines += ["## Drops", ""]
-        for d in doc["drops"]:
+        for d in doc["drops"][:REPORT_DROPS]:
             c = d["cause"] or {}
             lines.append(
                 f"### Flow {d['flow_id']}: {md(d['proto'])} {md(d['src_ip'])}:{d['src_port']} → "
@@ -76,6 +78,9 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
             for e in d["evidence"]:
                 lines.append(f"- evidence ({md(e['kind'])}): {md(e['detail'])}")
             lines.append("")
+        if len(doc["drops"]) > REPORT_DROPS:
+            more = len(doc["drops"]) - REPORT_DROPS
+            lines += [f"{more} more dropped flow(s): findings.json and the drops table list every one.", ""]
     ov = doc["overhead"]
     if ov["tunnels"] or ov["mtu_issues"]:
         lines += ["## Encapsulation overhead and MTU", ""]

@@ -114,9 +114,16 @@ def drops_over_time(drops: pd.DataFrame, hops: pd.DataFrame, t0: int) -> bytes |
         return None
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.4 * len(drops)))
+        # the drops' first sightings, found in one pass over the hops (not one pass per drop)
+        ids = drops["flow_id"].to_numpy()
+        first = hops[
+            np.isin(hops["flow_id"].to_numpy(), ids)
+            & (hops["direction"] == "fwd").to_numpy()
+            & (hops["hop_index"].to_numpy() == 0)
+        ]
+        times = {int(f): g.to_numpy() for f, g in first.groupby("flow_id", sort=False)["ts_corrected_ns"]}
         for i, d in enumerate(drops.itertuples(index=False)):
-            lost = hops[(hops["flow_id"] == d.flow_id) & (hops["direction"] == "fwd") & (hops["hop_index"] == 0)]
-            t = (lost["ts_corrected_ns"].to_numpy() - t0) / 1e9
+            t = (times.get(int(d.flow_id), np.zeros(0, dtype=np.int64)) - t0) / 1e9
             ax.scatter(t, np.full(len(t), i), marker="x", color="#d9534f")
         ax.set_yticks(
             range(len(drops)),
