@@ -187,7 +187,7 @@ def build_flows(
         h["dst_address"] = hops["dst"].array  # as captured ("dst" among the tuples is the flow's, an id)
         h["err"] = err
         h.update(t)
-        labels = _point_labels(hops)
+        labels = point_labels(hops)
         threads = threads if n >= SUMMARY_MIN_HOPS else 1
         done = thread_map(threads, partial(_summaries_of, h, vocab, ct, ctx, labels), _flow_ranges(flow, threads))
         flows = pd.concat([f for f, _, _ in done], ignore_index=True) if len(done) > 1 else done[0][0]
@@ -504,7 +504,7 @@ def _summaries(
     return f.reset_index(), hop_dir.astype(np.int8)
 
 
-def _point_labels(hops: pd.DataFrame) -> np.ndarray:
+def point_labels(hops: pd.DataFrame) -> np.ndarray:
     """`node:interface` for every capture point id."""
     pts = hops[["point", "node", "interface"]].drop_duplicates("point")
     labels = np.full(int(hops["point"].max()) + 1 if len(hops) else 0, "", dtype=object)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
+from ..flows import point_labels
 
 DROP_COLUMNS = [
     "flow_id",
@@ -64,7 +65,7 @@ def _lost_flow_hops(hops: pd.DataFrame, lost_ids: np.ndarray) -> tuple[dict, dic
     mine = np.isin(hops["flow_id"].to_numpy(), lost_ids)
     sub = hops[mine]
     direction = sub["direction"].astype(str).to_numpy()
-    labels = sub["node"].astype(str).to_numpy(dtype=object) + ":" + sub["interface"].astype(str).to_numpy(dtype=object)
+    labels = point_labels(sub)[sub["point"].to_numpy()]  # a label string per capture point, not per hop
     fwd = direction == "fwd"
     seen = (
         pd.DataFrame(
