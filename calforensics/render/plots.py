@@ -55,19 +55,17 @@ def latency_cdf(samples: pd.DataFrame, top: int = 8) -> bytes | None:
         # a hop pair's label is made once per distinct pair, not per sample (samples can be millions);
         # pairs are numbered from the label columns' integer codes packed into one key
         columns = ["from_node", "from_interface", "to_node", "to_interface", "nat"]
-        codes, values = zip(*(pd.factorize(samples[c], use_na_sentinel=False) for c in columns), strict=True)
         key = np.zeros(len(samples), dtype=np.int64)
-        for c, v in zip(codes, values, strict=True):
-            key = key * (len(v) + 1) + c
-        pair_of_row, pairs = pd.factorize(key)
-        names = []
-        for k in pairs:  # unpack each distinct pair's codes, last column first
-            parts = []
-            for v in reversed(values):
-                k, c = divmod(int(k), len(v) + 1)
-                parts.append(v[c])
-            a, b, c, d, nat = reversed(parts)
-            names.append(f"{a}:{b} → {c}:{d}" + (" (NAT)" if nat else ""))
+        for c in columns:
+            codes, values = pd.factorize(samples[c], use_na_sentinel=False)
+            key = key * (len(values) + 1) + codes
+        pair_of_row = pd.factorize(key)[0]
+        _, first_row = np.unique(pair_of_row, return_index=True)  # a row of each pair, to name it by
+        label = samples[columns].iloc[first_row]
+        names = [
+            f"{a}:{b} → {c}:{d}" + (" (NAT)" if nat else "")
+            for a, b, c, d, nat in zip(*(label[c].tolist() for c in columns), strict=True)
+        ]
         name_of_pair, distinct = pd.factorize(np.asarray(names, dtype=object))
         name_of_row = name_of_pair[pair_of_row]
         counts = np.bincount(name_of_row, minlength=len(distinct))
