@@ -429,7 +429,7 @@ class Bundle:
     def _joined(self) -> Joined:
         self._tick("joining capture points", 0, 2)
         owners = address_owners(self.interfaces, self.routes)
-        threads = self.runner.effective_workers(1 << 30)  # the join's work splits into as many parts as asked
+        threads = self.runner.cores  # the join's work splits into as many parts as asked
         hops, offsets = build_hops(self.packets, self.captures, owners, threads=threads)
         release_freed_memory()  # the join's freed transients, before the flow build makes its own
         self._tick("building flows", 1, 2)

@@ -176,8 +176,13 @@ class Runner:
     _spilled: Path | None = field(default=None, init=False, repr=False)  # the folder of mapped files
     _files: int = field(default=0, init=False, repr=False)  # mapped arrays made in it so far
 
+    @property
+    def cores(self) -> int:
+        """How many processes or threads to use at most: as asked, else one per core."""
+        return max(1, self.workers or os.cpu_count() or 1)
+
     def effective_workers(self, tasks: int) -> int:
-        return max(1, min(tasks, self.workers or os.cpu_count() or 1))
+        return max(1, min(tasks, self.cores))
 
     def _spill_wanted(self, total: int) -> bool:
         if self.spill is not None:

@@ -242,7 +242,7 @@ def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> Repor
         raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    export = TableExport(out, tables, a.bundle.runner.effective_workers(1 << 30))
+    export = TableExport(out, tables, a.bundle.runner.cores)
     try:
         frames = a.tables() if tables != "none" else {}
         export.add(frames)
