@@ -17,7 +17,7 @@ from .flows import build_flows
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
 from .memory import WRITE_BACK_ROWS, release_freed_memory, write_back
-from .parallel import CHUNK_PACKETS, Runner, narrow_codes
+from .parallel import CHUNK_PACKETS, PARTITION_ROWS, Runner, narrow_codes
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.packets import VXLAN_PORTS
 from .parsers.pcap import FrameIndex, read_frames
@@ -116,8 +116,10 @@ class Bundle:
         chunk_packets: int = CHUNK_PACKETS,
         spill_dir: str | Path | None = None,
         spill: bool | None = None,
+        partition_packets: int = PARTITION_ROWS,
     ) -> None:
-        """``chunk_packets`` and ``spill``/``spill_dir`` bound memory on large captures (see Runner)."""
+        """``chunk_packets``, ``spill``/``spill_dir`` and ``partition_packets`` bound memory on large
+        captures (see Runner)."""
         self.path = Path(path)
         self.name = _bundle_name(self.path)
         self.vxlan_ports = vxlan_ports
@@ -128,6 +130,7 @@ class Bundle:
             chunk_packets=chunk_packets,
             spill_dir=str(spill_dir) if spill_dir else None,
             spill=spill,
+            partition_rows=partition_packets,
         )
         self._bundle_log = AnomalyLog("bundle", str(self.path))
         self._mat: Materialized = materialize(self.path, self._bundle_log, limits)
@@ -430,10 +433,14 @@ class Bundle:
         self._tick("joining capture points", 0, 2)
         owners = address_owners(self.interfaces, self.routes)
         threads = self.runner.cores  # the join's work splits into as many parts as asked
-        hops, offsets = build_hops(self.packets, self.captures, owners, threads=threads)
+        packets = self.packets
+        partitions = self.runner.partitioning(len(packets))
+        hops, offsets = build_hops(packets, self.captures, owners, threads=threads, partitions=partitions)
         release_freed_memory()  # the join's freed transients, before the flow build makes its own
         self._tick("building flows", 1, 2)
-        flows, hops = build_flows(hops, self.conntrack, self.rules, self.captures, self.routes, threads=threads)
+        flows, hops = build_flows(
+            hops, self.conntrack, self.rules, self.captures, self.routes, threads=threads, partitions=partitions
+        )
         release_freed_memory()
         return Joined(hops=hops, clock_offsets=offsets, flows=flows)
 

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .join import is_link_scoped
+from .memory import write_back
 from .parallel import thread_map
-from .schema import categorical, conform
+from .partitions import Partitioning, parts_for
+from .schema import categorical, columns_frame, conform
 
 ICMP4_ERRORS, ICMP6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
@@ -65,11 +67,15 @@ class _Vocabulary:
         self.words = np.asarray(words, dtype=object)
         self.ids = {w: i for i, w in enumerate(words)}
         self._cats = cats
+        self._lookups: dict[int, np.ndarray] = {}
 
-    def column(self, k: int) -> np.ndarray:
-        cat = self._cats[k]
-        lookup = np.asarray([self.ids.get(w, -1) for w in cat.categories] + [-1], dtype=np.int32)
-        return lookup[cat.codes]
+    def column(self, k: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Ids of column k's rows [lo, hi)."""
+        if k not in self._lookups:
+            self._lookups[k] = np.asarray(
+                [self.ids.get(w, -1) for w in self._cats[k].categories] + [-1], dtype=np.int32
+            )
+        return self._lookups[k][self._cats[k].codes[lo:hi]]
 
     def id(self, word: str) -> int:
         return self.ids.get(word, -1)
@@ -115,6 +121,136 @@ def _is_underlay(proto: int, dport: int) -> bool:
     return proto in (4, 41) or (proto == 17 and dport in UNDERLAY_UDP_PORTS)
 
 
+def _hop_tuples(hops: pd.DataFrame, vocab: _Vocabulary, lo: int, hi: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({proto, src, sport, dst, dport} as the flow sees them, ICMP-error mask) for hops [lo, hi):
+    an ICMP error belongs to the flow of the packet it quotes. Addresses are vocabulary ids."""
+
+    def col(name: str) -> np.ndarray:
+        return hops[name].to_numpy()[lo:hi]
+
+    proto_h = col("proto").astype(np.int64)
+    icmp_type = col("icmp_type")
+    err = (
+        ((proto_h == 1) & np.isin(icmp_type, ICMP4_ERRORS)) | ((proto_h == 58) & np.isin(icmp_type, ICMP6_ERRORS))
+    ) & (col("q_proto") >= 0)
+    # int32 throughout: five columns of a hop each, so the width is the flow build's peak memory
+    t = {
+        "proto": np.where(err, col("q_proto"), proto_h).astype(np.int32),
+        "src": np.where(err, vocab.column(2, lo, hi), vocab.column(0, lo, hi)),
+        "sport": np.where(err, col("q_sport"), col("sport")).astype(np.int32),
+        "dst": np.where(err, vocab.column(3, lo, hi), vocab.column(1, lo, hi)),
+        "dport": np.where(err, col("q_dport"), col("dport")).astype(np.int32),
+    }
+    return t, err
+
+
+@dataclass
+class _Conversations:
+    """Each hop's conversation (a direction-free 5-tuple, numbered in order of first appearance),
+    the NAT rewrites seen between hops of one packet (pairs of conversations), and each
+    conversation's tuple."""
+
+    key: np.ndarray
+    count: int
+    rewrites: np.ndarray  # 2 x m: (conversation of the packet's first hop, conversation of a later hop)
+    tuples: list[np.ndarray]  # proto, address id, port, address id, port of each conversation
+
+
+def _rewrites(key: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    """Distinct (first hop's conversation, this hop's conversation) of hops whose conversation is
+    not their packet's first hop's (hops in instance order), packed as a << 32 | b."""
+    run_start = np.maximum.accumulate(np.where(np.r_[True, instance[1:] != instance[:-1]], np.arange(len(key)), 0))
+    inst_key = key[run_start]  # the key of each hop's instance's first hop
+    nat = inst_key != key  # one packet seen with two tuples: a NAT rewrite between hops
+    return pd.unique((inst_key[nat] << 32) | key[nat])
+
+
+def _as_links(packed: np.ndarray) -> np.ndarray:
+    pairs = np.sort(packed)  # each rewrite once, in a fixed order
+    return np.stack([pairs >> 32, pairs & 0xFFFFFFFF])
+
+
+def _conversations(hops: pd.DataFrame, t: dict[str, np.ndarray]) -> _Conversations:
+    n = len(hops)
+    canon = _canonical(t["proto"], t["src"], t["sport"], t["dst"], t["dport"])
+    key = _pack(*canon)
+    n_keys = int(key.max()) + 1 if n else 0
+    instance = hops["instance"].to_numpy()
+    if n and not (instance[1:] >= instance[:-1]).all():  # hops not in instance order (as the join gives them)
+        order = np.argsort(instance, kind="stable")
+        packed = _rewrites(key[order], instance[order])
+    else:
+        packed = _rewrites(key, instance) if n else np.zeros(0, dtype=np.int64)
+    first_row = np.full(n_keys, n, dtype=np.int64)
+    np.minimum.at(first_row, key, np.arange(n))  # each key's first hop
+    return _Conversations(key, n_keys, _as_links(packed), [np.asarray(c)[first_row] for c in canon])
+
+
+class _FirstSeen:
+    """Ids of int64 values numbered in order of first appearance over successive blocks."""
+
+    def __init__(self) -> None:
+        self.known = pd.Index(np.zeros(0, dtype=np.int64))
+
+    def ids(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the id of each value, the positions of the values first seen in this block)."""
+        ids = self.known.get_indexer(values)
+        new = np.flatnonzero(ids < 0)
+        if not len(new):
+            return ids, new
+        codes, fresh = pd.factorize(values[new])
+        first = np.full(len(fresh), len(new), dtype=np.int64)
+        np.minimum.at(first, codes, np.arange(len(new)))
+        ids[new] = codes + len(self.known)
+        self.known = self.known.append(pd.Index(fresh))
+        return ids, new[first]
+
+
+def _conversations_partitioned(hops: pd.DataFrame, vocab: _Vocabulary, partitions: Partitioning) -> _Conversations:
+    """_conversations a block of hops at a time, into a mapped key column (same numbering: the
+    tuple's parts are numbered by first appearance, then the pairs of part ids, which orders them as
+    the tuples themselves)."""
+    n = len(hops)
+    key = partitions.allocate(n, np.int64)
+    ports, addresses, tuples = _FirstSeen(), _FirstSeen(), _FirstSeen()
+    rewrites, firsts = [], []
+    instance = hops["instance"].to_numpy()
+    for lo, hi in _instance_blocks(instance, partitions.block_rows):
+        t, _ = _hop_tuples(hops, vocab, lo, hi)
+        proto, src, sport, dst, dport = canon = _canonical(t["proto"], t["src"], t["sport"], t["dst"], t["dport"])
+        a, _ = ports.ids(((proto.astype(np.int64) + 1) << 34) | ((sport.astype(np.int64) + 1) << 17) | (dport + 1))
+        b, _ = addresses.ids(((src.astype(np.int64) + 1) << 32) | (dst.astype(np.int64) + 1))
+        if max(len(ports.known), len(addresses.known)) >= 1 << 31:
+            raise RuntimeError("more than 2^31 distinct port or address pairs: too many conversations")
+        ids, new = tuples.ids((a.astype(np.int64) << 31) | b)
+        key[lo:hi] = ids
+        write_back(key[lo:hi])
+        firsts.append([np.asarray(c)[new] for c in canon])
+        rewrites.append(_rewrites(ids.astype(np.int64), instance[lo:hi]))
+    packed = pd.unique(np.concatenate(rewrites)) if rewrites else np.zeros(0, dtype=np.int64)
+    per_key = [np.concatenate([f[i] for f in firsts]) if firsts else np.zeros(0, np.int64) for i in range(5)]
+    return _Conversations(key, len(tuples.known), _as_links(packed), per_key)
+
+
+def _instance_blocks(instance: np.ndarray, rows: int) -> list[tuple[int, int]]:
+    """Blocks of about ``rows`` hops that never split a packet instance (hops in instance order,
+    as the join gives them: checked block by block)."""
+    cuts, n = [0], len(instance)
+    while cuts[-1] < n:
+        end = cuts[-1] + rows
+        if end >= n:
+            end = n
+        else:  # back to the first hop of the instance the cut fell in (forward, for a giant instance)
+            end = int(np.searchsorted(instance, instance[end], side="left"))
+            if end <= cuts[-1]:
+                end = int(np.searchsorted(instance, instance[cuts[-1]], side="right"))
+        block = instance[cuts[-1] : end]
+        if (block[1:] < block[:-1]).any():
+            raise ValueError("hops must be in instance order to be read a block at a time")
+        cuts.append(end)
+    return list(pairwise(cuts))
+
+
 def build_flows(
     hops: pd.DataFrame,
     conntrack: pd.DataFrame,
@@ -122,48 +258,26 @@ def build_flows(
     captures: pd.DataFrame,
     routes: pd.DataFrame,
     threads: int = 1,
+    partitions: Partitioning | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flows, hops with flow_id and direction filled in). Flow summaries are computed per range of
-    flows in ``threads`` (a flow's summary depends on its own hops only, so the split changes nothing)."""
+    flows in ``threads`` (a flow's summary depends on its own hops only, so the split changes nothing).
+    With ``partitions``, the ranges are partitions on disk summarised one after another, and hops
+    are read a block at a time: memory is bounded by a partition (same tables)."""
     hops = hops.copy(deep=False)  # copy-on-write: new columns land in this frame only, nothing is copied
     n = len(hops)
-    proto_h = hops["proto"].to_numpy().astype(np.int64)
-    icmp_type = hops["icmp_type"].to_numpy()
-    err = (
-        ((proto_h == 1) & np.isin(icmp_type, ICMP4_ERRORS)) | ((proto_h == 58) & np.isin(icmp_type, ICMP6_ERRORS))
-    ) & (hops["q_proto"].to_numpy() >= 0)
+    bounded = partitions is not None and partitions.wanted(n)
     vocab = _Vocabulary(hops["src"], hops["dst"], hops["q_src"], hops["q_dst"])
-    # an ICMP error belongs to the flow of the packet it quotes
-    # int32 throughout: five columns of a hop each, so the width is the flow build's peak memory
-    t = {
-        "proto": np.where(err, hops["q_proto"].to_numpy(), proto_h).astype(np.int32),
-        "src": np.where(err, vocab.column(2), vocab.column(0)),
-        "sport": np.where(err, hops["q_sport"].to_numpy(), hops["sport"].to_numpy()).astype(np.int32),
-        "dst": np.where(err, vocab.column(3), vocab.column(1)),
-        "dport": np.where(err, hops["q_dport"].to_numpy(), hops["dport"].to_numpy()).astype(np.int32),
-    }
-    del proto_h
-    canon = _canonical(t["proto"], t["src"], t["sport"], t["dst"], t["dport"])
-    key = _pack(*canon)
-    n_keys = int(key.max()) + 1 if n else 0
-    instance = hops["instance"].to_numpy()
-    if n and (instance[1:] >= instance[:-1]).all():  # hops in instance order (as the join gives them)
-        run_start = np.maximum.accumulate(np.where(np.r_[True, instance[1:] != instance[:-1]], np.arange(n), 0))
-        inst_key = key[run_start]  # the key of each hop's instance's first hop
+    if bounded:
+        conv = _conversations_partitioned(hops, vocab, partitions)
     else:
-        inst_key = pd.Series(key).groupby(instance).transform("first").to_numpy() if n else key
-    nat = inst_key != key  # one packet seen with two tuples: a NAT rewrite between hops
-    pairs = np.sort(pd.unique(inst_key[nat] * max(n_keys, 1) + key[nat]))  # each rewrite once, in a fixed order
-    links = np.stack([pairs // max(n_keys, 1), pairs % max(n_keys, 1)])
+        t, err = _hop_tuples(hops, vocab, 0, n)
+        conv = _conversations(hops, t)
+    links = conv.rewrites
 
     # conntrack: a NATed entry links its original and reply conversations
     ct = conntrack[conntrack["orig_src"] != ""].reset_index(drop=True)
-    key_of = {}
-    if n:
-        first_row = np.full(n_keys, n, dtype=np.int64)
-        np.minimum.at(first_row, key, np.arange(n))  # each key's first hop
-        tuples = zip(*(np.asarray(c)[first_row].tolist() for c in canon), strict=True)
-        key_of = dict(zip(tuples, range(n_keys), strict=True))
+    key_of = dict(zip(zip(*(c.tolist() for c in conv.tuples), strict=True), range(conv.count), strict=True))
 
     def ct_key(proto, src, sport, dst, dport) -> int:
         tup = _canonical(np.int64(proto), vocab.id(str(src)), np.int64(sport), vocab.id(str(dst)), np.int64(dport))
@@ -174,29 +288,42 @@ def build_flows(
     both = [(a, b) for a, b in zip(ct_orig, ct_reply, strict=True) if a >= 0 and b >= 0]
     if both:
         links = np.concatenate([links, np.asarray(both, dtype=np.int64).T], axis=1)
-    comp = _components(n_keys, links[0], links[1])
+    comp = _components(conv.count, links[0], links[1])
     # every key occurs among the hops, so numbering the keys' components numbers the hops' flows
     roots, flow_of_key = np.unique(comp, return_inverse=True)
-    flow = flow_of_key[key].astype(np.int64) if n else np.zeros(0, np.int64)
-    hops["flow_id"] = flow
+    flow_of_key = flow_of_key.astype(np.int64)
+    if bounded:
+        flow = conv.key  # each hop's conversation becomes its flow, in place, a block at a time
+        for lo in range(0, n, partitions.block_rows):
+            flow[lo : lo + partitions.block_rows] = flow_of_key[flow[lo : lo + partitions.block_rows]]
+            write_back(flow[lo : lo + partitions.block_rows])
+    else:
+        flow = flow_of_key[conv.key] if n else np.zeros(0, np.int64)
+    del conv
+    if not bounded:
+        hops["flow_id"] = flow
 
     ctx = _Context(service_map(rules), destination_points(captures), captures, routes)
     flows = pd.DataFrame()
     if n:
-        h = {name: hops[name].to_numpy() for name in SUMMARY_HOP_COLUMNS}
-        h["dst_address"] = hops["dst"].array  # as captured ("dst" among the tuples is the flow's, an id)
-        h["err"] = err
-        h.update(t)
         labels = point_labels(hops)
-        threads = threads if n >= SUMMARY_MIN_HOPS else 1
-        done = thread_map(threads, partial(_summaries_of, h, vocab, ct, ctx, labels), _flow_ranges(flow, threads))
-        flows = pd.concat([f for f, _, _ in done], ignore_index=True) if len(done) > 1 else done[0][0]
-        direction = np.empty(n, dtype=np.int8)
-        for _, rows, hop_dir in done:
-            direction[rows] = hop_dir
-        hops["direction"] = pd.Categorical.from_codes(
-            direction, categories=pd.Index(["fwd", "rev", "icmp-error"], dtype=object)
-        )
+        if bounded:
+            flows, direction = _summaries_partitioned(hops, flow, vocab, ct, ctx, labels, partitions)
+        else:
+            h = {name: hops[name].to_numpy() for name in SUMMARY_HOP_COLUMNS}
+            h["dst_address"] = hops["dst"].array  # as captured ("dst" among the tuples is the flow's, an id)
+            h["err"] = err
+            h.update(t)
+            threads = threads if n >= SUMMARY_MIN_HOPS else 1
+            done = thread_map(threads, partial(_summaries_of, h, vocab, ct, ctx, labels), _flow_ranges(flow, threads))
+            flows = pd.concat([f for f, _, _ in done], ignore_index=True) if len(done) > 1 else done[0][0]
+            direction = np.empty(n, dtype=np.int8)
+            for _, rows, hop_dir in done:
+                direction[rows] = hop_dir
+        names = pd.Index(["fwd", "rev", "icmp-error"], dtype=object)
+        directions = pd.Categorical.from_codes(direction, categories=names)
+        if not bounded:
+            hops["direction"] = directions
 
     # conntrack-only conversations: known to the kernel, never captured (one flow per conversation, even
     # when several nodes track it). Tunnel underlay entries are left out: their packets are the
@@ -222,7 +349,14 @@ def build_flows(
         renumber[table["flow_id"].to_numpy()[order]] = np.arange(len(table))
         table = table.iloc[order].reset_index(drop=True)
         table["flow_id"] = np.arange(len(table))
-        hops["flow_id"] = renumber[hops["flow_id"].to_numpy()]
+        if bounded:  # in place, a block at a time
+            for lo in range(0, n, partitions.block_rows):
+                flow[lo : lo + partitions.block_rows] = renumber[flow[lo : lo + partitions.block_rows]]
+                write_back(flow[lo : lo + partitions.block_rows])
+        else:
+            hops["flow_id"] = renumber[hops["flow_id"].to_numpy()]
+    if bounded:  # a frame over the mapped columns as they are (setting a column would copy it into memory)
+        hops = columns_frame({**{c: hops[c] for c in hops.columns}, "flow_id": flow, "direction": directions})
     return table, conform(hops, "hops")
 
 
@@ -322,9 +456,64 @@ def _flow_ranges(flow: np.ndarray, parts: int) -> list[tuple[int, int]]:
     n_flows = int(flow.max()) + 1 if len(flow) else 0
     if parts <= 1 or n_flows <= 1:
         return [(0, n_flows)]
-    cum = np.cumsum(np.bincount(flow, minlength=n_flows))
-    cuts = [0, *np.searchsorted(cum, [len(flow) * i // parts for i in range(1, parts)], side="right").tolist(), n_flows]
+    return _ranges_of(np.bincount(flow, minlength=n_flows), parts)
+
+
+def _ranges_of(hops_per_flow: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    cum = np.cumsum(hops_per_flow)
+    total, n_flows = int(cum[-1]) if len(cum) else 0, len(hops_per_flow)
+    cuts = [0, *np.searchsorted(cum, [total * i // parts for i in range(1, parts)], side="right").tolist(), n_flows]
     return [(lo, hi) for lo, hi in pairwise(cuts) if hi > lo]
+
+
+def _summaries_partitioned(
+    hops: pd.DataFrame,
+    flow: np.ndarray,
+    vocab: _Vocabulary,
+    ct: pd.DataFrame,
+    ctx: _Context,
+    labels: np.ndarray,
+    partitions: Partitioning,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Flow summaries over ranges of flows kept on disk: the hops are read once, a block at a time,
+    and each hop's summary columns sent to its range's files; each range is then summarised on its
+    own. (flows, each hop's direction code in a mapped column)."""
+    n = len(hops)
+    blocks = _instance_blocks(hops["instance"].to_numpy(), partitions.block_rows)
+    n_flows = max(int(flow[lo:hi].max()) for lo, hi in blocks) + 1
+    per_flow = np.zeros(n_flows, dtype=np.int64)
+    for lo, hi in blocks:
+        per_flow += np.bincount(flow[lo:hi], minlength=n_flows)
+    ranges = _ranges_of(per_flow, parts_for(n, partitions.rows))
+    del per_flow
+    lows = np.asarray([lo for lo, _ in ranges], dtype=np.int64)
+    dst = hops["dst"].array
+    dtypes = {name: hops[name].dtype for name in SUMMARY_HOP_COLUMNS}
+    dtypes.update(row=np.int64, dst_address=dst.codes.dtype, err=np.bool_)
+    dtypes.update({name: np.int32 for name in ("proto", "src", "sport", "dst", "dport")})
+    store = partitions.files("flows", len(ranges), dtypes)
+    try:
+        for lo, hi in blocks:
+            t, err = _hop_tuples(hops, vocab, lo, hi)
+            cols = {name: hops[name].to_numpy()[lo:hi] for name in SUMMARY_HOP_COLUMNS if name != "flow_id"}
+            cols.update(t, flow_id=flow[lo:hi], row=np.arange(lo, hi), dst_address=dst.codes[lo:hi], err=err)
+            store.append(np.searchsorted(lows, cols["flow_id"], side="right") - 1, cols)
+        direction = partitions.allocate(n, np.int8)
+        summaries = []
+        for i, bounds in enumerate(ranges):
+            h = store.read(i)
+            rows = h.pop("row")
+            # instances numbered within the range (in order): lookup tables sized by the range, not the bundle
+            instance = h["instance"]
+            h["instance"] = np.cumsum(np.r_[False, instance[1:] != instance[:-1]]) if len(instance) else instance
+            h["dst_address"] = pd.Categorical.from_codes(h["dst_address"], dtype=dst.dtype)
+            f, sel, hop_dir = _summaries_of(h, vocab, ct, ctx, labels, bounds)
+            direction[rows[sel]] = hop_dir
+            summaries.append(f)
+            del h, rows
+    finally:
+        store.remove()
+    return pd.concat(summaries, ignore_index=True), direction
 
 
 def _summaries_of(
@@ -504,11 +693,19 @@ def _summaries(
     return f.reset_index(), hop_dir.astype(np.int8)
 
 
-def point_labels(hops: pd.DataFrame) -> np.ndarray:
-    """`node:interface` for every capture point id."""
-    pts = hops[["point", "node", "interface"]].drop_duplicates("point")
-    labels = np.full(int(hops["point"].max()) + 1 if len(hops) else 0, "", dtype=object)
-    labels[pts["point"].to_numpy()] = (pts["node"].astype(str) + ":" + pts["interface"].astype(str)).to_numpy(object)
+def point_labels(hops: pd.DataFrame, block_rows: int = 1 << 22) -> np.ndarray:
+    """`node:interface` for every capture point id (from each point's first hop, a block at a time)."""
+    point = hops["point"].to_numpy()
+    n = len(point)
+    size = max((int(point[lo : lo + block_rows].max()) + 1 for lo in range(0, n, block_rows)), default=0)
+    first = np.full(size, n, dtype=np.int64)
+    for lo in range(0, n, block_rows):
+        np.minimum.at(first, point[lo : lo + block_rows], np.arange(lo, min(n, lo + block_rows)))
+    ids = np.flatnonzero(first < n)
+    rows = first[ids]
+    labels = np.full(size, "", dtype=object)
+    node, iface = np.asarray(hops["node"].array.take(rows), dtype=object), hops["interface"].array.take(rows)
+    labels[ids] = [f"{a}:{b}" for a, b in zip(node.tolist(), np.asarray(iface, dtype=object).tolist(), strict=True)]
     return labels
 
 

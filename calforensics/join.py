@@ -20,8 +20,10 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from .parallel import thread_map
-from .schema import categorical, columns_frame, conform
+from .memory import write_back
+from .parallel import narrow_codes, thread_map
+from .partitions import Partitioning, parts_for
+from .schema import SCHEMAS, categorical, columns_frame, conform
 
 HOP_WINDOW_NS = 1_000_000_000  # copies of one fingerprint further apart than this are different packets
 
@@ -73,20 +75,10 @@ def first_seen_codes(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
     return rank[values], uniq
 
 
-def _points(packets: pd.DataFrame, captures: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """A capture point is a capture and an interface (an `-i any` capture has several)."""
-    iface = categorical(packets["interface"])
-    capture = packets["capture_id"].to_numpy()
-    width = len(iface.categories) + 1
-    pair = capture.astype(np.int64) * width + iface.codes + 1  # +1: code -1 (no name) stays >= 0
-    codes, uniq = first_seen_codes(pair, (int(capture.max()) + 1) * width + 1 if len(pair) else 0)
-    uniq = uniq - 1
-    pts = pd.DataFrame(
-        {
-            "capture_id": uniq // (len(iface.categories) + 1),
-            "interface": np.asarray(iface.categories, dtype=object)[uniq % (len(iface.categories) + 1)],
-        }
-    )
+def _points_table(pairs: np.ndarray, interfaces: pd.Index, captures: pd.DataFrame) -> pd.DataFrame:
+    """The capture points, from their (capture, interface) pair values in point order."""
+    width = len(interfaces) + 1
+    pts = pd.DataFrame({"capture_id": pairs // width, "interface": np.asarray(interfaces, dtype=object)[pairs % width]})
     cap = captures.set_index("capture_id")
     pts["node"] = cap.loc[pts["capture_id"], "node"].astype(str).to_numpy()
     roles = cap.loc[pts["capture_id"], "role"].astype(str).to_numpy()
@@ -94,14 +86,76 @@ def _points(packets: pd.DataFrame, captures: pd.DataFrame) -> tuple[np.ndarray, 
     from .layout import interface_role
 
     pts["role"] = [interface_role(i) if r == "any" else r for i, r in zip(pts["interface"], roles, strict=True)]
-    return codes.astype(np.int64), pts
+    return pts
 
 
-def _owner_of(addresses: pd.Series, owners: dict[str, str], node_index: dict[str, int]) -> np.ndarray:
-    """Index of the node owning each address (-1 unknown), looked up once per distinct address."""
-    cat = categorical(addresses)
-    per_category = np.asarray([node_index.get(owners.get(a, ""), -1) for a in cat.categories] + [-1], dtype=np.int64)
-    return per_category[cat.codes]  # code -1 (no address) picks the trailing -1
+def _per_category(values: pd.Series, fn, fill) -> tuple[np.ndarray, np.ndarray]:
+    """(lookup table, codes): ``fn`` of each row's value is ``table[codes]``, decided once per
+    distinct value (code -1, no value, picks the trailing ``fill``)."""
+    cat = categorical(values)
+    return np.asarray([fn(v) for v in cat.categories] + [fill]), cat.codes
+
+
+class Sightings:
+    """What the join needs of each packet (its key, capture point, node, time and sender's node),
+    for any block of rows. Lookups are made once per distinct value and capture points are numbered
+    over the whole table first, so a block gives the same values as the whole table would."""
+
+    def __init__(
+        self, packets: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], block_rows: int = 1 << 22
+    ) -> None:
+        self.packets, self.rows = packets, len(packets)
+        self.nodes = sorted(set(captures["node"].astype(str)))
+        node_index = {name: i for i, name in enumerate(self.nodes)}
+        iface = categorical(packets["interface"])
+        self._iface, self._capture = iface.codes, packets["capture_id"].to_numpy()
+        self._width = len(iface.categories) + 1
+        # a capture point is a capture and an interface (an `-i any` capture has several), numbered
+        # in order of first appearance
+        size = (int(self._capture.max()) + 1) * self._width + 1 if self.rows else 0
+        first = np.full(size, self.rows, dtype=np.int64)
+        for lo in range(0, self.rows, block_rows):
+            pair = self._pair(lo, lo + block_rows)
+            np.minimum.at(first, pair, np.arange(lo, lo + len(pair)))
+        present = np.flatnonzero(first < self.rows)
+        uniq = present[np.argsort(first[present], kind="stable")]
+        self._point_of_pair = np.zeros(size, dtype=np.int64)
+        self._point_of_pair[uniq] = np.arange(len(uniq))
+        self.points = _points_table(uniq - 1, iface.categories, captures)
+        self._point_node = np.asarray([node_index[x] for x in self.points["node"]], dtype=np.int64)
+
+        def owner(address: str) -> int:
+            return node_index.get(owners.get(address, ""), -1)
+
+        self._src_owner, self._src = _per_category(packets["src"], owner, -1)
+        self._outer_owner, self._outer = _per_category(packets["outer_src"], owner, -1)
+        self._src_scoped, _ = _per_category(packets["src"], is_link_scoped, False)
+        self._dst_scoped, self._dst = _per_category(packets["dst"], is_link_scoped, False)
+        self._tunnelled, self._encap = _per_category(packets["encap"], lambda e: e != "none", True)
+        self._ok, self._status = _per_category(packets["status"], lambda s: s == "ok", False)
+
+    def _pair(self, lo: int, hi: int) -> np.ndarray:
+        # +1: interface code -1 (no name) stays >= 0
+        return self._capture[lo:hi].astype(np.int64) * self._width + self._iface[lo:hi] + 1
+
+    def block(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """({fp, point, node, ts, origin} of rows [lo, hi), which of them decoded to IP)."""
+        p = self.packets
+        point = self._point_of_pair[self._pair(lo, hi)]
+        fp = p["fingerprint"].to_numpy()[lo:hi]
+        # packets that cannot leave their link (link-local, multicast, broadcast) are never the same
+        # packet at two capture points, however alike: keep them apart with a point-specific key
+        scoped = self._src_scoped[self._src[lo:hi]] | self._dst_scoped[self._dst[lo:hi]]
+        fp = np.where(scoped, fp ^ (point.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)), fp)
+        decoded = (p["ip_version"].to_numpy()[lo:hi] > 0) & self._ok[self._status[lo:hi]]
+        # the sender's node: the owner of the outer source of tunnelled packets, else of the source
+        origin = np.where(
+            self._tunnelled[self._encap[lo:hi]],
+            self._outer_owner[self._outer[lo:hi]],
+            self._src_owner[self._src[lo:hi]],
+        ).astype(np.int64)
+        cols = {"fp": fp, "point": point, "node": self._point_node[point] if len(point) else point}
+        return {**cols, "ts": p["ts_ns"].to_numpy()[lo:hi], "origin": origin}, decoded
 
 
 def is_link_scoped(address: str) -> bool:
@@ -111,13 +165,6 @@ def is_link_scoped(address: str) -> bool:
     except ValueError:
         return False
     return ip.is_link_local or ip.is_multicast or ip.is_unspecified or address == "255.255.255.255"
-
-
-def _link_scoped(addresses: pd.Series) -> np.ndarray:
-    """is_link_scoped for a column, decided once per distinct address."""
-    cat = categorical(addresses)
-    per_category = np.asarray([is_link_scoped(a) for a in cat.categories] + [False], dtype=bool)
-    return per_category[cat.codes]
 
 
 def one_way_delays(
@@ -369,46 +416,36 @@ def _instances(
     return int(instance[-1]) + 1 if len(order) else 0
 
 
+def _node_offsets(offsets: pd.DataFrame, nodes: list[str]) -> np.ndarray:
+    """Each node's clock offset by node index, with a trailing 0 for node -1 (none)."""
+    off = dict(zip(offsets["node"], offsets["offset_ns"], strict=True))
+    return np.asarray([*(off.get(name, 0) for name in nodes), 0], dtype=np.int64)
+
+
 def build_hops(
     packets: pd.DataFrame,
     captures: pd.DataFrame,
     owners: dict[str, str],
     window_ns: int = HOP_WINDOW_NS,
     threads: int = 1,
+    partitions: Partitioning | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(hops, clock_offsets) for a bundle's packets, split by fingerprint range over ``threads``
-    (the result does not depend on the split)."""
-    point, pts = _points(packets, captures)
-    nodes = sorted(set(captures["node"].astype(str)))
-    node_index = {name: i for i, name in enumerate(nodes)}
-    point_node = np.asarray([node_index[x] for x in pts["node"]], dtype=np.int64)
-    node = point_node[point] if len(point) else np.zeros(0, dtype=np.int64)
-    ts = packets["ts_ns"].to_numpy()
-    # packets that cannot leave their link (link-local, multicast, broadcast) are never the same packet
-    # at two capture points, however alike: keep them apart by making their key point-specific
-    scoped = _link_scoped(packets["src"]) | _link_scoped(packets["dst"])
-    fp = np.where(
-        scoped,
-        packets["fingerprint"].to_numpy() ^ (point.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)),
-        packets["fingerprint"].to_numpy(),
-    )
-    del scoped
-    decoded = (packets["ip_version"].to_numpy() > 0) & (packets["status"] == "ok").to_numpy()
-    # the sender's node: look owners up once per distinct address, then spread by category code
-    origin = np.where(
-        (packets["encap"] != "none").to_numpy(),
-        _owner_of(packets["outer_src"], owners, node_index),
-        _owner_of(packets["src"], owners, node_index),
-    )
-    cols = {"fp": fp, "point": point, "node": node, "ts": ts, "origin": origin}
+    (the result does not depend on the split). With ``partitions``, the ranges are partitions on
+    disk, joined one after another, and the hops go to mapped files: memory is bounded by a
+    partition, not by the bundle (same tables)."""
+    sightings = Sightings(packets, captures, owners)
+    if partitions is not None and partitions.wanted(len(packets)):
+        return _build_hops_partitioned(sightings, window_ns, partitions)
+    cols, decoded = sightings.block(0, len(packets))
+    nodes = sightings.nodes
     threads = threads if decoded.sum() >= JOIN_MIN_ROWS else 1
     ranges = _fingerprint_ranges(max(1, threads))
-    part_rows = thread_map(threads, partial(_rows_in, fp, decoded), ranges)
+    part_rows = thread_map(threads, partial(_rows_in, cols["fp"], decoded), ranges)
     del decoded
     oneway = merge_one_way(thread_map(threads, partial(_one_way_in, cols), part_rows))
     offsets = estimate_clock_offsets(oneway, nodes)
-    off = dict(zip(offsets["node"], offsets["offset_ns"], strict=True))
-    corrected = ts - np.asarray([*(off.get(name, 0) for name in nodes), 0], dtype=np.int64)[node]
+    corrected = cols["ts"] - _node_offsets(offsets, nodes)[cols["node"]]
     sizes = [len(rows) for rows in part_rows]
     starts = np.cumsum([0, *sizes])
     out = {name: np.empty(int(starts[-1]), dtype=dtype) for name, dtype in HOP_JOIN_COLUMNS.items()}
@@ -416,7 +453,7 @@ def build_hops(
     counts = thread_map(
         threads, partial(_instances, cols, corrected, window_ns, out), list(zip(part_rows, starts[:-1], strict=True))
     )
-    del part_rows, corrected, cols, fp, origin, node
+    del part_rows, corrected, cols
     for start, size, base in zip(starts[:-1], sizes, np.cumsum([0, *counts])[:-1], strict=True):
         out["instance"][start : start + size] += base
     take = out["packet"]
@@ -427,20 +464,91 @@ def build_hops(
         return col, values.take(take) if isinstance(values, pd.Categorical) else packets[col].to_numpy()[take]
 
     h = dict(thread_map(threads, gather, HOP_PACKET_COLUMNS))
+    return _hops_frame(out, h, sightings, np.empty), offsets
+
+
+def _hops_frame(out: dict, h: dict, sightings: Sightings, allocate) -> pd.DataFrame:
+    """The hops table from the join's columns ``out`` and the packet columns ``h`` gathered for them."""
+    n = len(out["packet"])
+    nodes = sightings.nodes
     names = nodes if "" in nodes else [*nodes, ""]
     node_names = pd.Index(names, dtype=object)
-    h["node"] = pd.Categorical.from_codes(out.pop("node"), categories=node_names)
-    origin_codes = out.pop("origin")
-    h["origin"] = pd.Categorical.from_codes(
-        np.where(origin_codes >= 0, origin_codes, names.index("")), categories=node_names
-    )
-    for col in ("interface", "role"):
-        per_point = categorical(pts[col])
-        h[col] = pd.Categorical.from_codes(per_point.codes[out["point"]], categories=per_point.categories)
-    h["flow_id"] = np.full(len(take), -1, dtype=np.int64)
-    h["direction"] = pd.Categorical.from_codes(
-        np.zeros(len(take), dtype=np.int8), categories=pd.Index([""], dtype=object)
-    )
-    # one frame over the arrays as they are (adding columns one by one to a frame copied each)
-    h = columns_frame({**out, **h})
-    return conform(h, "hops"), offsets
+    origin = out.pop("origin")
+    origin[origin < 0] = names.index("")
+    for col, codes, categories in (
+        ("node", out.pop("node"), node_names),
+        ("origin", origin, node_names),
+        *((col, *_point_codes(sightings.points[col], out["point"])) for col in ("interface", "role")),
+    ):
+        h[col] = pd.Categorical.from_codes(narrow_codes(codes, len(categories), allocate), categories=categories)
+    h["flow_id"] = allocate(n, np.int64)
+    h["flow_id"][:] = -1
+    direction = allocate(n, np.int8)
+    direction[:] = 0
+    h["direction"] = pd.Categorical.from_codes(direction, categories=pd.Index([""], dtype=object))
+    # one frame over the arrays as they are, in the documented order: nothing left for conform to copy
+    cols = {**out, **h}
+    return conform(columns_frame({name: cols[name] for name, _, _ in SCHEMAS["hops"][1]}), "hops")
+
+
+def _point_codes(per_point: pd.Series, point: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    cat = categorical(per_point)
+    return cat.codes.astype(np.int64)[point], cat.categories
+
+
+SIGHTING_DTYPES = {"row": np.int64, "fp": np.uint64, "point": np.int32, "node": np.int32, "ts": np.int64}
+SIGHTING_DTYPES["origin"] = np.int32
+
+
+def _build_hops_partitioned(
+    sightings: Sightings, window_ns: int, partitions: Partitioning
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """build_hops over fingerprint ranges kept on disk: the packets are read once, in order, and
+    sent to their range's files; each range is then joined on its own (clock offsets first, from
+    every range's one-way delays; then instances). Ranges laid end to end give the same hops as the
+    in-memory join, which uses the same ranges."""
+    packets, n = sightings.packets, sightings.rows
+    parts = parts_for(n, partitions.rows)
+    lows = np.asarray([lo for lo, _ in _fingerprint_ranges(parts)], dtype=np.uint64)
+    store = partitions.files("join", parts, SIGHTING_DTYPES)
+    try:
+        for lo in range(0, n, partitions.block_rows):
+            cols, decoded = sightings.block(lo, min(n, lo + partitions.block_rows))
+            rows = np.flatnonzero(decoded)
+            cols = {name: values[rows] for name, values in cols.items()}
+            store.append(np.searchsorted(lows, cols["fp"], side="right") - 1, {"row": rows + lo, **cols})
+        nodes = sightings.nodes
+        offsets = estimate_clock_offsets(
+            merge_one_way([_one_way_in(part, np.arange(len(part["fp"]))) for part in store]), nodes
+        )
+        by_node = _node_offsets(offsets, nodes)
+        starts = np.cumsum([0, *store.sizes.tolist()])
+        out = {name: partitions.allocate(int(starts[-1]), dtype) for name, dtype in HOP_JOIN_COLUMNS.items()}
+        base = 0
+        for i, part in enumerate(store):
+            part = {name: values.astype(np.int64) if name != "fp" else values for name, values in part.items()}
+            at = slice(int(starts[i]), int(starts[i + 1]))
+            local = np.arange(len(part["row"]))
+            count = _instances(part, part["ts"] - by_node[part["node"]], window_ns, out, (local, at.start))
+            out["packet"][at] = part["row"][out["packet"][at]]  # the range's own row numbers -> the table's
+            out["instance"][at] += base
+            base += count
+            for values in out.values():
+                write_back(values[at])
+    finally:
+        store.remove()
+    # each hop's packet columns, range by range: reading the packets in row order within a range
+    h = {}
+    for col in HOP_PACKET_COLUMNS:
+        values = packets[col].array
+        is_cat = isinstance(values, pd.Categorical)
+        source = values.codes if is_cat else packets[col].to_numpy()
+        gathered = partitions.allocate(len(out["packet"]), source.dtype)
+        for i in range(parts):
+            at = slice(int(starts[i]), int(starts[i + 1]))
+            take = out["packet"][at]
+            order = np.argsort(take, kind="stable")
+            gathered[at][order] = source[take[order]]
+            write_back(gathered[at])
+        h[col] = pd.Categorical.from_codes(gathered, dtype=values.dtype) if is_cat else gathered
+    return _hops_frame(out, h, sightings, partitions.allocate), offsets

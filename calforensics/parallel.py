@@ -33,9 +33,11 @@ from .anomalies import AnomalyLog
 from .memory import WRITE_BACK_ROWS, release_freed_memory, write_back
 from .parsers.packets import VXLAN_PORTS, decode_columns
 from .parsers.pcap import FrameIndex, read_frames
+from .partitions import Partitioning
 
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # below this, starting workers costs more than it saves
 CHUNK_PACKETS = 1 << 17  # rows decoded at a time: bounds the decoder's transient memory (~40 MB)
+PARTITION_ROWS = 1 << 21  # packets per partition when a spilled table is joined (docs/performance.md)
 SPILL_FRACTION = 0.25  # a packets table estimated past this share of RAM goes to mapped files on disk
 TABLE_BYTES_PER_PACKET = 180  # the packets table's size a row (docs/performance.md)
 CODES = np.int32  # categorical codes as stored while decoding
@@ -172,6 +174,7 @@ class Runner:
     spill_dir: str | None = None
     chunk_packets: int = CHUNK_PACKETS
     spill: bool | None = None
+    partition_rows: int = PARTITION_ROWS
     processes_used: int = 0  # by the last decode (1: inline)
     _spilled: Path | None = field(default=None, init=False, repr=False)  # the folder of mapped files
     _files: int = field(default=0, init=False, repr=False)  # mapped arrays made in it so far
@@ -308,6 +311,13 @@ class Runner:
         folder = self._spill_folder()
         self._files += 1
         return mapped_array(folder / f"array-{self._files}.npy", n, dtype)
+
+    def partitioning(self, n: int) -> Partitioning | None:
+        """How to join and summarise a table of ``n`` packets in bounded memory: in partitions on
+        disk, when the table itself is spilled (None: in memory)."""
+        if not self.maps(n):
+            return None
+        return Partitioning(self.partition_rows, self._spill_folder, self.allocate, self.chunk_packets * 8)
 
     def cleanup(self) -> None:
         """Remove spilled column files (the packets table maps them until then)."""

@@ -287,6 +287,80 @@ def test_flow_summaries_split_by_flow_range_equal_the_whole_table(monkeypatch, t
     pd.testing.assert_frame_equal(split_hops, whole_hops)
 
 
+def in_memory(df):
+    """A copy of a table whose columns may be mapped files, as ordinary in-memory arrays."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(
+        {c: df[c].array.copy() if isinstance(df[c].dtype, pd.CategoricalDtype) else np.array(df[c]) for c in df}
+    )
+
+
+def is_mapped(array) -> bool:
+    """Whether an array's memory is a mapped file (the base of its views is an mmap)."""
+    import mmap
+
+    import numpy as np
+
+    while isinstance(array, np.ndarray) and array.base is not None:
+        array = array.base
+    return isinstance(array, mmap.mmap)
+
+
+@pytest.mark.parametrize(("rows", "block"), [(25, 16), (100, 1000), (300, 5)])
+def test_partitioned_join_and_flows_equal_the_in_memory_ones(tmp_path, rows, block):
+    """For tables larger than memory, the join and the flow summaries run partition by partition
+    from files on disk, reading hops a block at a time, and write hops into mapped files. The
+    tables must be those of the in-memory build for any partition size (25 packets: 17 partitions
+    of the sample) and block size (5 hops: blocks cut at instance boundaries everywhere)."""
+    import pandas as pd
+
+    from calforensics import flows, join
+    from calforensics.parallel import mapped_array
+    from calforensics.partitions import Partitioning
+
+    made = iter(range(1 << 20))
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    parts = Partitioning(rows, lambda: tmp_path, lambda n, dt: mapped_array(arrays / f"{next(made)}.npy", n, dt), block)
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
+        owners = join.address_owners(b.interfaces, b.routes)
+        whole_hops, whole_offsets = join.build_hops(b.packets, b.captures, owners)
+        part_hops, part_offsets = join.build_hops(b.packets, b.captures, owners, partitions=parts)
+        assert len(b.packets) > rows  # partitioned at all
+        pd.testing.assert_frame_equal(in_memory(part_hops), whole_hops)
+        pd.testing.assert_frame_equal(part_offsets, whole_offsets)
+        args = (b.conntrack, b.rules, b.captures, b.routes)
+        whole_flows, whole_hops = flows.build_flows(whole_hops, *args)
+        part_flows, part_hops = flows.build_flows(part_hops, *args, partitions=parts)
+    assert len(whole_flows) > 10 and set(whole_flows["verdict"]) >= {"delivered", "dropped"}
+    pd.testing.assert_frame_equal(part_flows, whole_flows)
+    pd.testing.assert_frame_equal(in_memory(part_hops), whole_hops)
+    for col in part_hops:  # every column of the hops a mapped file, none copied into memory
+        values = part_hops[col].array
+        assert is_mapped(values.codes if isinstance(values, pd.Categorical) else part_hops[col].to_numpy()), col
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays"]  # partition files removed
+
+
+def test_first_seen_ids_over_blocks_equal_one_factorisation():
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.flows import _FirstSeen
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(-5, 40, 1000) * (1 << 40)
+    seen, got, firsts = _FirstSeen(), [], []
+    for lo in range(0, 1000, 70):
+        ids, new = seen.ids(values[lo : lo + 70])
+        got.append(ids)
+        firsts.extend((new + lo).tolist())
+    codes, uniques = pd.factorize(values)
+    assert (np.concatenate(got) == codes).all()
+    assert (values[firsts] == uniques).all()  # each value's first row, in id order
+
+
 def test_per_flow_aggregates_equal_pandas_group_bys():
     """Flow summaries aggregate with bincount and ufunc.at on dense flow ids; on random data with
     flows that have no rows, and rows of flows outside the index, they must equal a group-by
@@ -388,8 +462,9 @@ def test_latency_tables_do_not_depend_on_the_hops_row_order():
 
 def test_corpus_analyses_do_not_depend_on_how_the_work_is_split(corpus, monkeypatch):
     """Broken and odd captures (damaged frames, IPv6, ICMP errors, ambiguous copies) through the
-    threaded join and flow summaries, split even where they are small: every exported table and
-    the findings must be those of one worker."""
+    threaded join and flow summaries, split even where they are small, and through the join and
+    flow summaries in partitions on disk: every exported table and the findings must be those of
+    one worker in memory."""
     import csv
     import hashlib
 
@@ -398,20 +473,28 @@ def test_corpus_analyses_do_not_depend_on_how_the_work_is_split(corpus, monkeypa
     monkeypatch.setattr(join, "JOIN_MIN_ROWS", 0)
     monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)
 
-    def digests(path, workers):
-        with calforensics.open_bundle(path, workers=workers) as b:
+    def digests(path, workers, **bounded):
+        with calforensics.open_bundle(path, workers=workers, **bounded) as b:
             a = calforensics.analyze(b)
             out = {name: hashlib.sha1(df.to_csv(index=False).encode()).hexdigest() for name, df in a.tables().items()}
             return out | {"findings": hashlib.sha1(json.dumps(a.findings, sort_keys=True).encode()).hexdigest()}
 
     with open(corpus / "MANIFEST.tsv", newline="") as fh:
         files = [corpus / row["file"] for row in csv.DictReader(fh, delimiter="\t")]
-    compared = 0
+    compared = partitioned = 0
+
+    def packets_of(path):
+        with calforensics.open_bundle(path, workers=1) as b:
+            return b.packets
+
     for path in files:
         try:
             one = digests(path, 1)
         except calforensics.BundleError:
             continue
         assert digests(path, 3) == one, path.name
+        # spilled, joined in partitions of 5 packets and read 16 hops at a time: the same again
+        assert digests(path, 1, spill=True, partition_packets=5, chunk_packets=2) == one, path.name
         compared += 1
-    assert compared > 30
+        partitioned += len(packets_of(path)) > 5
+    assert compared > 30 and partitioned > 10
