@@ -434,8 +434,9 @@ def build_hops(
     (the result does not depend on the split). With ``partitions``, the ranges are partitions on
     disk, joined one after another, and the hops go to mapped files: memory is bounded by a
     partition, not by the bundle (same tables)."""
-    sightings = Sightings(packets, captures, owners)
-    if partitions is not None and partitions.wanted(len(packets)):
+    bounded = partitions is not None and partitions.wanted(len(packets))
+    sightings = Sightings(packets, captures, owners, *([partitions.block_rows] if bounded else []))
+    if bounded:
         return _build_hops_partitioned(sightings, window_ns, partitions)
     cols, decoded = sightings.block(0, len(packets))
     nodes = sightings.nodes
@@ -498,57 +499,67 @@ def _point_codes(per_point: pd.Series, point: np.ndarray) -> tuple[np.ndarray, p
 
 SIGHTING_DTYPES = {"row": np.int64, "fp": np.uint64, "point": np.int32, "node": np.int32, "ts": np.int64}
 SIGHTING_DTYPES["origin"] = np.int32
+ONE_WAY_COLUMNS = ["fp", "point", "node", "ts", "origin"]
+
+
+def _packet_values(packets: pd.DataFrame, col: str) -> tuple[np.ndarray, pd.CategoricalDtype | None]:
+    """A packets column as plain values: a categorical's codes, with its dtype to rebuild it."""
+    values = packets[col].array
+    if isinstance(values, pd.Categorical):
+        return values.codes, values.dtype
+    return packets[col].to_numpy(), None
 
 
 def _build_hops_partitioned(
     sightings: Sightings, window_ns: int, partitions: Partitioning
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """build_hops over fingerprint ranges kept on disk: the packets are read once, in order, and
-    sent to their range's files; each range is then joined on its own (clock offsets first, from
-    every range's one-way delays; then instances). Ranges laid end to end give the same hops as the
-    in-memory join, which uses the same ranges."""
+    """build_hops over fingerprint ranges kept on disk. The packets are read once, in order, and
+    each decoded packet's join keys and the columns its hops carry are sent to its range's files;
+    each range is then joined on its own (clock offsets first, from every range's one-way delays;
+    then instances), and its hops' columns are taken from its own files, so the packets table is
+    never read out of order. Ranges laid end to end give the same hops as the in-memory join, which
+    uses the same ranges."""
     packets, n = sightings.packets, sightings.rows
     parts = parts_for(n, partitions.rows)
     lows = np.asarray([lo for lo, _ in _fingerprint_ranges(parts)], dtype=np.uint64)
-    store = partitions.files("join", parts, SIGHTING_DTYPES)
+    carried = {col: _packet_values(packets, col) for col in HOP_PACKET_COLUMNS}
+    dtypes = {**SIGHTING_DTYPES, **{col: values.dtype for col, (values, _) in carried.items()}}
+    store = partitions.files("join", parts, dtypes)
     try:
         for lo in range(0, n, partitions.block_rows):
-            cols, decoded = sightings.block(lo, min(n, lo + partitions.block_rows))
+            hi = min(n, lo + partitions.block_rows)
+            cols, decoded = sightings.block(lo, hi)
             rows = np.flatnonzero(decoded)
             cols = {name: values[rows] for name, values in cols.items()}
+            cols.update({col: values[lo:hi][rows] for col, (values, _) in carried.items()})
             store.append(np.searchsorted(lows, cols["fp"], side="right") - 1, {"row": rows + lo, **cols})
         nodes = sightings.nodes
-        offsets = estimate_clock_offsets(
-            merge_one_way([_one_way_in(part, np.arange(len(part["fp"]))) for part in store]), nodes
-        )
+        one_way = [one_way_delays(*store.read(p, ONE_WAY_COLUMNS).values()) for p in range(parts)]
+        offsets = estimate_clock_offsets(merge_one_way(one_way), nodes)
         by_node = _node_offsets(offsets, nodes)
         starts = np.cumsum([0, *store.sizes.tolist()])
-        out = {name: partitions.allocate(int(starts[-1]), dtype) for name, dtype in HOP_JOIN_COLUMNS.items()}
+        total = int(starts[-1])
+        out = {name: partitions.allocate(total, dtype) for name, dtype in HOP_JOIN_COLUMNS.items()}
+        h = {col: partitions.allocate(total, values.dtype) for col, (values, _) in carried.items()}
         base = 0
-        for i, part in enumerate(store):
-            part = {name: values.astype(np.int64) if name != "fp" else values for name, values in part.items()}
-            at = slice(int(starts[i]), int(starts[i + 1]))
+        for p in range(parts):
+            part = store.read(p)
+            keys = {name: part[name].astype(np.int64) if name != "fp" else part[name] for name in ONE_WAY_COLUMNS}
+            at = slice(int(starts[p]), int(starts[p + 1]))
             local = np.arange(len(part["row"]))
-            count = _instances(part, part["ts"] - by_node[part["node"]], window_ns, out, (local, at.start))
-            out["packet"][at] = part["row"][out["packet"][at]]  # the range's own row numbers -> the table's
+            count = _instances(keys, keys["ts"] - by_node[keys["node"]], window_ns, out, (local, at.start))
             out["instance"][at] += base
             base += count
-            for values in out.values():
+            take = out["packet"][at]  # the range's own rows, in hop order
+            for col, values in h.items():
+                values[at] = part[col][take]
+            out["packet"][at] = part["row"][take]  # -> the packets table's rows
+            for values in (*out.values(), *h.values()):
                 write_back(values[at])
+            del part, keys
     finally:
         store.remove()
-    # each hop's packet columns, range by range: reading the packets in row order within a range
-    h = {}
-    for col in HOP_PACKET_COLUMNS:
-        values = packets[col].array
-        is_cat = isinstance(values, pd.Categorical)
-        source = values.codes if is_cat else packets[col].to_numpy()
-        gathered = partitions.allocate(len(out["packet"]), source.dtype)
-        for i in range(parts):
-            at = slice(int(starts[i]), int(starts[i + 1]))
-            take = out["packet"][at]
-            order = np.argsort(take, kind="stable")
-            gathered[at][order] = source[take[order]]
-            write_back(gathered[at])
-        h[col] = pd.Categorical.from_codes(gathered, dtype=values.dtype) if is_cat else gathered
+    for col, (_, dtype) in carried.items():
+        if dtype is not None:
+            h[col] = pd.Categorical.from_codes(h[col], dtype=dtype)
     return _hops_frame(out, h, sightings, partitions.allocate), offsets

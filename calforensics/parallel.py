@@ -37,7 +37,7 @@ from .partitions import Partitioning
 
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # below this, starting workers costs more than it saves
 CHUNK_PACKETS = 1 << 17  # rows decoded at a time: bounds the decoder's transient memory (~40 MB)
-PARTITION_ROWS = 1 << 21  # packets per partition when a spilled table is joined (docs/performance.md)
+PARTITION_ROWS = 1 << 20  # packets per partition when a spilled table is joined (docs/performance.md)
 SPILL_FRACTION = 0.25  # a packets table estimated past this share of RAM goes to mapped files on disk
 TABLE_BYTES_PER_PACKET = 180  # the packets table's size a row (docs/performance.md)
 CODES = np.int32  # categorical codes as stored while decoding
@@ -317,7 +317,8 @@ class Runner:
         disk, when the table itself is spilled (None: in memory)."""
         if not self.maps(n):
             return None
-        return Partitioning(self.partition_rows, self._spill_folder, self.allocate, self.chunk_packets * 8)
+        block = max(1, min(self.partition_rows, 2 * self.chunk_packets))
+        return Partitioning(self.partition_rows, self._spill_folder, self.allocate, block)
 
     def cleanup(self) -> None:
         """Remove spilled column files (the packets table maps them until then)."""
