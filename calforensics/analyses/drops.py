@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..flows import point_labels
+from ..schema import take_rows
 
 DROP_COLUMNS = [
     "flow_id",
@@ -63,7 +64,8 @@ def _lost_flow_hops(hops: pd.DataFrame, lost_ids: np.ndarray) -> tuple[dict, dic
     each flow's ICMP-error hops. (Filtering the whole hops table once per lost flow made an
     incident with 20,000 dropped flows take tens of minutes.)"""
     mine = np.isin(hops["flow_id"].to_numpy(), lost_ids)
-    sub = hops[mine]
+    columns = ["flow_id", "instance", "direction", "point", "node", "interface", "ts_corrected_ns", "packet"]
+    sub = take_rows(hops, np.flatnonzero(mine), [*columns, "icmp_type", "icmp_code", "src", "origin"])
     direction = sub["direction"].astype(str).to_numpy()
     labels = point_labels(sub)[sub["point"].to_numpy()]  # a label string per capture point, not per hop
     fwd = direction == "fwd"

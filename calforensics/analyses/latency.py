@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
+from ..schema import take_rows
 
 HOP_COLUMNS = [
     "from_node",
@@ -116,12 +117,13 @@ def per_flow(b: Bundle) -> pd.DataFrame:
     """Handshake RTT at the client's first capture point, slowest hop, time spent inside nodes."""
     h = b.hops
     flows = b.flows
-    tcp = h[(h["proto"] == 6) & (h["copy_no"] == 0)]
-    syn = tcp[(tcp["hop_index"] == 0) & ((tcp["tcp_flags"] & 0x12) == 0x02) & (tcp["direction"] == "fwd")]
-    syn = syn.sort_values("ts_corrected_ns").drop_duplicates("flow_id")[["flow_id", "point", "ts_corrected_ns"]]
-    synack = tcp[((tcp["tcp_flags"] & 0x12) == 0x12) & (tcp["direction"] == "rev")][
-        ["flow_id", "point", "ts_corrected_ns"]
-    ]
+    tcp = (h["proto"].to_numpy() == 6) & (h["copy_no"].to_numpy() == 0)
+    flags = h["tcp_flags"].to_numpy() & 0x12
+    fwd, rev = (h["direction"] == "fwd").to_numpy(), (h["direction"] == "rev").to_numpy()
+    when = ["flow_id", "point", "ts_corrected_ns"]
+    syn = take_rows(h, np.flatnonzero(tcp & (h["hop_index"].to_numpy() == 0) & (flags == 0x02) & fwd), when)
+    syn = syn.sort_values("ts_corrected_ns").drop_duplicates("flow_id")
+    synack = take_rows(h, np.flatnonzero(tcp & (flags == 0x12) & rev), when)
     m = syn.merge(synack, on=["flow_id", "point"], suffixes=("_syn", "_ack"))
     m = m[m["ts_corrected_ns_ack"] >= m["ts_corrected_ns_syn"]]
     rtt = m.groupby("flow_id")["ts_corrected_ns_ack"].min() - m.groupby("flow_id")["ts_corrected_ns_syn"].first()

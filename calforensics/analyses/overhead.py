@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..parsers.sysctl import conntrack_fill
-from ..schema import categorical
+from ..schema import categorical, take_rows
 
 TUNNEL_COLUMNS = [
     "type",
@@ -35,8 +35,13 @@ def encapsulated(b: Bundle) -> pd.DataFrame:
     """Each encapsulated packet once (its first encapsulated sighting), with its outer and inner sizes;
     tunnel ends stay categorical (names are looked up once per distinct address)."""
     h = b.hops
-    enc = h[(h["encap"] != "none") & (h["copy_no"] == 0)].sort_values(["instance", "hop_index"])
-    enc = enc.drop_duplicates("instance")
+    rows = np.flatnonzero((h["encap"] != "none").to_numpy() & (h["copy_no"].to_numpy() == 0))
+    inst, hop = h["instance"].to_numpy()[rows], h["hop_index"].to_numpy()[rows]
+    if not ((inst[1:] > inst[:-1]) | ((inst[1:] == inst[:-1]) & (hop[1:] > hop[:-1]))).all():
+        order = np.lexsort((hop, inst))  # the join gives hops in this order: only for tables built otherwise
+        rows, inst = rows[order], inst[order]
+    rows = rows[np.r_[True, inst[1:] != inst[:-1]]] if len(rows) else rows  # each instance's first
+    enc = take_rows(h, rows, ["flow_id", "encap", "vni", "outer_src", "outer_dst", "packet"])
     pk = b.packets
     rows = enc["packet"].to_numpy()
     return pd.DataFrame(
@@ -98,7 +103,14 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     rows: list[dict] = []
     h = b.hops
     pk = b.packets
-    first = h[h["hop_index"] == 0]
+    first = take_rows(
+        h,
+        np.flatnonzero(h["hop_index"].to_numpy() == 0),
+        [
+            *("flow_id", "packet", "node", "interface", "role", "src", "dst", "proto", "icmp_type", "icmp_code"),
+            *("q_dst", "q_dport", "ip_len", "tcp_flags"),
+        ],
+    )
     # ICMP fragmentation needed (v4 3/4) and packet too big (v6 2/0), at their first sighting
     ptb = first[
         ((first["proto"] == 1) & (first["icmp_type"] == 3) & (first["icmp_code"] == 4))
