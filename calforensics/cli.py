@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # the package's heavy modules (pandas, numba, matplotlib) are imported by the commands that use them,
 # so `--help` and argument errors answer at once
 CHUNK_PACKETS = 1 << 17  # = parallel.CHUNK_PACKETS (a test holds them equal)
+PARTITION_ROWS = 1 << 20  # = parallel.PARTITION_ROWS (the same test)
 
 app = typer.Typer(
     add_completion=False,
@@ -184,6 +185,14 @@ def analyze_cmd(
             help="keep the packets table in memory-mapped files here (bounded memory for captures larger than RAM)"
         ),
     ] = None,
+    partition_packets: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="with a spilled packets table, join and build flows in partitions on disk of this many "
+            "packets (~250 B of memory each)",
+        ),
+    ] = PARTITION_ROWS,
 ) -> None:
     """Analyse a bundle: drops with their causes, overhead and MTU, latency; write the report."""
     from .analyses import analyze
@@ -202,6 +211,7 @@ def analyze_cmd(
             chunk_packets=chunk_packets,
             spill_dir=spill_dir,
             spill=True if spill_dir else None,
+            partition_packets=partition_packets,
         )
         try:
             analysis = analyze(bundle)

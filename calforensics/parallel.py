@@ -165,7 +165,9 @@ class Runner:
     held in memory (shared memory when workers write it), or in memory-mapped column files under
     ``spill_dir`` when ``spill`` is set or (``spill=None``) when its estimate passes SPILL_FRACTION
     of RAM. Mapped columns are file pages the kernel can write back and drop, so a capture larger
-    than memory can still be read (docs/performance.md has the figures).
+    than memory can still be read (docs/performance.md has the figures). A spilled table is also
+    joined and its flows built in partitions on disk of about ``partition_rows`` packets
+    (``partitioning``), with the hops in mapped files.
     """
 
     workers: int | None = 1

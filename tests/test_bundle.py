@@ -295,6 +295,7 @@ def test_cli_starts_without_the_heavy_modules_and_the_api_names_resolve():
     from calforensics import cli, parallel
 
     assert cli.CHUNK_PACKETS == parallel.CHUNK_PACKETS
+    assert cli.PARTITION_ROWS == parallel.PARTITION_ROWS
     for name, module in calforensics._PUBLIC.items():
         assert getattr(calforensics, name) is getattr(importlib.import_module(f"calforensics.{module}"), name)
     assert sorted(calforensics.__all__) == sorted(calforensics._PUBLIC)
