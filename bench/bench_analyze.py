@@ -4,7 +4,10 @@ stage, with 1 and with 2 workers.
 Prints, per stage (index the captures, decode packets, join and flows, analyses, report), the time
 and the peak resident-memory growth, then packets/s for the whole analysis. Each worker count runs
 in a fresh process, so neither run inherits the other's memory or caches. Run:
-`python bench/bench_analyze.py [--flows N] [--workers 1 2] [--tables csv none] [--incident]`.
+`python bench/bench_analyze.py [--flows N] [--workers 1 2] [--tables csv none] [--incident] [--spill]`.
+With ``--spill`` the packets table is spilled to mapped files and the join and flows run in
+partitions on disk (``--partition-packets``); memory is then measured as anonymous memory (RSS
+would count the mapped files' pages).
 With ``--incident`` node-b's captures keep only their first and last frames, as if everything in
 between was lost on the way: every flow is then a drop to explain (the case an engineer is paged for).
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import dpkt
 from bench_join import write_bundle
-from peak_memory import PeakGrowth
+from peak_memory import PeakAnon, PeakGrowth
 
 import calforensics
 import calforensics.analyses
@@ -28,10 +31,14 @@ import calforensics.bundle
 import calforensics.report  # before any timing: the package loads its modules on first use
 
 
-def run(root: Path, workers: int, out: Path, tables: str) -> None:
+def run(root: Path, workers: int, out: Path, tables: str, partition: int = 0) -> None:
     rows = []
     t_all = time.perf_counter()
-    with PeakGrowth() as total, calforensics.open_bundle(root, workers=workers) as b:
+    spill = {"spill": True, "spill_dir": out.parent / "spill", "partition_packets": partition} if partition else {}
+    with (
+        PeakAnon() if partition else PeakGrowth() as total,
+        calforensics.open_bundle(root, workers=workers, **spill) as b,
+    ):
         for stage, work in (
             ("index captures", lambda: b.captures),
             ("decode packets", lambda: b.packets),
@@ -52,6 +59,7 @@ def run(root: Path, workers: int, out: Path, tables: str) -> None:
         f"analyze, tables {tables}, {workers} worker(s): {packets:,} frames in {s:.2f} s = "
         f"{packets / s:,.0f} packets/s; "
         f"peak growth {total.bytes / 2**20:.0f} MB ({total.bytes / packets:.0f} B/packet)"
+        + (f"; spilled, partitions of {partition:,} packets, anonymous memory" if partition else "")
     )
 
 
@@ -73,11 +81,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--tables", nargs="+", default=["none", "csv"], choices=["none", "csv", "parquet"])
     ap.add_argument("--incident", action="store_true", help="lose everything between node-a and node-b")
+    ap.add_argument("--spill", action="store_true", help="spill the tables and join in partitions on disk")
+    ap.add_argument("--partition-packets", type=int, default=1 << 20)
     ap.add_argument("--run", nargs=3, metavar=("ROOT", "WORKERS", "TABLES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
         with tempfile.TemporaryDirectory() as tmp:
-            run(Path(args.run[0]), int(args.run[1]), Path(tmp) / "report", args.run[2])
+            partition = args.partition_packets if args.spill else 0
+            run(Path(args.run[0]), int(args.run[1]), Path(tmp) / "report", args.run[2], partition)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench-analyze"
@@ -87,6 +98,7 @@ def main() -> None:
         for tables in args.tables:
             for w in args.workers:
                 cmd = [sys.executable, __file__, "--flows", str(args.flows), "--run", str(root), str(w), tables]
+                cmd[2:2] = ["--spill", "--partition-packets", str(args.partition_packets)] if args.spill else []
                 subprocess.run(cmd, check=True)
 
 

@@ -32,3 +32,35 @@ class PeakGrowth:
 
     def __exit__(self, *exc: object) -> None:
         self.bytes = self.now()
+
+
+class PeakAnon:
+    """``with PeakAnon() as peak: ...``; ``peak.now()`` is the peak growth of anonymous memory so far.
+
+    For runs over memory-mapped files, whose RSS (and VmHWM) counts file pages the kernel may drop
+    at any time: anonymous memory (RssAnon) is what the process itself holds. The kernel keeps no
+    peak of it, so a thread samples it every 10 ms (a peak shorter than that can be missed).
+    """
+
+    def __enter__(self) -> PeakAnon:
+        import threading
+
+        self.start = _status("RssAnon")
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _status("RssAnon"))
+
+    def now(self) -> int:
+        self.peak = max(self.peak, _status("RssAnon"))
+        return self.peak - self.start
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.bytes = self.now()

@@ -693,8 +693,9 @@ def _summaries(
     return f.reset_index(), hop_dir.astype(np.int8)
 
 
-def point_labels(hops: pd.DataFrame, block_rows: int = 1 << 22) -> np.ndarray:
-    """`node:interface` for every capture point id (from each point's first hop, a block at a time)."""
+def point_names(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """(node, interface) names of every capture point id, from each point's first hop, a block of
+    hops at a time ("" for ids without hops)."""
     point = hops["point"].to_numpy()
     n = len(point)
     size = max((int(point[lo : lo + block_rows].max()) + 1 for lo in range(0, n, block_rows)), default=0)
@@ -702,11 +703,18 @@ def point_labels(hops: pd.DataFrame, block_rows: int = 1 << 22) -> np.ndarray:
     for lo in range(0, n, block_rows):
         np.minimum.at(first, point[lo : lo + block_rows], np.arange(lo, min(n, lo + block_rows)))
     ids = np.flatnonzero(first < n)
-    rows = first[ids]
-    labels = np.full(size, "", dtype=object)
-    node, iface = np.asarray(hops["node"].array.take(rows), dtype=object), hops["interface"].array.take(rows)
-    labels[ids] = [f"{a}:{b}" for a, b in zip(node.tolist(), np.asarray(iface, dtype=object).tolist(), strict=True)]
-    return labels
+    names = []
+    for col in ("node", "interface"):
+        out = np.full(size, "", dtype=object)
+        out[ids] = np.asarray(hops[col].array.take(first[ids]), dtype=object).astype(str)
+        names.append(out)
+    return names[0], names[1]
+
+
+def point_labels(hops: pd.DataFrame) -> np.ndarray:
+    """`node:interface` for every capture point id."""
+    node, iface = point_names(hops)
+    return np.asarray([f"{a}:{b}" for a, b in zip(node.tolist(), iface.tolist(), strict=True)], dtype=object)
 
 
 def _conntrack_legs(f: pd.DataFrame, ct: pd.DataFrame) -> None:

@@ -343,6 +343,37 @@ def test_partitioned_join_and_flows_equal_the_in_memory_ones(tmp_path, rows, blo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays"]  # partition files removed
 
 
+@pytest.mark.parametrize("name", ["lab-vxlan", "lab-ipip"])
+def test_spilled_bundle_gives_the_same_analysis_and_report_as_in_memory(tmp_path, name):
+    """A spilled bundle is joined in partitions and analysed a block of hops at a time (latency
+    pairs in mapped files, one hop pair's delays sorted at a time, transit medians in ranges of
+    flows on disk): every table, the findings and the latency plot must be the in-memory ones."""
+    import hashlib
+
+    from calforensics.render import plots
+
+    def analysed(**kwargs):
+        with calforensics.open_bundle(SAMPLES / f"{name}.tgz", workers=1, **kwargs) as b:
+            a = calforensics.analyze(b)
+            tables = {t: df.to_csv(index=False) for t, df in a.tables().items()}
+            tables["latency_samples"] = a.latency_samples.to_csv(index=False)
+            png = hashlib.sha1(plots.latency_cdf(a.latency_samples)).hexdigest()
+            return (
+                tables,
+                json.dumps(a.findings, sort_keys=True),
+                png,
+                is_mapped(a.latency_samples["delta_us"].to_numpy()),
+            )
+
+    tables, findings, png, mapped = analysed(spill=False)
+    assert not mapped and len(tables["latency_hops"].splitlines()) > 4
+    spilled = analysed(spill=True, spill_dir=tmp_path, partition_packets=25, chunk_packets=8)
+    assert spilled[3]  # the latency samples really are in a mapped file
+    assert spilled[2] == png and spilled[1] == findings
+    for table, text in tables.items():
+        assert spilled[0][table] == text, table
+
+
 def test_first_seen_ids_over_blocks_equal_one_factorisation():
     import numpy as np
     import pandas as pd

@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analyses.latency import PAIR_LABELS, hop_pair_delays
+
 STYLE = {
     "text.parse_math": False,
     "font.size": 9,
@@ -52,31 +54,19 @@ def latency_cdf(samples: pd.DataFrame, top: int = 8) -> bytes | None:
         return None
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 3.6))
-        # a hop pair's label is made once per distinct pair, not per sample (samples can be millions);
-        # pairs are numbered from the label columns' integer codes packed into one key
-        columns = ["from_node", "from_interface", "to_node", "to_interface", "nat"]
-        key = np.zeros(len(samples), dtype=np.int64)
-        for c in columns:
-            codes, values = pd.factorize(samples[c], use_na_sentinel=False)
-            key = key * (len(values) + 1) + codes
-        pair_of_row = pd.factorize(key)[0]
-        _, first_row = np.unique(pair_of_row, return_index=True)  # a row of each pair, to name it by
-        label = samples[columns].iloc[first_row]
+        # one hop pair's delays at a time (samples can be many millions, in mapped files)
+        grouped = hop_pair_delays(samples)
+        pairs = grouped.pairs
         names = [
             f"{a}:{b} → {c}:{d}" + (" (NAT)" if nat else "")
-            for a, b, c, d, nat in zip(*(label[c].tolist() for c in columns), strict=True)
+            for a, b, c, d, nat in zip(*(pairs[c].tolist() for c in PAIR_LABELS), strict=True)
         ]
-        name_of_pair, distinct = pd.factorize(np.asarray(names, dtype=object))
-        name_of_row = name_of_pair[pair_of_row]
-        counts = np.bincount(name_of_row, minlength=len(distinct))
+        counts = pairs["count"].tolist()
         # the busiest first; equally busy ones by name
-        busiest = sorted(range(len(distinct)), key=lambda i: (-counts[i], distinct[i]))[:top]
-        delays = samples["delta_us"].to_numpy()
-        for i in busiest:
-            pair = distinct[i]
-            d = np.sort(delays[name_of_row == i])
+        for i in sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))[:top]:
+            d = grouped.sorted_delays(i)
             ranks = _cdf_ranks(len(d))
-            ax.step(np.maximum(d[ranks], 0.1), (ranks + 1) / len(d), where="post", label=pair)
+            ax.step(np.maximum(d[ranks], 0.1), (ranks + 1) / len(d), where="post", label=names[i])
         ax.set_xscale("log")
         # plain tick labels: with mathtext off, log axes would print their LaTeX source
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
