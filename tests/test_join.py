@@ -1,5 +1,6 @@
 """The join: hops, clock offsets and flows, on the lab bundles and on captures with shifted clocks."""
 
+import itertools
 import json
 import struct
 import tarfile
@@ -372,6 +373,65 @@ def test_spilled_bundle_gives_the_same_analysis_and_report_as_in_memory(tmp_path
     assert spilled[2] == png and spilled[1] == findings
     for table, text in tables.items():
         assert spilled[0][table] == text, table
+
+
+def test_tunnel_and_flow_overhead_summed_over_blocks_equal_one_group_by():
+    """Overhead is summed block by block (blocks of hops of a spilled bundle) and the sums merged:
+    they must equal one group-by over all encapsulated packets, the most common overhead a packet
+    included (ties: the smallest, as Series.mode orders them)."""
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.analyses import overhead
+
+    rng = np.random.default_rng(8)
+    n = 5000
+    e = pd.DataFrame(
+        {
+            "flow_id": rng.integers(0, 300, n),
+            "type": rng.choice(["vxlan", "ipip"], n),
+            "vni": rng.choice([-1, 4096], n),
+            "src_node": rng.choice(["node-a", "node-b", "10.0.0.9"], n),
+            "dst_node": rng.choice(["node-a", "node-b"], n),
+            "overhead": rng.choice([20, 50, 70], n),  # equally common sizes: ties for the mode
+            "inner": rng.integers(40, 1500, n),
+        }
+    )
+    e["wire"] = e["inner"] + e["overhead"] + 14
+    keys = ["type", "vni", "src_node", "dst_node"]
+    want = (
+        e.groupby(keys)
+        .agg(
+            packets=("overhead", "size"),
+            overhead_bytes=("overhead", "sum"),
+            inner_bytes=("inner", "sum"),
+            wire_bytes=("wire", "sum"),
+            overhead_bytes_per_packet=("overhead", lambda x: int(x.mode().iloc[0])),
+        )
+        .reset_index()
+    )
+    want["share_of_wire_bytes"] = (want["overhead_bytes"] / want["wire_bytes"]).round(4)
+    want_flows = (
+        e.groupby(["flow_id", "type"])
+        .agg(packets=("overhead", "size"), overhead_bytes=("overhead", "sum"), wire_bytes=("wire", "sum"))
+        .reset_index()
+    )
+    want_flows["share_of_wire_bytes"] = (want_flows["overhead_bytes"] / want_flows["wire_bytes"]).round(4)
+    for cuts in ([0, n], [0, 1700, 2500, n]):
+        blocks = [e.iloc[lo:hi] for lo, hi in itertools.pairwise(cuts)]
+        sums = [
+            overhead._sums(x, [*keys, "overhead"], {"packets": "size", "inner": "sum", "wire": "sum"}) for x in blocks
+        ]
+        got = overhead.tunnels(sums)
+        pd.testing.assert_frame_equal(got, want[overhead.TUNNEL_COLUMNS], check_dtype=False)
+        flow_sums = [
+            overhead._sums(x, ["flow_id", "type"], {"packets": "size", "overhead": "sum", "wire": "sum"})
+            for x in blocks
+        ]
+        pd.testing.assert_frame_equal(
+            overhead.per_flow(flow_sums), want_flows[overhead.FLOW_COLUMNS], check_dtype=False
+        )
+    assert (want["overhead_bytes_per_packet"] != 70).any()  # the data really has ties broken low
 
 
 def test_first_seen_ids_over_blocks_equal_one_factorisation():

@@ -64,12 +64,8 @@ def _evidence_text(ev: list[dict]) -> str:
 
 
 def _overhead(bundle: Bundle, owners: dict[str, str]) -> dict:
-    encapsulated = overhead.encapsulated(bundle)
-    return {
-        "tunnels": overhead.tunnels(encapsulated, owners),
-        "flow_overhead": overhead.per_flow(encapsulated),
-        "mtu_issues": overhead.mtu_issues(bundle, owners),
-    }
+    tunnels, flow_overhead = overhead.overhead_tables(bundle, owners)
+    return {"tunnels": tunnels, "flow_overhead": flow_overhead, "mtu_issues": overhead.mtu_issues(bundle, owners)}
 
 
 def _latency(bundle: Bundle) -> dict:

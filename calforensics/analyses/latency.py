@@ -19,7 +19,7 @@ import pandas as pd
 from ..bundle import Bundle
 from ..flows import _instance_blocks, point_names
 from ..partitions import parts_for
-from ..schema import take_rows
+from .blocks import hop_blocks, select_hops
 
 HOP_COLUMNS = [
     "from_node",
@@ -36,17 +36,6 @@ HOP_COLUMNS = [
 FLOW_COLUMNS = ["flow_id", "handshake_rtt_us", "max_hop_us", "node_transit_us"]
 PAIR_LABELS = ["from_node", "from_interface", "to_node", "to_interface", "nat"]
 BLOCK_ROWS = 1 << 20  # hop pairs read at a time
-
-
-def _work(b) -> tuple[list[tuple[int, int]], Callable[[int, type], np.ndarray], object]:
-    """(blocks of hops, an allocator, the partitioning or None): mapped files and instance blocks
-    for a spilled bundle, else the whole table in memory."""
-    runner = getattr(b, "runner", None)
-    parts = runner.partitioning(len(b.packets)) if runner is not None else None
-    n = len(b.hops)
-    if parts is None or not parts.wanted(n):
-        return [(0, n)], np.empty, None
-    return _instance_blocks(b.hops["instance"].to_numpy(), parts.block_rows), parts.allocate, parts
 
 
 def _plain(col: pd.Series) -> np.ndarray:
@@ -69,7 +58,7 @@ def _pairs(b: Bundle) -> pd.DataFrame:
     if cached is not None:
         return cached
     h = b.hops
-    blocks, allocate, _ = _work(b)
+    blocks, allocate, _ = hop_blocks(b)
     nodes, interfaces = point_names(h)
     node_names, iface_names = pd.Categorical(nodes), pd.Categorical(interfaces)
     direction = h["direction"].array
@@ -192,7 +181,7 @@ def per_hop_pair(b: Bundle) -> pd.DataFrame:
     p = _pairs(b)
     if p.empty:
         return pd.DataFrame(columns=HOP_COLUMNS)
-    _, allocate, _ = _work(b)
+    _, allocate, _ = hop_blocks(b)
     grouped = hop_pair_delays(p, allocate)
     out = grouped.pairs.drop(columns="key")
     stats = np.asarray(
@@ -217,14 +206,20 @@ def per_flow(b: Bundle) -> pd.DataFrame:
     """Handshake RTT at the client's first capture point, slowest hop, time spent inside nodes."""
     h = b.hops
     flows = b.flows
-    tcp = (h["proto"].to_numpy() == 6) & (h["copy_no"].to_numpy() == 0)
-    flags = h["tcp_flags"].to_numpy() & 0x12
-    fwd, rev = (h["direction"] == "fwd").to_numpy(), (h["direction"] == "rev").to_numpy()
+    proto, copy_no, flags, hop_index = (h[c].to_numpy() for c in ("proto", "copy_no", "tcp_flags", "hop_index"))
+    direction = h["direction"].array
+    fwd, rev = (direction.categories.get_loc(d) if d in direction.categories else -2 for d in ("fwd", "rev"))
+
+    def handshake(lo: int, hi: int, first: bool) -> np.ndarray:
+        tcp = (proto[lo:hi] == 6) & (copy_no[lo:hi] == 0)
+        if first:  # the client's SYN at its first sighting
+            return tcp & (hop_index[lo:hi] == 0) & (flags[lo:hi] & 0x12 == 0x02) & (direction.codes[lo:hi] == fwd)
+        return tcp & (flags[lo:hi] & 0x12 == 0x12) & (direction.codes[lo:hi] == rev)  # SYN-ACKs
+
     when = ["flow_id", "point", "ts_corrected_ns"]
-    syn = take_rows(h, np.flatnonzero(tcp & (h["hop_index"].to_numpy() == 0) & (flags == 0x02) & fwd), when)
+    syn = select_hops(b, lambda lo, hi: handshake(lo, hi, True), when)
     syn = syn.sort_values("ts_corrected_ns").drop_duplicates("flow_id")
-    synack = take_rows(h, np.flatnonzero(tcp & (flags == 0x12) & rev), when)
-    del tcp, flags, fwd, rev
+    synack = select_hops(b, lambda lo, hi: handshake(lo, hi, False), when)
     m = syn.merge(synack, on=["flow_id", "point"], suffixes=("_syn", "_ack"))
     m = m[m["ts_corrected_ns_ack"] >= m["ts_corrected_ns_syn"]]
     rtt = m.groupby("flow_id")["ts_corrected_ns_ack"].min() - m.groupby("flow_id")["ts_corrected_ns_syn"].first()
@@ -232,7 +227,7 @@ def per_flow(b: Bundle) -> pd.DataFrame:
     n_flows = int(flows["flow_id"].max()) + 1 if len(flows) else 0
     max_hop = np.full(n_flows, -np.inf)
     has_pair = np.zeros(n_flows, dtype=bool)
-    _, allocate, parts = _work(b)
+    _, allocate, parts = hop_blocks(b)
     per_packet_all, flow_of_all = allocate(len(p), np.float64), allocate(len(p), np.int64)
     count = 0
     flow_id, delay = p["flow_id"].to_numpy(), p["delta_us"].to_numpy()

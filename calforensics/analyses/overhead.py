@@ -13,6 +13,7 @@ import pandas as pd
 from ..bundle import Bundle
 from ..parsers.sysctl import conntrack_fill
 from ..schema import categorical, take_rows
+from .blocks import hop_blocks, select_hops
 
 TUNNEL_COLUMNS = [
     "type",
@@ -31,11 +32,14 @@ MTU_COLUMNS = ["kind", "flow_id", "node", "interface", "mtu", "packets", "detail
 TUNNEL_MTU_HEADROOM = {"vxlan": 50, "ipip": 20, "geneve": 50, "gre": 24}
 
 
-def encapsulated(b: Bundle) -> pd.DataFrame:
-    """Each encapsulated packet once (its first encapsulated sighting), with its outer and inner sizes;
-    tunnel ends stay categorical (names are looked up once per distinct address)."""
+def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
+    """Each encapsulated packet once (its first encapsulated sighting), with its outer and inner sizes,
+    from hops [lo, hi) (a block never splits a packet instance); tunnel ends stay categorical."""
     h = b.hops
-    rows = np.flatnonzero((h["encap"] != "none").to_numpy() & (h["copy_no"].to_numpy() == 0))
+    hi = len(h) if hi is None else hi
+    none = list(h["encap"].array.categories).index("none") if "none" in h["encap"].array.categories else -2
+    tunnelled = (h["encap"].array.codes[lo:hi] != none) & (h["copy_no"].to_numpy()[lo:hi] == 0)
+    rows = lo + np.flatnonzero(tunnelled)
     inst, hop = h["instance"].to_numpy()[rows], h["hop_index"].to_numpy()[rows]
     if not ((inst[1:] > inst[:-1]) | ((inst[1:] == inst[:-1]) & (hop[1:] > hop[:-1]))).all():
         order = np.lexsort((hop, inst))  # the join gives hops in this order: only for tables built otherwise
@@ -51,9 +55,9 @@ def encapsulated(b: Bundle) -> pd.DataFrame:
             "vni": enc["vni"].to_numpy(),
             "outer_src": categorical(enc["outer_src"]),
             "outer_dst": categorical(enc["outer_dst"]),
-            "overhead": pk["outer_ip_len"].to_numpy()[rows] - pk["ip_len"].to_numpy()[rows],
-            "inner": pk["ip_len"].to_numpy()[rows],
-            "wire": pk["wirelen"].to_numpy()[rows],
+            "overhead": pk["outer_ip_len"].to_numpy()[rows].astype(np.int64) - pk["ip_len"].to_numpy()[rows],
+            "inner": pk["ip_len"].to_numpy()[rows].astype(np.int64),
+            "wire": pk["wirelen"].to_numpy()[rows].astype(np.int64),
         }
     )
 
@@ -64,36 +68,58 @@ def _node_names(ends: pd.Categorical, owners: dict[str, str]) -> np.ndarray:
     return per_category[ends.codes]
 
 
-def tunnels(e: pd.DataFrame, owners: dict[str, str]) -> pd.DataFrame:
-    """Per tunnel (type, VNI, ends): packets, bytes and overhead, from encapsulated()."""
-    if e.empty:
-        return pd.DataFrame(columns=TUNNEL_COLUMNS)
-    e = e.assign(src_node=_node_names(e["outer_src"].array, owners), dst_node=_node_names(e["outer_dst"].array, owners))
-    g = (
-        e.groupby(["type", "vni", "src_node", "dst_node"])
-        .agg(
-            packets=("overhead", "size"),
-            overhead_bytes=("overhead", "sum"),
-            inner_bytes=("inner", "sum"),
-            wire_bytes=("wire", "sum"),
-            per_packet=("overhead", lambda x: int(x.mode().iloc[0])),
+TUNNEL_KEYS = ["type", "vni", "src_node", "dst_node"]
+
+
+def overhead_tables(b: Bundle, owners: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(tunnels, flow overhead), summed over blocks of hops: per block, packets and bytes per tunnel
+    and overhead size and per flow and tunnel type; the blocks' sums add up exactly."""
+    blocks, _, _ = hop_blocks(b)
+    per_tunnel, per_flow_type = [], []
+    for lo, hi in blocks:
+        e = encapsulated(b, lo, hi)
+        if e.empty:
+            continue
+        e = e.assign(
+            src_node=_node_names(e["outer_src"].array, owners), dst_node=_node_names(e["outer_dst"].array, owners)
         )
-        .reset_index()
-    )
-    g["overhead_bytes_per_packet"] = g.pop("per_packet")
+        per_tunnel.append(_sums(e, [*TUNNEL_KEYS, "overhead"], {"packets": "size", "inner": "sum", "wire": "sum"}))
+        per_flow_type.append(_sums(e, ["flow_id", "type"], {"packets": "size", "overhead": "sum", "wire": "sum"}))
+    return tunnels(per_tunnel), per_flow(per_flow_type)
+
+
+def _sums(e: pd.DataFrame, keys: list[str], how: dict[str, str]) -> pd.DataFrame:
+    g = e.groupby(keys)
+    return pd.concat([g.size().rename("packets") if f == "size" else g[c].sum() for c, f in how.items()], axis=1)
+
+
+def _merged(parts: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    both = pd.concat(parts) if len(parts) > 1 else parts[0]
+    return both.groupby(level=list(range(len(keys)))).sum() if len(parts) > 1 else both
+
+
+def tunnels(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per tunnel (type, VNI, ends): packets, bytes and overhead, from the blocks' sums per tunnel
+    and overhead size; the overhead a packet is the tunnel's most common (the smallest of equals)."""
+    if not parts:
+        return pd.DataFrame(columns=TUNNEL_COLUMNS)
+    by_size = _merged(parts, [*TUNNEL_KEYS, "overhead"]).reset_index()
+    by_size["overhead_bytes"] = by_size["overhead"] * by_size["packets"]
+    g = by_size.groupby(TUNNEL_KEYS)[["packets", "overhead_bytes", "inner", "wire"]].sum()
+    # the most common overhead: the most packets, then the smallest size (as Series.mode orders ties)
+    common = by_size.sort_values([*TUNNEL_KEYS, "packets", "overhead"], ascending=[True] * 4 + [False, True])
+    g["overhead_bytes_per_packet"] = common.drop_duplicates(TUNNEL_KEYS).set_index(TUNNEL_KEYS)["overhead"]
+    g = g.rename(columns={"inner": "inner_bytes", "wire": "wire_bytes"}).reset_index()
     g["share_of_wire_bytes"] = (g["overhead_bytes"] / g["wire_bytes"]).round(4)
     return g[TUNNEL_COLUMNS]
 
 
-def per_flow(e: pd.DataFrame) -> pd.DataFrame:
-    """Per flow and tunnel type: encapsulated packets and their overhead, from encapsulated()."""
-    if e.empty:
+def per_flow(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per flow and tunnel type: encapsulated packets and their overhead, from the blocks' sums."""
+    if not parts:
         return pd.DataFrame(columns=FLOW_COLUMNS)
-    g = (
-        e.groupby(["flow_id", "type"])
-        .agg(packets=("overhead", "size"), overhead_bytes=("overhead", "sum"), wire_bytes=("wire", "sum"))
-        .reset_index()
-    )
+    g = _merged(parts, ["flow_id", "type"]).rename(columns={"overhead": "overhead_bytes", "wire": "wire_bytes"})
+    g = g.reset_index()
     g["share_of_wire_bytes"] = (g["overhead_bytes"] / g["wire_bytes"]).round(4)
     return g[FLOW_COLUMNS]
 
@@ -103,9 +129,29 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     rows: list[dict] = []
     h = b.hops
     pk = b.packets
-    first = take_rows(
-        h,
-        np.flatnonzero(h["hop_index"].to_numpy() == 0),
+    hop_index, proto, packet = h["hop_index"].to_numpy(), h["proto"].to_numpy(), h["packet"].to_numpy()
+    icmp_type, icmp_code = h["icmp_type"].to_numpy(), h["icmp_code"].to_numpy()
+    tcp_flags, role = h["tcp_flags"].to_numpy(), h["role"].array
+    workload = list(role.categories).index("workload") if "workload" in role.categories else -2
+    frag_offset, more, df = (pk[c].to_numpy() for c in ("frag_offset", "more_fragments", "dont_fragment"))
+
+    def candidate(lo: int, hi: int) -> np.ndarray:
+        """First sightings any check below could pick: ICMP errors about size, fragments, non-TCP
+        packets with DF leaving a pod, TCP SYNs (the checks themselves run on these rows only)."""
+        out = hop_index[lo:hi] == 0
+        rows = lo + np.flatnonzero(out)
+        p, at = proto[rows], packet[rows]
+        size_error = ((p == 1) & (icmp_type[rows] == 3) & (icmp_code[rows] == 4)) | ((p == 58) & (icmp_type[rows] == 2))
+        df_from_pod = (role.codes[rows] == workload) & (p != 6)
+        df_from_pod[df_from_pod] = df[at[df_from_pod]]
+        fragment = (frag_offset[at] > 0) | more[at]
+        syn = (p == 6) & ((tcp_flags[rows] & 0x12) == 0x02)
+        out[rows - lo] = size_error | fragment | df_from_pod | syn
+        return out
+
+    first = select_hops(
+        b,
+        candidate,
         [
             *("flow_id", "packet", "node", "interface", "role", "src", "dst", "proto", "icmp_type", "icmp_code"),
             *("q_dst", "q_dport", "ip_len", "tcp_flags"),
