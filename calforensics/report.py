@@ -16,10 +16,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from . import __version__
 from .analyses import Analysis
+from .analyses.blocks import select_hops
 from .render import plots
 from .render.markdown import REPORT_DROPS, render_markdown
 
@@ -45,10 +47,11 @@ def _images(a: Analysis) -> dict:
     flows = b.flows
     hops = b.hops
     t0 = int(hops["ts_corrected_ns"].min()) if len(hops) else 0
+    detailed = a.drops.head(REPORT_DROPS)  # the drops the report details
     paths = {}
     path_of = dict(zip(flows["flow_id"].tolist(), flows["path_fwd"].tolist(), strict=True))
     drawn: dict[tuple, str] = {}  # drops along the same path, lost at the same place, share one drawing
-    for d in a.drops.head(REPORT_DROPS).itertuples(index=False):  # the drops the report details
+    for d in detailed.itertuples(index=False):
         key = (path_of[int(d.flow_id)], d.last_seen, d.missing_at)
         if key not in drawn:
             drawn[key] = _b64(plots.path_diagram(*key, "where the packets stopped"))
@@ -65,10 +68,22 @@ def _images(a: Analysis) -> dict:
     return {
         "latency": _b64(plots.latency_cdf(a.latency_samples)),
         "overhead": _b64(plots.overhead_by_tunnel(a.tunnels)),
-        "drops": _b64(plots.drops_over_time(a.drops.head(REPORT_DROPS), hops, t0)),  # the detailed ones
+        "drops": _b64(plots.drops_over_time(detailed, _first_sightings(b, detailed["flow_id"].to_numpy()), t0)),
         "paths": paths,
         "service_paths": service_paths,
     }
+
+
+def _first_sightings(b, flow_ids: np.ndarray) -> pd.DataFrame:
+    """(flow_id, ts_corrected_ns) of the forward packets of these flows, where first seen."""
+    h = b.hops
+    flow, hop_index, direction = h["flow_id"].to_numpy(), h["hop_index"].to_numpy(), h["direction"].array
+    fwd = list(direction.categories).index("fwd") if "fwd" in direction.categories else -2
+
+    def first_forward(lo: int, hi: int) -> np.ndarray:
+        return np.isin(flow[lo:hi], flow_ids) & (direction.codes[lo:hi] == fwd) & (hop_index[lo:hi] == 0)
+
+    return select_hops(b, first_forward, ["flow_id", "ts_corrected_ns"])
 
 
 def _slowest(a: Analysis, n: int = 10) -> list[dict]:

@@ -97,18 +97,13 @@ def overhead_by_tunnel(tunnels: pd.DataFrame) -> bytes | None:
         return _png(fig)
 
 
-def drops_over_time(drops: pd.DataFrame, hops: pd.DataFrame, t0: int) -> bytes | None:
+def drops_over_time(drops: pd.DataFrame, first: pd.DataFrame, t0: int) -> bytes | None:
+    """When each drop's forward packets were sent: ``first`` holds their first sightings (flow_id,
+    ts_corrected_ns), found in one pass over the hops, not one per drop."""
     if drops.empty:
         return None
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.4 * len(drops)))
-        # the drops' first sightings, found in one pass over the hops (not one pass per drop)
-        ids = drops["flow_id"].to_numpy()
-        first = hops[
-            np.isin(hops["flow_id"].to_numpy(), ids)
-            & (hops["direction"] == "fwd").to_numpy()
-            & (hops["hop_index"].to_numpy() == 0)
-        ]
         times = {int(f): g.to_numpy() for f, g in first.groupby("flow_id", sort=False)["ts_corrected_ns"]}
         for i, d in enumerate(drops.itertuples(index=False)):
             t = (times.get(int(d.flow_id), np.zeros(0, dtype=np.int64)) - t0) / 1e9
