@@ -1,7 +1,7 @@
 """Bounded memory: decode a capture far larger than the memory it is allowed, under a hard limit.
 
 Run: `python bench/bench_bounded.py [--packets N | --capture FILE] [--limit-mb M] [--chunk-packets K]`,
-or `python bench/bench_bounded.py --join --flows F [--limit-mb M] [--partition-packets P]`.
+or `python bench/bench_bounded.py --join [--analyze] --flows F [--limit-mb M] [--partition-packets P]`.
 
 The decode runs in a child process inside a memory cgroup limited to M MB (bench/memlimit.py), with
 the packets table spilled to memory-mapped files (`--spill-dir`, `spill=True`). It must finish and
@@ -9,7 +9,8 @@ give the same table as an unlimited in-memory decode (checked by digests); with 
 same decode without spilling runs under the same limit and should be killed, which shows the limit
 bites. With ``--join`` the bundle is bench_join's (two nodes, six capture points, NAT and VXLAN,
 10 packets a flow each way seen at six points) and the child also joins it and builds its flows, in
-partitions of P packets on disk; hops and flows are compared with an unlimited in-memory run.
+partitions of P packets on disk; hops and flows are compared with an unlimited in-memory run. With
+``--analyze`` it also runs the analyses and writes the report, and compares findings and tables.
 Figures go to docs/performance.md.
 """
 
@@ -65,7 +66,24 @@ def joined_digest(b, run: int = 1 << 20) -> dict:
     return out
 
 
-def child(capture: str, spill_dir: str | None, chunk: int, partition: int, join: bool) -> None:
+def analysis_digest(b) -> dict:
+    """Digests of the analysis: findings.json and every table the analyses add (the bundle's own
+    tables are in joined_digest), the report written too (tables none)."""
+    import hashlib
+    import tempfile
+
+    import calforensics
+
+    a = calforensics.analyze(b)
+    with tempfile.TemporaryDirectory() as tmp:
+        calforensics.write_report(a, Path(tmp) / "report", tables="none")
+    out = {"findings": hashlib.sha1(json.dumps(a.findings, sort_keys=True).encode()).hexdigest()}
+    for name in ("drops", "tunnels", "flow_overhead", "mtu_issues", "latency_hops", "latency_flows"):
+        out[name] = hashlib.sha1(a.tables()[name].to_csv(index=False).encode()).hexdigest()
+    return out
+
+
+def child(capture: str, spill_dir: str | None, chunk: int, partition: int, join: bool, analyze: bool) -> None:
     import calforensics
 
     t = time.perf_counter()
@@ -77,6 +95,8 @@ def child(capture: str, spill_dir: str | None, chunk: int, partition: int, join:
         digest = table_digest(b.packets)
         if join:
             digest["joined"] = joined_digest(b)
+        if analyze:
+            digest["analysis"] = analysis_digest(b)
     status = Path("/proc/self/status").read_text()
     hwm = int(status.split("VmHWM:")[1].split()[0]) * 1024
     print(json.dumps({"digest": digest, "seconds": time.perf_counter() - t, "vm_hwm": hwm}))
@@ -91,12 +111,13 @@ def main() -> None:
     ap.add_argument("--control", action="store_true", help="also run without spilling under the same limit")
     ap.add_argument("--join", action="store_true", help="bench_join's bundle, joined and its flows built too")
     ap.add_argument("--flows", type=int, default=20_000, help="with --join: flows in the bundle")
+    ap.add_argument("--analyze", action="store_true", help="with --join: run the analyses and the report too")
     ap.add_argument("--partition-packets", type=int, default=1 << 21)
     ap.add_argument("--child", nargs=2, metavar=("CAPTURE", "SPILL_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         spill = None if args.child[1] == "-" else args.child[1]
-        child(args.child[0], spill, args.chunk_packets, args.partition_packets, args.join)
+        child(args.child[0], spill, args.chunk_packets, args.partition_packets, args.join, args.analyze)
         return
     sys.path.insert(0, str(HERE))
     from bench_ingest import write_capture
@@ -119,14 +140,16 @@ def main() -> None:
         limit = args.limit_mb << 20
         print(f"capture: {size / 1e6:,.0f} MB; memory limit {args.limit_mb} MB")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--chunk-packets", str(args.chunk_packets)]
-        cmd += ["--partition-packets", str(args.partition_packets), *(["--join"] if args.join else []), "--child"]
+        cmd += ["--partition-packets", str(args.partition_packets), *(["--join"] if args.join else [])]
+        cmd += [*(["--analyze"] if args.analyze else []), "--child"]
         run = run_limited([*cmd, str(capture), str(Path(tmp) / "spill")], limit, timeout=7200)
         if run.returncode != 0:
             print(f"spilled run FAILED under the limit (oom={run.oom_killed}): {run.stderr.strip()[-500:]}")
             sys.exit(1)
         got = json.loads(run.stdout.strip().splitlines()[-1])
         rows = got["digest"]["rows"]
-        what = "spilled decode, join and flows" if args.join else "spilled decode"
+        what = "spilled decode" + (", join and flows" if args.join else "")
+        what += ", analyses, report" if args.analyze else ""
         print(
             f"{what}:   {rows:,} packets in {got['seconds']:.1f} s ({rows / got['seconds']:,.0f} packets/s) "
             f"under {args.limit_mb} MB; "
@@ -148,6 +171,8 @@ def main() -> None:
                 expected = table_digest(b.packets)
                 if args.join:
                     expected["joined"] = joined_digest(b)
+                if args.analyze:
+                    expected["analysis"] = analysis_digest(b)
             same = expected == got["digest"]
             print(f"same tables as an unlimited in-memory run: {same}")
             if not same:

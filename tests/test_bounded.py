@@ -112,35 +112,30 @@ def test_spilled_pcapng_decode_fits_under_the_same_limit(tmp_path, memlimit):
 
 
 JOIN_FLOWS = 20_000  # bench_join's bundle: 1.2M frames at six capture points, NAT and VXLAN
-JOIN_LIMIT = 256 << 20
 
 
-def test_spilled_join_and_flows_fit_under_a_limit_below_their_tables(tmp_path, memlimit):
-    """Past the decode: the join and the flow build of a spilled table run in partitions on disk
-    and write the hops into mapped files, so decode, join and flows of 1.2M frames finish under a
-    limit below the packets and hops tables together, with the hops, flows and clock offsets of an
-    unlimited in-memory run."""
-    from bench_bounded import joined_digest, table_digest
+@pytest.mark.parametrize(("analyze", "limit_mb"), [(False, 256), (True, 320)])
+def test_spilled_join_flows_and_analysis_fit_under_a_limit_below_their_tables(tmp_path, memlimit, analyze, limit_mb):
+    """Past the decode: the join and the flow build of a spilled table run in partitions on disk and
+    write the hops into mapped files, and the analyses read the hops a block at a time; so decode,
+    join and flows of 1.2M frames (and with them the analyses and the report) finish under a limit
+    well below the packets and hops tables and the captures, with the hops, flows, clock offsets (and findings and every
+    analysis table) of an unlimited in-memory run."""
+    from bench_bounded import analysis_digest, joined_digest, table_digest
     from bench_join import write_bundle
 
     root = tmp_path / "bundle"
     write_bundle(root, JOIN_FLOWS, 10)
     with calforensics.open_bundle(root, spill=False) as b:
         expected = table_digest(b.packets) | {"joined": joined_digest(b)}
+        if analyze:
+            expected["analysis"] = analysis_digest(b)
         tables = sum(int(t.memory_usage(deep=False).sum()) for t in (b.packets, b.hops))
-    assert tables > 1.4 * JOIN_LIMIT
+    captures = sum(p.stat().st_size for p in root.rglob("*.pcap"))
+    assert tables + captures > 1.4 * (limit_mb << 20)  # what an in-memory analysis holds at least
     script = ROOT / "bench" / "bench_bounded.py"
-    cmd = [
-        sys.executable,
-        str(script),
-        "--join",
-        "--partition-packets",
-        "250000",
-        "--child",
-        str(root),
-        str(tmp_path / "spill"),
-    ]
-    run = memlimit.run_limited(cmd, JOIN_LIMIT, timeout=300)
+    cmd = [sys.executable, str(script), "--join", *(["--analyze"] if analyze else []), "--partition-packets", "250000"]
+    run = memlimit.run_limited([*cmd, "--child", str(root), str(tmp_path / "spill")], limit_mb << 20, timeout=300)
     assert run.returncode == 0, f"killed by OOM: {run.oom_killed}; {run.stderr[-2000:]}"
     got = json.loads(run.stdout.strip().splitlines()[-1])["digest"]
     assert got["joined"]["hops"] >= 1_200_000
