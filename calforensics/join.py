@@ -20,8 +20,8 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from .memory import write_back
-from .parallel import narrow_codes, thread_map
+from .memory import WRITE_BACK_ROWS, write_back
+from .parallel import thread_map
 from .partitions import Partitioning, parts_for
 from .schema import SCHEMAS, categorical, columns_frame, conform
 
@@ -474,14 +474,16 @@ def _hops_frame(out: dict, h: dict, sightings: Sightings, allocate) -> pd.DataFr
     nodes = sightings.nodes
     names = nodes if "" in nodes else [*nodes, ""]
     node_names = pd.Index(names, dtype=object)
-    origin = out.pop("origin")
-    origin[origin < 0] = names.index("")
-    for col, codes, categories in (
-        ("node", out.pop("node"), node_names),
-        ("origin", origin, node_names),
-        *((col, *_point_codes(sightings.points[col], out["point"])) for col in ("interface", "role")),
+    by_node = np.asarray([*range(len(nodes)), names.index("")])  # node -1 (no owner) is ""
+    iface_codes, iface_names = _point_codes(sightings.points["interface"])
+    role_codes, role_names = _point_codes(sightings.points["role"])
+    for col, lookup, keys, categories in (
+        ("node", by_node, out.pop("node"), node_names),
+        ("origin", by_node, out.pop("origin"), node_names),
+        ("interface", iface_codes, out["point"], iface_names),
+        ("role", role_codes, out["point"], role_names),
     ):
-        h[col] = pd.Categorical.from_codes(narrow_codes(codes, len(categories), allocate), categories=categories)
+        h[col] = pd.Categorical.from_codes(_codes_of(lookup, keys, len(categories), allocate), categories=categories)
     h["flow_id"] = allocate(n, np.int64)
     h["flow_id"][:] = -1
     direction = allocate(n, np.int8)
@@ -492,9 +494,20 @@ def _hops_frame(out: dict, h: dict, sightings: Sightings, allocate) -> pd.DataFr
     return conform(columns_frame({name: cols[name] for name, _, _ in SCHEMAS["hops"][1]}), "hops")
 
 
-def _point_codes(per_point: pd.Series, point: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+def _point_codes(per_point: pd.Series) -> tuple[np.ndarray, pd.Index]:
     cat = categorical(per_point)
-    return cat.codes.astype(np.int64)[point], cat.categories
+    return cat.codes.astype(np.int64), cat.categories
+
+
+def _codes_of(lookup: np.ndarray, keys: np.ndarray, categories: int, allocate) -> np.ndarray:
+    """Categorical codes ``lookup[keys]`` in the narrowest dtype pandas keeps (so from_codes does not
+    copy them), written in runs into an array from ``allocate`` (no temporary as long as the table)."""
+    dtype = next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
+    codes = allocate(len(keys), dtype)
+    for lo in range(0, len(keys), WRITE_BACK_ROWS):
+        codes[lo : lo + WRITE_BACK_ROWS] = lookup[keys[lo : lo + WRITE_BACK_ROWS]]
+        write_back(codes[lo : lo + WRITE_BACK_ROWS])
+    return codes
 
 
 SIGHTING_DTYPES = {"row": np.int64, "fp": np.uint64, "point": np.int32, "node": np.int32, "ts": np.int64}
