@@ -308,7 +308,7 @@ def build_flows(
     if n:
         labels = point_labels(hops)
         if bounded:
-            flows, direction = _summaries_partitioned(hops, flow, vocab, ct, ctx, labels, partitions)
+            flows, direction = _summaries_partitioned(hops, flow, vocab, ct, ctx, labels, partitions, threads)
         else:
             h = {name: hops[name].to_numpy() for name in SUMMARY_HOP_COLUMNS}
             h["dst_address"] = hops["dst"].array  # as captured ("dst" among the tuples is the flow's, an id)
@@ -474,10 +474,11 @@ def _summaries_partitioned(
     ctx: _Context,
     labels: np.ndarray,
     partitions: Partitioning,
+    threads: int,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Flow summaries over ranges of flows kept on disk: the hops are read once, a block at a time,
     and each hop's summary columns sent to its range's files; each range is then summarised on its
-    own. (flows, each hop's direction code in a mapped column)."""
+    own, ``threads`` ranges side by side. (flows, each hop's direction code in a mapped column)."""
     n = len(hops)
     blocks = _instance_blocks(hops["instance"].to_numpy(), partitions.block_rows)
     n_flows = max(int(flow[lo:hi].max()) for lo, hi in blocks) + 1
@@ -499,18 +500,19 @@ def _summaries_partitioned(
             cols.update(t, flow_id=flow[lo:hi], row=np.arange(lo, hi), dst_address=dst.codes[lo:hi], err=err)
             store.append(np.searchsorted(lows, cols["flow_id"], side="right") - 1, cols)
         direction = partitions.allocate(n, np.int8)
-        summaries = []
-        for i, bounds in enumerate(ranges):
+
+        def summarise(i: int) -> pd.DataFrame:
             h = store.read(i)
             rows = h.pop("row")
             # instances numbered within the range (in order): lookup tables sized by the range, not the bundle
             instance = h["instance"]
             h["instance"] = np.cumsum(np.r_[False, instance[1:] != instance[:-1]]) if len(instance) else instance
             h["dst_address"] = pd.Categorical.from_codes(h["dst_address"], dtype=dst.dtype)
-            f, sel, hop_dir = _summaries_of(h, vocab, ct, ctx, labels, bounds)
-            direction[rows[sel]] = hop_dir
-            summaries.append(f)
-            del h, rows
+            f, sel, hop_dir = _summaries_of(h, vocab, ct, ctx, labels, ranges[i])
+            direction[rows[sel]] = hop_dir  # ranges hold different hops: threads write different rows
+            return f
+
+        summaries = thread_map(threads, summarise, list(range(len(ranges))))
     finally:
         store.remove()
     return pd.concat(summaries, ignore_index=True), direction

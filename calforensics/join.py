@@ -437,7 +437,7 @@ def build_hops(
     bounded = partitions is not None and partitions.wanted(len(packets))
     sightings = Sightings(packets, captures, owners, *([partitions.block_rows] if bounded else []))
     if bounded:
-        return _build_hops_partitioned(sightings, window_ns, partitions)
+        return _build_hops_partitioned(sightings, window_ns, partitions, threads)
     cols, decoded = sightings.block(0, len(packets))
     nodes = sightings.nodes
     threads = threads if decoded.sum() >= JOIN_MIN_ROWS else 1
@@ -524,14 +524,15 @@ def _packet_values(packets: pd.DataFrame, col: str) -> tuple[np.ndarray, pd.Cate
 
 
 def _build_hops_partitioned(
-    sightings: Sightings, window_ns: int, partitions: Partitioning
+    sightings: Sightings, window_ns: int, partitions: Partitioning, threads: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """build_hops over fingerprint ranges kept on disk. The packets are read once, in order, and
     each decoded packet's join keys and the columns its hops carry are sent to its range's files;
     each range is then joined on its own (clock offsets first, from every range's one-way delays;
     then instances), and its hops' columns are taken from its own files, so the packets table is
     never read out of order. Ranges laid end to end give the same hops as the in-memory join, which
-    uses the same ranges."""
+    uses the same ranges. Ranges are joined side by side in ``threads`` threads, each holding one.
+    """
     packets, n = sightings.packets, sightings.rows
     parts = parts_for(n, partitions.rows)
     lows = np.asarray([lo for lo, _ in _fingerprint_ranges(parts)], dtype=np.uint64)
@@ -547,29 +548,37 @@ def _build_hops_partitioned(
             cols.update({col: values[lo:hi][rows] for col, (values, _) in carried.items()})
             store.append(np.searchsorted(lows, cols["fp"], side="right") - 1, {"row": rows + lo, **cols})
         nodes = sightings.nodes
-        one_way = [one_way_delays(*store.read(p, ONE_WAY_COLUMNS).values()) for p in range(parts)]
+        ranges = list(range(parts))
+        one_way = thread_map(threads, lambda p: one_way_delays(*store.read(p, ONE_WAY_COLUMNS).values()), ranges)
         offsets = estimate_clock_offsets(merge_one_way(one_way), nodes)
         by_node = _node_offsets(offsets, nodes)
         starts = np.cumsum([0, *store.sizes.tolist()])
         total = int(starts[-1])
         out = {name: partitions.allocate(total, dtype) for name, dtype in HOP_JOIN_COLUMNS.items()}
         h = {col: partitions.allocate(total, values.dtype) for col, (values, _) in carried.items()}
-        base = 0
-        for p in range(parts):
+
+        def join_range(p: int) -> int:
+            """Range p's hops into its rows of the output, instances numbered from 0; how many."""
             part = store.read(p)
             keys = {name: part[name].astype(np.int64) if name != "fp" else part[name] for name in ONE_WAY_COLUMNS}
             at = slice(int(starts[p]), int(starts[p + 1]))
             local = np.arange(len(part["row"]))
             count = _instances(keys, keys["ts"] - by_node[keys["node"]], window_ns, out, (local, at.start))
-            out["instance"][at] += base
-            base += count
             take = out["packet"][at]  # the range's own rows, in hop order
             for col, values in h.items():
                 values[at] = part[col][take]
             out["packet"][at] = part["row"][take]  # -> the packets table's rows
             for values in (*out.values(), *h.values()):
                 write_back(values[at])
-            del part, keys
+            return count
+
+        # ranges side by side in ``threads`` threads (each holds one range), numbered after
+        bases = np.cumsum([0, *thread_map(threads, join_range, ranges)])
+        for p in ranges:
+            for lo in range(int(starts[p]), int(starts[p + 1]), WRITE_BACK_ROWS):
+                run = out["instance"][lo : min(int(starts[p + 1]), lo + WRITE_BACK_ROWS)]
+                run += bases[p]
+                write_back(run)
     finally:
         store.remove()
     for col, (_, dtype) in carried.items():

@@ -314,7 +314,8 @@ def test_partitioned_join_and_flows_equal_the_in_memory_ones(tmp_path, rows, blo
     """For tables larger than memory, the join and the flow summaries run partition by partition
     from files on disk, reading hops a block at a time, and write hops into mapped files. The
     tables must be those of the in-memory build for any partition size (25 packets: 17 partitions
-    of the sample) and block size (5 hops: blocks cut at instance boundaries everywhere)."""
+    of the sample) and block size (5 hops: blocks cut at instance boundaries everywhere), with
+    partitions joined and summarised three at a time."""
     import pandas as pd
 
     from calforensics import flows, join
@@ -328,13 +329,13 @@ def test_partitioned_join_and_flows_equal_the_in_memory_ones(tmp_path, rows, blo
     with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
         owners = join.address_owners(b.interfaces, b.routes)
         whole_hops, whole_offsets = join.build_hops(b.packets, b.captures, owners)
-        part_hops, part_offsets = join.build_hops(b.packets, b.captures, owners, partitions=parts)
+        part_hops, part_offsets = join.build_hops(b.packets, b.captures, owners, threads=3, partitions=parts)
         assert len(b.packets) > rows  # partitioned at all
         pd.testing.assert_frame_equal(in_memory(part_hops), whole_hops)
         pd.testing.assert_frame_equal(part_offsets, whole_offsets)
         args = (b.conntrack, b.rules, b.captures, b.routes)
         whole_flows, whole_hops = flows.build_flows(whole_hops, *args)
-        part_flows, part_hops = flows.build_flows(part_hops, *args, partitions=parts)
+        part_flows, part_hops = flows.build_flows(part_hops, *args, threads=3, partitions=parts)
     assert len(whole_flows) > 10 and set(whole_flows["verdict"]) >= {"delivered", "dropped"}
     pd.testing.assert_frame_equal(part_flows, whole_flows)
     pd.testing.assert_frame_equal(in_memory(part_hops), whole_hops)
@@ -353,8 +354,8 @@ def test_spilled_bundle_gives_the_same_analysis_and_report_as_in_memory(tmp_path
 
     from calforensics.render import plots
 
-    def analysed(**kwargs):
-        with calforensics.open_bundle(SAMPLES / f"{name}.tgz", workers=1, **kwargs) as b:
+    def analysed(workers=1, **kwargs):
+        with calforensics.open_bundle(SAMPLES / f"{name}.tgz", workers=workers, **kwargs) as b:
             a = calforensics.analyze(b)
             tables = {t: df.to_csv(index=False) for t, df in a.tables().items()}
             tables["latency_samples"] = a.latency_samples.to_csv(index=False)
@@ -368,7 +369,7 @@ def test_spilled_bundle_gives_the_same_analysis_and_report_as_in_memory(tmp_path
 
     tables, findings, png, mapped = analysed(spill=False)
     assert not mapped and len(tables["latency_hops"].splitlines()) > 4
-    spilled = analysed(spill=True, spill_dir=tmp_path, partition_packets=25, chunk_packets=8)
+    spilled = analysed(2, spill=True, spill_dir=tmp_path, partition_packets=25, chunk_packets=8)
     assert spilled[3]  # the latency samples really are in a mapped file
     assert spilled[2] == png and spilled[1] == findings
     for table, text in tables.items():
