@@ -262,8 +262,8 @@ def build_flows(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flows, hops with flow_id and direction filled in). Flow summaries are computed per range of
     flows in ``threads`` (a flow's summary depends on its own hops only, so the split changes nothing).
-    With ``partitions``, the ranges are partitions on disk summarised one after another, and hops
-    are read a block at a time: memory is bounded by a partition (same tables)."""
+    With ``partitions``, the ranges are partitions on disk, ``threads`` of them summarised at a time,
+    and hops are read a block at a time: memory is bounded by the partitions (same tables)."""
     hops = hops.copy(deep=False)  # copy-on-write: new columns land in this frame only, nothing is copied
     n = len(hops)
     bounded = partitions is not None and partitions.wanted(n)
@@ -716,7 +716,8 @@ def point_names(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarr
 def point_labels(hops: pd.DataFrame) -> np.ndarray:
     """`node:interface` for every capture point id."""
     node, iface = point_names(hops)
-    return np.asarray([f"{a}:{b}" for a, b in zip(node.tolist(), iface.tolist(), strict=True)], dtype=object)
+    pairs = zip(node.tolist(), iface.tolist(), strict=True)
+    return np.asarray([f"{a}:{b}" if a or b else "" for a, b in pairs], dtype=object)
 
 
 def _conntrack_legs(f: pd.DataFrame, ct: pd.DataFrame) -> None:

@@ -7,7 +7,8 @@
 3. With corrected times, copies of a fingerprint closer than a window form one packet *instance*;
    each copy is a *hop*. Two copies at the same capture point make the instance ambiguous.
 Flows are built from the hops in :mod:`calforensics.flows`. Everything here is sorts, group-bys and
-merges over whole columns.
+merges over columns: whole columns in memory, or, for a spilled packets table, fingerprint ranges
+kept on disk (:mod:`calforensics.partitions`), one range in memory per thread.
 """
 
 from __future__ import annotations
@@ -432,8 +433,8 @@ def build_hops(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(hops, clock_offsets) for a bundle's packets, split by fingerprint range over ``threads``
     (the result does not depend on the split). With ``partitions``, the ranges are partitions on
-    disk, joined one after another, and the hops go to mapped files: memory is bounded by a
-    partition, not by the bundle (same tables)."""
+    disk, ``threads`` of them joined at a time, and the hops go to mapped files: memory is bounded
+    by the partitions, not by the bundle (same tables)."""
     bounded = partitions is not None and partitions.wanted(len(packets))
     sightings = Sightings(packets, captures, owners, *([partitions.block_rows] if bounded else []))
     if bounded:
