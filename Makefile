@@ -32,7 +32,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_analyze.py --flows 80000
 	$(PY) bench/bench_analyze.py --flows 20000 --tables none --incident
 	$(PY) bench/bench_bounded.py --packets 3000000 --limit-mb 400
-	$(PY) bench/bench_bounded.py --join --analyze --flows 20000 --limit-mb 300 --partition-packets 125000
+	$(PY) bench/bench_bounded.py --join --analyze --flows 20000 --limit-mb 300 --partition-packets 250000
 	$(PY) bench/bench_analyze.py --flows 80000 --workers 1 2 --tables none --spill
 
 bench-join: $(VENV)/.installed

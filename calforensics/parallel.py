@@ -316,11 +316,13 @@ class Runner:
 
     def partitioning(self, n: int) -> Partitioning | None:
         """How to join and summarise a table of ``n`` packets in bounded memory: in partitions on
-        disk, when the table itself is spilled (None: in memory)."""
+        disk, when the table itself is spilled (None: in memory). ``partition_rows`` packets are in
+        memory at a time, shared by the threads that work on partitions side by side (one a core),
+        so the bound does not grow with the cores."""
         if not self.maps(n):
             return None
-        block = max(1, min(self.partition_rows, 2 * self.chunk_packets))
-        return Partitioning(self.partition_rows, self._spill_folder, self.allocate, block)
+        rows = max(1, self.partition_rows // self.cores)
+        return Partitioning(rows, self._spill_folder, self.allocate, max(1, min(rows, 2 * self.chunk_packets)))
 
     def cleanup(self) -> None:
         """Remove spilled column files (the packets table maps them until then)."""
