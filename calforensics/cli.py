@@ -189,8 +189,8 @@ def analyze_cmd(
         int,
         typer.Option(
             min=1,
-            help="with a spilled packets table, join and build flows in partitions on disk of this many "
-            "packets (~250 B of memory each)",
+            help="with a spilled packets table, join and build flows in partitions on disk, this many "
+            "packets in memory at a time (~250 B each), shared by the cores",
         ),
     ] = PARTITION_ROWS,
 ) -> None:

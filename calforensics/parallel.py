@@ -166,8 +166,8 @@ class Runner:
     ``spill_dir`` when ``spill`` is set or (``spill=None``) when its estimate passes SPILL_FRACTION
     of RAM. Mapped columns are file pages the kernel can write back and drop, so a capture larger
     than memory can still be read (docs/performance.md has the figures). A spilled table is also
-    joined and its flows built in partitions on disk of about ``partition_rows`` packets
-    (``partitioning``), with the hops in mapped files.
+    joined, its flows built and its analyses run in partitions on disk, ``partition_rows`` packets in
+    memory at a time (``partitioning``), with the hops in mapped files.
     """
 
     workers: int | None = 1
