@@ -215,7 +215,7 @@ def _conversations_partitioned(hops: pd.DataFrame, vocab: _Vocabulary, partition
     ports, addresses, tuples = _FirstSeen(), _FirstSeen(), _FirstSeen()
     rewrites, firsts = [], []
     instance = hops["instance"].to_numpy()
-    for lo, hi in _instance_blocks(instance, partitions.block_rows):
+    for lo, hi in instance_blocks(instance, partitions.block_rows):
         t, _ = _hop_tuples(hops, vocab, lo, hi)
         proto, src, sport, dst, dport = canon = _canonical(t["proto"], t["src"], t["sport"], t["dst"], t["dport"])
         a, _ = ports.ids(((proto.astype(np.int64) + 1) << 34) | ((sport.astype(np.int64) + 1) << 17) | (dport + 1))
@@ -232,7 +232,7 @@ def _conversations_partitioned(hops: pd.DataFrame, vocab: _Vocabulary, partition
     return _Conversations(key, len(tuples.known), _as_links(packed), per_key)
 
 
-def _instance_blocks(instance: np.ndarray, rows: int) -> list[tuple[int, int]]:
+def instance_blocks(instance: np.ndarray, rows: int) -> list[tuple[int, int]]:
     """Blocks of about ``rows`` hops that never split a packet instance (hops in instance order,
     as the join gives them: checked block by block)."""
     cuts, n = [0], len(instance)
@@ -480,7 +480,7 @@ def _summaries_partitioned(
     and each hop's summary columns sent to its range's files; each range is then summarised on its
     own, ``threads`` ranges side by side. (flows, each hop's direction code in a mapped column)."""
     n = len(hops)
-    blocks = _instance_blocks(hops["instance"].to_numpy(), partitions.block_rows)
+    blocks = instance_blocks(hops["instance"].to_numpy(), partitions.block_rows)
     n_flows = max(int(flow[lo:hi].max()) for lo, hi in blocks) + 1
     per_flow = np.zeros(n_flows, dtype=np.int64)
     for lo, hi in blocks:

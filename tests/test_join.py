@@ -435,6 +435,30 @@ def test_tunnel_and_flow_overhead_summed_over_blocks_equal_one_group_by():
     assert (want["overhead_bytes_per_packet"] != 70).any()  # the data really has ties broken low
 
 
+def test_instance_blocks_cover_the_hops_and_never_split_an_instance():
+    import numpy as np
+
+    from calforensics.flows import instance_blocks
+
+    rng = np.random.default_rng(9)
+    for n, rows in ((0, 4), (1, 1), (50, 7), (1000, 64), (1000, 1)):
+        instance = np.sort(rng.integers(0, max(1, n // 3), n))
+        instance[n // 2 : n // 2 + min(n // 2, 40)] = instance[n // 2] if n else 0  # one giant instance
+        instance = np.sort(instance)
+        blocks = instance_blocks(instance, rows)
+        if not n:
+            assert blocks == []
+            continue
+        assert [lo for lo, _ in blocks] == [0, *[hi for _, hi in blocks[:-1]]]  # contiguous
+        assert blocks[-1][1] == n
+        for lo, hi in blocks:
+            assert hi > lo
+            assert lo == 0 or instance[lo] != instance[lo - 1]  # never inside an instance
+            assert hi - lo <= rows or (instance[lo] == instance[hi - 1])  # larger only for one instance
+    with pytest.raises(ValueError, match="instance order"):
+        instance_blocks(np.array([0, 1, 2, 1, 3]), 10)
+
+
 def test_first_seen_ids_over_blocks_equal_one_factorisation():
     import numpy as np
     import pandas as pd

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..flows import _instance_blocks
+from ..flows import instance_blocks
 from ..partitions import Partitioning
 from ..schema import take_rows
 
@@ -21,7 +21,7 @@ def hop_blocks(b) -> tuple[list[tuple[int, int]], Callable[[int, type], np.ndarr
     n = len(b.hops)
     if parts is None or not parts.wanted(n):
         return [(0, n)], np.empty, None
-    return _instance_blocks(b.hops["instance"].to_numpy(), parts.block_rows), parts.allocate, parts
+    return instance_blocks(b.hops["instance"].to_numpy(), parts.block_rows), parts.allocate, parts
 
 
 def select_hops(b, where: Callable[[int, int], np.ndarray], columns: list[str]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..flows import _instance_blocks, point_names
+from ..flows import instance_blocks, point_names
 from ..partitions import parts_for
 from .blocks import hop_blocks, select_hops
 
@@ -268,7 +268,7 @@ def _pair_blocks(instance: np.ndarray, rows: int) -> list[tuple[int, int]]:
     """Blocks of hop pairs that never split a packet instance (pairs are in instance order)."""
     if len(instance) and (instance[1:] < instance[:-1]).any():
         return [(0, len(instance))]  # a table built otherwise: one block
-    return _instance_blocks(instance, rows)
+    return instance_blocks(instance, rows)
 
 
 def _medians_by_flow(values: np.ndarray, flow: np.ndarray, parts) -> pd.Series:
