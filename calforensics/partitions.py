@@ -35,16 +35,17 @@ class PartitionFiles:
         """Add rows: ``part[i]`` is the partition of row i; rows keep their order within a partition."""
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(len(self.sizes) + 1))
-        for p in np.flatnonzero(np.diff(bounds)).tolist():
-            rows = order[bounds[p] : bounds[p + 1]]
-            for name, dtype in self.dtypes.items():
+        written = np.flatnonzero(np.diff(bounds)).tolist()
+        for name, dtype in self.dtypes.items():
+            grouped = np.asarray(columns[name], dtype=dtype)[order]  # one gather a column, then slices
+            for p in written:
                 with open(self._path(p, name), "ab") as fh:
-                    np.asarray(columns[name][rows], dtype=dtype).tofile(fh)
+                    grouped[bounds[p] : bounds[p + 1]].tofile(fh)
                     fh.flush()
                     # start writing these pages back and let them go: the kernel's dirty-page
                     # throttling is global, so dirty pages piling up under a memory cgroup kill it
                     os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-            self.sizes[p] += len(rows)
+        self.sizes += np.diff(bounds)
 
     def read(self, part: int, columns: list[str] | None = None) -> dict[str, np.ndarray]:
         """One partition's columns (all, or those named, in that order), whole, in memory."""
