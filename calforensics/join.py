@@ -24,7 +24,7 @@ import pandas as pd
 from .memory import WRITE_BACK_ROWS, write_back
 from .parallel import thread_map
 from .partitions import Partitioning, parts_for
-from .schema import SCHEMAS, categorical, columns_frame, conform
+from .schema import SCHEMAS, categorical, codes_dtype, columns_frame, conform
 
 HOP_WINDOW_NS = 1_000_000_000  # copies of one fingerprint further apart than this are different packets
 
@@ -503,8 +503,7 @@ def _point_codes(per_point: pd.Series) -> tuple[np.ndarray, pd.Index]:
 def _codes_of(lookup: np.ndarray, keys: np.ndarray, categories: int, allocate) -> np.ndarray:
     """Categorical codes ``lookup[keys]`` in the narrowest dtype pandas keeps (so from_codes does not
     copy them), written in runs into an array from ``allocate`` (no temporary as long as the table)."""
-    dtype = next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
-    codes = allocate(len(keys), dtype)
+    codes = allocate(len(keys), codes_dtype(categories))
     for lo in range(0, len(keys), WRITE_BACK_ROWS):
         codes[lo : lo + WRITE_BACK_ROWS] = lookup[keys[lo : lo + WRITE_BACK_ROWS]]
         write_back(codes[lo : lo + WRITE_BACK_ROWS])

@@ -34,6 +34,7 @@ from .memory import WRITE_BACK_ROWS, release_freed_memory, write_back
 from .parsers.packets import VXLAN_PORTS, decode_columns
 from .parsers.pcap import FrameIndex, read_frames
 from .partitions import Partitioning
+from .schema import codes_dtype
 
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # below this, starting workers costs more than it saves
 CHUNK_PACKETS = 1 << 17  # rows decoded at a time: bounds the decoder's transient memory (~40 MB)
@@ -379,7 +380,7 @@ def _rebase_categoricals(
 def narrow_codes(codes: np.ndarray, categories: int, allocate: Callable[[int, type], np.ndarray]) -> np.ndarray:
     """Codes in the narrowest dtype pandas would pick, copied in runs into an array from ``allocate``
     (a mapped file for a spilled table), so that pandas keeps them rather than making its own copy."""
-    want = next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
+    want = codes_dtype(categories)
     if codes.dtype == want:
         return codes
     narrow = allocate(len(codes), want)

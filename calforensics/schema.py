@@ -584,6 +584,12 @@ def columns_frame(columns: dict) -> pd.DataFrame:
     return pd.concat([pd.Series(v, name=k, copy=False) for k, v in columns.items()], axis=1)
 
 
+def codes_dtype(categories: int) -> type:
+    """The dtype pandas keeps a categorical's codes in for this many categories: codes handed to
+    ``Categorical.from_codes`` in it are used as they are, not copied."""
+    return next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
+
+
 def take_rows(df: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
     """Some columns of some rows of a large table, gathered a column at a time (a boolean filter
     or ``iloc`` copies every column of the table: for the hops, ~35 of them)."""

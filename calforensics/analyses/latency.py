@@ -18,7 +18,9 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..flows import instance_blocks, point_names
+from ..memory import write_back
 from ..partitions import parts_for
+from ..schema import codes_dtype
 from .blocks import hop_blocks, select_hops
 
 HOP_COLUMNS = [
@@ -43,11 +45,6 @@ def _plain(col: pd.Series) -> np.ndarray:
     return col.array.codes if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()
 
 
-def _codes_dtype(categories: int) -> type:
-    """The codes dtype pandas keeps for this many categories (so that from_codes does not copy)."""
-    return next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
-
-
 def _pairs(b: Bundle) -> pd.DataFrame:
     """Consecutive sightings of each unambiguous packet instance, with the delay between them.
 
@@ -70,10 +67,10 @@ def _pairs(b: Bundle) -> pd.DataFrame:
     out = {
         "flow_id": allocate(n, np.int64),
         "instance": allocate(n, np.int64),
-        "from_node": allocate(n, _codes_dtype(len(node_names.categories))),
-        "from_interface": allocate(n, _codes_dtype(len(iface_names.categories))),
-        "to_node": allocate(n, _codes_dtype(len(node_names.categories))),
-        "to_interface": allocate(n, _codes_dtype(len(iface_names.categories))),
+        "from_node": allocate(n, codes_dtype(len(node_names.categories))),
+        "from_interface": allocate(n, codes_dtype(len(iface_names.categories))),
+        "to_node": allocate(n, codes_dtype(len(node_names.categories))),
+        "to_interface": allocate(n, codes_dtype(len(iface_names.categories))),
         "delta_us": allocate(n, np.float64),
         "nat": allocate(n, np.bool_),
     }
@@ -105,6 +102,8 @@ def _pairs(b: Bundle) -> pd.DataFrame:
         # integer difference first: float64 at epoch-nanosecond scale would lose ~256 ns
         out["delta_us"][at] = (ts - np.roll(ts, 1))[same] / 1e3
         out["nat"][at] = nat[same]
+        for values in out.values():
+            write_back(values[at])  # a spilled bundle's dirty pages written as they are made
         count = at.stop
     cols: dict[str, object] = {name: values[:count] for name, values in out.items()}
     for name, names in (("node", node_names), ("interface", iface_names)):
@@ -157,6 +156,7 @@ def hop_pair_delays(samples: pd.DataFrame, allocate: Callable[[int, type], np.nd
         for codes, names in labels:
             k = k * (len(names) + 1) + codes[lo : lo + BLOCK_ROWS] + 1
         key[lo : lo + BLOCK_ROWS] = k
+        write_back(key[lo : lo + BLOCK_ROWS])
         uniq, c = np.unique(k, return_counts=True)
         for u, m in zip(uniq.tolist(), c.tolist(), strict=True):
             counts[u] = counts.get(u, 0) + m
@@ -254,6 +254,8 @@ def per_flow(b: Bundle) -> pd.DataFrame:
             flow_of = pd.Series(f).groupby(key).first().to_numpy()
         at = slice(count, count + len(per_packet))
         per_packet_all[at], flow_of_all[at] = per_packet, flow_of
+        write_back(per_packet_all[at])
+        write_back(flow_of_all[at])
         count = at.stop
     transit = _medians_by_flow(per_packet_all[:count], flow_of_all[:count], parts)
     out = pd.DataFrame({"flow_id": flows["flow_id"]})
