@@ -36,15 +36,21 @@ class PartitionFiles:
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(len(self.sizes) + 1))
         written = np.flatnonzero(np.diff(bounds)).tolist()
-        for name, dtype in self.dtypes.items():
-            grouped = np.asarray(columns[name], dtype=dtype)[order]  # one gather a column, then slices
-            for p in written:
-                with open(self._path(p, name), "ab") as fh:
-                    grouped[bounds[p] : bounds[p + 1]].tofile(fh)
-                    fh.flush()
-                    # start writing these pages back and let them go: the kernel's dirty-page
-                    # throttling is global, so dirty pages piling up under a memory cgroup kill it
-                    os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            for name, dtype in self.dtypes.items():
+                grouped = np.asarray(columns[name], dtype=dtype)[order]  # one gather a column, then slices
+                for p in written:
+                    with open(self._path(p, name), "ab") as fh:
+                        grouped[bounds[p] : bounds[p + 1]].tofile(fh)
+                        fh.flush()
+                        # start writing these pages back and let them go: the kernel's dirty-page
+                        # throttling is global, so dirty pages piling up under a memory cgroup kill it
+                        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as exc:  # a full disk, mostly: one clear line for the CLI, not a traceback
+            raise RuntimeError(
+                f"cannot write partition files in {self.folder.parent}: {exc.strerror or exc} "
+                "(give --spill-dir a disk with room)"
+            ) from exc
         self.sizes += np.diff(bounds)
 
     def read(self, part: int, columns: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -181,3 +181,17 @@ def test_no_room_to_spill_is_one_clear_error_not_a_crash(tmp_path, small_disk):
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("calforensics: error: cannot keep the packets table"), lines
+
+
+def test_no_room_for_partition_files_is_one_clear_error(small_disk):
+    """The join's and the flows' partition files are written as they are made; a disk that fills
+    up under them is a RuntimeError naming the folder (which the CLI prints as one line, exit 2)."""
+    import numpy as np
+
+    from calforensics.partitions import PartitionFiles
+
+    store = PartitionFiles(small_disk / "join", 4, {"row": np.int64, "ts": np.int64})
+    rows = np.arange(200_000)  # 3.2 MB of columns for a 1 MB disk
+    with pytest.raises(RuntimeError, match=r"cannot write partition files in .*small"):
+        store.append(rows % 4, {"row": rows, "ts": rows})
+    store.remove()
