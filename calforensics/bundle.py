@@ -14,6 +14,7 @@ import pandas as pd
 from .anomalies import AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
 from .flows import build_flows
+from .focus import Focus
 from .join import Joined, address_owners, build_hops
 from .layout import classify, interface_role, node_of
 from .memory import WRITE_BACK_ROWS, release_freed_memory, write_back
@@ -117,9 +118,12 @@ class Bundle:
         spill_dir: str | Path | None = None,
         spill: bool | None = None,
         partition_packets: int = PARTITION_ROWS,
+        focus: Focus | None = None,
     ) -> None:
         """``chunk_packets``, ``spill``/``spill_dir`` and ``partition_packets`` bound memory on large
-        captures (see Runner)."""
+        captures (see Runner). ``focus`` cuts the join and everything after it down to some nodes,
+        a time span, hosts or ports (calforensics.focus)."""
+        self.focus = focus or Focus()
         self.path = Path(path)
         self.name = _bundle_name(self.path)
         self.vxlan_ports = vxlan_ports
@@ -435,11 +439,14 @@ class Bundle:
         threads = self.runner.cores  # the join's work splits into as many parts as asked
         packets = self.packets
         partitions = self.runner.partitioning(len(packets))
-        hops, offsets = build_hops(packets, self.captures, owners, threads=threads, partitions=partitions)
+        keep = self.focus.packets(packets, self.runner.allocate) if self.focus else None
+        hops, offsets = build_hops(packets, self.captures, owners, threads=threads, partitions=partitions, keep=keep)
+        del keep
         release_freed_memory()  # the join's freed transients, before the flow build makes its own
         self._tick("building flows", 1, 2)
+        conntrack, captures = self.focus.conntrack(self.conntrack), self.focus.captures(self.captures)
         flows, hops = build_flows(
-            hops, self.conntrack, self.rules, self.captures, self.routes, threads=threads, partitions=partitions
+            hops, conntrack, self.rules, captures, self.routes, threads=threads, partitions=partitions
         )
         release_freed_memory()
         return Joined(hops=hops, clock_offsets=offsets, flows=flows)

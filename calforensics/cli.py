@@ -193,15 +193,31 @@ def analyze_cmd(
             "packets in memory at a time (~250 B each), shared by the cores",
         ),
     ] = PARTITION_ROWS,
+    since: Annotated[
+        str | None, typer.Option(help="only packets captured at or after this time (epoch seconds or ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="only packets captured at or before this time")] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="only packets to or from this address, across NAT (repeatable)")
+    ] = None,
+    port: Annotated[list[int] | None, typer.Option(help="only packets to or from this port (repeatable)")] = None,
+    node: Annotated[list[str] | None, typer.Option(help="only captures on this node (repeatable)")] = None,
 ) -> None:
-    """Analyse a bundle: drops with their causes, overhead and MTU, latency; write the report."""
+    """Analyse a bundle: drops with their causes, overhead and MTU, latency; write the report.
+
+    --since/--until/--host/--port/--node cut the bundle down to the incident before the join."""
     from .analyses import analyze
+    from .focus import Focus
     from .report import TABLE_FORMATS, write_report
 
     if tables not in TABLE_FORMATS:
         _fail(f"--tables must be one of {', '.join(TABLE_FORMATS)}")
     if fail_on not in (None, "drops"):
         _fail("--fail-on takes: drops")
+    try:
+        focus = Focus.of(since, until, host, port, node)
+    except ValueError as exc:
+        _fail(str(exc))
     with _progress(err.is_terminal) as progress:
         bundle = _open(
             bundle_path,
@@ -212,6 +228,7 @@ def analyze_cmd(
             spill_dir=spill_dir,
             spill=True if spill_dir else None,
             partition_packets=partition_packets,
+            focus=focus,
         )
         try:
             analysis = analyze(bundle)

@@ -103,9 +103,14 @@ class Sightings:
     over the whole table first, so a block gives the same values as the whole table would."""
 
     def __init__(
-        self, packets: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], block_rows: int = 1 << 22
+        self,
+        packets: pd.DataFrame,
+        captures: pd.DataFrame,
+        owners: dict[str, str],
+        block_rows: int = 1 << 22,
+        keep: np.ndarray | None = None,
     ) -> None:
-        self.packets, self.rows = packets, len(packets)
+        self.packets, self.rows, self.keep = packets, len(packets), keep  # keep: the packets in focus
         self.nodes = sorted(set(captures["node"].astype(str)))
         node_index = {name: i for i, name in enumerate(self.nodes)}
         iface = categorical(packets["interface"])
@@ -149,6 +154,8 @@ class Sightings:
         scoped = self._src_scoped[self._src[lo:hi]] | self._dst_scoped[self._dst[lo:hi]]
         fp = np.where(scoped, fp ^ (point.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)), fp)
         decoded = (p["ip_version"].to_numpy()[lo:hi] > 0) & self._ok[self._status[lo:hi]]
+        if self.keep is not None:  # packets out of focus are left out of the join
+            decoded &= self.keep[lo:hi]
         # the sender's node: the owner of the outer source of tunnelled packets, else of the source
         origin = np.where(
             self._tunnelled[self._encap[lo:hi]],
@@ -430,13 +437,15 @@ def build_hops(
     window_ns: int = HOP_WINDOW_NS,
     threads: int = 1,
     partitions: Partitioning | None = None,
+    keep: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(hops, clock_offsets) for a bundle's packets, split by fingerprint range over ``threads``
+    """(hops, clock_offsets) for a bundle's packets (those ``keep`` marks, if given), split by
+    fingerprint range over ``threads``
     (the result does not depend on the split). With ``partitions``, the ranges are partitions on
     disk, ``threads`` of them joined at a time, and the hops go to mapped files: memory is bounded
     by the partitions, not by the bundle (same tables)."""
     bounded = partitions is not None and partitions.wanted(len(packets))
-    sightings = Sightings(packets, captures, owners, *([partitions.block_rows] if bounded else []))
+    sightings = Sightings(packets, captures, owners, partitions.block_rows if bounded else 1 << 22, keep)
     if bounded:
         return _build_hops_partitioned(sightings, window_ns, partitions, threads)
     cols, decoded = sightings.block(0, len(packets))

@@ -55,6 +55,7 @@ def build_findings(a: Analysis) -> dict:
         "bundle": {
             "name": b.name,
             "nodes": b.nodes,
+            "focus": b.focus.describe() if b.focus else None,
             "captures": [
                 {
                     "node": str(r.node),

@@ -5,6 +5,7 @@ Every string that came from the bundle goes through `md()`, which neutralises Ma
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from ..analyses import Analysis
@@ -28,6 +29,24 @@ def _table(headers: list[str], rows: list[list[object]]) -> list[str]:
     return out
 
 
+def focus_text(focus: dict | None) -> str:
+    """What the analysis was cut down to, in words ("" for the whole bundle)."""
+    if not focus:
+        return ""
+
+    def when(ns: int) -> str:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
+
+    parts = [
+        *([f"hosts {', '.join(focus['hosts'])}"] if focus["hosts"] else []),
+        *([f"ports {', '.join(map(str, focus['ports']))}"] if focus["ports"] else []),
+        *([f"nodes {', '.join(focus['nodes'])}"] if focus["nodes"] else []),
+        *([f"from {when(focus['since_ns'])}"] if focus["since_ns"] is not None else []),
+        *([f"until {when(focus['until_ns'])}"] if focus["until_ns"] is not None else []),
+    ]
+    return "; ".join(parts) + " (packets out of focus were left out of the join)"
+
+
 def render_markdown(a: Analysis, files: dict[str, str]) -> str:
     doc = a.findings
     b = doc["bundle"]
@@ -44,6 +63,8 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
         f"{doc['anomalies']['total']} anomalies while reading.",
         "",
     ]
+    if focus := focus_text(b.get("focus")):
+        lines += [f"Focus: {md(focus)}", ""]
     lines += ["## Findings", ""]
     if not doc["findings"]:
         lines.append("Nothing found.")
