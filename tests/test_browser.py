@@ -1,0 +1,154 @@
+"""The report in a real browser: headless Chromium opens report.html, and the page must render
+its plots and tables, make no network request and log nothing to the console; also for a bundle
+with markup (and requests to a hostile host) planted in names, rule comments and policies.
+
+Chromium runs with a fresh profile, and every connection it makes goes to a proxy this test runs
+on 127.0.0.1, which records the request line and answers nothing. Chromium itself talks to its
+update and account services (Google hosts) with any page, even about:blank; those are left aside
+by host, and everything else counts as the page's. Needs Debian's chromium; skipped without it,
+except on CI (CI=true), where .ci/run installs it.
+"""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+from conftest import SAMPLE
+from PIL import Image
+
+import calforensics
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+BROWSER_OWN = (".google.com", ".googleapis.com", ".gvt1.com", ".gstatic.com")  # Chromium's services
+HOSTILE = "hostile.invalid"
+
+
+@pytest.fixture
+def chromium():
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("the browser test must run on CI, but chromium is not installed")
+        pytest.skip("needs chromium (Debian package chromium)")
+    return CHROMIUM
+
+
+class RecordingProxy:
+    """A proxy that accepts connections on 127.0.0.1, records each request line, answers nothing."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(1)
+            try:
+                self.requests.append(conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace"))
+            except OSError:
+                self.requests.append("(nothing sent)")
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+    def page_requests(self) -> list[str]:
+        """Requests other than Chromium's own services."""
+
+        def host(line: str) -> str:
+            target = line.split(" ")[1] if " " in line else line
+            return target.split("//")[-1].split("/")[0].split(":")[0]
+
+        return [r for r in self.requests if not host(r).endswith(BROWSER_OWN)]
+
+
+def open_in_chromium(chromium, html, tmp_path) -> tuple[np.ndarray, str, str, list[str]]:
+    """(screenshot pixels, the DOM after load, Chromium's log, the page's requests)."""
+    proxy = RecordingProxy()
+    try:
+        common = [
+            chromium,
+            *FLAGS,
+            f"--proxy-server=http://127.0.0.1:{proxy.port}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,6000",
+        ]
+        shot = tmp_path / "shot.png"
+        url = html.resolve().as_uri()
+        run = subprocess.run(
+            [*common, f"--user-data-dir={tmp_path / 'profile-1'}", f"--screenshot={shot}", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+        dom = subprocess.run(
+            [*common, f"--user-data-dir={tmp_path / 'profile-2'}", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert dom.returncode == 0, dom.stderr[-2000:]
+    finally:
+        proxy.close()
+    pixels = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")).astype(int)
+    return pixels, dom.stdout, run.stderr + dom.stderr, proxy.page_requests()
+
+
+def near(pixels: np.ndarray, rgb: str, tolerance: int = 12) -> int:
+    """How many pixels are within ``tolerance`` of a colour (#rrggbb) in every channel."""
+    want = np.asarray([int(rgb[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pixels - want) <= tolerance).all(axis=2).sum())
+
+
+def console_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if ":CONSOLE" in line]
+
+
+def test_report_renders_plots_and_tables_offline_and_quietly(chromium, tmp_path):
+    with calforensics.open_bundle(SAMPLE) as b:
+        files = calforensics.write_report(calforensics.analyze(b), tmp_path / "report", tables="none")
+    pixels, dom, log, requests = open_in_chromium(chromium, files.html, tmp_path)
+    assert requests == [] and console_lines(log) == []
+    # the plots were decoded and drawn: the overhead chart's bar colours are on screen
+    assert near(pixels, "#8fb3d9") > 500 and near(pixels, "#d9534f") > 200
+    assert (pixels < 200).any(axis=2).mean() > 0.02  # text and tables, not a blank page
+    assert dom.count("<table") >= 3 and dom.count("<tr") > 20 and dom.count('src="data:image/png;base64,') >= 3
+
+
+def test_hostile_markup_stays_text_in_the_browser(chromium, tmp_path):
+    """Markup planted in the bundle (scripts, event handlers, SVG, images and a script fetching a
+    hostile host) is shown as text: no request leaves the page and nothing runs."""
+    from test_report import hostile_bundle
+
+    root = hostile_bundle(tmp_path / "in")
+    rules = root / "nodes" / "node-b" / "iptables-nft-save.txt"
+    planted = f'<script>fetch("http://{HOSTILE}/s")</script><img src=http://{HOSTILE}/i.png>'
+    rules.write_text(rules.read_text().replace("Drop if no policies passed packet", f"Drop {planted}", 1))
+    with calforensics.open_bundle(root) as b:
+        files = calforensics.write_report(calforensics.analyze(b), tmp_path / "report", tables="none")
+    assert HOSTILE in files.html.read_text()  # the planted text is in the report (as text)
+    pixels, dom, log, requests = open_in_chromium(chromium, files.html, tmp_path)
+    assert requests == [] and console_lines(log) == []
+    assert "<script" not in dom.split("</head>")[-1] and HOSTILE in dom
+    assert near(pixels, "#d9534f") > 200  # and the report still rendered its plots
