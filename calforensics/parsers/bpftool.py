@@ -118,8 +118,12 @@ def _entries(lines: list[str], log: AnomalyLog) -> list[tuple[int, bytes | dict,
     return _plain_entries(lines, log)
 
 
-def _hexbytes(text: str) -> bytes:
-    return bytes(int(h, 16) for h in text.split())
+def _hexbytes(text: str) -> bytes | None:
+    """Bytes from space-separated two-digit hex; None if any token is not one byte."""
+    try:
+        return bytes(int(h, 16) for h in text.split())
+    except ValueError:  # a token like "0a00" (a lost space) or "zz": not bytes as bpftool prints them
+        return None
 
 
 def _plain_entries(lines: list[str], log: AnomalyLog) -> list[tuple[int, bytes, bytes]]:
@@ -134,7 +138,11 @@ def _plain_entries(lines: list[str], log: AnomalyLog) -> list[tuple[int, bytes, 
             start = i + 1
             one = re.match(r"^key:\s*([0-9a-f ]+?)\s+value:\s*([0-9a-f ]+)$", s)
             if one:
-                entries.append((start, _hexbytes(one.group(1)), _hexbytes(one.group(2))))
+                key, value = _hexbytes(one.group(1)), _hexbytes(one.group(2))
+                if key is None or value is None:
+                    log.add(start, "bad_hex", s[:200])
+                else:
+                    entries.append((start, key, value))
                 i += 1
                 continue
             key_hex = s[4:].strip()
@@ -153,7 +161,11 @@ def _plain_entries(lines: list[str], log: AnomalyLog) -> list[tuple[int, bytes, 
                 while i < len(lines) and HEX_ROW.match(lines[i].strip()):
                     val_hex += " " + lines[i].strip()
                     i += 1
-                entries.append((start, _hexbytes(key_hex), _hexbytes(val_hex)))
+                key, value = _hexbytes(key_hex), _hexbytes(val_hex)
+                if key is None or value is None:
+                    log.add(start, "bad_hex", key_hex[:100] + " / " + val_hex[:100])
+                else:
+                    entries.append((start, key, value))
             else:
                 log.add(start, "missing_value", "key without value")
             continue
@@ -196,9 +208,9 @@ def _json_entries(text: str, log: AnomalyLog) -> list[tuple[int, bytes | dict, b
             log.add(f"element {i}", "lookup_error", str(value["error"]))
             continue
         if isinstance(key, list):
-            key = bytes(int(str(x), 16) for x in key)
+            key = _hexbytes(" ".join(str(x) for x in key))
         if isinstance(value, list):
-            value = bytes(int(str(x), 16) for x in value)
+            value = _hexbytes(" ".join(str(x) for x in value))
         if key is None or value is None:
             log.add(f"element {i}", "bad_entry", "element without key or value")
             continue

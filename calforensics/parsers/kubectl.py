@@ -7,6 +7,7 @@ as RESTARTS (`2 (5m ago)`) contain spaces.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 
 import pandas as pd
@@ -45,7 +46,10 @@ def parse_pod_listing(lines: list[str], log: AnomalyLog, node: str = "", artifac
             values[name] = line[start:end].strip()
         namespace = values.get("NAMESPACE", "default")
         name, ip = values.get("NAME", ""), values.get("IP", "")
-        if not name:
+        ready = values.get("READY", "0/0")
+        # a line that does not fit the header's columns (a message printed into the listing, a cut
+        # line): its slices are not a pod
+        if not name or not re.fullmatch(r"\d+/\d+", ready) or not _is_ip_or_none(ip):
             log.add(no, "unparsed_line", line.strip()[:200])
             continue
         rows.append(
@@ -60,3 +64,13 @@ def parse_pod_listing(lines: list[str], log: AnomalyLog, node: str = "", artifac
             }
         )
     return table_frame(rows, "pods", node, artifact)
+
+
+def _is_ip_or_none(text: str) -> bool:
+    if text in ("", "<none>"):
+        return True
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -37,14 +37,19 @@ def split_hostport(s: str) -> tuple[str, int]:
     return host, int(port)
 
 
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
 def to_int(s: str | None, default: int = -1) -> int:
-    """Parse decimal or 0x-hex; ``default`` when absent or not a number."""
+    """Parse decimal or 0x-hex; ``default`` when absent, not a number, or beyond int64 (a damaged
+    field must not make the whole table fail to build)."""
     if s is None:
         return default
     try:
-        return int(s, 0) if s.lower().startswith("0x") else int(s)
+        value = int(s, 0) if s.lower().startswith("0x") else int(s)
     except ValueError:
         return default
+    return value if INT64[0] <= value <= INT64[1] else default
 
 
 def int_column(col: pd.Series) -> pd.Series:

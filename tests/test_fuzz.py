@@ -1,0 +1,234 @@
+"""Property-based tests of the text parsers (hypothesis): arbitrary text and mutated real lines never
+raise (what cannot be read becomes anomaly rows), and valid lines generated from random fields
+parse back to the same fields.
+
+The real lines are the sample bundle's own files, one per parser; mutations delete, insert,
+duplicate, replace and cut characters and whole tokens, the damage a full disk or an error message
+printed into a dump does.
+"""
+
+import tarfile
+
+import pandas as pd
+import pytest
+from conftest import SAMPLE
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from calforensics.anomalies import AnomalyLog
+from calforensics.parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
+
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _sample_lines() -> dict[str, list[str]]:
+    """node-a's text files of the VXLAN sample, by file name."""
+    out = {}
+    with tarfile.open(SAMPLE) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and "/node-a/" in member.name and member.name.endswith(".txt"):
+                out[member.name.rsplit("/", 1)[1]] = tar.extractfile(member).read().decode().splitlines()
+    return out
+
+
+SAMPLE_LINES = _sample_lines()
+# calico-node -bpf dumps (text and JSON), bpftool, trace lines and a pod listing, in the forms
+# formats.md gives (the sample bundle is iptables mode and has none of them)
+BPF_CT = [
+    "ConntrackKey{proto=17 10.48.0.2:53 <-> 10.48.0.135:36450} -> Entry{Type:0, Created:13280597154143, "
+    "LastSeen:13280597444227, Flags: 0x110 B-A Data: {A2B:{Bytes:225 Packets:1 Seqno:0 SynSeen:false AckSeen:false "
+    "FinSeen:false RstSeen:false Whitelisted:true Opener:false Ifindex:2} B2A:{Bytes:80 Packets:1 Seqno:0 "
+    "SynSeen:false AckSeen:false FinSeen:false RstSeen:false Whitelisted:true Opener:true Ifindex:15} "
+    "OrigDst:0.0.0.0 OrigSrc:0.0.0.0 OrigPort:0 OrigSPort:0 TunIP:0.0.0.0}} Age: 24.318178817s Active ago 24.317888733s",
+    "TCP 10.0.0.1:4321 -> 10.96.0.10:80 -> 10.48.0.5:8080  Active ago 1.5s ESTABLISHED",
+]
+BPF_CT_JSON = [
+    '[{"type": "nat", "proto": "TCP", "src": "10.0.0.1:4321", "dst": "10.48.0.5:8080", "orig_dst": "10.96.0.10:80", '
+    '"flags": ["B-A"], "active_ago": "2s", "tcp_state": "ESTABLISHED"}]'
+]
+BPF_NAT = ["10.49.18.111 port 80 proto 6 id 23 count 2 local 0", "\t23:0\t 10.48.0.210:80", "\t23:1\t 10.48.0.212:80"]
+BPF_ROUTES = [
+    "   10.0.1.20/32: local host",
+    "   10.48.0.0/26: remote workload in-pool nat-out nh 10.0.1.31",
+    " 10.48.0.128/32: local workload in-pool nat-out idx 4",
+]
+BPF_COUNTERS = [
+    "+----------+-------------------+---------+--------+-----+",
+    "| CATEGORY |       TYPE        | INGRESS | EGRESS | XDP |",
+    "+----------+-------------------+---------+--------+-----+",
+    "| Dropped  | by policy         |       5 |      0 | N/A |",
+    "+----------+-------------------+---------+--------+-----+",
+    "dumped cali1234 counters.",
+]
+BPFTOOL = [
+    "key: 0a 00 00 01 0a 60 00 32  9c 40 00 50 06 00 00 00  value: 01 00 00 00 00 00 00 00",
+    "Found 1 element",
+]
+TRACES = [
+    "[ 1234.567890] TRACE: filter:cali-tw-cali1234:rule:5 IN=vxlan.calico OUT=cali1234 MAC=aa SRC=10.0.0.1 "
+    "DST=10.0.0.2 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=4242 DF PROTO=TCP SPT=40000 DPT=5432 WINDOW=64240 RES=0x00 "
+    "SYN URGP=0 MARK=0x20000",
+    "trace id 8b1c9d6a ip filter FORWARD rule ip daddr 10.0.0.2 counter packets 0 bytes 0 drop (verdict drop)",
+]
+PODS = [
+    "NAMESPACE     NAME      READY   STATUS    RESTARTS      AGE   IP             NODE     NOMINATED NODE   READINESS GATES",
+    "default       client    1/1     Running   2 (5m ago)    10m   192.168.10.5   node-a   <none>           <none>",
+]
+
+PARSERS = {
+    "conntrack": (conntrack.parse_conntrack, SAMPLE_LINES["conntrack-list.txt"]),
+    "iptables-save": (iptables.parse_iptables_save, SAMPLE_LINES["iptables-nft-save.txt"]),
+    "nft": (nft.parse_nft_ruleset, SAMPLE_LINES["nft-ruleset.txt"]),
+    "ip link": (iproute.parse_ip_link, SAMPLE_LINES["ip-link.txt"] + SAMPLE_LINES["ip-addr.txt"]),
+    "ip route": (iproute.parse_ip_route, SAMPLE_LINES["ip-route.txt"] + SAMPLE_LINES["ip-route-v6.txt"]),
+    "sysctl": (sysctl.parse_sysctls, SAMPLE_LINES["sysctls.txt"]),
+    "calico-bpf conntrack": (calico_bpf.parse_bpf_conntrack, BPF_CT),
+    "calico-bpf conntrack json": (calico_bpf.parse_bpf_conntrack, BPF_CT_JSON),
+    "calico-bpf nat": (calico_bpf.parse_bpf_nat, BPF_NAT),
+    "calico-bpf routes": (calico_bpf.parse_bpf_routes, BPF_ROUTES),
+    "calico-bpf counters": (calico_bpf.parse_bpf_counters, BPF_COUNTERS),
+    "traces": (traces.parse_traces, TRACES),
+    "kubectl": (kubectl.parse_pod_listing, PODS),
+}
+
+
+def parse(name: str, lines: list[str]) -> tuple[pd.DataFrame, AnomalyLog]:
+    fn, _ = PARSERS[name]
+    log = AnomalyLog(name, "fuzzed.txt")
+    df = fn(lines, log, node="node-a", artifact="fuzzed.txt")
+    assert isinstance(df, pd.DataFrame)
+    return df, log
+
+
+def parse_bpftool(lines: list[str]) -> None:
+    log = AnomalyLog("bpftool", "fuzzed.txt")
+    out = bpftool.parse_bpftool_dump(lines, log, node="node-a", artifact="fuzzed.txt", map_name="cali_v4_ct3")
+    assert all(isinstance(df, pd.DataFrame) for df in out.values())
+
+
+@st.composite
+def mutated(draw, lines: list[str]) -> str:
+    """A real line damaged by a few random edits."""
+    line = draw(st.sampled_from(lines)) if lines else ""
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(line)))
+        j = draw(st.integers(i, min(len(line), i + 12)))
+        edit = draw(st.sampled_from(["delete", "insert", "replace", "cut", "duplicate", "token"]))
+        if edit == "delete":
+            line = line[:i] + line[j:]
+        elif edit == "insert":
+            line = line[:i] + draw(st.text(max_size=8)) + line[i:]
+        elif edit == "replace":
+            line = line[:i] + draw(st.text(min_size=1, max_size=8)) + line[j:]
+        elif edit == "cut":
+            line = line[:i]
+        elif edit == "duplicate":
+            line = line[:j] + line[i:j] + line[j:]
+        else:
+            tokens = line.split(" ")
+            k = draw(st.integers(0, max(0, len(tokens) - 1)))
+            tokens[k] = draw(
+                st.sampled_from(["=", "src=", "-1", "99999999999999999999", "ffff::", "\x00", "[", "{", ""])
+            )
+            line = " ".join(tokens)
+    return line
+
+
+def inputs(name: str):
+    _, real = PARSERS[name]
+    return st.lists(st.one_of(st.text(max_size=80), mutated(real), st.sampled_from(real)), max_size=40)
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_arbitrary_and_mutated_lines_never_raise(name):
+    @SETTINGS
+    @given(lines=inputs(name))
+    def check(lines):
+        parse(name, lines)
+
+    check()
+
+
+@SETTINGS
+@given(lines=st.lists(st.one_of(st.text(max_size=80), mutated(BPFTOOL)), max_size=30))
+def test_bpftool_dumps_never_raise(lines):
+    parse_bpftool(lines)
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_real_lines_parse_without_anomalies_and_damage_is_reported(name):
+    """The unmutated lines are read cleanly; a line of garbage in the middle is an anomaly row, and
+    the rows around it are still read (a JSON document is one value: damage anywhere in it leaves
+    nothing to read but the anomaly that says so)."""
+    _, real = PARSERS[name]
+    clean, log = parse(name, real)
+    assert len(clean) > 0 and len(log.rows) == 0, log.rows[:3]
+    damaged, damaged_log = parse(name, [*real, "\x00garbage } { = ]", *real])
+    # a trace log is the kernel's log: lines that are not traces are its other messages, not damage
+    assert len(damaged_log.rows) >= 1 or name == "traces"
+    if not name.endswith("json"):
+        assert len(damaged) >= len(clean)
+
+
+ADDRESS = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(str),
+)
+PORT = st.integers(0, 65535)
+
+
+@SETTINGS
+@given(
+    proto=st.sampled_from([("tcp", 6), ("udp", 17)]),
+    timeout=st.integers(0, 10**6),
+    state=st.sampled_from(["ESTABLISHED", "SYN_SENT", "TIME_WAIT", "CLOSE"]),
+    orig=st.tuples(ADDRESS, ADDRESS, PORT, PORT),
+    reply=st.tuples(ADDRESS, ADDRESS, PORT, PORT),
+    unreplied=st.booleans(),
+    assured=st.booleans(),
+    mark=st.integers(0, 2**32 - 1),
+    counters=st.tuples(st.integers(0, 2**40), st.integers(0, 2**40), st.integers(0, 2**40), st.integers(0, 2**40)),
+)
+def test_conntrack_lines_round_trip(proto, timeout, state, orig, reply, unreplied, assured, mark, counters):
+    """`conntrack -L -o extended` lines (formats.md: family, protocol, timeout, TCP state, original
+    tuple with counters, [UNREPLIED], reply tuple with counters, [ASSURED], mark, use) made from
+    random fields parse back to those fields."""
+    name, number = proto
+    v6 = ":" in orig[0]
+    family = "ipv6     10" if v6 else "ipv4     2"
+    state_text = f"{state} " if name == "tcp" else ""
+    o_pk, o_by, r_pk, r_by = counters
+    line = (
+        f"{family} {name:<8} {number} {timeout} {state_text}"
+        f"src={orig[0]} dst={orig[1]} sport={orig[2]} dport={orig[3]} packets={o_pk} bytes={o_by} "
+        f"{'[UNREPLIED] ' if unreplied else ''}"
+        f"src={reply[0]} dst={reply[1]} sport={reply[2]} dport={reply[3]} packets={r_pk} bytes={r_by} "
+        f"{'[ASSURED] ' if assured else ''}mark={mark} use=1"
+    )
+    df, log = parse("conntrack", [line])
+    assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
+    r = df.iloc[0]
+    assert (r["proto"], r["proto_num"], r["timeout"]) == (name, number, timeout)
+    assert r["state"] == (state if name == "tcp" else "")
+    assert (r["orig_src"], r["orig_dst"], r["orig_sport"], r["orig_dport"]) == orig
+    assert (r["reply_src"], r["reply_dst"], r["reply_sport"], r["reply_dport"]) == reply
+    assert (r["orig_packets"], r["orig_bytes"], r["reply_packets"], r["reply_bytes"]) == counters
+    assert (bool(r["unreplied"]), bool(r["assured"]), r["mark"]) == (unreplied, assured, mark)
+
+
+@SETTINGS
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.from_regex(r"net\.[a-z_]{1,12}(\.[a-z_0-9]{1,12}){0,3}", fullmatch=True),
+            st.integers(-(2**40), 2**40).map(str) | st.from_regex(r"[a-z0-9_]{1,10}", fullmatch=True),
+        ),
+        max_size=20,
+        unique_by=lambda kv: kv[0],
+    )
+)
+def test_sysctl_lines_round_trip(entries):
+    """`sysctl -a` lines (`key = value`) parse back to their keys and values."""
+    df, log = parse("sysctl", [f"{k} = {v}" for k, v in entries])
+    assert len(log.rows) == 0
+    assert dict(zip(df["key"], df["value"].astype(str), strict=True)) == dict(entries)
