@@ -1,0 +1,127 @@
+"""A mutation fuzzer over captures: bit flips, truncation, lying record lengths, an absurd snaplen,
+zero-length records and garbage pcapng blocks, in a bounded number of seeded cases that CI runs.
+
+Each damaged capture is opened, decoded and (one case in four) analysed with its report: no
+exception, a time bound per file, and nothing lost silently: every record the reader could not
+take is an anomaly row, and every decoded packet whose status is not "ok" has its anomaly row.
+For longer runs: `CALFORENSICS_FUZZ_CASES=5000 make test` (or pytest this file), or coverage-guided
+with atheris (docs/fuzzing.md).
+"""
+
+import os
+import random
+import struct
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+
+import calforensics
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+CASES = int(os.environ.get("CALFORENSICS_FUZZ_CASES", "40"))
+SECONDS_PER_FILE = 20  # far above what a 300-frame capture takes (~0.2 s), far below a hang
+RECORD_DAMAGE = {"truncated_record", "bad_record_length", "bad_block_length", "truncated_block", "bad_block"}
+
+
+def records(data: bytes) -> list[int]:
+    """Offsets of a nanosecond little-endian pcap's record headers (the base capture's own form)."""
+    out, off = [], 24
+    while off + 16 <= len(data):
+        out.append(off)
+        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
+    return out
+
+
+def mutate_pcap(base: bytes, rnd: random.Random) -> tuple[str, bytes]:
+    data = bytearray(base)
+    offsets = records(base)
+    kind = rnd.choice(["flips", "truncate", "lying_length", "zero_length", "snaplen", "garbage_tail"])
+    if kind == "flips":
+        for _ in range(rnd.choice((1, 5, 50))):
+            at = rnd.randrange(24, len(data))
+            data[at] ^= 1 << rnd.randrange(8)
+    elif kind == "truncate":
+        data = data[: rnd.randrange(25, len(data))]
+    elif kind == "lying_length":
+        at = rnd.choice(offsets)
+        struct.pack_into("<I", data, at + 8, rnd.choice((0xFFFFFFFF, len(data), 1 << 20, 70_000)))
+    elif kind == "zero_length":
+        at = rnd.choice(offsets)
+        data[at:at] = struct.pack("<IIII", 1_700_000_000, 0, 0, 0)
+    elif kind == "snaplen":
+        struct.pack_into("<I", data, 16, rnd.choice((0, 0xFFFFFFFF, 1)))
+    else:
+        data += bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 64)))
+    return kind, bytes(data)
+
+
+def mutate_pcapng(base: bytes, rnd: random.Random) -> tuple[str, bytes]:
+    data = bytearray(base)
+    # block starts: section header, interface description, then enhanced packet blocks
+    starts, off = [], 0
+    while off + 12 <= len(data):
+        starts.append(off)
+        off += struct.unpack_from("<I", data, off + 4)[0]
+    kind = rnd.choice(["flips", "truncate", "lying_block_length", "garbage_block", "zero_block"])
+    at = rnd.choice(starts[2:])
+    if kind == "flips":
+        for _ in range(rnd.choice((1, 5, 50))):
+            i = rnd.randrange(len(data))
+            data[i] ^= 1 << rnd.randrange(8)
+    elif kind == "truncate":
+        data = data[: rnd.randrange(1, len(data))]
+    elif kind == "lying_block_length":
+        struct.pack_into("<I", data, at + 4, rnd.choice((0xFFFFFFFC, 8, 13, len(data))))
+    elif kind == "garbage_block":
+        body = bytes(rnd.randrange(256) for _ in range(4 * rnd.randrange(0, 16)))
+        block_type = rnd.choice((0x0BAD, 0x80000001, 3, 5))
+        data[at:at] = struct.pack("<II", block_type, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+    else:
+        data[at:at] = struct.pack("<III", 6, 12, 12)  # an enhanced packet block too short for its header
+    return kind, bytes(data)
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    from bench_ingest import write_capture
+    from test_bounded import pcap_to_pcapng
+
+    folder = tmp_path_factory.mktemp("bases")
+    pcap = folder / "base.pcap"
+    write_capture(pcap, 300)
+    pcapng = folder / "base.pcapng"
+    pcap_to_pcapng(pcap, pcapng)
+    return {"pcap": pcap.read_bytes(), "pcapng": pcapng.read_bytes()}
+
+
+@pytest.mark.parametrize("form", ["pcap", "pcapng"])
+def test_damaged_captures_never_crash_hang_or_lose_records_silently(tmp_path, bases, form):
+    rnd = random.Random(11 if form == "pcap" else 12)
+    mutate = mutate_pcap if form == "pcap" else mutate_pcapng
+    seen_kinds = set()
+    for case in range(CASES):
+        kind, data = mutate(bases[form], rnd)
+        seen_kinds.add(kind)
+        path = tmp_path / f"case{case}.{form}"
+        path.write_bytes(data)
+        started = time.monotonic()
+        try:
+            b = calforensics.open_bundle(path, workers=1)
+        except calforensics.BundleError:
+            continue  # damage in the file header: one clear error, as for any unusable input
+        with b:
+            packets, anomalies = b.packets, b.anomalies
+            # every decoded packet that is not "ok" has its anomaly row
+            bad = int((packets["status"].astype(str) != "ok").sum())
+            assert (anomalies["source"] == "packets").sum() == bad, (case, kind)
+            # a capture the reader could not walk to its end says where it stopped
+            if kind in ("truncate", "lying_length", "lying_block_length", "zero_block") and len(packets) < 300:
+                assert anomalies["source"].isin(["pcap", "pcapng"]).any(), (case, kind)
+            if case % 4 == 0:
+                calforensics.write_report(calforensics.analyze(b), tmp_path / f"report{case}", tables="none")
+        assert time.monotonic() - started < SECONDS_PER_FILE, (case, kind)
+        path.unlink()
+    assert len(seen_kinds) >= 4
