@@ -81,6 +81,13 @@ TABLES = [
 ]
 
 
+SKIPPED_BECAUSE = {
+    "empty": "the file is empty",
+    "other": "not a kind of file calforensics reads",
+    "unrecognised": "content not recognised as any format calforensics reads",
+}
+
+
 @dataclass
 class Artifact:
     path: str
@@ -90,6 +97,7 @@ class Artifact:
     rows: int = -1  # -1 until parsed
     anomalies: int = 0
     status: str = "pending"  # pending, parsed, no_data, skipped
+    detail: str = ""  # why it was skipped or gave nothing usable
 
 
 def _label(value: object) -> str:
@@ -183,7 +191,7 @@ class Bundle:
                 kind = "empty"
             art = Artifact(rel, node_of(rel, hostname, skip_root=strip), kind, size)
             if kind in ("other", "unrecognised", "empty"):
-                art.status, art.rows = "skipped", 0
+                art.status, art.rows, art.detail = "skipped", 0, SKIPPED_BECAUSE[kind]
             arts.append(art)
         return arts
 
@@ -251,6 +259,7 @@ class Bundle:
                 log.add(1, "no_data", f"no {art.kind} data; file says: {text[0][:200]}")
                 art.anomalies = len(log)
             art.status = "no_data"
+            art.detail = f"no {art.kind} data" + (f"; file says: {text[0][:200]}" if text else ": only blank lines")
 
     # ---- captures ---------------------------------------------------------------------------
     def _frame_index(self, art: Artifact) -> FrameIndex:
@@ -311,7 +320,7 @@ class Bundle:
                 art.rows, art.status = 1, "parsed"
             except (ValueError, TypeError, AttributeError) as exc:
                 self._log("metadata", art).add("file", "bad_json", str(exc))
-                art.status, art.anomalies = "no_data", 1
+                art.status, art.anomalies, art.detail = "no_data", 1, f"not usable metadata: {str(exc)[:200]}"
         start = [windows.get(n, (-1, -1))[0] for n in caps["node"]]
         end = [windows.get(n, (-1, -1))[1] for n in caps["node"]]
         caps["window_start_ns"] = [w if w >= 0 else f for w, f in zip(start, caps["first_ns"], strict=True)]

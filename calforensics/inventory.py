@@ -60,6 +60,7 @@ def inventory(bundle: Bundle, decode_packets: bool = False) -> dict:
                 "rows": int(r.rows),
                 "anomalies": int(r.anomalies),
                 "status": r.status,
+                "detail": r.detail,
             }
             for r in arts.itertuples(index=False)
         ],

@@ -35,6 +35,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "pending (not yet read), parsed, no_data (read, nothing usable, e.g. an error message), "
                 "skipped (kind other/empty/unrecognised)",
             ),
+            ("detail", "string", "why a file was skipped or gave nothing usable; empty for files read"),
         ],
     ),
     "captures": (

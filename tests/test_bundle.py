@@ -301,3 +301,64 @@ def test_cli_starts_without_the_heavy_modules_and_the_api_names_resolve():
     assert sorted(calforensics.__all__) == sorted(calforensics._PUBLIC)
     with pytest.raises(AttributeError):
         calforensics.no_such_name  # noqa: B018
+
+
+def test_nothing_lost_silently_counts_match_the_input(tmp_path):
+    """Lines in = rows + anomalies out; records in = packets + anomalies out; and inspect and the
+    report say so per file, with why a file was skipped."""
+    import dpkt
+
+    node = tmp_path / "b" / "nodes" / "node-a"
+    (node / "pcaps").mkdir(parents=True)
+    good = [
+        f"ipv4     2 tcp      6 431999 ESTABLISHED src=10.0.0.{i} dst=10.96.0.50 sport={40000 + i} dport=80 "
+        f"src=192.168.20.7 dst=10.0.0.{i} sport=8080 dport={40000 + i} [ASSURED] mark=0 use=1"
+        for i in range(1, 8)
+    ]
+    garbage = ["conntrack v1.4.7 (conntrack-tools): error while dumping", "ipv4 2 tcp 6 src=", "\x00\x01"]
+    lines = [good[0], garbage[0], "", *good[1:4], garbage[1], *good[4:], garbage[2], ""]
+    (node / "conntrack-list.txt").write_text("\n".join(lines) + "\n")
+    (node / "ip-neigh.txt").write_text("10.0.0.1 dev eth0 lladdr aa:bb:cc:dd:ee:ff REACHABLE\n")
+    (node / "empty.txt").write_text("")
+    frames = []
+    for i in range(12):
+        ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=17, id=i)
+        ip.data = dpkt.udp.UDP(sport=1000 + i, dport=53, data=b"q" * 20)
+        ip.len = len(bytes(ip))
+        frames.append(bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip)))
+    damaged = {3, 8}  # IP headers cut short: still records, decoded as damaged packets
+    for i in damaged:
+        frames[i] = frames[i][: 14 + 10]
+    with open(node / "pcaps" / "eth0.pcap", "wb") as fh:
+        writer = dpkt.pcap.Writer(fh)
+        for i, frame in enumerate(frames):
+            writer.writepkt(frame, ts=1_700_000_000 + i / 100)
+    with open(node / "pcaps" / "eth0.pcap", "ab") as fh:  # and a last record cut short by a full disk
+        fh.write(struct.pack("<IIII", 1_700_000_001, 0, 60, 60) + b"\x00" * 20)
+
+    with calforensics.open_bundle(tmp_path / "b") as b:
+        packets, conntrack = b.packets, b.conntrack
+        arts = b.artifacts.set_index("path")
+        anomalies = b.anomalies
+        files = calforensics.write_report(calforensics.analyze(b), tmp_path / "out", tables="none")
+    ct = arts.loc["nodes/node-a/conntrack-list.txt"]
+    assert (len(conntrack), ct["rows"], ct["anomalies"]) == (len(good), len(good), len(garbage))
+    assert ct["rows"] + ct["anomalies"] == sum(1 for x in lines if x.strip())  # lines in = rows + anomalies
+    cap = arts.loc["nodes/node-a/pcaps/eth0.pcap"]
+    records_in = len(frames) + 1
+    record_anomalies = int(((anomalies["artifact"] == cap.name) & (anomalies["source"] == "pcap")).sum())
+    packet_anomalies = int(((anomalies["artifact"] == cap.name) & (anomalies["source"] == "packets")).sum())
+    assert (len(packets), record_anomalies, packet_anomalies) == (len(frames), 1, len(damaged))
+    assert len(packets) + record_anomalies == records_in  # records in = packets + anomalies
+    assert (cap["rows"], cap["anomalies"]) == (len(frames), 1 + len(damaged))
+    assert arts.loc["nodes/node-a/empty.txt", "detail"] == "the file is empty"
+    assert (
+        arts.loc["nodes/node-a/ip-neigh.txt", "status"] == "skipped" and arts.loc["nodes/node-a/ip-neigh.txt", "detail"]
+    )
+    report = files.markdown.read_text()
+    assert f"| nodes/node-a/conntrack-list.txt | node-a | conntrack | {len(good)} | {len(garbage)} | parsed |" in report
+    assert "| nodes/node-a/empty.txt | node-a | empty | 0 | 0 | skipped | the file is empty |" in report
+    assert "the file is empty" in files.html.read_text()
+    shown = json.loads(run_cli("inspect", tmp_path / "b", "--packets", "--json").stdout)
+    by_path = {a["path"]: a for a in shown["artifacts"]}
+    assert (by_path[cap.name]["rows"], by_path[cap.name]["anomalies"]) == (len(frames), 1 + len(damaged))

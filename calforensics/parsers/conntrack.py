@@ -167,7 +167,7 @@ def _parse_line(s: str) -> dict | None:
         elif key == "delta-time":
             rec["delta_time"] = val
         prev_key = key
-    if "orig_src" not in rec:
+    if not rec.get("orig_src") or not rec.get("orig_dst"):  # a cut line ("... src=") is not an entry
         return None
     if "l3" not in rec:
         rec["l3"] = "ipv6" if ":" in rec["orig_src"] else "ipv4"

@@ -162,5 +162,21 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
             ],
         )
         lines.append("")
+    lines += [
+        "## What was read",
+        "",
+        "Every file of the bundle: what it was taken for, what it gave, and why "
+        "it was skipped or gave nothing usable (the anomalies table says what could not be read).",
+        "",
+    ]
+    lines += _table(["file", "node", "kind", "rows", "anomalies", "status", "why"], artifact_rows(a))
+    lines.append("")
     lines += ["## Files", ""] + [f"- {md(name)}: {md(path)}" for name, path in files.items()] + [""]
     return "\n".join(lines)
+
+
+def artifact_rows(a: Analysis) -> list[list[object]]:
+    """A row per file of the bundle (the artifacts table), for the reports."""
+    arts = a.bundle.artifacts
+    cols = ("path", "node", "kind", "rows", "anomalies", "status", "detail")
+    return [list(r) for r in zip(*(arts[c].astype(str).tolist() for c in cols), strict=True)]
