@@ -135,6 +135,21 @@ def test_limits_stop_bombs_and_floods(tmp_path):
         calforensics.open_bundle(p, limits=Limits(max_members=20))
 
 
+def test_deep_and_huge_members_are_skipped_with_an_anomaly_and_the_rest_is_read(tmp_path):
+    """Under configurable limits, a member nested too deep and a member too large are not unpacked
+    (each an anomaly row saying why), while the rest of the archive is read."""
+    deep = "n/" + "d/" * 40 + "conntrack.txt"
+    p = make_tar(
+        tmp_path / "odd.tgz",
+        {"n/conntrack.txt": CONNTRACK.encode(), deep: CONNTRACK.encode(), "n/huge.bin": b"\0" * 2_000_000},
+    )
+    with calforensics.open_bundle(p, limits=Limits(max_member_bytes=1_000_000, max_depth=16)) as b:
+        assert len(b.conntrack) == 1  # the shallow file is read
+        kinds = b.anomalies.set_index("location")["kind"].astype(str).to_dict()
+        assert kinds[deep] == "too_deep" and kinds["n/huge.bin"] == "member_too_large"
+        assert not any(path.endswith("huge.bin") or path == deep for path in b.artifacts["path"])
+
+
 def test_directory_links_are_not_followed(tmp_path):
     (tmp_path / "b" / "n").mkdir(parents=True)
     (tmp_path / "b" / "n" / "conntrack.txt").write_text(CONNTRACK)
