@@ -97,7 +97,9 @@ def _directory(root: Path, log: AnomalyLog, limits: Limits) -> Materialized:
             else:
                 files.append(rel)
                 if len(files) > limits.max_members:
-                    raise BundleError(f"{root}: more than {limits.max_members} files (raise Limits.max_members)")
+                    raise BundleError(
+                        f"{root}: more than {limits.max_members} files (raise --max-files, or Limits.max_members)"
+                    )
     if not files:
         raise BundleError(f"{root}: directory holds no files")
     return Materialized(root=root, files=sorted(files))
@@ -122,7 +124,9 @@ def _extract(archive: Path, log: AnomalyLog, limits: Limits) -> Materialized:
             for m in tar:
                 members += 1
                 if members > limits.max_members:
-                    raise BundleError(f"{archive}: more than {limits.max_members} members (raise Limits.max_members)")
+                    raise BundleError(
+                        f"{archive}: more than {limits.max_members} members (raise --max-files, or Limits.max_members)"
+                    )
                 name = _safe_name(m.name)
                 if m.isdir():
                     continue
@@ -155,7 +159,7 @@ def _extract(archive: Path, log: AnomalyLog, limits: Limits) -> Materialized:
                         if written > limits.max_total_bytes:
                             raise BundleError(
                                 f"{archive}: unpacks to more than {limits.max_total_bytes} bytes "
-                                "(raise Limits.max_total_bytes)"
+                                "(raise --max-bundle-size, or Limits.max_total_bytes)"
                             )
                         out.write(chunk)
                 files.append(name)

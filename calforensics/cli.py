@@ -68,17 +68,56 @@ def _open(path: Path, progress: Progress, **options: object) -> Bundle:
         raise  # unreachable: _fail exits
 
 
+MaxBundle = Annotated[
+    str | None, typer.Option("--max-bundle-size", help="refuse archives that unpack to more (e.g. 64G, 500M)")
+]
+MaxMember = Annotated[str | None, typer.Option("--max-file-size", help="skip archive members larger than this")]
+MaxMembers = Annotated[int | None, typer.Option("--max-files", min=1, help="refuse archives with more members")]
+MaxDepth = Annotated[int | None, typer.Option("--max-depth", min=1, help="skip members nested deeper")]
+
+
+def _size(text: str) -> int:
+    """Bytes from 123, 64K, 500M, 64G or 1T (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        _fail(f"not a size: {text!r} (give bytes, or a number with K, M, G or T)")
+        raise  # unreachable: _fail exits
+
+
+def _limits(max_bundle: str | None, max_member: str | None, max_members: int | None, max_depth: int | None):
+    """The archive limits asked for on the command line, the defaults for the rest."""
+    from dataclasses import replace
+
+    from .archive import Limits
+
+    asked = {
+        "max_total_bytes": _size(max_bundle) if max_bundle else None,
+        "max_member_bytes": _size(max_member) if max_member else None,
+        "max_members": max_members,
+        "max_depth": max_depth,
+    }
+    return replace(Limits(), **{k: v for k, v in asked.items() if v is not None})
+
+
 @app.command("inspect")
 def inspect_cmd(
     bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE", help=".tgz/.tar, directory, or pcap/pcapng")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the inventory as JSON.")] = False,
     packets: Annotated[bool, typer.Option("--packets", help="Also decode every packet (slower).")] = False,
+    max_bundle_size: MaxBundle = None,
+    max_file_size: MaxMember = None,
+    max_files: MaxMembers = None,
+    max_depth: MaxDepth = None,
 ) -> None:
     """Inventory of a bundle: nodes, captures, artifacts recognised, anomalies by kind."""
     from .inventory import inventory
 
+    limits = _limits(max_bundle_size, max_file_size, max_files, max_depth)
     with _progress(not as_json and err.is_terminal) as progress:
-        bundle = _open(bundle_path, progress)
+        bundle = _open(bundle_path, progress, limits=limits)
         try:
             inv = inventory(bundle, decode_packets=packets)
         finally:
@@ -203,6 +242,10 @@ def analyze_cmd(
     ] = None,
     port: Annotated[list[int] | None, typer.Option(help="only packets to or from this port (repeatable)")] = None,
     node: Annotated[list[str] | None, typer.Option(help="only captures on this node (repeatable)")] = None,
+    max_bundle_size: MaxBundle = None,
+    max_file_size: MaxMember = None,
+    max_files: MaxMembers = None,
+    max_depth: MaxDepth = None,
 ) -> None:
     """Analyse a bundle: drops with their causes, overhead and MTU, latency; write the report.
 
@@ -219,6 +262,7 @@ def analyze_cmd(
         focus = Focus.of(since, until, host, port, node)
     except ValueError as exc:
         _fail(str(exc))
+    limits = _limits(max_bundle_size, max_file_size, max_files, max_depth)
     with _progress(err.is_terminal) as progress:
         bundle = _open(
             bundle_path,
@@ -230,6 +274,7 @@ def analyze_cmd(
             spill=True if spill_dir else None,
             partition_packets=partition_packets,
             focus=focus,
+            limits=limits,
         )
         try:
             analysis = analyze(bundle)

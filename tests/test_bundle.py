@@ -150,6 +150,26 @@ def test_deep_and_huge_members_are_skipped_with_an_anomaly_and_the_rest_is_read(
         assert not any(path.endswith("huge.bin") or path == deep for path in b.artifacts["path"])
 
 
+def test_cli_archive_limits_refuse_or_skip_with_one_clear_line(tmp_path):
+    """The archive limits can be set from the command line: over them, one error line and exit 2
+    (a bundle too large, too many members) or an anomaly (a member too large, skipped)."""
+    p = make_tar(tmp_path / "bomb.tgz", {"n/zeros.bin": b"\0" * 5_000_000, "n/conntrack.txt": CONNTRACK.encode()})
+    for flags, says in (
+        (["--max-bundle-size", "1M"], "unpacks to more than 1048576 bytes (raise --max-bundle-size"),
+        (["--max-files", "1"], "more than 1 members (raise --max-files"),
+        (["--max-bundle-size", "12Q"], "not a size"),
+    ):
+        r = run_cli("inspect", p, *flags)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and says in lines[0], (flags, r.stderr)
+    r = run_cli("inspect", p, "--max-file-size", "1M", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(k["kind"], k["count"]) for k in doc["anomalies"]["by_kind"]] == [("member_too_large", 1)]
+    r = run_cli("analyze", p, "--max-file-size", "1M", "--tables", "none", "-o", tmp_path / "out")
+    assert r.returncode == 0 and (tmp_path / "out" / "report.md").exists(), r.stderr
+
+
 def test_directory_links_are_not_followed(tmp_path):
     (tmp_path / "b" / "n").mkdir(parents=True)
     (tmp_path / "b" / "n" / "conntrack.txt").write_text(CONNTRACK)
