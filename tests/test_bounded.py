@@ -195,3 +195,56 @@ def test_no_room_for_partition_files_is_one_clear_error(small_disk):
     with pytest.raises(RuntimeError, match=r"cannot write partition files in .*small"):
         store.append(rows % 4, {"row": rows, "ts": rows})
     store.remove()
+
+
+LYING_LIMIT = 256 << 20
+
+
+def lying_captures(folder) -> list:
+    """Captures whose headers claim far more than their files hold (each claim > 4 GB in all)."""
+    frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + bytes(46)
+    paths = []
+    # pcap: an absurd snaplen, and records that each claim 4 GB
+    pcap = folder / "claims.pcap"
+    with open(pcap, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0xFFFFFFFF, 1))
+        for i in range(2000):
+            fh.write(struct.pack("<IIII", 1_700_000_000, i, len(frame), 0xFFFFFFF0) + frame)
+        fh.write(struct.pack("<IIII", 1_700_000_001, 0, 0xFFFFFFF0, 0xFFFFFFF0) + frame)
+    paths.append(pcap)
+    # pcapng: an interface with an absurd snaplen, packet blocks claiming 4 GB captured, a last block
+    # claiming a 4 GB length
+    ng = folder / "claims.pcapng"
+    with open(ng, "wb") as fh:
+        shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+        fh.write(struct.pack("<II", 0x0A0D0D0A, 12 + len(shb)) + shb + struct.pack("<I", 12 + len(shb)))
+        idb = struct.pack("<HHI", 1, 0, 0xFFFFFFFF)
+        fh.write(struct.pack("<II", 1, 12 + len(idb)) + idb + struct.pack("<I", 12 + len(idb)))
+        for i in range(2000):
+            body = struct.pack("<IIIII", 0, 0, i, 0xFFFFFFF0, 0xFFFFFFF0) + frame + bytes(-len(frame) % 4)
+            fh.write(struct.pack("<II", 6, 12 + len(body)) + body + struct.pack("<I", 12 + len(body)))
+        fh.write(struct.pack("<II", 6, 0xFFFFFFF0) + bytes(64))
+    paths.append(ng)
+    return paths
+
+
+def test_lying_lengths_cannot_make_the_reader_allocate_what_the_file_does_not_hold(tmp_path, memlimit):
+    """Headers that claim gigabytes (snaplen, captured lengths, block lengths) in files of a few
+    hundred kB are read under a 256 MB limit: what the reader allocates follows the file, not the
+    claims; the lies are anomalies, the frames that are there are read."""
+    paths = lying_captures(tmp_path)
+    probe = (
+        "import json, sys, calforensics\n"
+        "out = {}\n"
+        "for p in sys.argv[1:]:\n"
+        "    with calforensics.open_bundle(p, workers=1) as b:\n"
+        "        out[p] = [len(b.packets), len(b.anomalies)]\n"
+        "print(json.dumps(out))\n"
+    )
+    run = memlimit.run_limited([sys.executable, "-c", probe, *map(str, paths)], LYING_LIMIT, timeout=120)
+    assert run.returncode == 0, f"killed by OOM: {run.oom_killed}; {run.stderr[-2000:]}"
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    for path in paths:
+        packets, anomalies = got[str(path)]
+        assert packets >= 2000 and anomalies >= 1, (path.name, packets, anomalies)
+    assert sum(p.stat().st_size for p in paths) < 1 << 20  # the files are small; the claims are not
