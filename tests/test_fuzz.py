@@ -232,3 +232,97 @@ def test_sysctl_lines_round_trip(entries):
     df, log = parse("sysctl", [f"{k} = {v}" for k, v in entries])
     assert len(log.rows) == 0
     assert dict(zip(df["key"], df["value"].astype(str), strict=True)) == dict(entries)
+
+
+IFACE = st.from_regex(r"(eth[0-9]|cali[0-9a-f]{11}|vxlan\.calico|tunl0)", fullmatch=True)
+V4 = st.ip_addresses(v=4).map(str)
+CHAIN = st.from_regex(r"(cali-(tw|fw|pi|po)-[A-Za-z0-9_]{1,12}|KUBE-SVC-[A-Z0-9]{16}|FORWARD)", fullmatch=True)
+
+
+@SETTINGS
+@given(
+    prefix=st.integers(0, 32),
+    dst=V4,
+    via=st.one_of(st.none(), V4),
+    dev=IFACE,
+    metric=st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+    onlink=st.booleans(),
+)
+def test_ip_route_lines_round_trip(prefix, dst, via, dev, metric, onlink):
+    """`ip route` lines (destination, via, dev, metric, onlink) parse back to those fields."""
+    import ipaddress
+
+    net = str(ipaddress.ip_network(f"{dst}/{prefix}", strict=False))
+    line = f"{net}{f' via {via}' if via else ''} dev {dev}{f' metric {metric}' if metric is not None else ''}"
+    line += " onlink" if onlink else ""
+    df, log = parse("ip route", [line])
+    assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
+    r = df.iloc[0]
+    assert (r["dst"], r["via"], r["dev"]) == (net, via or "", dev)
+    assert (r["metric"], bool(r["onlink"]), r["type"], r["table"]) == (
+        metric if metric is not None else -1,
+        onlink,
+        "unicast",
+        "main",
+    )
+
+
+@SETTINGS
+@given(
+    chain=CHAIN,
+    counters=st.tuples(st.integers(0, 2**40), st.integers(0, 2**50)),
+    proto=st.sampled_from(["tcp", "udp"]),
+    dport=st.integers(1, 65535),
+    target=st.sampled_from(["DROP", "ACCEPT", "RETURN", "MARK"]),
+    rule_hash=st.from_regex(r"[A-Za-z0-9_-]{16}", fullmatch=True),
+)
+def test_iptables_save_rules_round_trip(chain, counters, proto, dport, target, rule_hash):
+    """`iptables-save -c` rules (counters, chain, protocol, port, Calico's rule-hash comment, target)
+    parse back to those fields."""
+    packets, octets = counters
+    lines = [
+        "*filter",
+        f":{chain} - [0:0]",
+        f'[{packets}:{octets}] -A {chain} -p {proto} -m comment --comment "cali:{rule_hash}" '
+        f"-m {proto} --dport {dport} -j {target}",
+        "COMMIT",
+    ]
+    df, log = parse("iptables-save", lines)
+    assert len(log.rows) == 0, log.rows
+    rule = df[df["kind"] == "rule"]
+    assert len(rule) == 1
+    r = rule.iloc[0]
+    assert (r["table"], r["chain"], r["packets"], r["bytes"]) == ("filter", chain, packets, octets)
+    assert (r["protocol"], r["dport"], r["target"], r["rule_hash"]) == (proto, str(dport), target, rule_hash)
+
+
+@SETTINGS
+@given(
+    chain=CHAIN,
+    rulenum=st.integers(1, 999),
+    ifaces=st.tuples(IFACE, IFACE),
+    ends=st.tuples(V4, V4, st.integers(1, 65535), st.integers(1, 65535)),
+    ip_id=st.integers(0, 65535),
+    length=st.integers(20, 65535),
+)
+def test_trace_lines_round_trip(chain, rulenum, ifaces, ends, ip_id, length):
+    """iptables TRACE lines as the kernel logs them parse back to table, chain, rule number,
+    interfaces, addresses, ports, IP id and length."""
+    src, dst, sport, dport = ends
+    line = (
+        f"[ 1234.567890] TRACE: filter:{chain}:rule:{rulenum} IN={ifaces[0]} OUT={ifaces[1]} MAC=aa "
+        f"SRC={src} DST={dst} LEN={length} TOS=0x00 PREC=0x00 TTL=63 ID={ip_id} DF PROTO=TCP SPT={sport} "
+        f"DPT={dport} WINDOW=64240 RES=0x00 SYN URGP=0"
+    )
+    df, log = parse("traces", [line])
+    assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
+    r = df.iloc[0]
+    assert (r["table"], r["chain"], r["rulenum"], r["in_iface"], r["out_iface"]) == ("filter", chain, rulenum, *ifaces)
+    assert (r["src"], r["dst"], r["sport"], r["dport"], r["ip_id"], r["length"]) == (
+        src,
+        dst,
+        sport,
+        dport,
+        ip_id,
+        length,
+    )
