@@ -326,3 +326,84 @@ def test_trace_lines_round_trip(chain, rulenum, ifaces, ends, ip_id, length):
         ip_id,
         length,
     )
+
+
+@SETTINGS
+@given(
+    links=st.lists(
+        st.tuples(
+            IFACE,
+            st.integers(68, 65535),
+            st.sampled_from(["UP", "DOWN", "UNKNOWN"]),
+            st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b)),
+        ),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda x: x[0],
+    )
+)
+def test_ip_link_lines_round_trip(links):
+    """`ip -d link` entries (index, name, flags, mtu, state, MAC) parse back to those fields."""
+    lines = []
+    for i, (name, mtu, state, mac) in enumerate(links, 1):
+        lines.append(
+            f"{i}: {name}: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu {mtu} qdisc noqueue state {state} mode DEFAULT "
+            "group default qlen 1000"
+        )
+        lines.append(f"    link/ether {mac} brd ff:ff:ff:ff:ff:ff promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 ")
+    df, log = parse("ip link", lines)
+    assert len(log.rows) == 0 and len(df) == len(links), log.rows
+    got = list(zip(df["ifindex"], df["name"], df["mtu"], df["state"], df["mac"], strict=True))
+    assert got == [(i, name, mtu, state, mac) for i, (name, mtu, state, mac) in enumerate(links, 1)]
+
+
+@SETTINGS
+@given(
+    routes=st.lists(
+        st.tuples(st.ip_addresses(v=4), st.integers(8, 32), st.one_of(st.none(), V4), st.booleans()),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_calico_bpf_route_lines_round_trip(routes):
+    """`calico-node -bpf routes dump` lines (CIDR, flags, next hop or interface index) parse back."""
+    import ipaddress
+
+    lines, want = [], []
+    for addr, prefix, next_hop, workload in routes:
+        cidr = str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+        if next_hop:
+            lines.append(f"   {cidr}: remote workload in-pool nat-out nh {next_hop}")
+            want.append((cidr, next_hop, -1))
+        else:
+            idx = prefix + 1
+            lines.append(f"   {cidr}: local {'workload in-pool nat-out' if workload else 'host'} idx {idx}")
+            want.append((cidr, "", idx))
+    df, log = parse("calico-bpf routes", lines)
+    assert len(log.rows) == 0
+    assert list(zip(df["cidr"], df["next_hop"], df["ifindex"], strict=True)) == want
+
+
+@SETTINGS
+@given(
+    services=st.lists(
+        st.tuples(
+            V4, st.integers(1, 65535), st.sampled_from([6, 17]), st.lists(st.tuples(V4, PORT), min_size=1, max_size=4)
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_calico_bpf_nat_text_round_trips(services):
+    """`calico-node -bpf nat dump` (a frontend line, then its backends) parses back to each
+    frontend's address, port and protocol with its backends in order."""
+    lines, want = [], []
+    for svc_id, (ip, port, proto, backends) in enumerate(services, 1):
+        lines.append(f"{ip} port {port} proto {proto} id {svc_id} count {len(backends)} local 0")
+        for i, (bip, bport) in enumerate(backends):
+            lines.append(f"\t{svc_id}:{i}\t {bip}:{bport}")
+            want.append((ip, port, proto, svc_id, bip, bport))
+    df, log = parse("calico-bpf nat", lines)
+    assert len(log.rows) == 0
+    cols = ["frontend_ip", "frontend_port", "proto", "svc_id", "backend_ip", "backend_port"]
+    assert list(zip(*(df[c] for c in cols), strict=True)) == want
