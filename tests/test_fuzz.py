@@ -407,3 +407,38 @@ def test_calico_bpf_nat_text_round_trips(services):
     assert len(log.rows) == 0
     cols = ["frontend_ip", "frontend_port", "proto", "svc_id", "backend_ip", "backend_port"]
     assert list(zip(*(df[c] for c in cols), strict=True)) == want
+
+
+@SETTINGS
+@given(
+    family=st.sampled_from(["ip", "ip6", "inet"]),
+    chain=CHAIN,
+    rules=st.lists(
+        st.tuples(
+            st.sampled_from(["tcp", "udp"]),
+            st.integers(1, 65535),
+            st.tuples(st.integers(0, 2**40), st.integers(0, 2**50)),
+            st.sampled_from(["drop", "accept", "return"]),
+            st.from_regex(r"[A-Za-z0-9_-]{16}", fullmatch=True),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_nft_rules_round_trip(family, chain, rules):
+    """`nft list ruleset` rules (protocol, port, counter, verdict, Calico's rule-hash comment) parse
+    back to those fields, in order, in their table and chain."""
+    lines = [f"table {family} filter {{", f"\tchain {chain} {{"]
+    for proto, dport, (packets, octets), verdict, rule_hash in rules:
+        lines.append(
+            f"\t\t{'meta l4proto' if family == 'inet' else 'ip protocol'} {proto} {proto} dport {dport} "
+            f'counter packets {packets} bytes {octets} {verdict} comment "cali:{rule_hash}"'
+        )
+    lines += ["\t}", "}"]
+    df, log = parse("nft", lines)
+    assert len(log.rows) == 0, log.rows
+    got = df[df["kind"] == "rule"]
+    assert (got["table"] == "filter").all() and (got["chain"] == chain).all() and (got["family"] == family).all()
+    cols = ["protocol", "dport", "packets", "bytes", "target", "rule_hash"]
+    want = [(p, str(d), pk, by, v.upper(), h) for p, d, (pk, by), v, h in rules]
+    assert list(zip(*(got[c] for c in cols), strict=True)) == want
