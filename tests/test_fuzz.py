@@ -7,6 +7,7 @@ duplicate, replace and cut characters and whole tokens, the damage a full disk o
 printed into a dump does.
 """
 
+import struct
 import tarfile
 
 import pandas as pd
@@ -188,18 +189,19 @@ PORT = st.integers(0, 65535)
     assured=st.booleans(),
     mark=st.integers(0, 2**32 - 1),
     counters=st.tuples(st.integers(0, 2**40), st.integers(0, 2**40), st.integers(0, 2**40), st.integers(0, 2**40)),
+    form=st.sampled_from(["list", "extended", "event"]),
 )
-def test_conntrack_lines_round_trip(proto, timeout, state, orig, reply, unreplied, assured, mark, counters):
-    """`conntrack -L -o extended` lines (formats.md: family, protocol, timeout, TCP state, original
-    tuple with counters, [UNREPLIED], reply tuple with counters, [ASSURED], mark, use) made from
-    random fields parse back to those fields."""
+def test_conntrack_lines_round_trip(proto, timeout, state, orig, reply, unreplied, assured, mark, counters, form):
+    """`conntrack -L` lines, plain and `-o extended`, and `conntrack -E` event lines (formats.md:
+    [event,] [family,] protocol, timeout, TCP state, original tuple with counters, [UNREPLIED],
+    reply tuple with counters, [ASSURED], mark, use) made from random fields parse back to them."""
     name, number = proto
     v6 = ":" in orig[0]
-    family = "ipv6     10" if v6 else "ipv4     2"
+    family = {"list": "", "extended": "ipv6     10 " if v6 else "ipv4     2 ", "event": "    [NEW] "}[form]
     state_text = f"{state} " if name == "tcp" else ""
     o_pk, o_by, r_pk, r_by = counters
     line = (
-        f"{family} {name:<8} {number} {timeout} {state_text}"
+        f"{family}{name:<8} {number} {timeout} {state_text}"
         f"src={orig[0]} dst={orig[1]} sport={orig[2]} dport={orig[3]} packets={o_pk} bytes={o_by} "
         f"{'[UNREPLIED] ' if unreplied else ''}"
         f"src={reply[0]} dst={reply[1]} sport={reply[2]} dport={reply[3]} packets={r_pk} bytes={r_by} "
@@ -208,6 +210,7 @@ def test_conntrack_lines_round_trip(proto, timeout, state, orig, reply, unreplie
     df, log = parse("conntrack", [line])
     assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
     r = df.iloc[0]
+    assert (r["form"], r["event"]) == (form, "NEW" if form == "event" else "")
     assert (r["proto"], r["proto_num"], r["timeout"]) == (name, number, timeout)
     assert r["state"] == (state if name == "tcp" else "")
     assert (r["orig_src"], r["orig_dst"], r["orig_sport"], r["orig_dport"]) == orig
@@ -442,3 +445,84 @@ def test_nft_rules_round_trip(family, chain, rules):
     cols = ["protocol", "dport", "packets", "bytes", "target", "rule_hash"]
     want = [(p, str(d), pk, by, v.upper(), h) for p, d, (pk, by), v, h in rules]
     assert list(zip(*(got[c] for c in cols), strict=True)) == want
+
+
+@SETTINGS
+@given(
+    backends=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 255), V4, PORT), min_size=1, max_size=6),
+    one_line=st.booleans(),
+)
+def test_bpftool_nat_backend_dumps_round_trip(backends, one_line):
+    """`bpftool map dump` of cali_v4_nat_be (key: service id, ordinal; value: backend address, port),
+    on one line or split over lines as bpftool prints longer entries, parses back to those fields."""
+    import ipaddress
+
+    def hexes(data: bytes) -> str:
+        return " ".join(f"{b:02x}" for b in data)
+
+    lines = []
+    for svc_id, ordinal, ip, port in backends:
+        key = struct.pack("<II", svc_id, ordinal)
+        value = ipaddress.ip_address(ip).packed + struct.pack("<HH", port, 0)
+        if one_line:
+            lines.append(f"key: {hexes(key)}  value: {hexes(value)}")
+        else:
+            lines += ["key:", hexes(key), "value:", hexes(value)]
+    lines.append(f"Found {len(backends)} elements")
+    log = AnomalyLog("bpftool", "cali_v4_nat_be.txt")
+    out = bpftool.parse_bpftool_dump(lines, log, "node-a", "cali_v4_nat_be.txt", "cali_v4_nat_be")
+    assert len(log.rows) == 0, log.rows
+    nat = out["bpf_nat"]
+    got = list(zip(nat["svc_id"], nat["ordinal"], nat["backend_ip"], nat["backend_port"], strict=True))
+    assert got == backends
+
+
+@SETTINGS
+@given(
+    entries=st.lists(
+        st.tuples(st.sampled_from([("TCP", 6), ("UDP", 17)]), V4, PORT, V4, PORT, st.integers(0, 10**6)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_calico_bpf_conntrack_json_round_trips(entries):
+    """`calico-node -bpf conntrack dump --json` entries (protocol, both ends, age) parse back."""
+    import json
+
+    doc = [
+        {"type": "normal", "proto": name, "src": f"{s}:{sp}", "dst": f"{d}:{dp}", "flags": [], "active_ago": f"{age}s"}
+        for (name, _), s, sp, d, dp, age in entries
+    ]
+    df, log = parse("calico-bpf conntrack json", [json.dumps(doc, indent=1)])
+    assert len(log.rows) == 0, log.rows
+    cols = ["proto", "src", "sport", "dst", "dport", "active_ago_s", "entry_type"]
+    want = [(num, s, sp, d, dp, float(age), "normal") for (_, num), s, sp, d, dp, age in entries]
+    assert list(zip(*(df[c] for c in cols), strict=True)) == want
+
+
+@SETTINGS
+@given(
+    iface=IFACE,
+    counts=st.lists(
+        st.tuples(
+            st.sampled_from(["by policy", "by failed CSUM", "packets hitting"]),
+            st.integers(0, 2**40),
+            st.integers(0, 2**40),
+        ),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda c: c[0],
+    ),
+)
+def test_calico_bpf_counter_tables_round_trip(iface, counts):
+    """`calico-node -bpf counters dump` tables (category, type, ingress, egress, XDP) with their
+    interface caption parse back to those counts."""
+    rule = "+----------+-------------------+---------+--------+-----+"
+    lines = [rule, "| CATEGORY |       TYPE        | INGRESS | EGRESS | XDP |", rule]
+    for i, (kind, ingress, egress) in enumerate(counts):
+        lines.append(f"| {'Dropped' if i == 0 else '':8} | {kind:17} | {ingress:7} | {egress:6} | N/A |")
+    lines += [rule, f"dumped {iface} counters."]
+    df, log = parse("calico-bpf counters", lines)
+    assert len(log.rows) == 0, log.rows
+    got = list(zip(df["interface"], df["category"], df["type"], df["ingress"], df["egress"], df["xdp"], strict=True))
+    assert got == [(iface, "Dropped", kind, ingress, egress, -1) for kind, ingress, egress in counts]
