@@ -97,6 +97,26 @@ def bases(tmp_path_factory):
     return {"pcap": pcap.read_bytes(), "pcapng": pcapng.read_bytes()}
 
 
+def check_damaged(path, kind, whole: int, analyse: bool, out) -> None:
+    """Open, decode (and maybe analyse) one damaged capture of a base that held ``whole`` packets."""
+    started = time.monotonic()
+    try:
+        b = calforensics.open_bundle(path, workers=1)
+    except calforensics.BundleError:
+        return  # damage in the file header: one clear error, as for any unusable input
+    with b:
+        packets, anomalies = b.packets, b.anomalies
+        # every decoded packet that is not "ok" has its anomaly row
+        bad = int((packets["status"].astype(str) != "ok").sum())
+        assert (anomalies["source"] == "packets").sum() == bad, kind
+        # a capture the reader could not walk to its end says where it stopped
+        if kind in ("truncate", "lying_length", "lying_block_length", "zero_block") and len(packets) < whole:
+            assert anomalies["source"].isin(["pcap", "pcapng"]).any(), kind
+        if analyse:
+            calforensics.write_report(calforensics.analyze(b), out, tables="none")
+    assert time.monotonic() - started < SECONDS_PER_FILE, kind
+
+
 @pytest.mark.parametrize("form", ["pcap", "pcapng"])
 def test_damaged_captures_never_crash_hang_or_lose_records_silently(tmp_path, bases, form):
     rnd = random.Random(11 if form == "pcap" else 12)
@@ -107,21 +127,34 @@ def test_damaged_captures_never_crash_hang_or_lose_records_silently(tmp_path, ba
         seen_kinds.add(kind)
         path = tmp_path / f"case{case}.{form}"
         path.write_bytes(data)
-        started = time.monotonic()
-        try:
-            b = calforensics.open_bundle(path, workers=1)
-        except calforensics.BundleError:
-            continue  # damage in the file header: one clear error, as for any unusable input
-        with b:
-            packets, anomalies = b.packets, b.anomalies
-            # every decoded packet that is not "ok" has its anomaly row
-            bad = int((packets["status"].astype(str) != "ok").sum())
-            assert (anomalies["source"] == "packets").sum() == bad, (case, kind)
-            # a capture the reader could not walk to its end says where it stopped
-            if kind in ("truncate", "lying_length", "lying_block_length", "zero_block") and len(packets) < 300:
-                assert anomalies["source"].isin(["pcap", "pcapng"]).any(), (case, kind)
-            if case % 4 == 0:
-                calforensics.write_report(calforensics.analyze(b), tmp_path / f"report{case}", tables="none")
-        assert time.monotonic() - started < SECONDS_PER_FILE, (case, kind)
+        check_damaged(path, kind, 300, case % 4 == 0, tmp_path / f"report{case}")
         path.unlink()
     assert len(seen_kinds) >= 4
+
+
+def test_damaged_corpus_captures_never_crash_hang_or_lose_records_silently(tmp_path, corpus):
+    """The same damage to real public captures (the conformance corpus: many link types, byte
+    orders, time resolutions and pcapng layouts), a few cases each."""
+    files = sorted(p for p in (corpus / "pcaps").iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))
+    assert len(files) > 20
+    rnd = random.Random(13)
+    ran = 0
+    for n, base in enumerate(files):
+        data = base.read_bytes()
+        try:
+            with calforensics.open_bundle(base, workers=1) as b:
+                whole = len(b.packets)
+        except calforensics.BundleError:
+            continue
+        pcapng = data[:4] == b"\x0a\x0d\x0d\x0a"
+        for case in range(max(1, CASES // 20)):
+            try:
+                kind, damaged = (mutate_pcapng if pcapng else mutate_pcap)(data, rnd)
+            except (struct.error, IndexError, ValueError):
+                continue  # a layout the mutator cannot walk (big-endian, odd blocks): other cases cover it
+            path = tmp_path / f"{n}-{case}{base.suffix}"
+            path.write_bytes(damaged)
+            check_damaged(path, kind, whole, False, None)
+            path.unlink()
+            ran += 1
+    assert ran > 20
