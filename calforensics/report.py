@@ -24,6 +24,7 @@ from .analyses import Analysis
 from .analyses.blocks import select_hops
 from .render import plots
 from .render.markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown
+from .schema import category_code
 
 TABLE_FORMATS = ("csv", "parquet", "none")
 HTML_FLOWS = 300  # flows listed in report.html; the rest are in the exported tables
@@ -78,7 +79,7 @@ def _first_sightings(b, flow_ids: np.ndarray) -> pd.DataFrame:
     """(flow_id, ts_corrected_ns) of the forward packets of these flows, where first seen."""
     h = b.hops
     flow, hop_index, direction = h["flow_id"].to_numpy(), h["hop_index"].to_numpy(), h["direction"].array
-    fwd = list(direction.categories).index("fwd") if "fwd" in direction.categories else -2
+    fwd = category_code(direction, "fwd")
 
     def first_forward(lo: int, hi: int) -> np.ndarray:
         return np.isin(flow[lo:hi], flow_ids) & (direction.codes[lo:hi] == fwd) & (hop_index[lo:hi] == 0)

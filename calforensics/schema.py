@@ -591,6 +591,12 @@ def codes_dtype(categories: int) -> type:
     return next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
 
 
+def category_code(values: pd.Categorical, label: str) -> int:
+    """The code of ``label`` among a categorical's categories; -2 (matching no row, not even a
+    missing value's -1) when it is not one of them."""
+    return int(values.categories.get_loc(label)) if label in values.categories else -2
+
+
 def take_rows(df: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
     """Some columns of some rows of a large table, gathered a column at a time (a boolean filter
     or ``iloc`` copies every column of the table: for the hops, ~35 of them)."""

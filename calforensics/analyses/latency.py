@@ -20,7 +20,7 @@ from ..bundle import Bundle
 from ..flows import instance_blocks, point_names
 from ..memory import write_back
 from ..partitions import parts_for
-from ..schema import codes_dtype
+from ..schema import category_code, codes_dtype
 from .blocks import hop_blocks, select_hops
 
 HOP_COLUMNS = [
@@ -59,7 +59,7 @@ def _pairs(b: Bundle) -> pd.DataFrame:
     nodes, interfaces = point_names(h)
     node_names, iface_names = pd.Categorical(nodes), pd.Categorical(interfaces)
     direction = h["direction"].array
-    icmp_error = list(direction.categories).index("icmp-error") if "icmp-error" in direction.categories else -2
+    icmp_error = category_code(direction, "icmp-error")
     col = {name: h[name].to_numpy() for name in ("instance", "hop_index", "copy_no", "point", "flow_id")}
     col.update(ambiguous=h["ambiguous"].to_numpy(), ts=h["ts_corrected_ns"].to_numpy(), direction=direction.codes)
     tuples = [_plain(h[c]) for c in ("src", "dst", "sport", "dport")]
@@ -208,7 +208,7 @@ def per_flow(b: Bundle) -> pd.DataFrame:
     flows = b.flows
     proto, copy_no, flags, hop_index = (h[c].to_numpy() for c in ("proto", "copy_no", "tcp_flags", "hop_index"))
     direction = h["direction"].array
-    fwd, rev = (direction.categories.get_loc(d) if d in direction.categories else -2 for d in ("fwd", "rev"))
+    fwd, rev = category_code(direction, "fwd"), category_code(direction, "rev")
 
     def handshake(lo: int, hi: int, first: bool) -> np.ndarray:
         tcp = (proto[lo:hi] == 6) & (copy_no[lo:hi] == 0)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..parsers.sysctl import conntrack_fill
-from ..schema import categorical, take_rows
+from ..schema import categorical, category_code, take_rows
 from .blocks import hop_blocks, select_hops
 
 TUNNEL_COLUMNS = [
@@ -37,7 +37,7 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
     from hops [lo, hi) (a block never splits a packet instance); tunnel ends stay categorical."""
     h = b.hops
     hi = len(h) if hi is None else hi
-    none = list(h["encap"].array.categories).index("none") if "none" in h["encap"].array.categories else -2
+    none = category_code(h["encap"].array, "none")
     tunnelled = (h["encap"].array.codes[lo:hi] != none) & (h["copy_no"].to_numpy()[lo:hi] == 0)
     rows = lo + np.flatnonzero(tunnelled)
     inst, hop = h["instance"].to_numpy()[rows], h["hop_index"].to_numpy()[rows]
@@ -132,7 +132,7 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     hop_index, proto, packet = h["hop_index"].to_numpy(), h["proto"].to_numpy(), h["packet"].to_numpy()
     icmp_type, icmp_code = h["icmp_type"].to_numpy(), h["icmp_code"].to_numpy()
     tcp_flags, role = h["tcp_flags"].to_numpy(), h["role"].array
-    workload = list(role.categories).index("workload") if "workload" in role.categories else -2
+    workload = category_code(role, "workload")
     frag_offset, more, df = (pk[c].to_numpy() for c in ("frag_offset", "more_fragments", "dont_fragment"))
 
     def candidate(lo: int, hi: int) -> np.ndarray:
