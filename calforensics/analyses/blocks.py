@@ -30,3 +30,12 @@ def select_hops(b, where: Callable[[int, int], np.ndarray], columns: list[str]) 
     blocks, _, _ = hop_blocks(b)
     rows = [lo + np.flatnonzero(where(lo, hi)) for lo, hi in blocks]
     return take_rows(b.hops, np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64), columns)
+
+
+def in_hop_order(rows: np.ndarray, instance: np.ndarray, hop_index: np.ndarray) -> np.ndarray:
+    """Hop rows in (instance, hop_index) order. The join gives hops in that order already: the
+    sort is only for tables built otherwise."""
+    inst, hop = instance[rows], hop_index[rows]
+    if ((inst[1:] > inst[:-1]) | ((inst[1:] == inst[:-1]) & (hop[1:] > hop[:-1]))).all():
+        return rows
+    return rows[np.lexsort((hop, inst))]

@@ -21,7 +21,7 @@ from ..flows import instance_blocks, point_names
 from ..memory import write_back
 from ..partitions import parts_for
 from ..schema import category_code, codes_dtype
-from .blocks import hop_blocks, select_hops
+from .blocks import hop_blocks, in_hop_order, select_hops
 
 HOP_COLUMNS = [
     "from_node",
@@ -77,11 +77,7 @@ def _pairs(b: Bundle) -> pd.DataFrame:
     count = 0
     for lo, hi in blocks:
         keep = ~col["ambiguous"][lo:hi] & (col["copy_no"][lo:hi] == 0) & (col["direction"][lo:hi] != icmp_error)
-        rows = lo + np.flatnonzero(keep)
-        inst_r, hop_r = col["instance"][rows], col["hop_index"][rows]
-        in_order = (inst_r[1:] > inst_r[:-1]) | ((inst_r[1:] == inst_r[:-1]) & (hop_r[1:] > hop_r[:-1]))
-        # the join gives hops in that order already: the sort is only for tables built otherwise
-        order = rows if in_order.all() else rows[np.lexsort((hop_r, inst_r))]
+        order = in_hop_order(lo + np.flatnonzero(keep), col["instance"], col["hop_index"])
         inst = col["instance"][order]
         same = np.zeros(len(order), dtype=bool)
         same[1:] = inst[1:] == inst[:-1]

@@ -13,7 +13,7 @@ import pandas as pd
 from ..bundle import Bundle
 from ..parsers.sysctl import conntrack_fill
 from ..schema import categorical, category_code, take_rows
-from .blocks import hop_blocks, select_hops
+from .blocks import hop_blocks, in_hop_order, select_hops
 
 TUNNEL_COLUMNS = [
     "type",
@@ -39,11 +39,8 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
     hi = len(h) if hi is None else hi
     none = category_code(h["encap"].array, "none")
     tunnelled = (h["encap"].array.codes[lo:hi] != none) & (h["copy_no"].to_numpy()[lo:hi] == 0)
-    rows = lo + np.flatnonzero(tunnelled)
-    inst, hop = h["instance"].to_numpy()[rows], h["hop_index"].to_numpy()[rows]
-    if not ((inst[1:] > inst[:-1]) | ((inst[1:] == inst[:-1]) & (hop[1:] > hop[:-1]))).all():
-        order = np.lexsort((hop, inst))  # the join gives hops in this order: only for tables built otherwise
-        rows, inst = rows[order], inst[order]
+    rows = in_hop_order(lo + np.flatnonzero(tunnelled), h["instance"].to_numpy(), h["hop_index"].to_numpy())
+    inst = h["instance"].to_numpy()[rows]
     rows = rows[np.r_[True, inst[1:] != inst[:-1]]] if len(rows) else rows  # each instance's first
     enc = take_rows(h, rows, ["flow_id", "encap", "vni", "outer_src", "outer_dst", "packet"])
     pk = b.packets
