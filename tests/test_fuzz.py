@@ -101,6 +101,13 @@ def parse(name: str, lines: list[str]) -> tuple[pd.DataFrame, AnomalyLog]:
     return df, log
 
 
+def parse_one(name: str, line: str) -> pd.Series:
+    """The one row a valid line gives, read without anomalies."""
+    df, log = parse(name, [line])
+    assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
+    return df.iloc[0]
+
+
 def parse_bpftool(lines: list[str]) -> None:
     log = AnomalyLog("bpftool", "fuzzed.txt")
     out = bpftool.parse_bpftool_dump(lines, log, node="node-a", artifact="fuzzed.txt", map_name="cali_v4_ct3")
@@ -207,9 +214,7 @@ def test_conntrack_lines_round_trip(proto, timeout, state, orig, reply, unreplie
         f"src={reply[0]} dst={reply[1]} sport={reply[2]} dport={reply[3]} packets={r_pk} bytes={r_by} "
         f"{'[ASSURED] ' if assured else ''}mark={mark} use=1"
     )
-    df, log = parse("conntrack", [line])
-    assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
-    r = df.iloc[0]
+    r = parse_one("conntrack", line)
     assert (r["form"], r["event"]) == (form, "NEW" if form == "event" else "")
     assert (r["proto"], r["proto_num"], r["timeout"]) == (name, number, timeout)
     assert r["state"] == (state if name == "tcp" else "")
@@ -258,9 +263,7 @@ def test_ip_route_lines_round_trip(prefix, dst, via, dev, metric, onlink):
     net = str(ipaddress.ip_network(f"{dst}/{prefix}", strict=False))
     line = f"{net}{f' via {via}' if via else ''} dev {dev}{f' metric {metric}' if metric is not None else ''}"
     line += " onlink" if onlink else ""
-    df, log = parse("ip route", [line])
-    assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
-    r = df.iloc[0]
+    r = parse_one("ip route", line)
     assert (r["dst"], r["via"], r["dev"]) == (net, via or "", dev)
     assert (r["metric"], bool(r["onlink"]), r["type"], r["table"]) == (
         metric if metric is not None else -1,
@@ -317,9 +320,7 @@ def test_trace_lines_round_trip(chain, rulenum, ifaces, ends, ip_id, length):
         f"SRC={src} DST={dst} LEN={length} TOS=0x00 PREC=0x00 TTL=63 ID={ip_id} DF PROTO=TCP SPT={sport} "
         f"DPT={dport} WINDOW=64240 RES=0x00 SYN URGP=0"
     )
-    df, log = parse("traces", [line])
-    assert len(log.rows) == 0 and len(df) == 1, (line, log.rows)
-    r = df.iloc[0]
+    r = parse_one("traces", line)
     assert (r["table"], r["chain"], r["rulenum"], r["in_iface"], r["out_iface"]) == ("filter", chain, rulenum, *ifaces)
     assert (r["src"], r["dst"], r["sport"], r["dport"], r["ip_id"], r["length"]) == (
         src,
