@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .schema import categorical
+from .schema import per_category
 
 ADDRESS_COLUMNS = ("src", "dst", "outer_src", "outer_dst", "q_src", "q_dst")
 PORT_COLUMNS = ("sport", "dport", "q_sport", "q_dport")
@@ -89,8 +89,9 @@ class Focus:
         """Which packets are in focus, with every sighting of a packet in focus (same fingerprint)."""
         n = len(packets)
         keep = allocate(n, np.bool_)
-        hosts = {c: _in_categories(packets[c], self.hosts) for c in ADDRESS_COLUMNS if self.hosts}
-        node_ok = _in_categories(packets["node"], self.nodes) if self.nodes else None
+        wanted = (lambda v: str(v) in self.hosts) if self.hosts else None
+        hosts = {c: per_category(packets[c], wanted, False)[0] for c in ADDRESS_COLUMNS} if wanted else {}
+        node_ok = per_category(packets["node"], lambda v: str(v) in self.nodes, False)[0] if self.nodes else None
         ports = np.asarray(sorted(self.ports), dtype=np.int64)
         for lo in range(0, n, block_rows):
             hi = min(n, lo + block_rows)
@@ -142,9 +143,3 @@ class Focus:
         if not self.nodes:
             return captures
         return captures[captures["node"].astype(str).isin(self.nodes)].reset_index(drop=True)
-
-
-def _in_categories(values: pd.Series, wanted: frozenset[str]) -> np.ndarray:
-    """Per category code, whether the value is wanted (a trailing False for code -1, no value)."""
-    cat = categorical(values)
-    return np.append(np.asarray([str(v) in wanted for v in cat.categories], dtype=bool), False)

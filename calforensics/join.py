@@ -24,7 +24,7 @@ import pandas as pd
 from .memory import WRITE_BACK_ROWS, write_back
 from .parallel import thread_map
 from .partitions import Partitioning, parts_for
-from .schema import SCHEMAS, categorical, codes_dtype, columns_frame, conform
+from .schema import SCHEMAS, categorical, codes_dtype, columns_frame, conform, per_category
 
 HOP_WINDOW_NS = 1_000_000_000  # copies of one fingerprint further apart than this are different packets
 
@@ -90,13 +90,6 @@ def _points_table(pairs: np.ndarray, interfaces: pd.Index, captures: pd.DataFram
     return pts
 
 
-def _per_category(values: pd.Series, fn, fill) -> tuple[np.ndarray, np.ndarray]:
-    """(lookup table, codes): ``fn`` of each row's value is ``table[codes]``, decided once per
-    distinct value (code -1, no value, picks the trailing ``fill``)."""
-    cat = categorical(values)
-    return np.asarray([fn(v) for v in cat.categories] + [fill]), cat.codes
-
-
 class Sightings:
     """What the join needs of each packet (its key, capture point, node, time and sender's node),
     for any block of rows. Lookups are made once per distinct value and capture points are numbered
@@ -133,12 +126,12 @@ class Sightings:
         def owner(address: str) -> int:
             return node_index.get(owners.get(address, ""), -1)
 
-        self._src_owner, self._src = _per_category(packets["src"], owner, -1)
-        self._outer_owner, self._outer = _per_category(packets["outer_src"], owner, -1)
-        self._src_scoped, _ = _per_category(packets["src"], is_link_scoped, False)
-        self._dst_scoped, self._dst = _per_category(packets["dst"], is_link_scoped, False)
-        self._tunnelled, self._encap = _per_category(packets["encap"], lambda e: e != "none", True)
-        self._ok, self._status = _per_category(packets["status"], lambda s: s == "ok", False)
+        self._src_owner, self._src = per_category(packets["src"], owner, -1)
+        self._outer_owner, self._outer = per_category(packets["outer_src"], owner, -1)
+        self._src_scoped, _ = per_category(packets["src"], is_link_scoped, False)
+        self._dst_scoped, self._dst = per_category(packets["dst"], is_link_scoped, False)
+        self._tunnelled, self._encap = per_category(packets["encap"], lambda e: e != "none", True)
+        self._ok, self._status = per_category(packets["status"], lambda s: s == "ok", False)
 
     def _pair(self, lo: int, hi: int) -> np.ndarray:
         # +1: interface code -1 (no name) stays >= 0

@@ -591,6 +591,13 @@ def codes_dtype(categories: int) -> type:
     return next(dt for dt in (np.int8, np.int16, np.int32, np.int64) if categories < np.iinfo(dt).max)
 
 
+def per_category(values, fn, fill) -> tuple[np.ndarray, np.ndarray]:
+    """(lookup table, codes): ``fn`` of each row's value is ``table[codes]``, decided once per
+    distinct value (code -1, no value, picks the trailing ``fill``)."""
+    cat = categorical(values)
+    return np.asarray([fn(v) for v in cat.categories] + [fill]), cat.codes
+
+
 def category_code(values: pd.Categorical, label: str) -> int:
     """The code of ``label`` among a categorical's categories; -2 (matching no row, not even a
     missing value's -1) when it is not one of them."""
