@@ -9,6 +9,7 @@ known outcomes run while `calforensics collect` captures on each node; the resul
 iptables, conntrack and tcpdump. Cleans up on any exit; takes about 15 seconds.
 
     sudo python sample_data/lab.py OUT_DIR      # writes OUT_DIR/lab-vxlan.tgz and ground truth
+    sudo python sample_data/lab.py OUT_DIR --tunnel-mtu 1440 --name lab-wg-base
 """
 
 from __future__ import annotations
@@ -615,7 +616,17 @@ def ground_truth(results: dict) -> dict:
     }
 
 
-def run(out_dir: Path, name: str = "lab-vxlan") -> Path:
+def set_tunnel_mtu(mtu: int) -> None:
+    """Run the lab with another overlay MTU (pods follow it; the mtu-bad pod keeps the underlay's).
+    The WireGuard sample is built from a run at 1440, Calico's WireGuard MTU on a 1500-byte host."""
+    global VXLAN_MTU, PODS
+    VXLAN_MTU = mtu
+    PODS = [p if p.mtu == UNDERLAY_MTU else Pod(p.namespace, p.name, p.node, p.ip, mtu) for p in PODS]
+
+
+def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None) -> Path:
+    if tunnel_mtu is not None:
+        set_tunnel_mtu(tunnel_mtu)
     missing = [t for t in REQUIRED_TOOLS if not shutil.which(t)]
     if os.geteuid() != 0 or missing:
         raise SystemExit(f"lab needs root and {', '.join(missing) or 'nothing else'}")
@@ -654,4 +665,8 @@ def run(out_dir: Path, name: str = "lab-vxlan") -> Path:
 
 
 if __name__ == "__main__":
-    print(run(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent)))
+    args = sys.argv[1:]
+    mtu = int(args[args.index("--tunnel-mtu") + 1]) if "--tunnel-mtu" in args else None
+    name = args[args.index("--name") + 1] if "--name" in args else "lab-vxlan"
+    out = next((a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))), None)
+    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu))
