@@ -13,6 +13,7 @@ import pandas as pd
 
 from .anomalies import AnomalyLog, anomalies_frame
 from .archive import Limits, Materialized, materialize
+from .dataplane import detect_dataplane, ebpf_nodes
 from .flows import build_flows
 from .focus import Focus
 from .join import Joined, address_owners, build_hops
@@ -25,6 +26,7 @@ from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
 from .rulemeaning import add_rule_meaning
 from .schema import SCHEMAS, columns_frame, conform
+from .services import Services, bpf_nat_legs, build_services
 
 TEXT_SNIFF_BYTES = 64 * 1024
 DEFAULT_LIMITS = Limits()
@@ -57,6 +59,7 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "bpf_counters": ("bpf_counters", calico_bpf.parse_bpf_counters),
     "traces": ("traces", traces.parse_traces),
     "kube_pods": ("pods", kubectl.parse_pod_listing),
+    "kube_services": ("services", kubectl.parse_service_listing),
     "sysctl": ("sysctls", sysctl.parse_sysctls),
 }
 TABLES = [
@@ -76,7 +79,10 @@ TABLES = [
     "bpf_counters",
     "traces",
     "pods",
+    "services",
     "sysctls",
+    "dataplane",
+    "wireguard",
     "anomalies",
 ]
 
@@ -454,11 +460,32 @@ class Bundle:
         release_freed_memory()  # the join's freed transients, before the flow build makes its own
         self._tick("building flows", 1, 2)
         conntrack, captures = self.focus.conntrack(self.conntrack), self.focus.captures(self.captures)
+        bpf_legs = bpf_nat_legs(self.bpf_conntrack)
+        if len(bpf_legs):  # BPF NAT entries link a flow's service and backend legs like nf_conntrack's
+            conntrack = self.focus.conntrack(pd.concat([conntrack, bpf_legs], ignore_index=True))
         flows, hops = build_flows(
-            hops, conntrack, self.rules, captures, self.routes, threads=threads, partitions=partitions
+            hops,
+            conntrack,
+            self.rules,
+            captures,
+            self.routes,
+            threads=threads,
+            partitions=partitions,
+            services=self.service_index,
+            ebpf_nodes=ebpf_nodes(self.dataplane),
         )
         release_freed_memory()
         return Joined(hops=hops, clock_offsets=offsets, flows=flows)
+
+    @cached_property
+    def service_index(self) -> Services:
+        """Service lookups from kube-proxy rules, BPF NAT frontends/backends and service listings."""
+        return build_services(self.rules, self.bpf_nat, self.services)
+
+    @cached_property
+    def dataplane(self) -> pd.DataFrame:
+        """Per node: eBPF, iptables or nftables dataplane, WireGuard or not, and the evidence."""
+        return detect_dataplane(self.artifacts, self.rules, self.interfaces, self.captures)
 
     @property
     def hops(self) -> pd.DataFrame:
@@ -520,6 +547,10 @@ class Bundle:
     @property
     def pods(self) -> pd.DataFrame:
         return self._text_table("pods")
+
+    @property
+    def services(self) -> pd.DataFrame:
+        return self._text_table("services")
 
     @property
     def sysctls(self) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from .memory import write_back
 from .parallel import thread_map
 from .partitions import Partitioning, parts_for
 from .schema import categorical, columns_frame, conform
+from .services import Services, build_services
 
 ICMP4_ERRORS, ICMP6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
@@ -32,10 +33,11 @@ UNDERLAY_UDP_PORTS = (4789, 8472, 6081, 51820, 51821)
 class _Context:
     """What flow summaries look things up in."""
 
-    services: dict[tuple[str, int, str], str]
+    services: Services
     dest_points: dict[str, tuple[str, str, int]]
     captures: pd.DataFrame
     routes: pd.DataFrame
+    peer_redirect_nodes: frozenset[str] = frozenset()  # eBPF nodes: the destination veth may not show delivery
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -259,11 +261,15 @@ def build_flows(
     routes: pd.DataFrame,
     threads: int = 1,
     partitions: Partitioning | None = None,
+    services: Services | None = None,
+    ebpf_nodes: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flows, hops with flow_id and direction filled in). Flow summaries are computed per range of
     flows in ``threads`` (a flow's summary depends on its own hops only, so the split changes nothing).
     With ``partitions``, the ranges are partitions on disk, ``threads`` of them summarised at a time,
-    and hops are read a block at a time: memory is bounded by the partitions (same tables)."""
+    and hops are read a block at a time: memory is bounded by the partitions (same tables).
+    ``services`` names dialled addresses (default: kube-proxy's rules only); on ``ebpf_nodes`` a
+    destination veth that missed forward packets of an answered flow is peer redirect, not loss."""
     hops = hops.copy(deep=False)  # copy-on-write: new columns land in this frame only, nothing is copied
     n = len(hops)
     bounded = partitions is not None and partitions.wanted(n)
@@ -303,7 +309,8 @@ def build_flows(
     if not bounded:
         hops["flow_id"] = flow
 
-    ctx = _Context(service_map(rules), destination_points(captures), captures, routes)
+    services = services if services is not None else build_services(rules, _NO_BPF_NAT, _NO_LISTING)
+    ctx = _Context(services, destination_points(captures), captures, routes, frozenset(ebpf_nodes))
     flows = pd.DataFrame()
     if n:
         labels = point_labels(hops)
@@ -360,14 +367,8 @@ def build_flows(
     return table, conform(hops, "hops")
 
 
-def service_map(rules: pd.DataFrame) -> dict[tuple[str, int, str], str]:
-    """(ClusterIP, port, protocol) -> kube-proxy service port name, from the KUBE-SERVICES rules."""
-    svc = rules[(rules["service_ip"].astype(str) != "") & (rules["service_port"] >= 0)]
-    out = {}
-    for r in svc.itertuples(index=False):
-        proto = str(r.protocol).lstrip("!") or "tcp"
-        out[(str(r.service_ip), int(r.service_port), proto)] = str(r.service)
-    return out
+_NO_BPF_NAT = pd.DataFrame(columns=["frontend_ip", "frontend_port", "proto", "svc_id", "backend_ip", "backend_port"])
+_NO_LISTING = pd.DataFrame(columns=["namespace", "name", "cluster_ip", "external_ip", "port", "node_port", "protocol"])
 
 
 def destination_points(captures: pd.DataFrame) -> dict[str, tuple[str, str, int]]:
@@ -531,7 +532,13 @@ def _summaries_of(
         rows = np.flatnonzero((flow >= lo) & (flow < hi))
         sub = {name: values[rows] for name, values in h.items()}
     # each thread gets its own shallow copies of the shared frames (pandas caches lazily on objects)
-    ctx = _Context(ctx.services, ctx.dest_points, ctx.captures.copy(deep=False), ctx.routes.copy(deep=False))
+    ctx = _Context(
+        ctx.services,
+        ctx.dest_points,
+        ctx.captures.copy(deep=False),
+        ctx.routes.copy(deep=False),
+        ctx.peer_redirect_nodes,
+    )
     f, hop_dir = _summaries(sub, vocab, ct.copy(deep=False), ctx, labels)
     return f, rows, hop_dir
 
@@ -651,10 +658,7 @@ def _summaries(
         f[f"{col}_ip"] = vocab.word(f[col].to_numpy())
     _conntrack_legs(f, ct)
     f["proto"] = [PROTO_NAMES.get(int(p), str(p)) for p in f["proto_num"]]
-    f["service"] = [
-        ctx.services.get((str(ip), int(port), proto), "")
-        for ip, port, proto in zip(f["server_ip"].tolist(), f["server_port"].tolist(), f["proto"], strict=True)
-    ]
+    f["service"], f["service_via"] = _services_of(f, ctx.services)
 
     # ---- paths: capture points in the order packets cross them ----
     point = h["point"]
@@ -843,7 +847,10 @@ def _verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarray,
 
     "dropped" needs evidence: a capture on the destination's interface that was running and did not
     see the packets, or a TCP connection attempt never answered, or an ICMP error about the flow.
-    Without a capture there and without a reply, delivery is unknown: "unobserved".
+    Without a capture there and without a reply, delivery is unknown: "unobserved". On an eBPF node
+    the destination veth shows a connection's packets only until peer redirect takes over, so an
+    answered flow seen there at least once is delivered; the packets it did not show are counted in
+    ``peer_redirected``.
     """
     server = np.where(f["backend_ip"] != "", f["backend_ip"], f["server_ip"])
     dest = [ctx.dest_points.get(str(s)) for s in server]
@@ -860,17 +867,23 @@ def _verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarray,
     reached = _per_flow(h["instance"][at_dest], flow[at_dest], f.index, "nunique", 0)
     fwd, rev = f["packets_fwd"].to_numpy(), f["packets_rev"].to_numpy()
     known = dest_label != ""
+    redirect = np.asarray([bool(d) and d[0] in ctx.peer_redirect_nodes for d in dest], dtype=bool)
+    redirected = known & redirect & (reached > 0) & (reached < fwd) & (rev > 0)
+    f["peer_redirected"] = np.where(redirected, fwd - reached, 0).astype(np.int64)
     tcp_unanswered = (f["proto_num"].to_numpy() == 6) & np.isin(f["conn_state"].to_numpy(), ["S0", "RSTOS0", "SH"])
     conditions = [
         (fwd == 0) & (rev == 0),
         fwd == 0,
         known & (reached == fwd),
+        redirected,
         known & ((reached > 0) | ((rev > 0) & running)),
         rev > 0,
         (known & running) | tcp_unanswered | (f["icmp_errors"].to_numpy() > 0),
     ]
     f["verdict"] = np.select(
-        conditions, ["unobserved", "delivered", "delivered", "partial", "delivered", "dropped"], default="unobserved"
+        conditions,
+        ["unobserved", "delivered", "delivered", "delivered", "partial", "delivered", "dropped"],
+        default="unobserved",
     )
     f["last_seen"], f["missing_at"] = "", ""
     lost = f.index[f["verdict"].isin(["dropped", "partial"])]
@@ -960,7 +973,22 @@ def route_dev(routes: pd.DataFrame, node: str, ip: str) -> str:
     return dev
 
 
-def _unobserved(fid: int, r, services: dict) -> dict:
+def _services_of(f: pd.DataFrame, services: Services) -> tuple[list[str], list[str]]:
+    """Each flow's service and how it was found: the dialled address first, else (connect-time LB)
+    the services whose BPF NAT backends hold the address the flow went to."""
+    names, via = [], []
+    for ip, port, proto in zip(f["server_ip"].tolist(), f["server_port"].tolist(), f["proto"].tolist(), strict=True):
+        name, how = services.dialled(str(ip), int(port), proto)
+        # connect-time LB rewrites TCP connect() only (Calico's default BPFConnectTimeLoadBalancing=TCP);
+        # UDP to a service is NATed per packet, after the client veth's tap, which shows the service
+        if not name and proto == "tcp" and (candidates := services.candidates(str(ip), int(port), proto)):
+            name, how = ", ".join(candidates), "backend"
+        names.append(name)
+        via.append(how)
+    return names, via
+
+
+def _unobserved(fid: int, r, services: Services) -> dict:
     """A conversation only conntrack knows about."""
     backend = (
         (r.reply_src, int(r.reply_sport)) if (r.reply_src, r.reply_sport) != (r.orig_dst, r.orig_dport) else ("", -1)
@@ -974,7 +1002,8 @@ def _unobserved(fid: int, r, services: dict) -> dict:
         "client_port": int(r.orig_sport),
         "server_ip": r.orig_dst,
         "server_port": int(r.orig_dport),
-        "service": services.get((str(r.orig_dst), int(r.orig_dport), str(r.proto)), ""),
+        "service": services.dialled(str(r.orig_dst), int(r.orig_dport), str(r.proto))[0],
+        "service_via": services.dialled(str(r.orig_dst), int(r.orig_dport), str(r.proto))[1],
         "backend_ip": backend[0],
         "backend_port": backend[1],
         "snat_ip": snat[0],
@@ -992,6 +1021,7 @@ def _unobserved(fid: int, r, services: dict) -> dict:
         "verdict": "unobserved",
         "last_seen": "",
         "missing_at": "",
+        "peer_redirected": 0,
         "icmp_errors": 0,
         "icmp_error_types": "",
         "ambiguous": 0,

@@ -134,6 +134,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "bpf_counters"
     if kubectl.looks_like_pod_listing(lines):
         return "kube_pods"
+    if kubectl.looks_like_service_listing(lines):
+        return "kube_services"
     if iproute.looks_like_ip_link(lines):
         return "ip_link"
     if iproute.looks_like_ip_route(lines):

@@ -23,7 +23,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "kind",
                 "category",
                 "what it was recognised as: pcap, iptables, ip6tables, nft, conntrack, ip_link, ip_route, "
-                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, kube_pods, sysctl, metadata, "
+                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, kube_pods, kube_services, sysctl, "
+                "metadata, "
                 "other, empty, unrecognised",
             ),
             ("size", "int64", "bytes"),
@@ -368,21 +369,26 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ],
     ),
     "traces": (
-        "Rule traces from `iptables -j TRACE` log lines and `nft monitor trace`.",
+        "Rule traces from `iptables -j TRACE` log lines, `nft monitor trace` and Calico's eBPF debug log "
+        "(one row per BPF verdict).",
         [
             ("node", "category", "node"),
             ("artifact", "string", "file"),
             ("line", "int64", "line"),
-            ("source", "category", "iptables or nft"),
-            ("time", "string", "log timestamp as printed"),
+            ("source", "category", "iptables, nft or calico-bpf"),
+            ("time", "string", "log timestamp as printed (calico-bpf: seconds since boot)"),
             ("trace_id", "string", "nft trace id"),
             ("family", "string", "ipv4/ipv6 or nft family"),
             ("table", "string", "table"),
-            ("chain", "string", "chain"),
-            ("type", "string", "rule, return, policy (iptables); packet, rule, verdict, policy (nft)"),
+            ("chain", "string", "chain (calico-bpf: the tag, `<interface>-I|E|X`, policy direction)"),
+            (
+                "type",
+                "string",
+                "rule, return, policy (iptables); packet, rule, verdict, policy (nft); deny, allow (calico-bpf)",
+            ),
             ("rulenum", "int64", "rule number; -1"),
-            ("verdict", "string", "nft verdict"),
-            ("in_iface", "string", "IN= / iif"),
+            ("verdict", "string", "nft verdict; calico-bpf message (`DENY due to policy`, `Final result=…`)"),
+            ("in_iface", "string", "IN= / iif; calico-bpf: the interface of the tag"),
             ("out_iface", "string", "OUT= / oif"),
             ("src", "string", "source"),
             ("dst", "string", "destination"),
@@ -417,6 +423,34 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("ip", "string", "pod IP"),
             ("pod_node", "string", "node the pod runs on"),
             ("interface", "string", '`cali` + sha1("namespace.pod")[:11]: its workload interface'),
+        ],
+    ),
+    "dataplane": (
+        "Per node: which dataplane its dumps show (eBPF, iptables, nftables) and whether it encrypts with WireGuard.",
+        [
+            ("node", "string", "node"),
+            ("mode", "category", "ebpf, iptables, nftables, mixed (both kinds of state), unknown"),
+            ("encryption", "category", "wireguard (a wireguard.cali / wg-v6.cali device), or empty"),
+            ("bpf_files", "int64", "BPF state files (calico-bpf dumps, bpftool map dumps, bpf-prog.txt, …)"),
+            ("policy_chains", "int64", "Calico per-endpoint iptables/nft policy chains (cali-tw-, cali-fw-, …)"),
+            ("kube_proxy_chains", "int64", "kube-proxy service chains (KUBE-SERVICES, KUBE-SVC-*)"),
+            ("evidence", "string", "what the mode was read from"),
+        ],
+    ),
+    "services": (
+        "Kubernetes services from `kubectl get services -A` listings: one row per service port.",
+        [
+            ("node", "category", "node the listing file belongs to (empty for cluster-wide files)"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("namespace", "string", "namespace"),
+            ("name", "string", "service name"),
+            ("type", "string", "ClusterIP, NodePort, LoadBalancer, ExternalName"),
+            ("cluster_ip", "string", "ClusterIP; empty for headless services"),
+            ("external_ip", "string", "external IPs as listed"),
+            ("port", "int64", "service port"),
+            ("node_port", "int64", "NodePort; -1"),
+            ("protocol", "string", "tcp, udp or sctp"),
         ],
     ),
     "hops": (
@@ -484,7 +518,19 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("client_port", "int64", "client port; -1"),
             ("server_ip", "string", "server as dialled (e.g. a ClusterIP)"),
             ("server_port", "int64", "port as dialled; -1"),
-            ("service", "string", "kube-proxy service port name of the dialled address, namespace/name:port"),
+            (
+                "service",
+                "string",
+                "service of the dialled address (kube-proxy: namespace/name:port-name; BPF NAT or "
+                "listing: namespace/name:port); under connect-time LB, the candidates serving the backend, "
+                "comma-separated",
+            ),
+            (
+                "service_via",
+                "category",
+                "kube-proxy, bpf-nat, kubectl listing, or backend (connect-time LB "
+                "reverse lookup: the ClusterIP never shows, and a direct connection to the pod looks the same)",
+            ),
             ("backend_ip", "string", "destination after DNAT (seen at a later hop, or conntrack's reply source)"),
             ("backend_port", "int64", "port after DNAT; -1"),
             ("snat_ip", "string", "source after SNAT/MASQUERADE"),
@@ -508,6 +554,12 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("verdict", "category", "delivered, dropped, partial, unobserved (no capture where it would show)"),
             ("last_seen", "string", "for dropped/partial flows: the last capture point the lost packets reached"),
             ("missing_at", "string", "…and the capture point they should have reached next"),
+            (
+                "peer_redirected",
+                "int64",
+                "eBPF: forward packets the destination's host-side veth did not show "
+                "although the flow was answered (peer redirect skips that tap: delivered, not dropped)",
+            ),
             ("icmp_errors", "int64", "ICMP errors quoting this flow's packets"),
             ("icmp_error_types", "string", "their type/code pairs, e.g. 3/4 (fragmentation needed)"),
             ("ambiguous", "int64", "packet instances whose hop pairing is ambiguous"),

@@ -3,10 +3,22 @@
 Evidence kinds: `observed` (seen at one capture point, absent at the next while it was capturing),
 `counter` (a DROP/REJECT rule or Calico default drop on that path whose counter moved), `conntrack`
 (UNREPLIED/INVALID entries), `syn_retries`, `icmp` (errors sent back, e.g. fragmentation needed),
-`bpf_counter` (calico-bpf drop counters, cumulative), `bpf_conntrack` (legs not approved).
+`bpf_counter` (calico-bpf drop counters of the BPF hooks between the two capture points),
+`bpf_conntrack` (the flow's BPF conntrack entry with the destination's leg not approved),
+`bpf_trace` (BPF debug log verdicts: `DENY due to policy`). Each evidence says its `scope`:
+`per_flow` (about this flow's packets), `cumulative` (a counter since it was attached or zeroed,
+which cannot say which packets or when), or `per_hook` (log lines on the hook without a tuple).
+
+In eBPF mode the hooks come from where tcpdump taps sit (shared eBPF reference A.2, A.4): the tap
+runs before a device's tc ingress program and after its tc egress program, and XDP runs before
+any tap. So a packet seen on the source pod's veth and nowhere after was dropped by that veth's
+ingress hook (the pod's egress policy); one never seen on the destination pod's veth by its egress
+hook (the pod's ingress policy); one missing from a node's uplink altogether, possibly by XDP.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 import numpy as np
 import pandas as pd
@@ -40,6 +52,8 @@ DROP_COLUMNS = [
     "confidence",
 ]
 POLICY_KINDS = ("policy_deny", "end_of_tier", "no_profile")
+HOOK_COLUMN = {"ingress": "ingress", "egress": "egress", "xdp": "xdp"}
+HOOK_TAG = {"ingress": "E", "egress": "I", "xdp": "X"}  # workload trace tags name the policy direction
 
 
 def _split(point: str) -> tuple[str, str]:
@@ -110,6 +124,7 @@ def _rule_cause(rules: pd.DataFrame, last_seen: str, missing_at: str, roles: dic
         }
         evidence = {
             "kind": "counter",
+            "scope": "cumulative",
             "detail": f"{r.action.upper()} rule in {r.table}/{r.chain} on {node} "
             f"({r.comment or r.match}) counted {int(r.packets)} packets"
             + (f"; policy {r.policy}" if str(r.policy) else ""),
@@ -137,7 +152,7 @@ def find_drops(b: Bundle) -> pd.DataFrame:
     for e in ct.itertuples(index=False):
         ct_of.setdefault((str(e.orig_src), int(e.orig_sport), str(e.orig_dst), int(e.orig_dport)), []).append(e)
     causes: dict[tuple[str, str], tuple] = {}
-    bpf: dict[str, list[dict]] = {}
+    bpf: dict[tuple[str, str], tuple[dict | None, list[dict]]] = {}
     rows = []
     for f in lost.itertuples(index=False):
         evidence = []
@@ -149,6 +164,7 @@ def find_drops(b: Bundle) -> pd.DataFrame:
             evidence.append(
                 {
                     "kind": "observed",
+                    "scope": "per_flow",
                     "detail": f"{lost_packets} packet(s) seen at {f.last_seen}, none at "
                     f"{f.missing_at or 'the next capture point'}{capturing}",
                 }
@@ -163,13 +179,18 @@ def find_drops(b: Bundle) -> pd.DataFrame:
         if f.proto == "tcp" and f.conn_state in ("S0", "REJ", "RSTOS0"):
             syns = int(f.packets_fwd)
             evidence.append(
-                {"kind": "syn_retries", "detail": f"{syns} SYN(s) ({max(0, syns - 1)} retransmissions), no SYN-ACK"}
+                {
+                    "kind": "syn_retries",
+                    "scope": "per_flow",
+                    "detail": f"{syns} SYN(s) ({max(0, syns - 1)} retransmissions), no SYN-ACK",
+                }
             )
         for e in ct_of.get((str(f.client_ip), int(f.client_port), str(f.server_ip), int(f.server_port)), []):
             if e.unreplied or str(e.state) == "INVALID":
                 evidence.append(
                     {
                         "kind": "conntrack",
+                        "scope": "per_flow",
                         "detail": f"{e.node}: {e.proto} {e.state} "
                         f"{'[UNREPLIED] ' if e.unreplied else ''}"
                         f"{e.orig_src}:{e.orig_sport} -> {e.orig_dst}:{e.orig_dport}",
@@ -186,6 +207,7 @@ def find_drops(b: Bundle) -> pd.DataFrame:
                 evidence.append(
                     {
                         "kind": "icmp",
+                        "scope": "per_flow",
                         "detail": f"{what} from {e.src} ({e.origin or 'unknown node'}), seen at {e.node}:{e.interface}",
                     }
                 )
@@ -199,10 +221,18 @@ def find_drops(b: Bundle) -> pd.DataFrame:
                         "policy": "",
                         "counter_packets": -1,
                     }
-        if f.missing_at not in bpf:
-            bpf[f.missing_at] = _bpf_evidence(b, f.missing_at)
-        evidence += [dict(e) for e in bpf[f.missing_at]]
-        if cause is not None and cause["counter_packets"] >= lost_packets:
+        if stretch not in bpf:
+            bpf[stretch] = _bpf_counter_cause(b.bpf_counters, _bpf_hooks(*stretch, roles))
+        bpf_cause, bpf_counters = bpf[stretch]
+        evidence += [dict(e) for e in bpf_counters]
+        per_flow = _bpf_conntrack_evidence(b.bpf_conntrack, f, stretch) + _bpf_trace_evidence(
+            b.traces, f, stretch, roles
+        )
+        evidence += per_flow
+        if cause is None and bpf_cause is not None:
+            cause = dict(bpf_cause)
+        corroborated = any(e["scope"] == "per_flow" and e["kind"].startswith("bpf_") for e in per_flow)
+        if cause is not None and cause["counter_packets"] >= lost_packets and (cause["table"] != "bpf" or corroborated):
             confidence = "high"
         elif cause is not None or any(e["kind"] in ("conntrack", "icmp", "syn_retries") for e in evidence):
             confidence = "medium"
@@ -238,24 +268,157 @@ def find_drops(b: Bundle) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=DROP_COLUMNS)
 
 
-def _bpf_evidence(b: Bundle, missing_at: str) -> list[dict]:
-    """calico-bpf drop counters on the interface where packets went missing (cumulative since attach)."""
-    node, iface = _split(missing_at)
-    c = b.bpf_counters
-    hits = c[
-        (c["node"] == node)
-        & (c["interface"] == iface)
-        & (c["category"].str.contains("Dropped"))
-        & ((c["ingress"] > 0) | (c["egress"] > 0) | (c["xdp"] > 0))
+def _bpf_hooks(last_seen: str, missing_at: str, roles: dict) -> list[tuple[str, str, str]]:
+    """(node, interface, hook) of the BPF programs that run between the last capture point that saw
+    a packet and the first one that should have and did not (shared eBPF reference A.4)."""
+    l_node, l_iface = _split(last_seen)
+    m_node, m_iface = _split(missing_at)
+    l_role, m_role = roles.get((l_node, l_iface), ""), roles.get((m_node, m_iface), "")
+    hooks = []
+    if last_seen and l_role in ("workload", "tunnel", "uplink"):
+        hooks.append((l_node, l_iface, "ingress"))  # runs after this device's tap: source pod egress policy, HEP
+    if missing_at and m_role == "workload":
+        hooks.append((m_node, m_iface, "egress"))  # runs before the tap: the destination pod's ingress policy
+    elif missing_at and m_role in ("tunnel", "uplink") and m_node == l_node:
+        hooks.append((m_node, m_iface, "egress"))  # the device the packet should have left through
+    elif missing_at and m_role == "uplink":
+        hooks.append((m_node, m_iface, "xdp"))  # arriving: XDP runs before any tap
+    return hooks
+
+
+def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]) -> tuple[dict | None, list[dict]]:
+    """Drop counters that moved on those hooks (cumulative: they cannot say which packets), and the
+    policy drop among them as the cause."""
+    cause, evidence = None, []
+    for node, iface, hook in hooks:
+        rows = counters[(counters["node"].astype(str) == node) & (counters["interface"].astype(str) == iface)]
+        if rows.empty:
+            continue
+        col = HOOK_COLUMN[hook]
+        dropped = rows[rows["category"].astype(str).str.startswith("Dropped") & (rows[col] > 0)]
+        for r in dropped.itertuples(index=False):
+            value = int(getattr(r, col))
+            evidence.append(
+                {
+                    "kind": "bpf_counter",
+                    "scope": "cumulative",
+                    "detail": f"{node}:{iface} {hook} hook: {r.category} {r.type} = {value} "
+                    "(cumulative since the program was attached; not per flow)",
+                }
+            )
+            if cause is None and str(r.type) == "by policy":
+                cause = {
+                    "kind": "bpf_policy_drop",
+                    "node": node,
+                    "table": "bpf",
+                    "chain": f"{iface} {'XDP' if hook == 'xdp' else 'tc ' + hook}",
+                    "rule_comment": f"Dropped by policy: {_policy_direction(iface, hook)}",
+                    "policy": "",  # BPF counters do not say which policy; trace Log lines or rule counters might
+                    "counter_packets": value,
+                }
+        if dropped.empty and (rows[col] < 0).all():
+            evidence.append(
+                {
+                    "kind": "bpf_counter",
+                    "scope": "cumulative",
+                    "detail": f"{node}:{iface} {hook} hook: no Calico program attached (N/A)",
+                }
+            )
+    return cause, evidence
+
+
+def _policy_direction(iface: str, hook: str) -> str:
+    if iface.startswith("cali"):
+        side = "ingress" if hook == "egress" else "egress"  # a workload's hooks are mirrored
+        return f"the {side} policy of the pod behind {iface}"
+    return f"the host endpoint's {hook} policy on {iface}"
+
+
+def _flow_ends(f) -> tuple[str, int, set[tuple[str, int]]]:
+    servers = {(str(f.server_ip), int(f.server_port))}
+    if f.backend_ip:
+        servers.add((str(f.backend_ip), int(f.backend_port)))
+    return str(f.client_ip), int(f.client_port), servers
+
+
+def _bpf_conntrack_evidence(ct: pd.DataFrame, f, stretch: tuple[str, str]) -> list[dict]:
+    """The flow's BPF conntrack entries on the nodes of the stretch: an entry whose opener's leg is
+    approved and the other not means the destination's policy has not allowed the flow."""
+    if ct.empty:
+        return []
+    client, port, servers = _flow_ends(f)
+    nodes = {_split(p)[0] for p in stretch if p}
+    mine = ct[
+        ct["node"].astype(str).isin(nodes)
+        & (ct["src"].astype(str) == client)
+        & (ct["sport"] == port)
+        & (ct["entry_type"].astype(str) != "nat-forward")
     ]
-    return [
-        {
-            "kind": "bpf_counter",
-            "detail": f"{node}:{iface} {r.category} {r.type}: ingress {r.ingress}, "
-            f"egress {r.egress} (cumulative since the program was attached)",
-        }
-        for r in hits.itertuples(index=False)
+    out = []
+    for e in mine.itertuples(index=False):
+        if (str(e.dst), int(e.dport)) not in servers or e.a2b_approved < 0:
+            continue
+        src_is_a = (_ip_int(str(e.src)), int(e.sport)) <= (_ip_int(str(e.dst)), int(e.dport))
+        opener, other = (e.a2b_approved, e.b2a_approved) if src_is_a else (e.b2a_approved, e.a2b_approved)
+        if opener == 1 and other == 0:
+            what = "the opener's leg is approved, the destination's is not: its ingress policy has not allowed the flow"
+        elif opener == 0:
+            what = "the opener's leg is not approved: the source's egress policy has not allowed the flow"
+        else:
+            continue
+        out.append(
+            {
+                "kind": "bpf_conntrack",
+                "scope": "per_flow",
+                "detail": f"{e.node} BPF conntrack {e.src}:{e.sport} -> {e.dst}:{e.dport} ({e.artifact}): {what}",
+            }
+        )
+    return out
+
+
+def _bpf_trace_evidence(traces: pd.DataFrame, f, stretch: tuple[str, str], roles: dict) -> list[dict]:
+    """BPF debug-log DENY verdicts for this flow's tuple (per flow), or on the hooks without a tuple."""
+    if traces.empty:
+        return []
+    bpf = traces[(traces["source"].astype(str) == "calico-bpf") & (traces["type"].astype(str) == "deny")]
+    if bpf.empty:
+        return []
+    client, port, servers = _flow_ends(f)
+    own = bpf[(bpf["src"].astype(str) == client) & (bpf["sport"] == port)]
+    own = own.loc[
+        np.asarray([(str(d), int(p)) in servers for d, p in zip(own["dst"], own["dport"], strict=True)], bool)
     ]
+    out = []
+    for (node, tag, verdict), rows in own.groupby(["node", "chain", "verdict"], observed=True, sort=True):
+        out.append(
+            {
+                "kind": "bpf_trace",
+                "scope": "per_flow",
+                "detail": f"{node} BPF log {tag}: '{verdict}' {len(rows)} time(s) for {client}:{port} "
+                f"({rows['artifact'].iloc[0]}, lines {', '.join(str(x) for x in rows['line'].head(5))})",
+            }
+        )
+    if out:
+        return out
+    tags = {(n, f"{i}-{HOOK_TAG[h]}") for n, i, h in _bpf_hooks(*stretch, roles)}
+    anon = bpf.loc[np.asarray([(str(n), str(c)) in tags for n, c in zip(bpf["node"], bpf["chain"], strict=True)], bool)]
+    anon = anon[anon["src"].astype(str) == ""]
+    for (node, tag), rows in anon.groupby(["node", "chain"], observed=True, sort=True):
+        out.append(
+            {
+                "kind": "bpf_trace",
+                "scope": "per_hook",
+                "detail": f"{node} BPF log {tag}: {len(rows)} DENY verdict(s) with no tuple logged",
+            }
+        )
+    return out
+
+
+def _ip_int(text: str) -> int:
+    try:
+        return int(ipaddress.ip_address(text))
+    except ValueError:
+        return -1
 
 
 def _iso(ns: int) -> str:

@@ -56,6 +56,15 @@ def build_findings(a: Analysis) -> dict:
             "name": b.name,
             "nodes": b.nodes,
             "focus": b.focus.describe() if b.focus else None,
+            "dataplane": [
+                {
+                    "node": str(r.node),
+                    "mode": str(r.mode),
+                    "encryption": str(r.encryption) or None,
+                    "evidence": r.evidence,
+                }
+                for r in _records(b.dataplane)
+            ],
             "captures": [
                 {
                     "node": str(r.node),
@@ -86,6 +95,7 @@ def build_findings(a: Analysis) -> dict:
                 "server_ip": f.server_ip,
                 "server_port": _port(f.server_port),
                 "service": f.service or None,
+                "service_via": str(f.service_via) or None,
                 "backend_ip": f.backend_ip or None,
                 "backend_port": _port(f.backend_port) if f.backend_ip else None,
                 "snat_ip": f.snat_ip or None,
@@ -93,6 +103,7 @@ def build_findings(a: Analysis) -> dict:
                 "packets": int(f.packets_fwd + f.packets_rev),
                 "bytes": int(f.bytes_fwd + f.bytes_rev),
                 "verdict": str(f.verdict),
+                "peer_redirected": int(f.peer_redirected),
                 "conn_state": f.conn_state,
                 "history": f.history,
                 "path": paths[f.path_fwd],
@@ -255,6 +266,44 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
                     "title": f"clock of {off['node']} could not be aligned: {off['method']}",
                 }
             )
+    ebpf = [d["node"] for d in doc["bundle"]["dataplane"] if d["mode"] == "ebpf"]
+    if ebpf:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "dataplane",
+                "flow_id": None,
+                "confidence": "high",
+                "title": f"Calico eBPF dataplane on {', '.join(ebpf)}: services from BPF NAT, NAT legs from BPF "
+                "conntrack, drops placed on BPF hooks (their counters are cumulative, not per flow)",
+            }
+        )
+    redirected = [f for f in doc["flows"] if f["peer_redirected"]]
+    if redirected:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "peer_redirect",
+                "flow_id": None,
+                "confidence": "high",
+                "title": f"{len(redirected)} answered flow(s) with {sum(f['peer_redirected'] for f in redirected)} "
+                "packet(s) to the pod not shown on its host-side veth: eBPF peer redirect skips that tap, so "
+                "they count as delivered, not dropped",
+            }
+        )
+    ctlb = [f for f in doc["flows"] if f["service_via"] == "backend"]
+    for service in sorted({f["service"] for f in ctlb}):
+        mine = [f for f in ctlb if f["service"] == service]
+        out.append(
+            {
+                "severity": "info",
+                "kind": "connect_time_lb",
+                "flow_id": mine[0]["id"],
+                "confidence": "medium",
+                "title": f"{len(mine)} TCP flow(s) went straight to a backend of {service}: dialled through the "
+                "service with connect-time load balancing (the ClusterIP never shows on the wire), or directly",
+            }
+        )
     unobserved = sum(1 for f in doc["flows"] if f["verdict"] == "unobserved")
     if unobserved:
         out.append(

@@ -74,3 +74,49 @@ def _is_ip_or_none(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+SERVICE_HEADER = re.compile(r"^(NAMESPACE\s+)?NAME\s+TYPE\s+CLUSTER-IP\s+EXTERNAL-IP\s+PORT\(S\)")
+SERVICE_PORT = re.compile(r"^(\d+)(?::(\d+))?/(TCP|UDP|SCTP)$")
+
+
+def looks_like_service_listing(lines: list[str]) -> bool:
+    return any(SERVICE_HEADER.match(x) for x in lines[:5])
+
+
+def parse_service_listing(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """`kubectl get services -A [-o wide]`: one row per service port (PORT(S) is `80/TCP,443:30443/TCP`).
+    eBPF-mode bundles need it to name the services behind BPF NAT frontends, which carry only ids."""
+    rows: list[dict] = []
+    header = False
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if SERVICE_HEADER.match(line):
+            header, namespaced = True, line.startswith("NAMESPACE")
+            continue
+        parts = line.split()
+        if not header or len(parts) < (6 if namespaced else 5):
+            log.add(no, "unparsed_line", line.strip()[:200])
+            continue
+        namespace, parts = (parts[0], parts[1:]) if namespaced else ("default", parts)
+        name, kind, cluster_ip, external, ports = parts[:5]
+        specs = [SERVICE_PORT.match(p) for p in ports.split(",")] if ports != "<none>" else []
+        if (not _is_ip_or_none(cluster_ip) and cluster_ip != "None") or any(m is None for m in specs):
+            log.add(no, "unparsed_line", line.strip()[:200])
+            continue
+        for m in specs:
+            rows.append(
+                {
+                    "line": no,
+                    "namespace": namespace,
+                    "name": name,
+                    "type": kind,
+                    "cluster_ip": cluster_ip if _is_ip_or_none(cluster_ip) and cluster_ip != "<none>" else "",
+                    "external_ip": "" if external in ("<none>", "<pending>") else external,
+                    "port": int(m.group(1)),
+                    "node_port": int(m.group(2)) if m.group(2) else -1,
+                    "protocol": m.group(3).lower(),
+                }
+            )
+    return table_frame(rows, "services", node, artifact)

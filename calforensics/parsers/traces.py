@@ -2,6 +2,10 @@
 
 iptables (xt_LOG / nf_log_syslog): `TRACE: table:chain:type:rulenum IN=… OUT=… SRC=… DST=… … PROTO=TCP SPT=… DPT=…`
 with any dmesg / journal / syslog prefix. nft: `trace id <hex> <family> <table> <chain> packet|rule|verdict|policy …`.
+Calico eBPF debug log (`bpftool prog tracelog`): `<comm>-<pid> [cpu] flags <secs>: bpf_trace_printk: <tag>: <msg>`,
+tag = interface padded with `-` then `-I`/`-E`/`-X` (policy direction); one row per verdict
+(`DENY due to policy`, `Final result=…`, rule Log action `policy DENIED …`), with the tuple from the
+packet's earlier lines on that tag (shared eBPF reference C.4).
 """
 
 from __future__ import annotations
@@ -18,15 +22,28 @@ NFT = re.compile(r"trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet|rule|verdict|p
 DMESG_TS = re.compile(r"^\[\s*(\d+\.\d+)\]")
 SYSLOG_TS = re.compile(r"^(\w{3}\s+\d+\s+\d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+)")
 KV = re.compile(r"\b([A-Z]+)=(\S*)")
+BPF = re.compile(r"(?:^|\s)(\d+\.\d+): (?:bpf_trace_printk|0): (?:IPv6 )?(\S+?)-*-([IEX]): (.*)$")
+BPF_LOG_ACTION = re.compile(r"policy (ALLOWED|DENIED)\s+proto (\d+) src (\S+):(\d+) dest (\S+):(\d+)")
+BPF_PROTO = {"6": "TCP", "17": "UDP", "1": "ICMP", "58": "ICMPV6"}
 
 
 def looks_like_traces(lines: list[str]) -> bool:
-    return any("TRACE: " in x or x.lstrip().startswith("trace id ") for x in lines[:2000])
+    return any("TRACE: " in x or x.lstrip().startswith("trace id ") or "bpf_trace_printk: " in x for x in lines[:2000])
 
 
 def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
     rows: list[dict] = []
+    packet: dict[str, dict] = {}  # per BPF tag: the tuple of the packet being processed
     for no, line in enumerate(lines, 1):
+        if "bpf_trace_printk: " in line:
+            rec = _bpf_line(no, line, packet)
+            if rec is None:
+                m = BPF.search(line)
+                if not m:
+                    log.add(no, "unparsed_line", line.strip()[:200])
+            elif rec:
+                rows.append(rec)
+            continue
         if "TRACE:" in line:
             m = IPT.search(line)
             if not m:
@@ -101,3 +118,48 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
 def _time(line: str) -> str:
     m = DMESG_TS.match(line.strip()) or SYSLOG_TS.match(line.strip())
     return m.group(1) if m else ""
+
+
+def _bpf_line(no: int, line: str, packet: dict[str, dict]) -> dict | None:
+    """A verdict row; {} for a line that only adds to the packet's tuple; None if not a trace line."""
+    m = BPF.search(line)
+    if not m:
+        return None
+    secs, iface, hook, msg = m.groups()
+    tag = f"{iface}-{hook}"
+    if msg.startswith("New packet"):
+        packet[tag] = {}
+    state = packet.setdefault(tag, {})
+    for key, pat in (("src", r"\bsrc=([0-9a-fA-F.:]+)"), ("dst", r"\bdst=([0-9a-fA-F.:]+)")):
+        mm = re.search(pat, msg)
+        if mm and ("." in mm.group(1) or msg.startswith("IP")):
+            state[key] = mm.group(1)
+    ports = re.search(r"ports: s=(\d+) d=(\d+)", msg)
+    if ports:
+        state["sport"], state["dport"] = ports.groups()
+        state["proto"] = msg.split(";")[0].strip().upper()
+    action = BPF_LOG_ACTION.search(msg)
+    if action:
+        state = {
+            "proto": BPF_PROTO.get(action.group(2), action.group(2)),
+            "src": action.group(3),
+            "sport": action.group(4),
+            "dst": action.group(5),
+            "dport": action.group(6),
+        }
+    verdict = msg.startswith(("DENY due to policy", "Final result=")) or action
+    if not verdict:
+        return {}
+    denied = "DENY" in msg or (action and action.group(1) == "DENIED")
+    return {
+        "line": no,
+        "source": "calico-bpf",
+        "time": secs,
+        "family": "ipv6" if " IPv6 " in line else "ipv4",
+        "table": "bpf",
+        "chain": tag,
+        "type": "deny" if denied else "allow",
+        "verdict": msg.strip(),
+        "in_iface": iface,
+        **state,
+    }

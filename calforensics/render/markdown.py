@@ -65,6 +65,14 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
     ]
     if focus := focus_text(b.get("focus")):
         lines += [f"Focus: {md(focus)}", ""]
+    if b.get("dataplane"):
+        modes = "; ".join(
+            f"{md(d['node'])} {md(d['mode'])}"
+            + (f" + {md(d['encryption'])}" if d["encryption"] else "")
+            + f" ({md(d['evidence'])})"
+            for d in b["dataplane"]
+        )
+        lines += [f"Dataplane: {modes}", ""]
     lines += ["## Findings", ""]
     if not doc["findings"]:
         lines.append("Nothing found.")
@@ -97,7 +105,7 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
                     + (f", counter {c['counter_packets']} packets" if c.get("counter_packets") is not None else "")
                 )
             for e in d["evidence"]:
-                lines.append(f"- evidence ({md(e['kind'])}): {md(e['detail'])}")
+                lines.append(f"- evidence ({md(e['kind'])}, {md(e['scope'].replace('_', ' '))}): {md(e['detail'])}")
             lines.append("")
         if len(doc["drops"]) > REPORT_DROPS:
             more = len(doc["drops"]) - REPORT_DROPS
