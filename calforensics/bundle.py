@@ -24,9 +24,11 @@ from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl,
 from .parsers.packets import VXLAN_PORTS
 from .parsers.pcap import FrameIndex, read_frames
 from .parsers.text import read_lines
+from .parsers.wireguard import WG_PORTS, message_headers
 from .rulemeaning import add_rule_meaning
 from .schema import SCHEMAS, columns_frame, conform
 from .services import Services, bpf_nat_legs, build_services
+from .wireguard import join_matches, match_wireguard
 
 TEXT_SNIFF_BYTES = 64 * 1024
 DEFAULT_LIMITS = Limits()
@@ -378,6 +380,7 @@ class Bundle:
             layout,
             lambda done, total: self._tick("decoding packets", done, total),
         )
+        messages = self._wireguard_headers(pcaps, counts, cols)  # read from the frame bytes, before they go
         # node and interface as categorical codes built per capture: per-packet name objects would cost
         # ~50 bytes and a Python-level factorize a packet
         for art in pcaps:  # decoded: frame offsets and file mappings are no longer needed
@@ -437,7 +440,41 @@ class Bundle:
             ),
         }
         del node_codes, iface_codes
+        # WireGuard: each matched message's row takes its plaintext's inner fields, so the join that
+        # follows sees one packet on both sides of the encryption
+        wireguard, outer, inner = match_wireguard(
+            columns_frame({**front, **cols}), messages, caps, address_owners(self.interfaces, self.routes), self._mtus()
+        )
+        join_matches(cols, outer, inner)
+        self._wireguard = wireguard
         return conform(columns_frame({**front, **cols}), "packets")
+
+    def _wireguard_headers(self, pcaps: list[Artifact], counts: list[int], cols: dict) -> pd.DataFrame:
+        """Header fields of the UDP messages on WireGuard ports (packet row, type, indexes, counter)."""
+        proto, sport, dport = cols["proto"], cols["sport"], cols["dport"]
+        parts = []
+        start = 0
+        for art, n in zip(pcaps, counts, strict=True):
+            run = slice(start, start + n)
+            on_port = np.isin(np.asarray(sport[run]), WG_PORTS) | np.isin(np.asarray(dport[run]), WG_PORTS)
+            plain = (np.asarray(proto[run]) == 17) & (cols["encap"].codes[run] == 0) & (cols["status"].codes[run] == 0)
+            local = np.flatnonzero(on_port & plain)
+            if len(local):
+                headers = message_headers(self._frame_index(art), local)
+                parts.append(pd.DataFrame({"packet": local + start, **headers}))
+            start += n
+        columns = ["packet", "msg_type", "receiver_index", "sender_index", "counter"]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns, dtype=np.int64)
+
+    def _mtus(self) -> dict[tuple[str, str], int]:
+        ifs = self.interfaces
+        return {(str(r.node), str(r.name)): int(r.mtu) for r in ifs.itertuples(index=False) if r.mtu > 0}
+
+    @property
+    def wireguard(self) -> pd.DataFrame:
+        """Every WireGuard message on the uplinks, matched to the plaintext it carried where possible."""
+        _ = self.packets
+        return getattr(self, "_wireguard", conform(pd.DataFrame(), "wireguard"))
 
     def _ifindex_names(self) -> dict[str, dict[int, str]]:
         out: dict[str, dict[int, str]] = {}

@@ -99,7 +99,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             (
                 "encap",
                 "category",
-                "first encapsulation peeled: none, ipip (4in4, 6in4, 4in6, 6in6), vxlan, gre, geneve",
+                "first encapsulation peeled: none, ipip (4in4, 6in4, 4in6, 6in6), vxlan, gre, geneve; wireguard "
+                "for a message matched to its plaintext (its inner fields are the plaintext's: see `wireguard`)",
             ),
             ("encap_depth", "int8", "number of tunnel layers peeled"),
             ("vni", "int64", "VXLAN/Geneve VNI or GRE key of the first tunnel; -1"),
@@ -435,6 +436,40 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("policy_chains", "int64", "Calico per-endpoint iptables/nft policy chains (cali-tw-, cali-fw-, …)"),
             ("kube_proxy_chains", "int64", "kube-proxy service chains (KUBE-SERVICES, KUBE-SVC-*)"),
             ("evidence", "string", "what the mode was read from"),
+        ],
+    ),
+    "wireguard": (
+        "Every WireGuard message on a capture (UDP 51820/51821), tied to the plaintext packet it carried "
+        "where the size rule, counter order and time allow.",
+        [
+            ("packet", "int64", "row of the packets table (the message)"),
+            ("node", "string", "node of the capture"),
+            ("interface", "string", "capture interface (the uplink)"),
+            ("ts_ns", "int64", "capture time"),
+            ("direction", "category", "tx (sent by this node), rx (received), or empty if neither end is the node"),
+            ("peer", "string", "the other node (or its address when unknown)"),
+            ("outer_src", "string", "outer source"),
+            ("outer_dst", "string", "outer destination"),
+            ("msg_type", "category", "data, keepalive, initiation, response, cookie, unknown"),
+            ("receiver_index", "int64", "receiver's index (data, response, cookie); -1"),
+            ("sender_index", "int64", "sender's index (initiation, response); -1"),
+            ("counter", "int64", "data message counter (per session, from 0); -1"),
+            ("udp_payload", "int64", "UDP payload bytes: 32 + padded plaintext for data messages"),
+            ("inner_packet", "int64", "row of the packets table of the plaintext (on wireguard.cali); -1"),
+            ("inner_len", "int64", "plaintext IP length; -1"),
+            (
+                "match",
+                "category",
+                "exact, ambiguous (a skipped neighbour had the same size), segment (one of "
+                "several messages of a GSO/GRO super-packet), unmatched, keepalive, handshake, no_plaintext_capture "
+                "(no WireGuard device capture on the node), unknown_peer, unknown",
+            ),
+            ("overhead_bytes", "int64", "outer IP length minus plaintext length (exact/ambiguous); -1"),
+            (
+                "delay_ns",
+                "int64",
+                "tx: message time minus plaintext time (encryption); rx: plaintext minus message (decryption); -1",
+            ),
         ],
     ),
     "services": (

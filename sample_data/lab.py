@@ -668,5 +668,7 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     mtu = int(args[args.index("--tunnel-mtu") + 1]) if "--tunnel-mtu" in args else None
     name = args[args.index("--name") + 1] if "--name" in args else "lab-vxlan"
-    out = next((a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))), None)
+    out = next(
+        (a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))), None
+    )
     print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu))

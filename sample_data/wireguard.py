@@ -172,13 +172,15 @@ def convert(src: Path, dst: Path) -> Path:
                             )
                             ip_id += 1
                     sessions_truth.append({"from": a, "to": b, "receiver_index": session.index, "messages": 0})
-                for s_no, segment in enumerate(_segments(inner)):
+                segments = _segments(inner)
+                for s_no, segment in enumerate(segments):
                     message = session.data(len(segment))
                     sessions_truth[-1]["messages"] += 1
-                    for node, when, eth_frame in ((a, ts_a, frame_a), (b, ts_b, frame_b)):
-                        new_eth[node].append(
-                            (when + s_no * 1000, _outer(eth_frame, src_ip, dst_ip, message, ip_id), "data")
-                        )
+                    # the sender's segments leave after the uplink time the tunnel packet had, 100 ns apart;
+                    # the receiver's arrive by then (its plaintext, merged again, shows after them)
+                    sent, received = ts_a + s_no * 100, ts_b - (len(segments) - 1 - s_no) * 100
+                    for node, when, eth_frame in ((a, sent, frame_a), (b, received, frame_b)):
+                        new_eth[node].append((when, _outer(eth_frame, src_ip, dst_ip, message, ip_id), "data"))
                     ip_id += 1
                     pairs_truth.append(
                         {
@@ -186,14 +188,14 @@ def convert(src: Path, dst: Path) -> Path:
                             "to": b,
                             "tunnel_packet": k,
                             "segment": s_no,
-                            "segments": len(_segments(inner)),
+                            "segments": len(segments),
                             "inner_len": len(inner),
                             "segment_len": len(segment),
                             "udp_payload": len(message),
                             "receiver_index": session.index,
                             "counter": session.counter - 1,
-                            "sender_ts_ns": ts_a + s_no * 1000,
-                            "receiver_ts_ns": ts_b + s_no * 1000,
+                            "sender_ts_ns": sent,
+                            "receiver_ts_ns": received,
                         }
                     )
             keepalive = session.data(0)

@@ -30,7 +30,7 @@ LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
 LINKTYPE_SLL, LINKTYPE_NFLOG, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_SLL2 = 113, 239, 228, 229, 276
 RAW_LINKTYPES = (LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6)
 
-ENCAP_KINDS = ["none", "ipip", "vxlan", "gre", "geneve"]
+ENCAP_KINDS = ["none", "ipip", "vxlan", "gre", "geneve", "wireguard"]  # wireguard: set by the WireGuard match
 ENC_NONE, ENC_IPIP, ENC_VXLAN, ENC_GRE, ENC_GENEVE = range(5)
 
 # Decoder anomaly kinds; index 0 means "decoded without complaint".
