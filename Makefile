@@ -42,6 +42,9 @@ bench-join: $(VENV)/.installed
 samples: $(VENV)/.installed
 	$(PY) sample_data/lab.py sample_data
 	$(PY) sample_data/ipip.py sample_data/lab-vxlan.tgz sample_data/lab-ipip.tgz
+	$(PY) sample_data/ebpf.py sample_data/lab-vxlan.tgz sample_data/lab-ebpf.tgz
+	tmp=$$(mktemp -d) && $(PY) sample_data/lab.py $$tmp --tunnel-mtu 1440 --name lab-wg-base && \
+		$(PY) sample_data/wireguard.py $$tmp/lab-wg-base.tgz sample_data/lab-wireguard.tgz && rm -rf $$tmp
 
 docs: $(VENV)/.installed
 	$(PY) -m calforensics.schema > docs/tables.md

@@ -338,10 +338,11 @@ def build_flows(
     captured = set(roots.tolist())
     seen: set[tuple] = set()
     extra = []
-    for r, a in zip(ct.itertuples(index=False), ct_orig, strict=True):
+    for r, a, b in zip(ct.itertuples(index=False), ct_orig, ct_reply, strict=True):
         ends = sorted([(str(r.orig_src), int(r.orig_sport)), (str(r.orig_dst), int(r.orig_dport))])
         conversation = (int(r.proto_num), *ends)
-        if (a >= 0 and int(comp[a]) in captured) or _is_underlay(int(r.proto_num), int(r.orig_dport)):
+        known = (a >= 0 and int(comp[a]) in captured) or (b >= 0 and int(comp[b]) in captured)
+        if known or _is_underlay(int(r.proto_num), int(r.orig_dport)):
             continue
         if conversation in seen:
             continue
@@ -678,7 +679,7 @@ def _summaries(
             "rel": rel_median,
         }
     )
-    agg = agg.sort_values(["flow_id", "dir", "hop", "rel"])
+    agg = agg.sort_values(["flow_id", "dir", "rel", "hop"])  # by time: instances may skip points (GSO)
     agg["label"] = labels_by_point[agg["point"].to_numpy()]
     paths = join_groups(agg, ["flow_id", "dir"], "label", " > ")
     for d, name in ((0, "fwd"), (1, "rev")):
@@ -752,6 +753,46 @@ def _conntrack_legs(f: pd.DataFrame, ct: pd.DataFrame) -> None:
     snat = (m["nat"].astype(str).isin(["snat", "both"]) & (f["snat_ip"] == "")).to_numpy()
     f.loc[snat, "snat_ip"] = m.loc[snat, "reply_dst"].to_numpy()
     f.loc[snat, "snat_port"] = m.loc[snat, "reply_dport"].astype(np.int64).to_numpy()
+    _dialled_from_conntrack(f, ct)
+
+
+def _dialled_from_conntrack(f: pd.DataFrame, ct: pd.DataFrame) -> None:
+    """Flows captured only after DNAT (no capture before the NAT point, e.g. eBPF's TC NAT on the
+    client veth when that veth was not captured): a DNAT entry whose reply comes from the flow's
+    server to its client says what was dialled. The server becomes the dialled address, the
+    captured one its backend."""
+    dnat = ct[ct["nat"].astype(str).isin(["dnat", "both"])]
+    if dnat.empty:
+        return
+    keys = ["proto_num", "client_ip", "client_port", "server_ip", "server_port"]
+    by_reply = (
+        dnat.rename(
+            columns={
+                "reply_dst": "client_ip",
+                "reply_dport": "client_port",
+                "reply_src": "server_ip",
+                "reply_sport": "server_port",
+            }
+        )
+        .drop_duplicates(keys)[[*keys, "orig_dst", "orig_dport", "state", "nat"]]
+        .astype({"client_ip": object, "server_ip": object})
+    )
+    m = (
+        f.reset_index()[["flow_id", *keys]]
+        .astype({"client_ip": object, "server_ip": object})
+        .merge(by_reply, on=keys, how="left")
+        .set_index("flow_id")
+    )
+    hit = (m["orig_dst"].notna() & (f["backend_ip"] == "")).to_numpy()
+    if not hit.any():
+        return
+    f.loc[hit, "backend_ip"] = f.loc[hit, "server_ip"].to_numpy()
+    f.loc[hit, "backend_port"] = f.loc[hit, "server_port"].to_numpy()
+    f.loc[hit, "server_ip"] = m.loc[hit, "orig_dst"].astype(str).to_numpy()
+    f.loc[hit, "server_port"] = m.loc[hit, "orig_dport"].astype(f["server_port"].dtype).to_numpy()
+    unset = hit & (f["ct_state"] == "").to_numpy()
+    f.loc[unset, "ct_state"] = m.loc[unset, "state"].astype(str).to_numpy()
+    f.loc[unset, "ct_nat"] = m.loc[unset, "nat"].astype(str).to_numpy()
 
 
 def _conn_states(inst: pd.DataFrame, f: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -6,11 +6,14 @@ Each check states what the tables can already show; later issues (hops, flows, f
 from __future__ import annotations
 
 import calforensics
+from calforensics.wireguard import padded
+
+TUNNEL_DEVICE = {"ipip": "tunl0", "vxlan": "vxlan.calico", "wireguard": "wireguard.cali"}
 
 
 def check_captures(b: calforensics.Bundle, truth: dict) -> None:
     caps = b.captures
-    tunnel = "tunl0" if truth["encapsulation"]["type"] == "ipip" else "vxlan.calico"
+    tunnel = TUNNEL_DEVICE[truth["encapsulation"]["type"]]
     for node in truth["nodes"]:
         mine = caps[caps.node == node].set_index("interface")
         assert mine.loc[tunnel, "role"] == "tunnel", (node, tunnel)
@@ -18,7 +21,7 @@ def check_captures(b: calforensics.Bundle, truth: dict) -> None:
         for pod in truth["pods"].values():
             if pod["node"] == node:
                 assert mine.loc[pod["interface"], "role"] == "workload", (node, pod)
-        if truth["encapsulation"]["type"] == "ipip":
+        if truth["encapsulation"]["type"] in ("ipip", "wireguard"):
             assert mine.loc[tunnel, "linktype_name"] == "RAW"
 
 
@@ -44,12 +47,19 @@ def check_encapsulation(b: calforensics.Bundle, truth: dict) -> None:
     ]
     assert set(legs.node.astype(str)) == set(truth["nodes"])
     # encapsulation overhead: the uplink frame minus its Ethernet header minus the inner IP packet
-    # (VXLAN: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 = 50; IPIP: outer IP 20)
-    overhead = (legs.wirelen - 14 - legs.ip_len).unique().tolist()
-    assert overhead == [enc["overhead_bytes"]], overhead
+    # (VXLAN: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 = 50; IPIP: outer IP 20; WireGuard: outer
+    # IP 20 + UDP 8 + header 16 + tag 16, plus the plaintext's padding to 16 bytes)
+    overhead = (legs.wirelen - 14 - legs.ip_len).to_numpy()
+    if enc["type"] == "wireguard":
+        want = [60 + padded(int(n), enc["tunnel_mtu"]) - int(n) for n in legs.ip_len]
+        assert overhead.tolist() == want
+    else:
+        assert sorted(set(overhead.tolist())) == [enc["overhead_bytes"]], overhead
 
 
 def check_service_dnat(b: calforensics.Bundle, truth: dict) -> None:
+    if truth["dataplane"] == "ebpf":
+        return check_bpf_services(b, truth)
     flow = next(f for f in truth["flows"] if f["name"] == "cluster_ip")
     ct = b.conntrack
     entry = ct[
@@ -77,9 +87,25 @@ def check_service_dnat(b: calforensics.Bundle, truth: dict) -> None:
     assert (sep.packets >= 1).all()
 
 
+def check_bpf_services(b: calforensics.Bundle, truth: dict) -> None:
+    """BPF NAT frontends and backends as the ground truth's services, from JSON on one node and text on
+    the other; the service listing names them."""
+    nat = b.bpf_nat
+    for svc in truth["services"]:
+        for node in truth["nodes"]:
+            fe = nat[(nat.node == node) & (nat.frontend_ip == svc["cluster_ip"]) & (nat.frontend_port == svc["port"])]
+            assert set(fe.svc_id) == {svc["svc_id"]}, (node, svc["name"])
+            assert {f"{r.backend_ip}:{r.backend_port}" for r in fe.itertuples()} == set(svc["backends"])
+        listed = b.services[(b.services.cluster_ip == svc["cluster_ip"]) & (b.services.port == svc["port"])]
+        assert [f"{r.namespace}/{r.name}:{r.port}" for r in listed.itertuples()] == [svc["name"]]
+    assert set(nat.source) == {"calico-bpf", "calico-bpf-json"}
+
+
 def check_policy_drop(b: calforensics.Bundle, truth: dict) -> None:
     flow = next(f for f in truth["flows"] if f["name"] == "denied")
     drop = flow["drop"]
+    if truth["dataplane"] == "ebpf":
+        return check_bpf_policy_drop(b, flow)
     rules = b.rules
     rule = rules[
         (rules.node == drop["node"])
@@ -100,6 +126,26 @@ def check_policy_drop(b: calforensics.Bundle, truth: dict) -> None:
     assert (drop["missing_at"]["node"], drop["missing_at"]["interface"]) not in at
     last = syns[(syns.node == drop["last_seen"]["node"]) & (syns.interface == drop["last_seen"]["interface"])]
     assert len(last) == r.packets  # every SYN that reached the node was counted by the drop rule
+
+
+def check_bpf_policy_drop(b: calforensics.Bundle, flow: dict) -> None:
+    """The drop counter on the destination veth's egress hook counts every SYN that reached its node;
+    BPF conntrack there has the opener's leg approved and not the destination's."""
+    drop = flow["drop"]
+    c = b.bpf_counters
+    row = c[(c.node == drop["node"]) & (c.interface == drop["interface"]) & (c.category == "Dropped")]
+    row = row[row.type == "by policy"]
+    assert len(row) == 1 and row.iloc[0].egress == drop["counter_packets"] and row.iloc[0].ingress == 0
+    p = b.packets
+    syns = p[(p.src == flow["client_ip"]) & (p.sport == flow["client_port"]) & (p.dport == flow["server_port"])]
+    last = syns[(syns.node == drop["last_seen"]["node"]) & (syns.interface == drop["last_seen"]["interface"])]
+    assert len(last) == drop["counter_packets"] >= drop["min_packets"]
+    assert not len(
+        syns[(syns.node == drop["missing_at"]["node"]) & (syns.interface == drop["missing_at"]["interface"])]
+    )
+    ct = b.bpf_conntrack
+    legs = ct[(ct.node == drop["node"]) & (ct.sport == flow["client_port"]) & (ct.source == "bpftool")]
+    assert legs[["a2b_approved", "b2a_approved"]].values.tolist() == [[1, 0]]
 
 
 def check_frag_needed(b: calforensics.Bundle, truth: dict) -> None:
@@ -141,7 +187,9 @@ def check_flows(b: calforensics.Bundle, truth: dict) -> None:
             "name"
         ]
         assert f.path_fwd == " > ".join(f"{h['node']}:{h['interface']}" for h in gt["path"]), gt["name"]
-        if "backend_ip" in gt:
+        if "service_candidates" in gt:  # connect-time LB: only a reverse lookup of the backend is possible
+            assert (f.service, f.service_via, f.backend_ip) == (", ".join(gt["service_candidates"]), "backend", "")
+        elif "backend_ip" in gt:
             assert (f.service, f.backend_ip, f.backend_port) == (gt["service"], gt["backend_ip"], gt["backend_port"])
             # the NAT leg shows between hops: the dialled address before the DNAT node's tunnel, the backend after
             hops = b.flow_path(int(f.flow_id))

@@ -1,6 +1,7 @@
 """The committed sample bundles (from real lab runs) read as their ground truth says."""
 
 import json
+import tarfile
 
 import pytest
 from conftest import SAMPLES
@@ -9,7 +10,7 @@ from groundtruth import check_bundle
 import calforensics
 
 
-@pytest.mark.parametrize("name", ["lab-vxlan", "lab-ipip"])
+@pytest.mark.parametrize("name", ["lab-vxlan", "lab-ipip", "lab-ebpf", "lab-wireguard"])
 def test_sample_matches_ground_truth(name):
     truth = json.loads((SAMPLES / f"{name}.ground_truth.json").read_text())
     with calforensics.open_bundle(SAMPLES / f"{name}.tgz") as b:
@@ -24,6 +25,14 @@ def test_samples_are_small():
         assert path.stat().st_size < 1_000_000, path
 
 
-def test_ipip_sample_is_labelled_synthetic_and_vxlan_is_not():
-    assert json.loads((SAMPLES / "lab-ipip.ground_truth.json").read_text())["synthetic"] is True
+def test_derived_samples_are_labelled_synthetic_and_vxlan_is_not():
+    for name in ("lab-ipip", "lab-ebpf", "lab-wireguard"):
+        truth = json.loads((SAMPLES / f"{name}.ground_truth.json").read_text())
+        assert truth["synthetic"] is True and truth["synthetic_rewrites"], name
+        with tarfile.open(SAMPLES / f"{name}.tgz") as tar:  # and so is every node's metadata
+            metas = [m for m in tar.getmembers() if m.name.endswith("/metadata.json")]
+            assert len(metas) == len(truth["nodes"])
+            for m in metas:
+                meta = json.loads(tar.extractfile(m).read())
+                assert meta["synthetic"] is True and meta["synthetic_rewrites"] == truth["synthetic_rewrites"]
     assert "synthetic" not in json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())

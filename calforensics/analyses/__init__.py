@@ -10,7 +10,7 @@ from ..bundle import Bundle
 from ..join import address_owners
 from ..memory import release_freed_memory
 from ..parallel import thread_map
-from . import drops, latency, overhead
+from . import drops, latency, overhead, wireguard
 
 SCHEMA_VERSION = 1
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -28,6 +28,7 @@ class Analysis:
     latency_hops: pd.DataFrame
     latency_samples: pd.DataFrame
     latency_flows: pd.DataFrame
+    wireguard_sessions: pd.DataFrame = field(default_factory=pd.DataFrame)
     findings: dict = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -46,6 +47,12 @@ class Analysis:
                 "routes",
                 "anomalies",
                 "artifacts",
+                "dataplane",
+                "services",
+                "wireguard",
+                "bpf_conntrack",
+                "bpf_nat",
+                "bpf_counters",
             )
         }
         out.update(
@@ -55,12 +62,13 @@ class Analysis:
             mtu_issues=self.mtu_issues,
             latency_hops=self.latency_hops,
             latency_flows=self.latency_flows,
+            wireguard_sessions=self.wireguard_sessions,
         )
         return out
 
 
 def _evidence_text(ev: list[dict]) -> str:
-    return " | ".join(f"{e['kind']}: {e['detail']}" for e in ev)
+    return " | ".join(f"{e['kind']} ({e['scope']}): {e['detail']}" for e in ev)
 
 
 def _overhead(bundle: Bundle, owners: dict[str, str]) -> dict:
@@ -94,7 +102,7 @@ def analyze(bundle: Bundle) -> Analysis:
     for part in thread_map(threads, lambda fn: fn(), work):
         results.update(part)
     release_freed_memory()  # what the threads freed stays in their heaps otherwise, unused by the report
-    a = Analysis(bundle=bundle, **results)
+    a = Analysis(bundle=bundle, wireguard_sessions=wireguard.sessions(bundle.wireguard), **results)
     from .findings import build_findings
 
     a.findings = build_findings(a)

@@ -14,7 +14,7 @@ from itertools import starmap
 import numpy as np
 import pandas as pd
 
-from . import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
+from . import SCHEMA_VERSION, SEVERITY_ORDER, Analysis, wireguard
 
 
 def _py(v):
@@ -184,6 +184,7 @@ def build_findings(a: Analysis) -> dict:
                 if not math.isnan(r.handshake_rtt_us)
             ],
         },
+        "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions),
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
         "link_scope_flows": int((flows["scope"] == "link").sum()),
     }
@@ -304,6 +305,37 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
                 "service with connect-time load balancing (the ClusterIP never shows on the wire), or directly",
             }
         )
+    wg = doc["wireguard"]
+    if wg:
+        data = wg["matched"] + wg["segmented"] + wg["unmatched_outer"]
+        overhead = wg["overhead_bytes"]
+        per_packet = f"; {overhead['min']}-{overhead['max']} bytes of overhead per packet" if overhead else ""
+        lost = wg["unmatched_outer"] + wg["unmatched_inner"] + wg["ambiguous"]
+        out.append(
+            {
+                "severity": "medium" if lost else "info",
+                "kind": "wireguard",
+                "flow_id": None,
+                "confidence": "high" if not wg["ambiguous"] else "medium",
+                "title": f"WireGuard: {wg['matched'] + wg['segmented']} of {data} data messages tied to their "
+                f"plaintext ({wg['ambiguous']} ambiguous, {wg['segmented']} GSO/GRO segments), "
+                f"{wg['unmatched_outer']} message(s) and {wg['unmatched_inner']} plaintext(s) without a partner; "
+                f"{wg['handshakes']} handshake message(s), {wg['rekeys']} rekey(s), {wg['keepalives']} keepalive(s)"
+                f"{per_packet}",
+            }
+        )
+        gaps = sum(s["counter_gaps"] for s in wg["sessions"])
+        if gaps:
+            out.append(
+                {
+                    "severity": "medium",
+                    "kind": "wireguard_loss",
+                    "flow_id": None,
+                    "confidence": "high",
+                    "title": f"{gaps} WireGuard counter value(s) missing from captured sessions: messages lost "
+                    "between encryption and the capture point (sender side) or in the network (receiver side only)",
+                }
+            )
     unobserved = sum(1 for f in doc["flows"] if f["verdict"] == "unobserved")
     if unobserved:
         out.append(

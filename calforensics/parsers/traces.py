@@ -35,15 +35,14 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
     rows: list[dict] = []
     packet: dict[str, dict] = {}  # per BPF tag: the tuple of the packet being processed
     for no, line in enumerate(lines, 1):
-        if "bpf_trace_printk: " in line:
+        if "bpf_trace_printk: " in line or ": 0: " in line:  # older kernels print `0:` (calico#6450)
             rec = _bpf_line(no, line, packet)
-            if rec is None:
-                m = BPF.search(line)
-                if not m:
-                    log.add(no, "unparsed_line", line.strip()[:200])
+            if rec is None and "bpf_trace_printk: " in line:
+                log.add(no, "unparsed_line", line.strip()[:200])
             elif rec:
                 rows.append(rec)
-            continue
+            if rec is not None:
+                continue
         if "TRACE:" in line:
             m = IPT.search(line)
             if not m:

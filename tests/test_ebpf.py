@@ -1,0 +1,181 @@
+"""Calico's eBPF dataplane: mode, services from BPF NAT, NAT legs from BPF conntrack, peer redirect,
+and drops placed on BPF hooks, against the eBPF sample's ground truth and with pieces taken away."""
+
+import json
+import shutil
+import tarfile
+
+import pytest
+from conftest import SAMPLES
+from groundtruth import flow_for
+
+import calforensics
+from calforensics.anomalies import AnomalyLog
+from calforensics.parsers import kubectl, traces
+
+TRUTH = json.loads((SAMPLES / "lab-ebpf.ground_truth.json").read_text())
+FLOWS = {f["name"]: f for f in TRUTH["flows"]}
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    with calforensics.open_bundle(SAMPLES / "lab-ebpf.tgz") as b:
+        yield calforensics.analyze(b)
+
+
+@pytest.fixture
+def unpacked(tmp_path):
+    with tarfile.open(SAMPLES / "lab-ebpf.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "lab-ebpf"
+
+
+def test_dataplane_is_detected_per_node():
+    with calforensics.open_bundle(SAMPLES / "lab-ebpf.tgz") as b:
+        modes = dict(zip(b.dataplane.node, b.dataplane["mode"].astype(str), strict=True))
+    assert modes == {node: "ebpf" for node in TRUTH["nodes"]}
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:  # iptables: policy and kube-proxy chains
+        dp = b.dataplane
+        assert set(dp["mode"].astype(str)) == {"iptables"} and (dp.bpf_files == 0).all()
+        assert (dp.policy_chains > 0).all() and (dp.kube_proxy_chains > 0).all()
+
+
+def test_service_flows_tied_to_backends_from_bpf_nat(analysis):
+    b = analysis.bundle
+    udp = flow_for(b, FLOWS["udp"])  # TC NAT: the client's veth shows the service, everything after the backend
+    assert (udp.server_ip, udp.server_port) == (FLOWS["udp"]["server_ip"], FLOWS["udp"]["server_port"])
+    assert (udp.backend_ip, udp.backend_port) == (FLOWS["udp"]["backend_ip"], FLOWS["udp"]["backend_port"])
+    assert (udp.service, str(udp.service_via)) == (FLOWS["udp"]["service"], "bpf-nat")
+    for name in ("cluster_ip", "pod_to_pod"):  # connect-time LB: every capture shows the backend only
+        f = flow_for(b, FLOWS[name])
+        assert f.server_ip == FLOWS[name]["server_ip"] and f.backend_ip == ""
+        assert f.service.split(", ") == FLOWS[name]["service_candidates"] and str(f.service_via) == "backend"
+    bulk = flow_for(b, FLOWS["bulk"])  # port 8081 backs no service
+    assert bulk.service == "" and str(bulk.service_via) == ""
+    mtu = flow_for(b, FLOWS["mtu"])  # UDP is NATed per packet, so a UDP flow to a backend was dialled directly
+    assert mtu.service == ""
+
+
+def test_nat_leg_from_bpf_conntrack_when_no_capture_shows_the_service(unpacked):
+    """Without the client veth's capture no packet shows the service address: the BPF conntrack NAT
+    entry (JSON on node-a) says what was dialled."""
+    client = TRUTH["pods"]["default/client"]
+    (unpacked / "nodes" / client["node"] / "pcaps" / f"{client['interface']}.pcap").unlink()
+    gt = FLOWS["udp"]
+    with calforensics.open_bundle(unpacked) as b:
+        f = flow_for(b, gt)
+        assert (f.server_ip, f.server_port, f.backend_ip, f.backend_port) == (
+            gt["server_ip"],
+            gt["server_port"],
+            gt["backend_ip"],
+            gt["backend_port"],
+        )
+        assert (f.service, f.ct_nat) == (gt["service"], "dnat")
+        assert len(b.flows[(b.flows.client_port == gt["client_port"])]) == 1  # not also an unobserved copy
+    (unpacked / "nodes" / client["node"] / "bpf-conntrack.json").unlink()  # without it: only the backend
+    with calforensics.open_bundle(unpacked) as b:
+        f = flow_for(b, gt)
+        assert (f.server_ip, f.backend_ip, f.service) == (gt["backend_ip"], "", "")
+
+
+def test_peer_redirect_is_not_a_drop(analysis, unpacked):
+    flows = analysis.bundle.flows
+    redirected = [flow_for(analysis.bundle, f) for f in TRUTH["flows"] if f.get("peer_redirect_hidden")]
+    assert all(f.verdict == "delivered" and f.peer_redirected > 0 for f in redirected)
+    assert int(flows.peer_redirected.sum()) == TRUTH["peer_redirect_hidden_packets"]
+    assert "partial" not in set(flows.verdict.astype(str))
+    assert any(f["kind"] == "peer_redirect" for f in analysis.findings["findings"])
+    # the same captures without the BPF state read as an iptables-less unknown dataplane: the missing
+    # packets at the destination veth are then partial deliveries, so the eBPF reading is what fixes them
+    for path in unpacked.glob("nodes/*/bpf-*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with calforensics.open_bundle(unpacked) as b:
+        assert set(b.dataplane["mode"].astype(str)) == {"unknown"}
+        assert {flow_for(b, f).verdict for f in TRUTH["flows"] if f.get("peer_redirect_hidden")} == {"partial"}
+
+
+def test_policy_drop_at_the_right_hook_with_bpf_evidence(analysis):
+    gt = FLOWS["denied"]
+    drop = gt["drop"]
+    d = analysis.drops.set_index("flow_id").loc[int(flow_for(analysis.bundle, gt).flow_id)]
+    assert d.last_seen == f"{drop['last_seen']['node']}:{drop['last_seen']['interface']}"
+    assert d.missing_at == f"{drop['missing_at']['node']}:{drop['missing_at']['interface']}"
+    assert (d.cause_kind, d.cause_node, d.cause_table) == ("bpf_policy_drop", drop["node"], "bpf")
+    assert d.cause_chain == f"{drop['interface']} tc {drop['hook']}"
+    assert d.cause_counter_packets == drop["counter_packets"]
+    kinds = {(e["kind"], e["scope"]) for e in d.evidence}
+    assert {("bpf_counter", "cumulative"), ("bpf_conntrack", "per_flow"), ("bpf_trace", "per_flow")} <= kinds
+    assert d.confidence == "high"
+    # the MTU drop on node-a has no BPF drop counter behind it: no BPF cause is made up
+    mtu = analysis.drops.set_index("flow_id").loc[int(flow_for(analysis.bundle, FLOWS["mtu"]).flow_id)]
+    assert mtu.cause_kind == "mtu_exceeded" and not any(e["kind"].startswith("bpf_") for e in mtu.evidence)
+
+
+def test_policy_drop_without_corroboration_is_not_high(unpacked):
+    """The counter alone is cumulative: without the conntrack legs and the trace log, the same drop is
+    placed on the same hook with medium confidence."""
+    node = unpacked / "nodes" / FLOWS["denied"]["drop"]["node"]
+    shutil.rmtree(node / "bpf-maps")
+    (node / "bpf-tracelog.txt").unlink()
+    with calforensics.open_bundle(unpacked) as b:
+        a = calforensics.analyze(b)
+        d = a.drops.set_index("flow_id").loc[int(flow_for(b, FLOWS["denied"]).flow_id)]
+        assert d.cause_kind == "bpf_policy_drop" and d.confidence == "medium"
+        assert {e["kind"] for e in d.evidence} & {"bpf_conntrack", "bpf_trace"} == set()
+
+
+def test_findings_and_reports_say_what_is_cumulative(analysis, tmp_path):
+    doc = analysis.findings
+    assert [d["mode"] for d in doc["bundle"]["dataplane"]] == ["ebpf", "ebpf"]
+    scopes = {e["scope"] for d in doc["drops"] for e in d["evidence"]}
+    assert scopes == {"per_flow", "cumulative"}
+    files = calforensics.write_report(analysis, tmp_path / "r", tables="none")
+    md = files.markdown.read_text()
+    assert "(bpf\\_counter, cumulative)" in md and "Dataplane: node-a ebpf" in md
+    assert "cumulative" in files.html.read_text()
+
+
+def test_service_listing_parser():
+    lines = [
+        "NAMESPACE     NAME         TYPE           CLUSTER-IP     EXTERNAL-IP    PORT(S)                      AGE",
+        "default       kubernetes   ClusterIP      10.96.0.1      <none>         443/TCP                      9d",
+        "kube-system   kube-dns     ClusterIP      10.96.0.10     <none>         53/UDP,53/TCP,9153/TCP       9d",
+        "shop          front        LoadBalancer   10.96.7.7      203.0.113.9    80:31080/TCP                 2d",
+        "shop          headless     ClusterIP      None           <none>         8080/TCP                     2d",
+        "Error from server (Forbidden): services is forbidden",
+    ]
+    log = AnomalyLog("services", "f")
+    df = kubectl.parse_service_listing(lines, log)
+    assert df[["namespace", "name", "port", "protocol"]].values.tolist() == [
+        ["default", "kubernetes", 443, "tcp"],
+        ["kube-system", "kube-dns", 53, "udp"],
+        ["kube-system", "kube-dns", 53, "tcp"],
+        ["kube-system", "kube-dns", 9153, "tcp"],
+        ["shop", "front", 80, "tcp"],
+        ["shop", "headless", 8080, "tcp"],
+    ]
+    assert df.node_port.tolist()[4] == 31080 and df.external_ip.tolist()[4] == "203.0.113.9"
+    assert df.cluster_ip.tolist()[5] == "" and len(log.rows) == 1
+
+
+def test_bpf_trace_lines():
+    """Tags as in the reference (C.4): interface padded with '-' to 15 characters, then I/E/X; the old
+    `0:` form; one row per verdict, with the tuple from the packet's earlier lines on that tag."""
+    lines = [
+        "  <idle>-0 [001] d.s. 912.120001: bpf_trace_printk: cali1f808cfe5dc-I: New packet at ifindex=9; mark=0",
+        "  <idle>-0 [001] d.s. 912.120002: bpf_trace_printk: cali1f808cfe5dc-I: IP src=10.0.1.5 dst=10.0.2.9",
+        "  <idle>-0 [001] d.s. 912.120003: bpf_trace_printk: cali1f808cfe5dc-I: TCP; ports: s=40000 d=5432",
+        "  <idle>-0 [001] d.s. 912.120004: bpf_trace_printk: cali1f808cfe5dc-I: DENY due to policy",
+        "  <idle>-0 [002] d.s. 913.000001: bpf_trace_printk: eth0------------I: Final result=ALLOW rc 0.",
+        "  <idle>-0 [002] d.s. 913.000002: 0: enp9s0---E: Final result=DENY (12)",
+        "  curl-77 [000] .... 914.5: bpf_trace_printk: cali0a1b2c3d4e5-E: policy DENIED  proto 6 src 10.0.1.5:1234"
+        " dest 10.96.0.10:53",
+    ]
+    df = traces.parse_traces(lines, AnomalyLog("traces", "f"))
+    assert df[["in_iface", "chain", "type", "src", "sport", "dst", "dport"]].values.tolist() == [
+        ["cali1f808cfe5dc", "cali1f808cfe5dc-I", "deny", "10.0.1.5", 40000, "10.0.2.9", 5432],
+        ["eth0", "eth0-I", "allow", "", -1, "", -1],
+        ["enp9s0", "enp9s0-E", "deny", "", -1, "", -1],
+        ["cali0a1b2c3d4e5", "cali0a1b2c3d4e5-E", "deny", "10.0.1.5", 1234, "10.96.0.10", 53],
+    ]
+    assert set(df.source.astype(str)) == {"calico-bpf"} and df.time.tolist()[0] == "912.120004"
