@@ -442,7 +442,7 @@ class Bundle:
         del node_codes, iface_codes
         # WireGuard: each matched message's row takes its plaintext's inner fields, so the join that
         # follows sees one packet on both sides of the encryption
-        wireguard, outer, inner = match_wireguard(
+        wireguard, outer, inner, self._wireguard_lone = match_wireguard(
             columns_frame({**front, **cols}), messages, caps, address_owners(self.interfaces, self.routes), self._mtus()
         )
         join_matches(cols, outer, inner)
@@ -475,6 +475,13 @@ class Bundle:
         """Every WireGuard message on the uplinks, matched to the plaintext it carried where possible."""
         _ = self.packets
         return getattr(self, "_wireguard", conform(pd.DataFrame(), "wireguard"))
+
+    @property
+    def wireguard_unpaired_plaintexts(self) -> np.ndarray:
+        """Packet rows on WireGuard devices that no captured message carried (a message lost before the
+        sender's uplink tap or not captured at the receiver's), among the node pairs with messages."""
+        _ = self.packets
+        return getattr(self, "_wireguard_lone", np.zeros(0, np.int64))
 
     def _ifindex_names(self) -> dict[str, dict[int, str]]:
         out: dict[str, dict[int, str]] = {}

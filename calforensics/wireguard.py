@@ -10,8 +10,9 @@ are walked together, pairing where size and time agree. A plaintext larger than 
 super-packet that left as several messages (received: several messages merged by GRO); keepalives
 (32 bytes) use a counter value and carry nothing; handshakes are told by type.
 
-A pair made right after a skip (a message or plaintext without a partner) is `ambiguous` when the
-skipped one had the same size: which of the two the message carried cannot be told. Only `exact`
+When a message or plaintext is left without a partner, the pair just before it is `ambiguous` if it
+could as well have been made with the one left over (same size, time allowing), and so is the pair
+just after it if the skip was decided by size alone: which of the two was lost cannot be told. Only `exact`
 pairs join their plaintext's packet instance: the message's row in the packets table takes the
 plaintext's inner fields (encap `wireguard`), so flows, overhead and latency cross the encrypted hop.
 """
@@ -80,7 +81,7 @@ def _walk(inner: pd.DataFrame, outer: pd.DataFrame, mtu: int, tx: bool) -> tuple
     t_out = outer["ts_ns"].to_numpy()
     pairs: list[tuple[int, int, str]] = []
     lone_inner: list[int] = []
-    skipped: set[int] = set()  # sizes of what was skipped since the last pair
+    skipped: set[int] = set()  # sizes of what was skipped by size alone since the last pair (time is certain)
 
     def expected(i: int) -> int:
         return OVERHEAD + padded(int(L[i]), mtu)
@@ -105,15 +106,25 @@ def _walk(inner: pd.DataFrame, outer: pd.DataFrame, mtu: int, tx: bool) -> tuple
                 return 0
         return 0
 
+    def doubt_last(inner_skipped: int = -1, outer_skipped: int = -1) -> None:
+        """The last pair is ambiguous if it could as well have been made with what is skipped now."""
+        if not pairs or pairs[-1][2] == "segment":
+            return
+        li, lj, _ = pairs[-1]
+        if inner_skipped >= 0 and expected(li) == expected(inner_skipped) and in_time(inner_skipped, lj) == 0:
+            pairs[-1] = (li, lj, "ambiguous")
+        if outer_skipped >= 0 and U[lj] == U[outer_skipped] and in_time(li, outer_skipped) == 0:
+            pairs[-1] = (li, lj, "ambiguous")
+
     i = j = 0
     while i < len(L) and j < len(U):
         timing = in_time(i, j)
         if timing < 0 if tx else timing > 0:  # tx: message before its plaintext; rx: after the window
-            skipped.add(int(U[j]))
+            doubt_last(outer_skipped=j)
             j += 1
             continue
         if timing > 0 if tx else timing < 0:  # no message in time for this plaintext
-            skipped.add(expected(i))
+            doubt_last(inner_skipped=i)
             lone_inner.append(i)
             i += 1
             continue
@@ -127,11 +138,13 @@ def _walk(inner: pd.DataFrame, outer: pd.DataFrame, mtu: int, tx: bool) -> tuple
             skipped.clear()
             i, j = i + 1, j + k
             continue
-        if i + 1 < len(L) and U[j] == expected(i + 1):  # this plaintext has no message
+        if i + 1 < len(L) and U[j] == expected(i + 1):  # by size: this plaintext has no message
+            doubt_last(inner_skipped=i)
             skipped.add(expected(i))
             lone_inner.append(i)
             i += 1
-        else:  # this message has no plaintext
+        else:  # by size: this message has no plaintext
+            doubt_last(outer_skipped=j)
             skipped.add(int(U[j]))
             j += 1
     lone_inner += list(range(i, len(L)))
@@ -140,11 +153,13 @@ def _walk(inner: pd.DataFrame, outer: pd.DataFrame, mtu: int, tx: bool) -> tuple
 
 def match_wireguard(
     packets: pd.DataFrame, messages: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], mtus: dict
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """(wireguard table, outer rows, inner rows of the exact pairs). ``messages`` has the packet row
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """(wireguard table, outer rows and inner rows of the exact pairs, plaintext rows no message
+    carried as far as the captures show). ``messages`` has the packet row
     and header fields of every UDP message on a WireGuard port; ``mtus`` maps (node, device) to MTU."""
     if messages.empty:
-        return conform(pd.DataFrame(), "wireguard"), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        none = np.zeros(0, np.int64)
+        return conform(pd.DataFrame(), "wireguard"), none, none, none
     rows = messages["packet"].to_numpy()
     msg = messages.assign(
         node=np.asarray(packets["node"].array.take(rows), dtype=object).astype(str),
@@ -180,7 +195,7 @@ def match_wireguard(
     plain = _plaintexts(packets, captures, owners)
     data = np.flatnonzero((kind == "data") & (msg["direction"] != "").to_numpy())
     groups = msg.iloc[data].groupby(["node", "direction", "peer"], sort=True).indices
-    lone_inner = 0
+    lone_rows: list[int] = []
     for (node, direction, peer), at in groups.items():
         rows_at = data[at]
         mine = plain[(plain["node"] == node) & (plain["direction"] == direction)]
@@ -200,7 +215,7 @@ def match_wireguard(
         outer = outer.iloc[order]
         inner = mine.sort_values(["ts_ns", "packet"], kind="stable")
         pairs, lone = _walk(inner, outer, mtu, direction == "tx")
-        lone_inner += len(lone)
+        lone_rows += inner["packet"].to_numpy()[lone].tolist()
         outer_at = rows_at[order]
         for i, j, how in pairs:
             k = outer_at[j]
@@ -233,9 +248,8 @@ def match_wireguard(
             "delay_ns": delay,
         }
     )
-    table.attrs["unmatched_plaintexts"] = lone_inner
     exact = match == "exact"
-    return conform(table, "wireguard"), rows[exact], inner_packet[exact]
+    return conform(table, "wireguard"), rows[exact], inner_packet[exact], np.asarray(lone_rows, dtype=np.int64)
 
 
 def groups_of(groups: dict, node: str, direction: str) -> list:

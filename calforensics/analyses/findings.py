@@ -184,7 +184,7 @@ def build_findings(a: Analysis) -> dict:
                 if not math.isnan(r.handshake_rtt_us)
             ],
         },
-        "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions),
+        "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions, len(b.wireguard_unpaired_plaintexts)),
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
         "link_scope_flows": int((flows["scope"] == "link").sum()),
     }

@@ -65,7 +65,7 @@ def sessions(wg: pd.DataFrame) -> pd.DataFrame:
     return out[SESSION_COLUMNS]
 
 
-def summary(wg: pd.DataFrame, sess: pd.DataFrame) -> dict | None:
+def summary(wg: pd.DataFrame, sess: pd.DataFrame, unpaired_plaintexts: int) -> dict | None:
     """The findings' `wireguard` section, or None when the bundle has no WireGuard messages."""
     if wg.empty:
         return None
@@ -80,7 +80,7 @@ def summary(wg: pd.DataFrame, sess: pd.DataFrame) -> dict | None:
         "ambiguous": int((match == "ambiguous").sum()),
         "segmented": int((match == "segment").sum()),
         "unmatched_outer": int((match == "unmatched").sum()),
-        "unmatched_inner": int(wg.attrs.get("unmatched_plaintexts", 0)),
+        "unmatched_inner": unpaired_plaintexts,
         "no_plaintext_capture": int((match == "no_plaintext_capture").sum()),
         "keepalives": int((kind == "keepalive").sum()),
         "handshakes": int(kind.isin(["initiation", "response", "cookie"]).sum()),

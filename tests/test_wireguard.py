@@ -1,0 +1,207 @@
+"""WireGuard: message headers (checked against tshark), the message ↔ plaintext match against the
+WireGuard sample's ground truth (every pair, no false pair, exact overhead), sessions, loss and
+ambiguity."""
+
+import json
+import shutil
+import struct
+import subprocess
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SAMPLES
+from groundtruth import flow_for
+
+import calforensics
+from calforensics.wireguard import _walk, padded
+
+TRUTH = json.loads((SAMPLES / "lab-wireguard.ground_truth.json").read_text())
+WG = TRUTH["wireguard"]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    with calforensics.open_bundle(SAMPLES / "lab-wireguard.tgz") as b:
+        yield b
+
+
+@pytest.fixture
+def unpacked(tmp_path):
+    with tarfile.open(SAMPLES / "lab-wireguard.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "lab-wireguard"
+
+
+def frame_rows(b, node: str, interface: str) -> dict[int, int]:
+    """1-based frame number -> packets row, for one capture point."""
+    p = b.packets
+    sel = p[(p.node == node) & (p.interface == interface)]
+    return dict(zip(sel.frame.tolist(), sel.index.tolist(), strict=True))
+
+
+def truth_pairs(b, removed: dict | None = None) -> tuple[set, set]:
+    """(single-message pairs, segment pairs) as (message row, plaintext row), at both ends.
+    ``removed`` maps a node to an eth0 frame number taken out of its capture."""
+    single, segments = set(), set()
+    for node in TRUTH["nodes"]:
+        eth, tun = frame_rows(b, node, "eth0"), frame_rows(b, node, "wireguard.cali")
+        gone = (removed or {}).get(node, 0)
+        for p in WG["pairs"]:
+            if node not in (p["from"], p["to"]):
+                continue
+            end = "sender" if p["from"] == node else "receiver"
+            frame = p[f"{end}_frame"]
+            if gone and frame == gone:
+                continue
+            frame -= 1 if gone and frame > gone else 0
+            pair = (eth[frame], tun[p[f"{end}_inner_frame"]])
+            (single if p["segments"] == 1 else segments).add(pair)
+    return single, segments
+
+
+def test_message_headers_match_tshark(bundle, unpacked):
+    if not shutil.which("tshark"):
+        pytest.skip("tshark not installed")
+    for node in TRUTH["nodes"]:
+        pcap = unpacked / "nodes" / node / "pcaps" / "eth0.pcap"
+        fields = ["-e", "frame.number", "-e", "wg.type", "-e", "wg.receiver", "-e", "wg.sender", "-e", "wg.counter"]
+        out = subprocess.run(
+            ["tshark", "-r", str(pcap), "-Y", "wg", "-T", "fields", *fields],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        theirs = {}
+        for line in out.splitlines():
+            no, typ, receiver, sender, counter = (line.split("\t") + [""] * 5)[:5]
+            theirs[int(no)] = (
+                int(typ),
+                int(receiver, 16) if receiver else -1,
+                int(sender, 16) if sender else -1,
+                int(counter) if counter else -1,
+            )
+        wg = bundle.wireguard
+        mine = wg[(wg.node == node)].merge(bundle.packets[["frame"]], left_on="packet", right_index=True)
+        ours = {
+            int(r.frame): (
+                {"data": 4, "keepalive": 4, "initiation": 1, "response": 2, "cookie": 3}[str(r.msg_type)],
+                int(r.receiver_index),
+                int(r.sender_index),
+                int(r.counter),
+            )
+            for r in mine.itertuples()
+        }
+        assert len(theirs) > 250 and ours == theirs
+
+
+def test_every_pair_matched_and_no_false_pair(bundle):
+    wg = bundle.wireguard
+    single, segments = truth_pairs(bundle)
+    exact = wg[wg.match == "exact"]
+    assert set(zip(exact.packet, exact.inner_packet, strict=True)) == single
+    seg = wg[wg.match == "segment"]
+    assert set(zip(seg.packet, seg.inner_packet, strict=True)) == segments
+    assert set(wg.match.astype(str)) == {"exact", "segment", "handshake", "keepalive"}
+    assert len(single) == 2 * sum(p["segments"] == 1 for p in WG["pairs"])
+
+
+def test_overhead_per_packet_is_exact(bundle):
+    wg = bundle.wireguard
+    exact = wg[wg.match == "exact"]
+    want = 60 + np.asarray([padded(int(n), WG["mtu"]) for n in exact.inner_len]) - exact.inner_len
+    assert (exact.overhead_bytes.to_numpy() == want.to_numpy()).all()
+    by_payload = {(p["udp_payload"], p["segment_len"]) for p in WG["pairs"] if p["segments"] == 1}
+    assert set(zip(exact.udp_payload, exact.inner_len, strict=True)) == by_payload
+    p = bundle.packets.loc[exact.packet]  # the joined rows: outer lengths stay the message's
+    assert (p.outer_ip_len.to_numpy() - p.ip_len.to_numpy() == exact.overhead_bytes.to_numpy()).all()
+    assert set(p.encap.astype(str)) == {"wireguard"}
+
+
+def test_sessions_keepalives_handshakes_and_rekeys(bundle):
+    a = calforensics.analyze(bundle)
+    w = a.findings["wireguard"]
+    assert w["keepalives"] == 2 * WG["keepalives"]  # each seen at both ends
+    assert w["handshakes"] == 2 * WG["handshakes_per_capture"]
+    assert w["rekeys"] == len(WG["sessions"]) - WG["keepalives"]  # one new session per direction
+    assert (w["ambiguous"], w["unmatched_outer"], w["unmatched_inner"]) == (0, 0, 0)
+    got = {(s["outer_src"], s["receiver_index"], s["messages"]) for s in w["sessions"]}
+    ips = {n: v["ip"] for n, v in TRUTH["nodes"].items()}
+    assert got == {(ips[s["from"]], s["receiver_index"], s["messages"]) for s in WG["sessions"]}
+    assert all(s["counter_gaps"] == 0 and s["first_counter"] == 0 for s in w["sessions"])
+    assert w["overhead_bytes"]["min"] >= 60 and w["overhead_bytes"]["max"] <= 75
+
+
+def test_the_join_crosses_the_encrypted_hop(bundle):
+    a = calforensics.analyze(bundle)
+    gt = next(f for f in TRUTH["flows"] if f["name"] == "pod_to_pod")
+    f = flow_for(bundle, gt)
+    assert "node-a:wireguard.cali > node-a:eth0 > node-b:eth0 > node-b:wireguard.cali" in f.path_fwd
+    hops = a.latency_hops
+    pairs = set(zip(hops.from_node + ":" + hops.from_interface, hops.to_node + ":" + hops.to_interface, strict=True))
+    assert {("node-a:wireguard.cali", "node-a:eth0"), ("node-b:eth0", "node-b:wireguard.cali")} <= pairs
+    tunnels = a.tunnels
+    assert set(tunnels.type.astype(str)) == {"wireguard"}
+    mtu = a.mtu_issues
+    assert set(mtu[mtu.kind == "exceeds_tunnel_mtu"].mtu) == {WG["mtu"]}  # the tunnel MTU from ip link
+
+
+def test_a_lost_message_shows_as_a_counter_gap_and_an_unpaired_plaintext(unpacked):
+    """Remove one data message from the receiver's uplink: the receiver's session has a gap, the
+    plaintext it carried has no partner, and every other pair is still made, none of them false."""
+    pcap = unpacked / "nodes" / "node-b" / "pcaps" / "eth0.pcap"
+    victim = next(p for p in WG["pairs"] if p["to"] == "node-b" and p["segments"] == 1 and p["counter"] == 3)
+    data = pcap.read_bytes()
+    off, frames = 24, []
+    while off < len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        frames.append(data[off : off + 16 + incl])
+        off += 16 + incl
+    del frames[victim["receiver_frame"] - 1]
+    pcap.write_bytes(data[:24] + b"".join(frames))
+    with calforensics.open_bundle(unpacked) as b:
+        a = calforensics.analyze(b)
+        w = a.findings["wireguard"]
+        rx = [s for s in w["sessions"] if s["node"] == "node-b" and s["receiver_index"] == victim["receiver_index"]]
+        assert [s["counter_gaps"] for s in rx] == [1]
+        assert w["unmatched_inner"] == 1 and w["unmatched_outer"] == 0
+        assert any(f["kind"] == "wireguard_loss" for f in a.findings["findings"])
+        wg = b.wireguard
+        single, segments = truth_pairs(b, removed={"node-b": victim["receiver_frame"]})
+        exact = wg[wg.match == "exact"]
+        assert set(zip(exact.packet, exact.inner_packet, strict=True)) == single  # all others, none false
+        seg = wg[wg.match == "segment"]
+        assert set(zip(seg.packet, seg.inner_packet, strict=True)) == segments
+
+
+def test_ambiguous_pair_is_said_so():
+    """Two plaintexts of the same size, one message, both in time: which one it carried cannot be
+    told, and the pair says so (before or after the skip)."""
+    inner = pd.DataFrame({"ip_len": [60, 60, 100], "payload_len": [0, 0, 40], "ts_ns": [0, 10, 20]})
+    outer = pd.DataFrame({"udp_payload": [96, 144], "ts_ns": [15, 25]})
+    pairs, lone = _walk(inner, outer, 1440, tx=True)
+    assert pairs == [(0, 0, "ambiguous"), (2, 1, "exact")] and lone == [1]
+    # the message sent before the second plaintext existed: time decides, the pair is exact
+    outer.loc[0, "ts_ns"] = 5
+    pairs, lone = _walk(inner, outer, 1440, tx=True)
+    assert pairs == [(0, 0, "exact"), (2, 1, "exact")] and lone == [1]
+    # two messages of the same size, one plaintext: the first message or the second
+    inner2 = pd.DataFrame({"ip_len": [60, 100], "payload_len": [0, 40], "ts_ns": [0, 20]})
+    outer2 = pd.DataFrame({"udp_payload": [96, 96, 144], "ts_ns": [5, 8, 25]})
+    pairs, lone = _walk(inner2, outer2, 1440, tx=True)
+    assert pairs == [(0, 0, "ambiguous"), (1, 2, "exact")] and lone == []
+    outer.loc[0, "ts_ns"] = 15
+    # the same with sizes that tell them apart: exact
+    inner.loc[0, "ip_len"] = 80
+    pairs, lone = _walk(inner, outer, 1440, tx=True)
+    assert pairs == [(1, 0, "exact"), (2, 1, "exact")] and lone == [0]
+
+
+def test_messages_without_a_plaintext_capture_are_said_so(unpacked):
+    (unpacked / "nodes" / "node-a" / "pcaps" / "wireguard.cali.pcap").unlink()
+    with calforensics.open_bundle(unpacked) as b:
+        wg = b.wireguard
+        data = wg[(wg.node == "node-a") & (wg.msg_type == "data")]
+        assert len(data) and set(data.match.astype(str)) == {"no_plaintext_capture"}
+        assert set(wg[wg.node == "node-b"].match.astype(str)) == {"exact", "segment", "handshake", "keepalive"}
