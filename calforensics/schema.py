@@ -443,13 +443,13 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         "where the size rule, counter order and time allow.",
         [
             ("packet", "int64", "row of the packets table (the message)"),
-            ("node", "string", "node of the capture"),
-            ("interface", "string", "capture interface (the uplink)"),
+            ("node", "category", "node of the capture"),
+            ("interface", "category", "capture interface (the uplink)"),
             ("ts_ns", "int64", "capture time"),
             ("direction", "category", "tx (sent by this node), rx (received), or empty if neither end is the node"),
-            ("peer", "string", "the other node (or its address when unknown)"),
-            ("outer_src", "string", "outer source"),
-            ("outer_dst", "string", "outer destination"),
+            ("peer", "category", "the other node (or its address when unknown)"),
+            ("outer_src", "category", "outer source"),
+            ("outer_dst", "category", "outer destination"),
             ("msg_type", "category", "data, keepalive, initiation, response, cookie, unknown"),
             ("receiver_index", "int64", "receiver's index (data, response, cookie); -1"),
             ("sender_index", "int64", "sender's index (initiation, response); -1"),
@@ -653,6 +653,8 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
             s = s.astype(object).where(s.notna(), False).astype(bool)
         elif dtype == "float64":
             s = pd.to_numeric(s, errors="coerce").astype("float64")
+        elif str(s.dtype) != dtype and pd.api.types.is_integer_dtype(s.dtype):
+            s = s.astype(dtype)  # another integer width: no per-value parse
         elif str(s.dtype) != dtype:
             s = int_column(s).astype(dtype)
         out[col] = s.reset_index(drop=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .parsers.wireguard import KEEPALIVE_SIZE, MESSAGE_TYPES
+from .parsers.wireguard import KEEPALIVE_SIZE
 from .schema import conform
 
 WIREGUARD_DEVICES = {"wireguard.cali": 4, "wg-v6.cali": 6}
@@ -151,129 +151,189 @@ def _walk(inner: pd.DataFrame, outer: pd.DataFrame, mtu: int, tx: bool) -> tuple
     return pairs, lone_inner
 
 
+def _lockstep(inner: pd.DataFrame, outer: pd.DataFrame, mtu: int, tx: bool) -> tuple | None:
+    """The common case at whole-array speed: as many plaintexts as messages, none larger than the
+    MTU, every size as the rule says and every message in time for its plaintext, so the k-th
+    plaintext went in the k-th message. None if any of that fails."""
+    L = inner["ip_len"].to_numpy().astype(np.int64)
+    U = outer["udp_payload"].to_numpy().astype(np.int64)
+    if len(L) != len(U) or not len(L) or (mtu < L).any():
+        return None
+    want = OVERHEAD + np.minimum(mtu, (L + 15) // 16 * 16)
+    d = outer["ts_ns"].to_numpy() - inner["ts_ns"].to_numpy()
+    d = d if tx else -d
+    if not ((want == U).all() and (d >= 0).all() and (d <= WINDOW_NS).all()):
+        return None
+    at = np.arange(len(L), dtype=np.int64)
+    return at, at, np.full(len(L), "exact", dtype=object)
+
+
+MATCH_KINDS = [
+    "unmatched",
+    "exact",
+    "ambiguous",
+    "segment",
+    "keepalive",
+    "handshake",
+    "no_plaintext_capture",
+    "unknown_peer",
+    "unknown",
+]
+TYPE_NAMES = ["unknown", "initiation", "response", "cookie", "data", "keepalive"]
+DIRECTIONS = ["", "tx", "rx"]
+
+
+def _codes(packets: pd.DataFrame, column: str, rows: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    cat = packets[column].array
+    return np.asarray(cat.codes[rows], dtype=np.int64), cat.categories
+
+
+def _owner_ids(categories: pd.Index, owners: dict[str, str], nodes: list[str]) -> np.ndarray:
+    """Per address category (plus a trailing -1 for no address): the index of its owner node, or -1."""
+    index = {n: k for k, n in enumerate(nodes)}
+    return np.asarray([index.get(owners.get(str(a), ""), -1) for a in categories] + [-1], dtype=np.int64)
+
+
 def match_wireguard(
     packets: pd.DataFrame, messages: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], mtus: dict
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """(wireguard table, outer rows and inner rows of the exact pairs, plaintext rows no message
-    carried as far as the captures show). ``messages`` has the packet row
-    and header fields of every UDP message on a WireGuard port; ``mtus`` maps (node, device) to MTU."""
+    carried as far as the captures show). ``messages`` has the packet row and header fields of every
+    UDP message on a WireGuard port; ``mtus`` maps (node, device) to MTU. Addresses and names are
+    worked on as category codes: a busy node pair has millions of messages."""
+    none = np.zeros(0, np.int64)
     if messages.empty:
-        none = np.zeros(0, np.int64)
         return conform(pd.DataFrame(), "wireguard"), none, none, none
-    rows = messages["packet"].to_numpy()
-    msg = messages.assign(
-        node=np.asarray(packets["node"].array.take(rows), dtype=object).astype(str),
-        interface=np.asarray(packets["interface"].array.take(rows), dtype=object).astype(str),
-        ts_ns=packets["ts_ns"].to_numpy()[rows],
-        outer_src=np.asarray(packets["outer_src"].array.take(rows), dtype=object).astype(str),
-        outer_dst=np.asarray(packets["outer_dst"].array.take(rows), dtype=object).astype(str),
-        outer_ip_len=packets["outer_ip_len"].to_numpy()[rows],
-        udp_payload=packets["payload_len"].to_numpy()[rows],
+    rows = messages["packet"].to_numpy().astype(np.int64)
+    n = len(rows)
+    node, nodes = _codes(packets, "node", rows)
+    nodes = [str(x) for x in nodes]
+    src, src_cats = _codes(packets, "outer_src", rows)
+    dst, dst_cats = _codes(packets, "outer_dst", rows)
+    src_owner = _owner_ids(src_cats, owners, nodes)[src]
+    dst_owner = _owner_ids(dst_cats, owners, nodes)[dst]
+    tx = src_owner == node
+    rx = ~tx & (dst_owner == node)
+    direction = np.select([tx, rx], [1, 2], 0)
+    # the peer: its node where the address is a known node's, else the address itself
+    k = len(nodes)
+    peer = np.select(
+        [tx & (dst_owner >= 0), tx, rx & (src_owner >= 0), rx],
+        [dst_owner, k + len(src_cats) + dst, src_owner, k + src],
+        -1,
     )
-    src_owner = msg["outer_src"].map(owners).fillna("")
-    dst_owner = msg["outer_dst"].map(owners).fillna("")
-    tx = (src_owner == msg["node"]).to_numpy()
-    rx = ~tx & (dst_owner == msg["node"]).to_numpy()
-    msg["direction"] = np.select([tx, rx], ["tx", "rx"], "")
-    msg["peer"] = np.select(
-        [tx, rx],
-        [dst_owner.where(dst_owner != "", msg["outer_dst"]), src_owner.where(src_owner != "", msg["outer_src"])],
-        "",
-    )
-    kind = msg["msg_type"].map(MESSAGE_TYPES).fillna("unknown").to_numpy(dtype=object)
-    keepalive = (msg["msg_type"] == 4).to_numpy() & (msg["udp_payload"] == KEEPALIVE_SIZE).to_numpy()
-    kind[keepalive] = "keepalive"
-    msg["kind"] = kind
-    n = len(msg)
-    match = np.where(np.isin(kind, ("initiation", "response", "cookie")), "handshake", "unmatched").astype(object)
-    match[keepalive] = "keepalive"
-    match[kind == "unknown"] = "unknown"
+    peer_labels = np.asarray(nodes + [str(a) for a in src_cats] + [str(a) for a in dst_cats], dtype=object)
+    ts = packets["ts_ns"].to_numpy()[rows]
+    udp_payload = packets["payload_len"].to_numpy()[rows].astype(np.int64)
+    msg_type = messages["msg_type"].to_numpy().astype(np.int64)
+    kind = np.where((msg_type >= 1) & (msg_type <= 4), msg_type, 0)
+    keepalive = (msg_type == 4) & (udp_payload == KEEPALIVE_SIZE)
+    kind[keepalive] = 5
+    match = np.where((kind >= 1) & (kind <= 3), MATCH_KINDS.index("handshake"), 0).astype(np.int8)
+    match[keepalive] = MATCH_KINDS.index("keepalive")
+    match[kind == 0] = MATCH_KINDS.index("unknown")
     inner_packet = np.full(n, -1, dtype=np.int64)
     inner_len = np.full(n, -1, dtype=np.int64)
     delay = np.full(n, -1, dtype=np.int64)
+    receiver = messages["receiver_index"].to_numpy().astype(np.int64)
+    counter = messages["counter"].to_numpy().astype(np.int64)
 
-    plain = _plaintexts(packets, captures, owners)
-    data = np.flatnonzero((kind == "data") & (msg["direction"] != "").to_numpy())
-    groups = msg.iloc[data].groupby(["node", "direction", "peer"], sort=True).indices
-    lone_rows: list[int] = []
-    for (node, direction, peer), at in groups.items():
+    plain = _plaintexts(packets, captures, owners, nodes)
+    data = np.flatnonzero((kind == 4) & (direction > 0))
+    group_of = pd.DataFrame({"node": node[data], "direction": direction[data], "peer": peer[data]})
+    groups = group_of.groupby(["node", "direction", "peer"], sort=True).indices
+    lone_rows: list[np.ndarray] = []
+    for (g_node, g_dir, g_peer), at in groups.items():
         rows_at = data[at]
-        mine = plain[(plain["node"] == node) & (plain["direction"] == direction)]
+        mine = plain[(plain["node"] == g_node) & (plain["direction"] == g_dir)]
         if mine.empty:
-            match[rows_at] = "no_plaintext_capture"
+            match[rows_at] = MATCH_KINDS.index("no_plaintext_capture")
             continue
-        peers = set(mine["peer"])
-        if peer in peers:
-            mine = mine[mine["peer"] == peer]
-        elif len(groups_of(groups, node, direction)) > 1:  # several peers and none named: cannot split
-            match[rows_at] = "unknown_peer"
+        if g_peer < k:
+            mine = mine[mine["peer"] == g_peer]
+        elif sum(1 for key in groups if key[:2] == (g_node, g_dir)) > 1:  # unknown peer among several
+            match[rows_at] = MATCH_KINDS.index("unknown_peer")
             continue
-        mtu = mtus.get((node, str(mine["device"].iloc[0])), DEFAULT_MTU[WIREGUARD_DEVICES[mine["device"].iloc[0]]])
-        outer = msg.iloc[rows_at].copy()
-        first = outer.groupby("receiver_index")["ts_ns"].transform("min")
-        order = np.lexsort((outer["counter"].to_numpy(), outer["receiver_index"].to_numpy(), first.to_numpy()))
-        outer = outer.iloc[order]
-        inner = mine.sort_values(["ts_ns", "packet"], kind="stable")
-        pairs, lone = _walk(inner, outer, mtu, direction == "tx")
-        lone_rows += inner["packet"].to_numpy()[lone].tolist()
-        outer_at = rows_at[order]
-        for i, j, how in pairs:
-            k = outer_at[j]
-            match[k] = how
-            inner_packet[k] = int(inner["packet"].iloc[i])
-            inner_len[k] = int(inner["ip_len"].iloc[i])
-            d = int(msg["ts_ns"].iloc[k] - inner["ts_ns"].iloc[i])
-            delay[k] = d if direction == "tx" else -d
+        device = str(mine["device"].iloc[0])
+        mtu = mtus.get((nodes[g_node], device), DEFAULT_MTU[WIREGUARD_DEVICES.get(device, 4)])
+        # messages in session order (first seen), then counter order
+        first = pd.Series(ts[rows_at]).groupby(receiver[rows_at]).transform("min").to_numpy()
+        order = np.lexsort((counter[rows_at], receiver[rows_at], first))
+        outer = pd.DataFrame({"udp_payload": udp_payload[rows_at][order], "ts_ns": ts[rows_at][order]})
+        inner = mine.sort_values(["ts_ns", "packet"], kind="stable").reset_index(drop=True)
+        sending = g_dir == 1
+        pairs = _lockstep(inner, outer, mtu, sending)
+        if pairs is None:  # something lost, split or out of time: walk it
+            walked, lone = _walk(inner, outer, mtu, sending)
+            lone_rows.append(inner["packet"].to_numpy()[lone])
+            pairs = (
+                np.asarray([p[0] for p in walked], dtype=np.int64),
+                np.asarray([p[1] for p in walked], dtype=np.int64),
+                np.asarray([MATCH_KINDS.index(p[2]) for p in walked], dtype=np.int8),
+            )
+        else:
+            pairs = (pairs[0], pairs[1], np.full(len(pairs[0]), MATCH_KINDS.index("exact"), dtype=np.int8))
+        i, j, how = pairs
+        at_rows = rows_at[order][j]
+        match[at_rows] = how
+        inner_packet[at_rows] = inner["packet"].to_numpy()[i]
+        inner_len[at_rows] = inner["ip_len"].to_numpy()[i]
+        d = ts[at_rows] - inner["ts_ns"].to_numpy()[i]
+        delay[at_rows] = d if sending else -d
+    single = np.isin(match, (MATCH_KINDS.index("exact"), MATCH_KINDS.index("ambiguous")))
+    outer_ip_len = packets["outer_ip_len"].to_numpy()[rows].astype(np.int64)
+    peer_codes, peer_names = pd.factorize(np.where(peer >= 0, peer_labels[np.maximum(peer, 0)], ""))
     table = pd.DataFrame(
         {
             "packet": rows,
-            "node": msg["node"].to_numpy(),
-            "interface": msg["interface"].to_numpy(),
-            "ts_ns": msg["ts_ns"].to_numpy(),
-            "direction": msg["direction"].to_numpy(),
-            "peer": msg["peer"].to_numpy(),
-            "outer_src": msg["outer_src"].to_numpy(),
-            "outer_dst": msg["outer_dst"].to_numpy(),
-            "msg_type": kind,
-            "receiver_index": msg["receiver_index"].to_numpy(),
-            "sender_index": msg["sender_index"].to_numpy(),
-            "counter": msg["counter"].to_numpy(),
-            "udp_payload": msg["udp_payload"].to_numpy(),
+            "node": pd.Categorical.from_codes(node, categories=nodes),
+            "interface": packets["interface"].array.take(rows),
+            "ts_ns": ts,
+            "direction": pd.Categorical.from_codes(direction, categories=DIRECTIONS),
+            "peer": pd.Categorical.from_codes(peer_codes, categories=pd.Index(peer_names, dtype=object)),
+            "outer_src": packets["outer_src"].array.take(rows),
+            "outer_dst": packets["outer_dst"].array.take(rows),
+            "msg_type": pd.Categorical.from_codes(kind, categories=TYPE_NAMES),
+            "receiver_index": receiver,
+            "sender_index": messages["sender_index"].to_numpy().astype(np.int64),
+            "counter": counter,
+            "udp_payload": udp_payload,
             "inner_packet": inner_packet,
             "inner_len": inner_len,
-            "match": match,
-            "overhead_bytes": np.where(
-                np.isin(match, ("exact", "ambiguous")), msg["outer_ip_len"].to_numpy() - inner_len, -1
-            ),
+            "match": pd.Categorical.from_codes(match, categories=MATCH_KINDS),
+            "overhead_bytes": np.where(single, outer_ip_len - inner_len, -1),
             "delay_ns": delay,
         }
     )
-    exact = match == "exact"
-    return conform(table, "wireguard"), rows[exact], inner_packet[exact], np.asarray(lone_rows, dtype=np.int64)
+    exact = match == MATCH_KINDS.index("exact")
+    lone = np.concatenate(lone_rows) if lone_rows else none
+    return conform(table, "wireguard"), rows[exact], inner_packet[exact], lone.astype(np.int64)
 
 
-def groups_of(groups: dict, node: str, direction: str) -> list:
-    return [k for k in groups if k[0] == node and k[1] == direction]
-
-
-def _plaintexts(packets: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str]) -> pd.DataFrame:
-    """Packets on WireGuard devices, with their direction (tx: to another node) and peer node."""
+def _plaintexts(
+    packets: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], nodes: list[str]
+) -> pd.DataFrame:
+    """Packets on WireGuard devices: node (index into ``nodes``), device, direction (1 tx: to another
+    node, 2 rx: to this one) and peer (the other node's index, -1 unknown)."""
     devices = captures[captures["interface"].astype(str).isin(WIREGUARD_DEVICES)]
+    columns = ["packet", "node", "device", "direction", "peer", "ts_ns", "ip_len", "payload_len"]
     if devices.empty:
-        return pd.DataFrame(columns=["packet", "node", "device", "direction", "peer", "ts_ns", "ip_len", "payload_len"])
+        return pd.DataFrame(columns=columns)
     on = np.flatnonzero(np.isin(packets["capture_id"].to_numpy(), devices["capture_id"].to_numpy()))
     on = on[(packets["ip_len"].to_numpy()[on] > 0)]
-    node = np.asarray(packets["node"].array.take(on), dtype=object).astype(str)
-    src = pd.Series(np.asarray(packets["src"].array.take(on), dtype=object).astype(str))
-    dst = pd.Series(np.asarray(packets["dst"].array.take(on), dtype=object).astype(str))
-    src_owner, dst_owner = src.map(owners).fillna("").to_numpy(), dst.map(owners).fillna("").to_numpy()
+    node = np.asarray(packets["node"].array.codes[on], dtype=np.int64)
+    src, src_cats = _codes(packets, "src", on)
+    dst, dst_cats = _codes(packets, "dst", on)
+    src_owner = _owner_ids(src_cats, owners, nodes)[src]
+    dst_owner = _owner_ids(dst_cats, owners, nodes)[dst]
     rx = dst_owner == node
+    iface, iface_cats = _codes(packets, "interface", on)
     return pd.DataFrame(
         {
             "packet": on,
             "node": node,
-            "device": np.asarray(packets["interface"].array.take(on), dtype=object).astype(str),
-            "direction": np.where(rx, "rx", "tx"),
+            "device": np.asarray([str(x) for x in iface_cats] + [""], dtype=object)[iface],
+            "direction": np.where(rx, 2, 1),
             "peer": np.where(rx, src_owner, dst_owner),
             "ts_ns": packets["ts_ns"].to_numpy()[on],
             "ip_len": packets["ip_len"].to_numpy()[on].astype(np.int64),

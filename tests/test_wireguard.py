@@ -15,7 +15,7 @@ from conftest import SAMPLES
 from groundtruth import flow_for
 
 import calforensics
-from calforensics.wireguard import _walk, padded
+from calforensics.wireguard import _lockstep, _walk, padded
 
 TRUTH = json.loads((SAMPLES / "lab-wireguard.ground_truth.json").read_text())
 WG = TRUTH["wireguard"]
@@ -205,3 +205,22 @@ def test_messages_without_a_plaintext_capture_are_said_so(unpacked):
         data = wg[(wg.node == "node-a") & (wg.msg_type == "data")]
         assert len(data) and set(data.match.astype(str)) == {"no_plaintext_capture"}
         assert set(wg[wg.node == "node-b"].match.astype(str)) == {"exact", "segment", "handshake", "keepalive"}
+
+
+def test_lockstep_fast_path_agrees_with_the_walk():
+    rng = np.random.default_rng(7)
+    n = 2000
+    inner = pd.DataFrame({"ip_len": rng.integers(40, 1441, n), "ts_ns": np.arange(n) * 1000})
+    inner["payload_len"] = inner["ip_len"] - 40
+    outer = pd.DataFrame(
+        {
+            "udp_payload": [32 + padded(int(x), 1440) for x in inner["ip_len"]],
+            "ts_ns": inner["ts_ns"] + rng.integers(0, 900, n),
+        }
+    )
+    fast = _lockstep(inner, outer, 1440, tx=True)
+    walked, lone = _walk(inner, outer, 1440, tx=True)
+    assert fast is not None and lone == []
+    assert list(zip(*(a.tolist() for a in fast), strict=True)) == walked
+    outer.loc[5, "ts_ns"] = -1  # a message before its plaintext: not lock-step any more
+    assert _lockstep(inner, outer, 1440, tx=True) is None
