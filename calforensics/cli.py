@@ -132,6 +132,9 @@ def _print_inventory(inv: dict) -> None:
     out = Console(highlight=False, width=None if Console().is_terminal else 160)
     out.print(Text(f"Bundle {inv['bundle']}", style="bold"))
     out.print(Text(f"Nodes: {', '.join(inv['nodes']) or '(none named)'}"))
+    for d in inv["dataplane"]:
+        wg = " + WireGuard" if d["encryption"] else ""
+        out.print(Text(f"  {d['node']}: {d['mode']} dataplane{wg} ({d['evidence']})"))
     caps = Table(title="Captures", title_justify="left")
     for col in ("node", "interface", "role", "link", "packets", "start (UTC)", "duration s"):
         caps.add_column(col, justify="right" if col in ("packets", "duration s") else "left")

@@ -35,6 +35,10 @@ def inventory(bundle: Bundle, decode_packets: bool = False) -> dict:
     return {
         "bundle": bundle.name,
         "nodes": bundle.nodes,
+        "dataplane": [
+            {"node": str(r.node), "mode": str(r.mode), "encryption": str(r.encryption), "evidence": r.evidence}
+            for r in bundle.dataplane.itertuples(index=False)
+        ],
         "captures": [
             {
                 "node": r.node,

@@ -179,3 +179,18 @@ def test_bpf_trace_lines():
         ["cali0a1b2c3d4e5", "cali0a1b2c3d4e5-E", "deny", "10.0.1.5", 1234, "10.96.0.10", 53],
     ]
     assert set(df.source.astype(str)) == {"calico-bpf"} and df.time.tolist()[0] == "912.120004"
+
+
+def test_bpf_state_next_to_iptables_policy_chains_is_mixed(tmp_path):
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    with tarfile.open(SAMPLES / "lab-ebpf.tgz") as tar:
+        counters = tar.extractfile("lab-ebpf/nodes/node-b/bpf-counters.txt").read()
+    (tmp_path / "lab-vxlan" / "nodes" / "node-b" / "bpf-counters.txt").write_bytes(counters)
+    with calforensics.open_bundle(tmp_path / "lab-vxlan") as b:
+        dp = b.dataplane.set_index("node")
+        assert (dp.loc["node-a", "mode"], dp.loc["node-b", "mode"]) == ("iptables", "mixed")
+        assert "both present" in dp.loc["node-b", "evidence"]
+        # a mixed node is not read with eBPF semantics: the iptables drop stays the cause
+        a = calforensics.analyze(b)
+        assert set(a.drops.cause_kind) == {"end_of_tier", "mtu_exceeded"}
