@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_bounded.py --packets 3000000 --limit-mb 400
 	$(PY) bench/bench_bounded.py --join --analyze --flows 20000 --limit-mb 300 --partition-packets 250000
 	$(PY) bench/bench_analyze.py --flows 80000 --workers 1 2 --tables none --spill
+	$(PY) bench/bench_wireguard.py --packets 500000
 
 bench-join: $(VENV)/.installed
 	$(PY) bench/bench_join.py --flows 20000
