@@ -224,3 +224,21 @@ def test_lockstep_fast_path_agrees_with_the_walk():
     assert list(zip(*(a.tolist() for a in fast), strict=True)) == walked
     outer.loc[5, "ts_ns"] = -1  # a message before its plaintext: not lock-step any more
     assert _lockstep(inner, outer, 1440, tx=True) is None
+
+
+def test_a_wireguard_device_too_big_for_the_host_is_found(unpacked):
+    """Calico sets wireguard.cali to the host MTU minus 60: at 1500 on a 1500-byte host a full-size
+    plaintext makes a 1560-byte packet on the uplink."""
+    for path in unpacked.glob("nodes/*/ip-*.txt"):  # ip link and ip addr both list the device
+        path.write_text(
+            path.read_text().replace(
+                f"wireguard.cali: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu {WG['mtu']}",
+                "wireguard.cali: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1500",
+            )
+        )
+    with calforensics.open_bundle(unpacked) as b:
+        issues = calforensics.analyze(b).mtu_issues
+        too_big = issues[issues.kind == "tunnel_mtu_too_large"]
+        assert sorted(too_big.node) == sorted(TRUTH["nodes"]) and set(too_big.mtu) == {1500}
+    with calforensics.open_bundle(SAMPLES / "lab-wireguard.tgz") as b:  # at 1440 all is well
+        assert "tunnel_mtu_too_large" not in set(calforensics.analyze(b).mtu_issues.kind)

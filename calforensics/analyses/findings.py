@@ -249,7 +249,9 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
     for m in doc["overhead"]["mtu_issues"]:
         out.append(
             {
-                "severity": "high" if m["kind"] in ("icmp_frag_needed", "exceeds_tunnel_mtu") else "medium",
+                "severity": "high"
+                if m["kind"] in ("icmp_frag_needed", "exceeds_tunnel_mtu", "tunnel_mtu_too_large")
+                else "medium",
                 "kind": f"mtu:{m['kind']}",
                 "flow_id": m["flow_id"],
                 "title": m["detail"],

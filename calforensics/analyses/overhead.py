@@ -29,7 +29,16 @@ TUNNEL_COLUMNS = [
 ]
 FLOW_COLUMNS = ["flow_id", "type", "packets", "overhead_bytes", "wire_bytes", "share_of_wire_bytes"]
 MTU_COLUMNS = ["kind", "flow_id", "node", "interface", "mtu", "packets", "detail"]
-TUNNEL_MTU_HEADROOM = {"vxlan": 50, "ipip": 20, "geneve": 50, "gre": 24}
+# bytes each Calico tunnel device adds on the wire: its MTU plus this must fit the host's MTU
+# (Calico's defaults: host MTU minus these; WireGuard's is the most, 60 + up to 15 of padding
+# within its MTU, so Calico subtracts 60 / 80)
+TUNNEL_DEVICE_HEADROOM = {
+    "vxlan.calico": 50,
+    "vxlan-v6.calico": 70,
+    "tunl0": 20,
+    "wireguard.cali": 60,
+    "wg-v6.cali": 80,
+}
 
 
 def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
@@ -122,7 +131,8 @@ def per_flow(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
-    """ICMP frag-needed / packet-too-big, fragments, packets too big for the tunnel, MSS too large."""
+    """ICMP frag-needed / packet-too-big, fragments, packets too big for the tunnel, MSS too large,
+    tunnel devices whose MTU leaves no room for their encapsulation, conntrack table fill."""
     rows: list[dict] = []
     h = b.hops
     pk = b.packets
@@ -231,6 +241,7 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
                 f"allows ({mtu - 40})",
             }
         )
+    rows += _tunnel_devices_too_big(b)
     for r in conntrack_fill(b.sysctls).itertuples(index=False):
         if r.fill >= 0.8:
             rows.append(
@@ -245,6 +256,36 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=MTU_COLUMNS)
+
+
+def _tunnel_devices_too_big(b: Bundle) -> list[dict]:
+    """Tunnel devices whose MTU plus their encapsulation exceeds the host's MTU (the smallest MTU of
+    the node's uplinks): full-size inner packets then make outer packets the uplink cannot carry."""
+    ifs = b.interfaces
+    uplinks = b._uplinks()
+    out = []
+    for node, mine in ifs[ifs["mtu"] > 0].groupby("node", observed=True):
+        host = mine[mine["name"].isin(uplinks.get(str(node), set()))]["mtu"]
+        if host.empty:
+            continue
+        host_mtu = int(host.min())
+        for r in mine[mine["name"].isin(TUNNEL_DEVICE_HEADROOM)].itertuples(index=False):
+            headroom = TUNNEL_DEVICE_HEADROOM[str(r.name)]
+            if int(r.mtu) + headroom > host_mtu:
+                out.append(
+                    {
+                        "kind": "tunnel_mtu_too_large",
+                        "flow_id": -1,
+                        "node": str(node),
+                        "interface": str(r.name),
+                        "mtu": int(r.mtu),
+                        "packets": 0,
+                        "detail": f"{r.name} on {node} has MTU {int(r.mtu)}: with its {headroom} bytes of "
+                        f"encapsulation a full-size packet exceeds the host MTU {host_mtu} "
+                        f"(at most {host_mtu - headroom})",
+                    }
+                )
+    return out
 
 
 def _mtu_of(nodes: pd.Series, tmtu: dict[str, int]) -> np.ndarray:
