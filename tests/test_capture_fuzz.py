@@ -12,6 +12,7 @@ import os
 import random
 import struct
 import sys
+import tarfile
 import time
 
 import pytest
@@ -158,3 +159,23 @@ def test_damaged_corpus_captures_never_crash_hang_or_lose_records_silently(tmp_p
             path.unlink()
             ran += 1
     assert ran > 20
+
+
+def test_damaged_wireguard_uplink_never_crashes_the_match(tmp_path):
+    """Flipped bytes, cut and lying records in a WireGuard uplink capture: the message headers are read
+    where the bytes are there, the match goes on, every message still gets a match kind."""
+    from conftest import SAMPLES
+
+    with tarfile.open(SAMPLES / "lab-wireguard.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-wireguard"
+    eth0 = root / "nodes" / "node-a" / "pcaps" / "eth0.pcap"
+    base = eth0.read_bytes()
+    rnd = random.Random(51820)
+    for case in range(6):
+        kind, data = mutate_pcap(base, rnd)
+        eth0.write_bytes(data)
+        check_damaged(root, kind, len(records(base)), case % 2 == 0, tmp_path / f"report{case}")
+        with calforensics.open_bundle(root, workers=1) as b:
+            wg = b.wireguard
+            assert len(wg) and wg["match"].notna().all() and (wg["match"].astype(str) != "").all()
