@@ -26,7 +26,7 @@ def outputs(path, out, tables, **kwargs) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("tables", ["csv", "parquet"])
-@pytest.mark.parametrize("name", ["lab-vxlan", "lab-ipip"])
+@pytest.mark.parametrize("name", ["lab-vxlan", "lab-ipip", "lab-ebpf", "lab-wireguard"])
 def test_reports_and_tables_are_byte_identical_across_runs_workers_and_spilling(tmp_path, monkeypatch, name, tables):
     from calforensics import flows, join, report
 
