@@ -354,11 +354,13 @@ def flows_cmd(
             f.proto,
             Text(_endpoint(f.client_ip, f.client_port)),
             Text(_endpoint(f.server_ip, f.server_port)),
-            Text(f.service),
+            Text(f.service + (" (connect-time LB or direct?)" if str(f.service_via) == "backend" else "")),
             Text(_endpoint(f.backend_ip, f.backend_port)),
             f"{f.packets_fwd}/{f.packets_rev}",
             Text(f"{f.conn_state} {f.history}".strip()),
-            Text(str(f.verdict), style=style),
+            Text(
+                str(f.verdict) + (f" ({f.peer_redirected} peer-redirected)" if f.peer_redirected else ""), style=style
+            ),
             Text(f"{f.last_seen} → {f.missing_at}" if f.last_seen else ""),
         )
     out.print(t)

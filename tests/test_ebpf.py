@@ -194,3 +194,35 @@ def test_bpf_state_next_to_iptables_policy_chains_is_mixed(tmp_path):
         # a mixed node is not read with eBPF semantics: the iptables drop stays the cause
         a = calforensics.analyze(b)
         assert set(a.drops.cause_kind) == {"end_of_tier", "mtu_exceeded"}
+
+
+@pytest.mark.parametrize(
+    ("last_seen", "missing_at", "hooks"),
+    [
+        # the source pod's egress policy: its veth's tc ingress runs after that veth's tap
+        ("a:caliS", "a:vxlan.calico", [("a", "caliS", "ingress"), ("a", "vxlan.calico", "egress")]),
+        # the destination pod's ingress policy: its veth's tc egress runs before that veth's tap
+        ("b:vxlan.calico", "b:caliD", [("b", "vxlan.calico", "ingress"), ("b", "caliD", "egress")]),
+        ("a:caliS", "a:caliD", [("a", "caliS", "ingress"), ("a", "caliD", "egress")]),  # same node
+        # leaving the node: the uplink's tc egress; arriving at another node: its XDP, before any tap
+        ("a:vxlan.calico", "a:eth0", [("a", "eth0", "egress")]),
+        ("a:eth0", "b:eth0", [("b", "eth0", "xdp")]),
+        # arriving: the uplink's tc ingress (host endpoint policy) runs after its tap
+        ("b:eth0", "b:vxlan.calico", [("b", "eth0", "ingress")]),
+    ],
+)
+def test_bpf_hooks_between_two_capture_points(last_seen, missing_at, hooks):
+    """The shared eBPF reference's table A.4: which programs ran between the last tap that saw a
+    packet and the first that did not."""
+    from calforensics.analyses.drops import _bpf_hooks
+
+    roles = {
+        ("a", "caliS"): "workload",
+        ("a", "caliD"): "workload",
+        ("b", "caliD"): "workload",
+        ("a", "vxlan.calico"): "tunnel",
+        ("b", "vxlan.calico"): "tunnel",
+        ("a", "eth0"): "uplink",
+        ("b", "eth0"): "uplink",
+    }
+    assert _bpf_hooks(last_seen, missing_at, roles) == hooks

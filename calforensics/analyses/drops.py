@@ -274,15 +274,20 @@ def _bpf_hooks(last_seen: str, missing_at: str, roles: dict) -> list[tuple[str, 
     l_node, l_iface = _split(last_seen)
     m_node, m_iface = _split(missing_at)
     l_role, m_role = roles.get((l_node, l_iface), ""), roles.get((m_node, m_iface), "")
+    same_node = bool(last_seen) and bool(missing_at) and l_node == m_node
+    # where the packet was going: into the node (uplink, then tunnel, then pod) or out of it
+    depth = {"uplink": 0, "tunnel": 1, "workload": 2}
+    inward = same_node and depth.get(l_role, -1) < depth.get(m_role, -1) and l_role != "workload"
+    outward = same_node and not inward
     hooks = []
-    if last_seen and l_role in ("workload", "tunnel", "uplink"):
-        hooks.append((l_node, l_iface, "ingress"))  # runs after this device's tap: source pod egress policy, HEP
+    if last_seen and (l_role == "workload" or inward):
+        hooks.append((l_node, l_iface, "ingress"))  # runs after this device's tap: pod egress policy, HEP
     if missing_at and m_role == "workload":
         hooks.append((m_node, m_iface, "egress"))  # runs before the tap: the destination pod's ingress policy
-    elif missing_at and m_role in ("tunnel", "uplink") and m_node == l_node:
+    elif outward and m_role in ("tunnel", "uplink"):
         hooks.append((m_node, m_iface, "egress"))  # the device the packet should have left through
-    elif missing_at and m_role == "uplink":
-        hooks.append((m_node, m_iface, "xdp"))  # arriving: XDP runs before any tap
+    elif missing_at and m_role == "uplink" and not same_node:
+        hooks.append((m_node, m_iface, "xdp"))  # arriving at another node: XDP runs before any tap
     return hooks
 
 
