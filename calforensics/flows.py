@@ -996,22 +996,32 @@ def _next_point(node: str, iface: str, dst_ip: str, dest: tuple | None, ctx: _Co
     return f"{dest[0]}:{dest[1]}" if dest is not None else ""
 
 
+WIREGUARD_DEVICES = ("wireguard.cali", "wg-v6.cali")
+
+
 def route_dev(routes: pd.DataFrame, node: str, ip: str) -> str:
-    """The device of the longest-prefix route for ip in the node's main table."""
+    """The device of the longest-prefix route for ip on the node. Calico's WireGuard rule (`not fwmark
+    … lookup <table>`, before main) sends pod traffic through the table holding the routes on the
+    WireGuard device first; its `throw` routes fall through to main."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return ""
-    best, dev = -1, ""
-    for r in routes[(routes["node"] == node) & (routes["table"] == "main")].itertuples(index=False):
-        dst = "0.0.0.0/0" if r.dst == "default" else r.dst
-        try:
-            net = ipaddress.ip_network(dst, strict=False)
-        except ValueError:
-            continue
-        if addr.version == net.version and addr in net and net.prefixlen > best and r.dev:
-            best, dev = net.prefixlen, str(r.dev)
-    return dev
+    mine = routes[routes["node"] == node]
+    wireguard = sorted(set(mine.loc[mine["dev"].isin(WIREGUARD_DEVICES) & (mine["table"] != "main"), "table"]))
+    for table in [*wireguard, "main"]:
+        best, found = -1, None
+        for r in mine[mine["table"] == table].itertuples(index=False):
+            dst = "0.0.0.0/0" if r.dst == "default" else r.dst
+            try:
+                net = ipaddress.ip_network(dst, strict=False)
+            except ValueError:
+                continue
+            if addr.version == net.version and addr in net and net.prefixlen > best and (r.dev or r.type == "throw"):
+                best, found = net.prefixlen, r
+        if found is not None and found.type != "throw":
+            return str(found.dev)
+    return ""
 
 
 def _services_of(f: pd.DataFrame, services: Services) -> tuple[list[str], list[str]]:

@@ -242,3 +242,11 @@ def test_a_wireguard_device_too_big_for_the_host_is_found(unpacked):
         assert sorted(too_big.node) == sorted(TRUTH["nodes"]) and set(too_big.mtu) == {1500}
     with calforensics.open_bundle(SAMPLES / "lab-wireguard.tgz") as b:  # at 1440 all is well
         assert "tunnel_mtu_too_large" not in set(calforensics.analyze(b).mtu_issues.kind)
+
+
+def test_a_packet_too_big_for_wireguard_is_missing_at_the_wireguard_device(bundle):
+    """The route to a remote pod is in WireGuard's table (ip rule: not fwmark … lookup 1), not main:
+    the packet the tunnel refused should next have crossed wireguard.cali, not eth0."""
+    gt = next(f for f in TRUTH["flows"] if f["name"] == "mtu")
+    f = flow_for(bundle, gt)
+    assert (f.verdict, f.missing_at) == ("dropped", f"{gt['mtu']['sender_node']}:wireguard.cali")
