@@ -23,7 +23,7 @@ from . import __version__
 from .analyses import Analysis
 from .analyses.blocks import select_hops
 from .render import plots
-from .render.markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown
+from .render.markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, wireguard_text
 from .schema import category_code
 
 TABLE_FORMATS = ("csv", "parquet", "none")
@@ -128,6 +128,7 @@ def render_html(a: Analysis, files: dict[str, str]) -> str:
         more_drops=max(0, len(doc["drops"]) - REPORT_DROPS),
         verdicts=verdicts,
         focus=focus_text(doc["bundle"].get("focus")),
+        wireguard_text=wireguard_text(doc["wireguard"]) if doc.get("wireguard") else "",
         artifacts=artifact_rows(a),
         images=_images(a),
         flows=shown,

@@ -250,3 +250,15 @@ def test_a_packet_too_big_for_wireguard_is_missing_at_the_wireguard_device(bundl
     gt = next(f for f in TRUTH["flows"] if f["name"] == "mtu")
     f = flow_for(bundle, gt)
     assert (f.verdict, f.missing_at) == ("dropped", f"{gt['mtu']['sender_node']}:wireguard.cali")
+
+
+def test_reports_have_a_wireguard_section(bundle, tmp_path):
+    files = calforensics.write_report(calforensics.analyze(bundle), tmp_path / "r", tables="none")
+    md, html = files.markdown.read_text(), files.html.read_text()
+    for s in WG["sessions"]:  # every session, at both ends
+        index = f"{s['receiver_index']:#010x}"
+        assert md.count(index) == 2 and html.count(index) == 2
+    assert "## WireGuard" in md and "<h2>WireGuard</h2>" in html
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:  # and none without WireGuard
+        files = calforensics.write_report(calforensics.analyze(b), tmp_path / "v", tables="none")
+        assert "WireGuard" not in files.markdown.read_text()

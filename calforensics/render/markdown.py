@@ -47,6 +47,24 @@ def focus_text(focus: dict | None) -> str:
     return "; ".join(parts) + " (packets out of focus were left out of the join)"
 
 
+def wireguard_text(wg: dict) -> str:
+    """One paragraph on the WireGuard match, for both reports."""
+    overhead = wg["overhead_bytes"]
+    return (
+        f"{wg['messages']} messages: {wg['matched']} data messages paired with their plaintext "
+        f"({wg['ambiguous']} ambiguous), {wg['segmented']} segments of GSO/GRO super-packets, "
+        f"{wg['unmatched_outer']} message(s) and {wg['unmatched_inner']} plaintext(s) without a partner, "
+        f"{wg['no_plaintext_capture']} on nodes without a WireGuard device capture; {wg['keepalives']} keepalives, "
+        f"{wg['handshakes']} handshake messages, {wg['rekeys']} rekey(s)."
+        + (
+            f" Overhead per packet {overhead['min']}-{overhead['max']} bytes (mean {overhead['mean']}): "
+            "60 plus the padding to 16 (IPv4)."
+            if overhead
+            else ""
+        )
+    )
+
+
 def render_markdown(a: Analysis, files: dict[str, str]) -> str:
     doc = a.findings
     b = doc["bundle"]
@@ -133,6 +151,38 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
             lines.append("")
         for m in ov["mtu_issues"]:
             lines.append(f"- {md(m['kind'])}: {md(m['detail'])}")
+        lines.append("")
+    if wg := doc.get("wireguard"):
+        lines += ["## WireGuard", "", md(wireguard_text(wg)), ""]
+        lines += _table(
+            [
+                "node",
+                "direction",
+                "peer",
+                "receiver index",
+                "messages",
+                "counters",
+                "gaps",
+                "paired",
+                "segments",
+                "unpaired",
+            ],
+            [
+                [
+                    md(s["node"]),
+                    s["direction"],
+                    md(s["peer"]),
+                    f"{s['receiver_index']:#010x}",
+                    s["messages"],
+                    f"{s['first_counter']}-{s['last_counter']}",
+                    s["counter_gaps"],
+                    s["matched"],
+                    s["segments"],
+                    s["unmatched"],
+                ]
+                for s in wg["sessions"]
+            ],
+        )
         lines.append("")
     lat = doc["latency"]
     if lat["hops"]:
