@@ -262,3 +262,68 @@ def test_reports_have_a_wireguard_section(bundle, tmp_path):
     with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:  # and none without WireGuard
         files = calforensics.write_report(calforensics.analyze(b), tmp_path / "v", tables="none")
         assert "WireGuard" not in files.markdown.read_text()
+
+
+def test_ipv6_wireguard_device_and_port(tmp_path):
+    """wg-v6.cali and UDP 51821 between IPv6 node addresses: 80 bytes of outer headers and tag plus
+    the padding, the device's MTU (1420) from ip link; both directions paired, keepalive known."""
+    import ipaddress
+
+    from pktutil import write_pcap
+
+    def ip6(src: str, dst: str, nxt: int, payload: bytes) -> bytes:
+        head = struct.pack("!IHBB", 6 << 28, len(payload), nxt, 64)
+        return head + ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed + payload
+
+    def tcp(sport: int, dport: int, seq: int, data: bytes) -> bytes:
+        return struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 0x50, 0x18, 512, 0, 0) + data
+
+    nodes = {"node-a": ("fd00::11", "fd10::5", "cali0000000000a"), "node-b": ("fd00::12", "fd20::7", "cali0000000000b")}
+    t0 = 1_800_000_000_000_000_000
+    plain = {"node-a": [], "node-b": []}
+    wire = {"node-a": [], "node-b": []}
+    sizes = [0, 20, 100, 1000, 1360]  # plaintext lengths 60, 80, 160, 1060, 1420 (the MTU)
+    counters = {"node-a": 0, "node-b": 0}
+    for k, size in enumerate(sizes * 4):
+        a_to_b = k % 2 == 0
+        sender, receiver = ("node-a", "node-b") if a_to_b else ("node-b", "node-a")
+        inner = ip6(nodes[sender][1], nodes[receiver][1], 6, tcp(40000, 8080, k, bytes(size)))
+        message = struct.pack("<BxxxIQ", 4, 0xA0 if a_to_b else 0xB0, counters[sender]) + bytes(
+            padded(len(inner), 1420) + 16
+        )
+        counters[sender] += 1
+        udp = struct.pack("!HHHH", 51821, 51821, 8 + len(message), 0) + message
+        outer = b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip6(nodes[sender][0], nodes[receiver][0], 17, udp)
+        ts = t0 + k * 1_000_000
+        plain[sender].append((ts, inner))
+        wire[sender].append((ts + 5_000, outer))
+        wire[receiver].append((ts + 30_000, outer))
+        plain[receiver].append((ts + 35_000, inner))
+    keepalive = struct.pack("<BxxxIQ", 4, 0xA0, counters["node-a"]) + bytes(16)
+    udp = struct.pack("!HHHH", 51821, 51821, 8 + len(keepalive), 0) + keepalive
+    frame = b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip6(nodes["node-a"][0], nodes["node-b"][0], 17, udp)
+    wire["node-a"].append((t0 + 10**9, frame))
+    for node, (addr, pod, veth) in nodes.items():
+        pcaps = tmp_path / "nodes" / node / "pcaps"
+        pcaps.mkdir(parents=True)
+        for name, frames, linktype in (("wg-v6.cali", plain[node], 101), ("eth0", sorted(wire[node]), 1)):
+            write_pcap(pcaps / f"{name}.pcap", [f for _, f in frames], linktype, times_ns=[t for t, _ in frames])
+        (tmp_path / "nodes" / node / "ip-addr.txt").write_text(
+            f"2: eth0: <BROADCAST,UP> mtu 1500 state UP\n    inet6 {addr}/64 scope global\n"
+            "3: wg-v6.cali: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1420 state UNKNOWN\n"
+            f"4: {veth}@if2: <BROADCAST,UP> mtu 1500 state UP\n"
+        )
+        (tmp_path / "nodes" / node / "ip-route.txt").write_text(f"{pod} dev {veth} metric 1024 pref medium\n")
+    with calforensics.open_bundle(tmp_path) as b:
+        wg = b.wireguard
+        assert set(wg.msg_type.astype(str)) == {"data", "keepalive"}
+        data = wg[wg.msg_type == "data"]
+        assert len(data) == 4 * len(sizes) * 2 and set(data.match.astype(str)) == {"exact"}
+        assert set(data.overhead_bytes - 80 - data.inner_len.map(lambda n: padded(n, 1420) - n)) == {0}
+        assert set(b.packets.loc[data.packet, "encap"].astype(str)) == {"wireguard"}
+        f = b.flows[b.flows.proto == "tcp"]
+        paths = dict(zip(f.client_ip, f.path_fwd, strict=True))  # each pod opened one connection
+        assert paths == {
+            "fd10::5": "node-a:wg-v6.cali > node-a:eth0 > node-b:eth0 > node-b:wg-v6.cali",
+            "fd20::7": "node-b:wg-v6.cali > node-b:eth0 > node-a:eth0 > node-a:wg-v6.cali",
+        }
