@@ -226,3 +226,15 @@ def test_bpf_hooks_between_two_capture_points(last_seen, missing_at, hooks):
         ("b", "eth0"): "uplink",
     }
     assert _bpf_hooks(last_seen, missing_at, roles) == hooks
+
+
+def test_nodeport_forwarding_vxlan_is_told_from_the_overlay(tmp_path):
+    """Calico eBPF forwards NodePort traffic to a remote backend's node in VXLAN with VNI 0xca11c0;
+    the overlay has its own VNI (4096). The overhead table keeps them apart by name."""
+    from pktutil import tcp4, vxlan_frame, write_pcap
+
+    frames = [vxlan_frame(tcp4(sport=40000 + k), vni=0xCA11C0 if k % 2 else 4096) for k in range(6)]
+    write_pcap(tmp_path / "eth0.pcap", frames)
+    with calforensics.open_bundle(tmp_path / "eth0.pcap") as b:
+        tunnels = calforensics.analyze(b).tunnels
+        assert dict(zip(tunnels.type, tunnels.vni, strict=True)) == {"vxlan": 4096, "vxlan-nodeport": 0xCA11C0}

@@ -32,6 +32,7 @@ MTU_COLUMNS = ["kind", "flow_id", "node", "interface", "mtu", "packets", "detail
 # bytes each Calico tunnel device adds on the wire: its MTU plus this must fit the host's MTU
 # (Calico's defaults: host MTU minus these; WireGuard's is the most, 60 + up to 15 of padding
 # within its MTU, so Calico subtracts 60 / 80)
+BPF_NODEPORT_VNI = 0xCA11C0  # CALI_VXLAN_VNI (felix/bpf-gpl/nat.h): eBPF NodePort forwarding, not the overlay
 TUNNEL_DEVICE_HEADROOM = {
     "vxlan.calico": 50,
     "vxlan-v6.calico": 70,
@@ -54,10 +55,13 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
     enc = take_rows(h, rows, ["flow_id", "encap", "vni", "outer_src", "outer_dst", "packet"])
     pk = b.packets
     rows = enc["packet"].to_numpy()
+    kind = enc["encap"].astype(str).to_numpy()
+    # Calico eBPF forwards NodePort traffic to a remote backend's node in VXLAN with its own VNI
+    kind = np.where((kind == "vxlan") & (enc["vni"].to_numpy() == BPF_NODEPORT_VNI), "vxlan-nodeport", kind)
     return pd.DataFrame(
         {
             "flow_id": enc["flow_id"].to_numpy(),
-            "type": enc["encap"].astype(str).to_numpy(),
+            "type": kind,
             "vni": enc["vni"].to_numpy(),
             "outer_src": categorical(enc["outer_src"]),
             "outer_dst": categorical(enc["outer_dst"]),
