@@ -14,11 +14,11 @@ from pathlib import PurePosixPath
 import pandas as pd
 
 from .schema import conform
+from .wireguard import WIREGUARD_DEVICES
 
 BPF_KINDS = ("bpf_conntrack", "bpf_nat", "bpf_routes", "bpf_counters", "bpftool")
 BPF_LISTINGS = ("bpf-prog.txt", "bpf-maps.txt", "bpf-ifstate.json", "bpf-ifstate.txt", "bpf-arp.json", "bpf-arp.txt")
 POLICY_CHAIN_PREFIXES = ("cali-tw-", "cali-fw-", "cali-pi-", "cali-po-", "cali-th-", "cali-fh-")
-WIREGUARD_DEVICES = ("wireguard.cali", "wg-v6.cali")
 
 
 def detect_dataplane(

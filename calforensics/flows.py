@@ -22,6 +22,7 @@ from .parallel import thread_map
 from .partitions import Partitioning, parts_for
 from .schema import categorical, columns_frame, conform
 from .services import Services, build_services
+from .wireguard import WIREGUARD_DEVICES
 
 ICMP4_ERRORS, ICMP6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
@@ -996,9 +997,6 @@ def _next_point(node: str, iface: str, dst_ip: str, dest: tuple | None, ctx: _Co
     return f"{dest[0]}:{dest[1]}" if dest is not None else ""
 
 
-WIREGUARD_DEVICES = ("wireguard.cali", "wg-v6.cali")
-
-
 def route_dev(routes: pd.DataFrame, node: str, ip: str) -> str:
     """The device of the longest-prefix route for ip on the node. Calico's WireGuard rule (`not fwmark
     … lookup <table>`, before main) sends pod traffic through the table holding the routes on the
@@ -1008,7 +1006,7 @@ def route_dev(routes: pd.DataFrame, node: str, ip: str) -> str:
     except ValueError:
         return ""
     mine = routes[routes["node"] == node]
-    wireguard = sorted(set(mine.loc[mine["dev"].isin(WIREGUARD_DEVICES) & (mine["table"] != "main"), "table"]))
+    wireguard = sorted(set(mine.loc[mine["dev"].isin(list(WIREGUARD_DEVICES)) & (mine["table"] != "main"), "table"]))
     for table in [*wireguard, "main"]:
         best, found = -1, None
         for r in mine[mine["table"] == table].itertuples(index=False):

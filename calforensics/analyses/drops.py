@@ -52,7 +52,6 @@ DROP_COLUMNS = [
     "confidence",
 ]
 POLICY_KINDS = ("policy_deny", "end_of_tier", "no_profile")
-HOOK_COLUMN = {"ingress": "ingress", "egress": "egress", "xdp": "xdp"}
 HOOK_TAG = {"ingress": "E", "egress": "I", "xdp": "X"}  # workload trace tags name the policy direction
 
 
@@ -299,7 +298,7 @@ def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]
         rows = counters[(counters["node"].astype(str) == node) & (counters["interface"].astype(str) == iface)]
         if rows.empty:
             continue
-        col = HOOK_COLUMN[hook]
+        col = hook  # the counters' columns are named by hook
         dropped = rows[rows["category"].astype(str).str.startswith("Dropped") & (rows[col] > 0)]
         for r in dropped.itertuples(index=False):
             value = int(getattr(r, col))

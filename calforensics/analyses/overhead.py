@@ -29,10 +29,9 @@ TUNNEL_COLUMNS = [
 ]
 FLOW_COLUMNS = ["flow_id", "type", "packets", "overhead_bytes", "wire_bytes", "share_of_wire_bytes"]
 MTU_COLUMNS = ["kind", "flow_id", "node", "interface", "mtu", "packets", "detail"]
-# bytes each Calico tunnel device adds on the wire: its MTU plus this must fit the host's MTU
-# (Calico's defaults: host MTU minus these; WireGuard's is the most, 60 + up to 15 of padding
-# within its MTU, so Calico subtracts 60 / 80)
 BPF_NODEPORT_VNI = 0xCA11C0  # CALI_VXLAN_VNI (felix/bpf-gpl/nat.h): eBPF NodePort forwarding, not the overlay
+# bytes each Calico tunnel device adds on the wire: its MTU plus this must fit the host's MTU
+# (Calico's defaults: host MTU minus these; WireGuard adds 60 / 80, its padding stays within its MTU)
 TUNNEL_DEVICE_HEADROOM = {
     "vxlan.calico": 50,
     "vxlan-v6.calico": 70,
