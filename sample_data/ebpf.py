@@ -31,16 +31,13 @@ import ipaddress
 import json
 import struct
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 import dpkt
 
-from calforensics.collect import pack
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ipip import _records, _write
+from derive import pack_derived, read_pcap, unpack, write_pcap
 
 WEB_SVC = ("10.96.0.50", 80, 6, 23, "default", "web")  # vip, port, proto, BPF service id, namespace, name
 ECHO_SVC = ("10.96.0.60", 9000, 17, 24, "default", "echo")
@@ -293,15 +290,12 @@ def _counts(frames: list[tuple[int, bytes]], local: str | set[str]) -> tuple[int
 
 def convert(src: Path, dst: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "in"
-        with tarfile.open(src) as tar:
-            tar.extractall(root, filter="data")
-        (bundle,) = [p for p in root.iterdir() if p.is_dir()]
+        bundle = unpack(src, Path(tmp) / "in")
         truth = json.loads((bundle / "ground_truth.json").read_text())
         pods = {p["interface"]: (name, p) for name, p in truth["pods"].items()}
         denied_port = truth["client_results"]["denied"]["sport"]
         nodes = bundle / "nodes"
-        first_ts = min(ts for cap in nodes.glob("*/pcaps/*.pcap") for ts, _ in _records(cap)[:1])
+        first_ts = min(ts for cap in nodes.glob("*/pcaps/*.pcap") for ts, _ in read_pcap(cap)[:1])
         BOOT_NS_OFFSET[0] = first_ts - BOOT_NS
         hidden_total: dict[str, int] = {}
         denied_syns: list[int] = []
@@ -310,14 +304,14 @@ def convert(src: Path, dst: Path) -> Path:
             pcaps = node_dir / "pcaps"
             meta = json.loads((node_dir / "metadata.json").read_text())
             dump_ns = int(meta["capture"]["stop_ns"]) + 2_000_000_000
-            caps = {p.stem: _records(p) for p in sorted(pcaps.glob("*.pcap"))}
+            caps = {p.stem: read_pcap(p) for p in sorted(pcaps.glob("*.pcap"))}
             for iface, frames in caps.items():
                 if iface == pods_iface(truth, "default/client"):
                     caps[iface] = _client_veth(frames, truth)
                 elif iface == pods_iface(truth, "default/web"):
                     caps[iface], hidden = _peer_redirected(frames, truth["pods"]["default/web"]["ip"])
                     hidden_total[iface] = len(hidden)
-                _write(pcaps / f"{iface}.pcap", caps[iface], 1)
+                write_pcap(pcaps / f"{iface}.pcap", caps[iface], 1)
             if node == "node-b":
                 for ts, frame in caps["vxlan.calico"]:
                     t = _tuple(frame)
@@ -399,14 +393,7 @@ def convert(src: Path, dst: Path) -> Path:
             f"default     echo         ClusterIP   {ECHO_SVC[0]}   <none>        9000/UDP   1h    app=web\n"
         )
         truth = _truth(truth, hidden_total, denied_syns)
-        (bundle / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
-        out_dir = Path(tmp) / dst.name.split(".")[0]
-        bundle.rename(out_dir)
-        pack(out_dir, dst)
-        dst.with_name(dst.name.split(".")[0] + ".ground_truth.json").write_text(
-            json.dumps(truth, indent=2, sort_keys=True) + "\n"
-        )
-    return dst
+        return pack_derived(bundle, truth, dst)
 
 
 def pods_iface(truth: dict, pod: str) -> str:

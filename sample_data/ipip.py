@@ -12,16 +12,15 @@ the ground truth say exactly what was rewritten: `"synthetic": true`.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import struct
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from calforensics.collect import pack
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from derive import checksum, pack_derived, read_pcap, replace_vxlan_device, unpack, write_pcap
 
 IPIP_OVERHEAD, IPIP_MTU, VXLAN_MTU = 20, 1480, 1450
 REWRITES = [
@@ -32,39 +31,6 @@ REWRITES = [
     "ip-route.txt, ip-neigh.txt: routes via the peer node address on tunl0",
     "conntrack-list.txt: UDP 4789 entries -> generic protocol 4 entries",
 ]
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _write(path: Path, frames: list[tuple[int, bytes]], linktype: int) -> None:
-    """Nanosecond pcap written by hand so timestamps stay exact (ints, not floats)."""
-    out = io.BytesIO()
-    out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype))
-    for ts_ns, frame in frames:
-        out.write(struct.pack("<IIII", ts_ns // 1_000_000_000, ts_ns % 1_000_000_000, len(frame), len(frame)))
-        out.write(frame)
-    path.write_bytes(out.getvalue())
-
-
-def _records(path: Path) -> list[tuple[int, bytes]]:
-    """(ns timestamp, frame) from a classic pcap of either resolution, exactly."""
-    data = path.read_bytes()
-    magic = data[:4]
-    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    mult = 1 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1000
-    out, off = [], 24
-    while off + 16 <= len(data):
-        sec, frac, incl, _ = struct.unpack_from(endian + "IIII", data, off)
-        out.append((sec * 1_000_000_000 + frac * mult, data[off + 16 : off + 16 + incl]))
-        off += 16 + incl
-    return out
 
 
 def _ipip_from_vxlan(frame: bytes) -> bytes:
@@ -83,7 +49,7 @@ def _ipip_from_vxlan(frame: bytes) -> bytes:
     outer[9] = 4
     struct.pack_into("!H", outer, 2, ihl + len(inner))
     struct.pack_into("!H", outer, 10, 0)
-    struct.pack_into("!H", outer, 10, _checksum(bytes(outer)))
+    struct.pack_into("!H", outer, 10, checksum(bytes(outer)))
     return frame[:14] + bytes(outer) + inner
 
 
@@ -97,54 +63,38 @@ def _fix_icmp_mtu(frame: bytes) -> bytes:
     buf = bytearray(frame)
     struct.pack_into("!H", buf, icmp + 6, IPIP_MTU)
     struct.pack_into("!H", buf, icmp + 2, 0)
-    struct.pack_into("!H", buf, icmp + 2, _checksum(bytes(buf[icmp:])))
+    struct.pack_into("!H", buf, icmp + 2, checksum(bytes(buf[icmp:])))
     return bytes(buf)
 
 
-def _rewrite_links(text: str) -> str:
-    out, skip = [], False
-    for line in text.splitlines():
-        if re.match(r"^\d+: vxlan\.calico[:@]", line):
-            index = line.split(":")[0]
-            flags = "<NOARP,UP,LOWER_UP>"
-            out.append(
-                f"{index}: tunl0@NONE: {flags} mtu {IPIP_MTU} qdisc noqueue state UNKNOWN mode DEFAULT "
-                "group default qlen 1000"
-            )
-            out.append("    link/ipip 0.0.0.0 brd 0.0.0.0")
-            skip = True
-            continue
-        if skip and line.startswith((" ", "\t")):
-            if line.strip().startswith("vxlan "):
-                out.append("    ipip any remote any local any ttl inherit nopmtudisc")
-            elif line.strip().startswith("inet "):
-                out.append(line.replace("vxlan.calico", "tunl0"))
-            continue
-        skip = False
-        out.append(line)
-    return "\n".join(out) + "\n"
+IPIP_DETAIL = "    ipip any remote any local any ttl inherit nopmtudisc"
+
+
+def _tunl0_head(index: str) -> list[str]:
+    return [
+        f"{index}: tunl0@NONE: <NOARP,UP,LOWER_UP> mtu {IPIP_MTU} qdisc noqueue state UNKNOWN mode DEFAULT "
+        "group default qlen 1000",
+        "    link/ipip 0.0.0.0 brd 0.0.0.0",
+    ]
 
 
 def convert(src: Path, dst: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "in"
-        with tarfile.open(src) as tar:
-            tar.extractall(root, filter="data")
-        (bundle,) = [p for p in root.iterdir() if p.is_dir()]
+        bundle = unpack(src, Path(tmp) / "in")
         truth = json.loads((bundle / "ground_truth.json").read_text())
         tunnel_to_node = {n["tunnel_ip"]: n["ip"] for n in truth["nodes"].values()}
         for node_dir in sorted((bundle / "nodes").iterdir()):
             pcaps = node_dir / "pcaps"
-            eth = [(ts, _ipip_from_vxlan(f)) for ts, f in _records(pcaps / "eth0.pcap")]
-            _write(pcaps / "eth0.pcap", [(ts, f) for ts, f in eth if f], 1)
-            tun = [(ts, f[14:]) for ts, f in _records(pcaps / "vxlan.calico.pcap") if f[12:14] == b"\x08\x00"]
-            _write(pcaps / "tunl0.pcap", tun, 101)
+            eth = [(ts, _ipip_from_vxlan(f)) for ts, f in read_pcap(pcaps / "eth0.pcap")]
+            write_pcap(pcaps / "eth0.pcap", [(ts, f) for ts, f in eth if f], 1)
+            tun = [(ts, f[14:]) for ts, f in read_pcap(pcaps / "vxlan.calico.pcap") if f[12:14] == b"\x08\x00"]
+            write_pcap(pcaps / "tunl0.pcap", tun, 101)
             (pcaps / "vxlan.calico.pcap").unlink()
             for cap in pcaps.glob("cali*.pcap"):
-                _write(cap, [(ts, _fix_icmp_mtu(f)) for ts, f in _records(cap)], 1)
+                write_pcap(cap, [(ts, _fix_icmp_mtu(f)) for ts, f in read_pcap(cap)], 1)
             for name in ("ip-link.txt", "ip-addr.txt"):
                 path = node_dir / name
-                path.write_text(_rewrite_links(path.read_text()))
+                path.write_text(replace_vxlan_device(path.read_text(), _tunl0_head, IPIP_DETAIL, "tunl0"))
             for name in ("ip-route.txt", "ip-neigh.txt"):
                 text = (node_dir / name).read_text()
                 for tunnel_ip, node_ip in tunnel_to_node.items():
@@ -184,14 +134,7 @@ def convert(src: Path, dst: Path) -> Path:
                 flow["drop"]["last_seen"]["interface"] = "tunl0"
             if "mtu" in flow:
                 flow["mtu"]["mtu"] = IPIP_MTU
-        (bundle / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
-        out_dir = Path(tmp) / dst.name.split(".")[0]
-        bundle.rename(out_dir)
-        pack(out_dir, dst)
-        dst.with_name(dst.name.split(".")[0] + ".ground_truth.json").write_text(
-            json.dumps(truth, indent=2, sort_keys=True) + "\n"
-        )
-    return dst
+        return pack_derived(bundle, truth, dst)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,11 @@ import random
 import re
 import struct
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from calforensics.collect import pack
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ipip import _checksum, _records, _write
+from derive import checksum, pack_derived, read_pcap, replace_vxlan_device, unpack, write_pcap
 
 WG_PORT, WG_MTU, WG_MARK, WG_TABLE = 51820, 1440, 0x200000, 1
 HANDSHAKE_TOS = 0x88
@@ -79,7 +76,7 @@ def _segments(inner: bytes, mtu: int = WG_MTU) -> list[bytes]:
         struct.pack_into("!H", seg, 2, len(seg))
         struct.pack_into("!H", seg, 4, (ip_id + k // mss) & 0xFFFF)
         struct.pack_into("!H", seg, 10, 0)
-        struct.pack_into("!H", seg, 10, _checksum(bytes(seg[:ihl])))
+        struct.pack_into("!H", seg, 10, checksum(bytes(seg[:ihl])))
         struct.pack_into("!I", seg, ihl + 4, (seq + k) & 0xFFFFFFFF)
         if k + mss < len(payload):  # PSH and FIN only on the last segment
             seg[ihl + 13] &= ~0x09 & 0xFF
@@ -104,9 +101,9 @@ class Session:
 def _outer(eth: bytes, src: bytes, dst: bytes, payload: bytes, ip_id: int, tos: int = 0) -> bytes:
     udp = struct.pack("!HHHH", WG_PORT, WG_PORT, 8 + len(payload), 0) + payload
     ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + len(udp), ip_id & 0xFFFF, 0, 64, 17, 0, src, dst))
-    struct.pack_into("!H", ip, 10, _checksum(bytes(ip)))
+    struct.pack_into("!H", ip, 10, checksum(bytes(ip)))
     pseudo = src + dst + struct.pack("!BBH", 0, 17, len(udp))
-    csum = _checksum(pseudo + udp) or 0xFFFF
+    csum = checksum(pseudo + udp) or 0xFFFF
     udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
     return eth[:14] + bytes(ip) + udp
 
@@ -126,15 +123,12 @@ def _vxlan_inner(frame: bytes) -> tuple[bytes, bytes, bytes] | None:
 def convert(src: Path, dst: Path) -> Path:
     rng = random.Random(51820)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "in"
-        with tarfile.open(src) as tar:
-            tar.extractall(root, filter="data")
-        (bundle,) = [p for p in root.iterdir() if p.is_dir()]
+        bundle = unpack(src, Path(tmp) / "in")
         truth = json.loads((bundle / "ground_truth.json").read_text())
         nodes = {name: n for name, n in truth["nodes"].items()}
         ip_node = {bytes(int(x) for x in n["ip"].split(".")): name for name, n in nodes.items()}
-        eth = {name: _records(bundle / "nodes" / name / "pcaps" / "eth0.pcap") for name in nodes}
-        tun = {name: _records(bundle / "nodes" / name / "pcaps" / "vxlan.calico.pcap") for name in nodes}
+        eth = {name: read_pcap(bundle / "nodes" / name / "pcaps" / "eth0.pcap") for name in nodes}
+        tun = {name: read_pcap(bundle / "nodes" / name / "pcaps" / "vxlan.calico.pcap") for name in nodes}
         # the tunnel packets each direction carried, in order, as each end's uplink saw them
         carried: dict[tuple[str, str], dict[str, list]] = {}
         for name, frames in eth.items():
@@ -209,9 +203,9 @@ def convert(src: Path, dst: Path) -> Path:
         for name in nodes:
             node_dir = bundle / "nodes" / name
             frames = sorted(new_eth[name], key=lambda x: x[0])
-            _write(node_dir / "pcaps" / "eth0.pcap", [(ts, f) for ts, f, _ in frames], 1)
+            write_pcap(node_dir / "pcaps" / "eth0.pcap", [(ts, f) for ts, f, _ in frames], 1)
             raw = [(ts, f[14:]) for ts, f in tun[name] if f[12:14] == b"\x08\x00"]
-            _write(node_dir / "pcaps" / "wireguard.cali.pcap", raw, 101)
+            write_pcap(node_dir / "pcaps" / "wireguard.cali.pcap", raw, 101)
             (node_dir / "pcaps" / "vxlan.calico.pcap").unlink()
             _rewrite_state(node_dir, name, nodes)
             meta = json.loads((node_dir / "metadata.json").read_text())
@@ -264,40 +258,22 @@ def convert(src: Path, dst: Path) -> Path:
             "handshakes_per_capture": 2 * sum(1 for _ in sessions_truth),
             "keepalives": len(carried),
         }
-        (bundle / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
-        out_dir = Path(tmp) / dst.name.split(".")[0]
-        bundle.rename(out_dir)
-        pack(out_dir, dst)
-        dst.with_name(dst.name.split(".")[0] + ".ground_truth.json").write_text(
-            json.dumps(truth, indent=2, sort_keys=True) + "\n"
-        )
-    return dst
+        return pack_derived(bundle, truth, dst)
+
+
+def _wireguard_head(index: str) -> list[str]:
+    return [
+        f"{index}: wireguard.cali: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu {WG_MTU} qdisc noqueue state "
+        "UNKNOWN mode DEFAULT group default qlen 1000",
+        "    link/none ",
+    ]
 
 
 def _rewrite_state(node_dir: Path, name: str, nodes: dict) -> None:
     for file in ("ip-link.txt", "ip-addr.txt"):
         path = node_dir / file
-        out, skip = [], False
-        for line in path.read_text().splitlines():
-            if re.match(r"^\d+: vxlan\.calico[:@]", line):
-                index = line.split(":")[0]
-                out.append(
-                    f"{index}: wireguard.cali: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu {WG_MTU} qdisc noqueue state "
-                    "UNKNOWN mode DEFAULT group default qlen 1000"
-                )
-                out.append("    link/none ")
-                skip = True
-                continue
-            if skip and line.startswith((" ", "\t")):
-                if line.strip().startswith("vxlan "):
-                    out.append("    wireguard addrgenmode none numtxqueues 1 numrxqueues 1")
-                elif line.strip().startswith("inet ") and "vxlan.calico" in line:
-                    out.append(line.replace("vxlan.calico", "wireguard.cali"))
-                    out.append("       valid_lft forever preferred_lft forever")
-                continue
-            skip = False
-            out.append(line)
-        path.write_text("\n".join(out) + "\n")
+        detail = "    wireguard addrgenmode none numtxqueues 1 numrxqueues 1"
+        path.write_text(replace_vxlan_device(path.read_text(), _wireguard_head, detail, "wireguard.cali"))
     routes = []
     for line in (node_dir / "ip-route.txt").read_text().splitlines():
         m = re.match(r"^(\S+) via \S+ dev vxlan\.calico proto 80 onlink", line)
