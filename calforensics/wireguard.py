@@ -195,7 +195,7 @@ def _owner_ids(categories: pd.Index, owners: dict[str, str], nodes: list[str]) -
 
 
 def match_wireguard(
-    packets: pd.DataFrame, messages: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], mtus: dict
+    packets: pd.DataFrame, messages: pd.DataFrame, owners: dict[str, str], mtus: dict
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """(wireguard table, outer rows and inner rows of the exact pairs, plaintext rows no message
     carried as far as the captures show). ``messages`` has the packet row and header fields of every
@@ -238,7 +238,7 @@ def match_wireguard(
     receiver = messages["receiver_index"].to_numpy().astype(np.int64)
     counter = messages["counter"].to_numpy().astype(np.int64)
 
-    plain = _plaintexts(packets, captures, owners, nodes)
+    plain = _plaintexts(packets, owners, nodes)
     data = np.flatnonzero((kind == 4) & (direction > 0))
     group_of = pd.DataFrame({"node": node[data], "direction": direction[data], "peer": peer[data]})
     groups = group_of.groupby(["node", "direction", "peer"], sort=True).indices
@@ -310,16 +310,16 @@ def match_wireguard(
     return conform(table, "wireguard"), rows[exact], inner_packet[exact], lone.astype(np.int64)
 
 
-def _plaintexts(
-    packets: pd.DataFrame, captures: pd.DataFrame, owners: dict[str, str], nodes: list[str]
-) -> pd.DataFrame:
+def _plaintexts(packets: pd.DataFrame, owners: dict[str, str], nodes: list[str]) -> pd.DataFrame:
     """Packets on WireGuard devices: node (index into ``nodes``), device, direction (1 tx: to another
     node, 2 rx: to this one) and peer (the other node's index, -1 unknown)."""
-    devices = captures[captures["interface"].astype(str).isin(WIREGUARD_DEVICES)]
+    # by each packet's own interface: an `-i any` capture holds the WireGuard device's packets too
+    interface = packets["interface"].array
+    wanted = [k for k, name in enumerate(interface.categories) if str(name) in WIREGUARD_DEVICES]
     columns = ["packet", "node", "device", "direction", "peer", "ts_ns", "ip_len", "payload_len"]
-    if devices.empty:
+    if not wanted:
         return pd.DataFrame(columns=columns)
-    on = np.flatnonzero(np.isin(packets["capture_id"].to_numpy(), devices["capture_id"].to_numpy()))
+    on = np.flatnonzero(np.isin(interface.codes, wanted))
     on = on[(packets["ip_len"].to_numpy()[on] > 0)]
     node = np.asarray(packets["node"].array.codes[on], dtype=np.int64)
     src, src_cats = _codes(packets, "src", on)

@@ -3,9 +3,11 @@ WireGuard sample's ground truth (every pair, no false pair, exact overhead), ses
 ambiguity."""
 
 import json
+import re
 import shutil
 import struct
 import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -327,3 +329,26 @@ def test_ipv6_wireguard_device_and_port(tmp_path):
             "fd10::5": "node-a:wg-v6.cali > node-a:eth0 > node-b:eth0 > node-b:wg-v6.cali",
             "fd20::7": "node-b:wg-v6.cali > node-b:eth0 > node-a:eth0 > node-a:wg-v6.cali",
         }
+
+
+def test_an_any_capture_holds_both_sides_of_the_encryption(unpacked, bundle):
+    """`tcpdump -i any` (SLL2) on node-a instead of separate eth0 and wireguard.cali captures: each
+    packet's own interface tells plaintext from message, and the match is the same."""
+    sys.path.insert(0, str(SAMPLES))
+    from derive import read_pcap, write_pcap
+
+    pcaps = unpacked / "nodes" / "node-a" / "pcaps"
+    links = (unpacked / "nodes" / "node-a" / "ip-link.txt").read_text()
+    index = {name: int(i) for i, name in re.findall(r"^(\d+): ([^:@]+)[:@]", links, re.M)}
+    frames = []
+    for name, strip, hatype in (("eth0", 14, 1), ("wireguard.cali", 0, 0xFFFE)):
+        for ts, frame in read_pcap(pcaps / f"{name}.pcap"):
+            proto = frame[12:14] if strip else b"\x08\x00"
+            sll2 = proto + b"\0\0" + struct.pack("!IHBB", index[name], hatype, 4, 6) + b"\0" * 8
+            frames.append((ts, sll2 + frame[strip:]))
+        (pcaps / f"{name}.pcap").unlink()
+    write_pcap(pcaps / "any.pcap", sorted(frames, key=lambda x: x[0]), 276)
+    with calforensics.open_bundle(unpacked) as b:
+        got = b.wireguard.groupby(["node", "match"], observed=True).size()
+    want = bundle.wireguard.groupby(["node", "match"], observed=True).size()
+    assert got.to_dict() == want.to_dict() and got[("node-a", "exact")] > 0
