@@ -238,3 +238,52 @@ def test_nodeport_forwarding_vxlan_is_told_from_the_overlay(tmp_path):
     with calforensics.open_bundle(tmp_path / "eth0.pcap") as b:
         tunnels = calforensics.analyze(b).tunnels
         assert dict(zip(tunnels.type, tunnels.vni, strict=True)) == {"vxlan": 4096, "vxlan-nodeport": 0xCA11C0}
+
+
+def _hex_rows(data: bytes) -> list[str]:
+    """bpftool's plain hex: 16 bytes a row, two spaces after the eighth (formats reference 5.3)."""
+    rows = []
+    for i in range(0, len(data), 16):
+        chunk = data[i : i + 16]
+        rows.append(
+            " ".join(f"{x:02x}" for x in chunk[:8])
+            + ("  " + " ".join(f"{x:02x}" for x in chunk[8:]) if chunk[8:] else "")
+        )
+    return rows
+
+
+def test_services_from_bpftool_nat_map_dumps(unpacked):
+    """Only `bpftool map dump` of the NAT frontend and backend maps (no calico-bpf `nat dump`): the
+    same services and backends, the same connect-time-LB candidates."""
+    import ipaddress
+    import struct
+
+    fe, be = [], []
+    for svc in TRUTH["services"]:
+        ip = ipaddress.ip_address(svc["cluster_ip"]).packed
+        proto = {"tcp": 6, "udp": 17}[svc["proto"]]
+        key = struct.pack("<I", 56) + ip + struct.pack("<HB", svc["port"], proto) + bytes(5)
+        value = struct.pack("<5I", svc["svc_id"], len(svc["backends"]), 0, 0, 0)
+        fe += ["key:", *_hex_rows(key), "value:", *_hex_rows(value)]
+        for ordinal, backend in enumerate(svc["backends"]):
+            addr, port = backend.rsplit(":", 1)
+            k = struct.pack("<II", svc["svc_id"], ordinal)
+            v = ipaddress.ip_address(addr).packed + struct.pack("<HH", int(port), 0)
+            be.append(f"key: {_hex_rows(k)[0]}  value: {_hex_rows(v)[0]}")
+    for node in TRUTH["nodes"]:
+        for path in (unpacked / "nodes" / node).glob("bpf-nat.*"):
+            path.unlink()
+    maps = unpacked / "nodes" / "node-a" / "bpf-maps"
+    maps.mkdir()
+    (maps / "cali_v4_nat_fe3-id_50.txt").write_text("\n".join([*fe, f"Found {len(TRUTH['services'])} elements"]) + "\n")
+    (maps / "cali_v4_nat_be-id_51.txt").write_text("\n".join([*be, f"Found {len(be)} elements"]) + "\n")
+    with calforensics.open_bundle(unpacked) as b:
+        assert set(b.bpf_nat.source) == {"bpftool"} and len(b.anomalies) == 0
+        udp = flow_for(b, FLOWS["udp"])
+        assert (udp.service, str(udp.service_via), udp.backend_ip) == (
+            FLOWS["udp"]["service"],
+            "bpf-nat",
+            FLOWS["udp"]["backend_ip"],
+        )
+        ctlb = flow_for(b, FLOWS["cluster_ip"])
+        assert ctlb.service.split(", ") == FLOWS["cluster_ip"]["service_candidates"]
