@@ -524,7 +524,8 @@ class Bundle:
     @cached_property
     def service_index(self) -> Services:
         """Service lookups from kube-proxy rules, BPF NAT frontends/backends and service listings."""
-        return build_services(self.rules, self.bpf_nat, self.services)
+        node_ips = set(address_owners(self.interfaces, self.routes.iloc[:0]))  # the nodes' own addresses only
+        return build_services(self.rules, self.bpf_nat, self.services, node_ips)
 
     @cached_property
     def dataplane(self) -> pd.DataFrame:

@@ -27,11 +27,12 @@ class Services:
     frontends: dict[Key, tuple[str, str]] = field(default_factory=dict)  # → (name, via)
     backends: dict[Key, list[str]] = field(default_factory=dict)  # BPF NAT backend → service names
     node_ports: dict[tuple[int, str], tuple[str, str]] = field(default_factory=dict)  # (port, proto) → (name, via)
+    node_ips: frozenset[str] = frozenset()  # where a NodePort can be dialled
 
     def dialled(self, ip: str, port: int, proto: str) -> tuple[str, str]:
         """(service, via) for a dialled address; ("", "") if no service has it."""
         hit = self.frontends.get((ip, port, proto))
-        if hit is None and (port, proto) in self.node_ports and (ip, port, proto) not in self.backends:
+        if hit is None and ip in self.node_ips and (port, proto) in self.node_ports:
             return self.node_ports[(port, proto)]
         return hit or ("", "")
 
@@ -47,8 +48,12 @@ def _proto_name(value: object) -> str:
         return str(value).lower()
 
 
-def build_services(rules: pd.DataFrame, bpf_nat: pd.DataFrame, listing: pd.DataFrame) -> Services:
-    out = Services()
+def build_services(
+    rules: pd.DataFrame, bpf_nat: pd.DataFrame, listing: pd.DataFrame, node_ips: set[str] | None = None
+) -> Services:
+    """``node_ips``: the nodes' addresses, at which NodePort frontends (`255.255.255.255:<port>` in BPF
+    NAT, `80:30080/TCP` in a listing) are dialled."""
+    out = Services(node_ips=frozenset(node_ips or ()))
     named: dict[Key, str] = {}
     by_node_port: dict[tuple[int, str], str] = {}
     for r in listing.itertuples(index=False):

@@ -5,6 +5,7 @@ import json
 import shutil
 import tarfile
 
+import pandas as pd
 import pytest
 from conftest import SAMPLES
 from groundtruth import flow_for
@@ -287,3 +288,37 @@ def test_services_from_bpftool_nat_map_dumps(unpacked):
         )
         ctlb = flow_for(b, FLOWS["cluster_ip"])
         assert ctlb.service.split(", ") == FLOWS["cluster_ip"]["service_candidates"]
+
+
+def test_nodeport_frontends_only_at_node_addresses():
+    """A BPF NodePort frontend (255.255.255.255:<port>) and a listing's `80:30080/TCP` name flows to a
+    node address at that port, not flows to any address that happens to use the port."""
+    from calforensics.services import build_services
+
+    nat = pd.DataFrame(
+        {
+            "frontend_ip": ["255.255.255.255", "10.96.0.50"],
+            "frontend_port": [30080, 80],
+            "proto": [6, 6],
+            "svc_id": [23, 23],
+            "backend_ip": ["192.168.20.7", "192.168.20.7"],
+            "backend_port": [8080, 8080],
+        }
+    )
+    listing = pd.DataFrame(
+        {
+            "namespace": ["default"],
+            "name": ["web"],
+            "cluster_ip": ["10.96.0.50"],
+            "external_ip": [""],
+            "port": [80],
+            "node_port": [30080],
+            "protocol": ["tcp"],
+        }
+    )
+    rules = pd.DataFrame(columns=["service_ip", "service_port", "protocol", "service"])
+    s = build_services(rules, nat, listing, {"10.0.0.11"})
+    assert s.dialled("10.0.0.11", 30080, "tcp") == ("default/web:80", "bpf-nat")
+    assert s.dialled("203.0.113.7", 30080, "tcp") == ("", "")
+    assert s.dialled("10.96.0.50", 80, "tcp") == ("default/web:80", "bpf-nat")
+    assert s.candidates("192.168.20.7", 8080, "tcp") == ["default/web:80"]
