@@ -443,7 +443,11 @@ class Bundle:
         # WireGuard: each matched message's row takes its plaintext's inner fields, so the join that
         # follows sees one packet on both sides of the encryption
         wireguard, outer, inner, self._wireguard_lone = match_wireguard(
-            columns_frame({**front, **cols}), messages, address_owners(self.interfaces, self.routes), self._mtus()
+            columns_frame({**front, **cols}),
+            messages,
+            address_owners(self.interfaces, self.routes),
+            self._mtus(),
+            self.routes,
         )
         join_matches(cols, outer, inner)
         self._wireguard = wireguard

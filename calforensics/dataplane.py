@@ -13,8 +13,8 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
+from .routing import WIREGUARD_DEVICES
 from .schema import conform
-from .wireguard import WIREGUARD_DEVICES
 
 BPF_KINDS = ("bpf_conntrack", "bpf_nat", "bpf_routes", "bpf_counters", "bpftool")
 BPF_LISTINGS = ("bpf-prog.txt", "bpf-maps.txt", "bpf-ifstate.json", "bpf-ifstate.txt", "bpf-arp.json", "bpf-arp.txt")

@@ -8,7 +8,6 @@ mapped to ids of one vocabulary first, so no per-packet strings are built.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
@@ -20,9 +19,9 @@ from .join import is_link_scoped
 from .memory import write_back
 from .parallel import thread_map
 from .partitions import Partitioning, parts_for
+from .routing import route_dev
 from .schema import categorical, columns_frame, conform
 from .services import Services, build_services
-from .wireguard import WIREGUARD_DEVICES
 
 ICMP4_ERRORS, ICMP6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
@@ -995,31 +994,6 @@ def _next_point(node: str, iface: str, dst_ip: str, dest: tuple | None, ctx: _Co
     if role == "uplink" and dest is not None:
         return point(dest[0], "uplink")
     return f"{dest[0]}:{dest[1]}" if dest is not None else ""
-
-
-def route_dev(routes: pd.DataFrame, node: str, ip: str) -> str:
-    """The device of the longest-prefix route for ip on the node. Calico's WireGuard rule (`not fwmark
-    … lookup <table>`, before main) sends pod traffic through the table holding the routes on the
-    WireGuard device first; its `throw` routes fall through to main."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ""
-    mine = routes[routes["node"] == node]
-    wireguard = sorted(set(mine.loc[mine["dev"].isin(list(WIREGUARD_DEVICES)) & (mine["table"] != "main"), "table"]))
-    for table in [*wireguard, "main"]:
-        best, found = -1, None
-        for r in mine[mine["table"] == table].itertuples(index=False):
-            dst = "0.0.0.0/0" if r.dst == "default" else r.dst
-            try:
-                net = ipaddress.ip_network(dst, strict=False)
-            except ValueError:
-                continue
-            if addr.version == net.version and addr in net and net.prefixlen > best and (r.dev or r.type == "throw"):
-                best, found = net.prefixlen, r
-        if found is not None and found.type != "throw":
-            return str(found.dev)
-    return ""
 
 
 def _services_of(f: pd.DataFrame, services: Services) -> tuple[list[str], list[str]]:

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from .parsers.wireguard import KEEPALIVE_SIZE
+from .routing import WIREGUARD_DEVICES, route_gateway
 from .schema import conform
 
-WIREGUARD_DEVICES = {"wireguard.cali": 4, "wg-v6.cali": 6}
 DEFAULT_MTU = {4: 1440, 6: 1420}  # Calico's defaults at a 1500-byte host MTU (host MTU - 60 / - 80)
 OVERHEAD = 32  # WireGuard data header 16 + Poly1305 tag 16, on top of the padded plaintext
 WINDOW_NS = 1_000_000_000  # a plaintext and its message are at most this far apart on one node
@@ -195,11 +195,16 @@ def _owner_ids(categories: pd.Index, owners: dict[str, str], nodes: list[str]) -
 
 
 def match_wireguard(
-    packets: pd.DataFrame, messages: pd.DataFrame, owners: dict[str, str], mtus: dict
+    packets: pd.DataFrame,
+    messages: pd.DataFrame,
+    owners: dict[str, str],
+    mtus: dict,
+    routes: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """(wireguard table, outer rows and inner rows of the exact pairs, plaintext rows no message
     carried as far as the captures show). ``messages`` has the packet row and header fields of every
-    UDP message on a WireGuard port; ``mtus`` maps (node, device) to MTU. Addresses and names are
+    UDP message on a WireGuard port; ``mtus`` maps (node, device) to MTU; ``routes`` tell a
+    plaintext's peer node when its remote address is not one the bundle knows the owner of. Addresses and names are
     worked on as category codes: a busy node pair has millions of messages."""
     none = np.zeros(0, np.int64)
     if messages.empty:
@@ -238,7 +243,7 @@ def match_wireguard(
     receiver = messages["receiver_index"].to_numpy().astype(np.int64)
     counter = messages["counter"].to_numpy().astype(np.int64)
 
-    plain = _plaintexts(packets, owners, nodes)
+    plain = _plaintexts(packets, owners, nodes, routes)
     data = np.flatnonzero((kind == 4) & (direction > 0))
     group_of = pd.DataFrame({"node": node[data], "direction": direction[data], "peer": peer[data]})
     groups = group_of.groupby(["node", "direction", "peer"], sort=True).indices
@@ -249,9 +254,10 @@ def match_wireguard(
         if mine.empty:
             match[rows_at] = MATCH_KINDS.index("no_plaintext_capture")
             continue
-        if g_peer < k:
-            mine = mine[mine["peer"] == g_peer]
-        elif sum(1 for key in groups if key[:2] == (g_node, g_dir)) > 1:  # unknown peer among several
+        alone = sum(1 for key in groups if key[:2] == (g_node, g_dir)) == 1
+        if g_peer < k:  # plaintexts to or from that node; with no other peer, those of unknown peer too
+            mine = mine[(mine["peer"] == g_peer) | ((mine["peer"] < 0) & alone)]
+        elif not alone:  # the messages' peer is not a known node, and there are several: cannot split
             match[rows_at] = MATCH_KINDS.index("unknown_peer")
             continue
         device = str(mine["device"].iloc[0])
@@ -310,9 +316,12 @@ def match_wireguard(
     return conform(table, "wireguard"), rows[exact], inner_packet[exact], lone.astype(np.int64)
 
 
-def _plaintexts(packets: pd.DataFrame, owners: dict[str, str], nodes: list[str]) -> pd.DataFrame:
+def _plaintexts(
+    packets: pd.DataFrame, owners: dict[str, str], nodes: list[str], routes: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Packets on WireGuard devices: node (index into ``nodes``), device, direction (1 tx: to another
-    node, 2 rx: to this one) and peer (the other node's index, -1 unknown)."""
+    node, 2 rx: to this one) and peer (the other node's index, -1 unknown). A remote address no node
+    of the bundle owns gets its peer from the node's route to it (`<pod block> via <node>`)."""
     # by each packet's own interface: an `-i any` capture holds the WireGuard device's packets too
     interface = packets["interface"].array
     wanted = [k for k, name in enumerate(interface.categories) if str(name) in WIREGUARD_DEVICES]
@@ -326,7 +335,20 @@ def _plaintexts(packets: pd.DataFrame, owners: dict[str, str], nodes: list[str])
     dst, dst_cats = _codes(packets, "dst", on)
     src_owner = _owner_ids(src_cats, owners, nodes)[src]
     dst_owner = _owner_ids(dst_cats, owners, nodes)[dst]
-    rx = dst_owner == node
+    # received: to this node's pod, or (that pod unknown to the bundle) from another node's
+    rx = (dst_owner == node) | ((dst_owner < 0) & (src_owner >= 0) & (src_owner != node))
+    peer = np.where(rx, src_owner, dst_owner)
+    if routes is not None and len(routes) and (peer < 0).any():
+        remote = np.where(rx, src, np.where(dst >= 0, len(src_cats) + dst, -1))  # ids over both vocabularies
+        labels = [str(a) for a in src_cats] + [str(a) for a in dst_cats]
+        index = {n: i for i, n in enumerate(nodes)}
+        unknown = np.flatnonzero(peer < 0)
+        pairs, inverse = np.unique(np.stack([node[unknown], remote[unknown]]), axis=1, return_inverse=True)
+        found = [
+            index.get(owners.get(route_gateway(routes, nodes[n], labels[a]), ""), -1) if a >= 0 else -1
+            for n, a in pairs.T.tolist()
+        ]
+        peer[unknown] = np.asarray(found, dtype=np.int64)[inverse.ravel()]
     iface, iface_cats = _codes(packets, "interface", on)
     return pd.DataFrame(
         {
@@ -334,7 +356,7 @@ def _plaintexts(packets: pd.DataFrame, owners: dict[str, str], nodes: list[str])
             "node": node,
             "device": np.asarray([str(x) for x in iface_cats] + [""], dtype=object)[iface],
             "direction": np.where(rx, 2, 1),
-            "peer": np.where(rx, src_owner, dst_owner),
+            "peer": peer,
             "ts_ns": packets["ts_ns"].to_numpy()[on],
             "ip_len": packets["ip_len"].to_numpy()[on].astype(np.int64),
             "payload_len": packets["payload_len"].to_numpy()[on].astype(np.int64),

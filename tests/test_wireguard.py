@@ -352,3 +352,13 @@ def test_an_any_capture_holds_both_sides_of_the_encryption(unpacked, bundle):
         got = b.wireguard.groupby(["node", "match"], observed=True).size()
     want = bundle.wireguard.groupby(["node", "match"], observed=True).size()
     assert got.to_dict() == want.to_dict() and got[("node-a", "exact")] > 0
+
+
+def test_peers_from_routes_when_the_remote_pods_are_unknown(unpacked, bundle):
+    """Without node-b's routes nothing says which node holds 192.168.20.7: node-a's route to the
+    block (`via 10.0.0.12`) does, and the match is the same."""
+    (unpacked / "nodes" / "node-b" / "ip-route.txt").unlink()
+    with calforensics.open_bundle(unpacked) as b:
+        got = b.wireguard.groupby(["node", "direction", "match"], observed=True).size()
+    want = bundle.wireguard.groupby(["node", "direction", "match"], observed=True).size()
+    assert got.to_dict() == want.to_dict()
