@@ -41,12 +41,20 @@ def lab_run(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(f"the real-kernel lab must run on CI, but: {reason}")
         pytest.skip(f"real-kernel lab not possible here: {reason}")
+    import ebpf
     import ipip
     import lab
+    import wireguard
 
     out = tmp_path_factory.mktemp("lab")
     vxlan = lab.run(out)
     ipip_bundle = ipip.convert(vxlan, out / "lab-ipip.tgz")
+    ebpf.convert(vxlan, out / "lab-ebpf.tgz")
+    try:  # a second run at Calico's WireGuard MTU, the base of the WireGuard derivation
+        base = lab.run(out, name="lab-wg-base", tunnel_mtu=1440)
+    finally:
+        lab.set_tunnel_mtu(1450)
+    wireguard.convert(base, out / "lab-wireguard.tgz")
     return out, vxlan, ipip_bundle
 
 
@@ -68,6 +76,18 @@ def test_live_ipip_derivative_matches_ground_truth(lab_run):
     truth = json.loads((out / "lab-ipip.ground_truth.json").read_text())
     with calforensics.open_bundle(ipip_bundle) as b:
         check_bundle(b, truth)
+
+
+@pytest.mark.parametrize("name", ["lab-ebpf", "lab-wireguard"])
+def test_live_ebpf_and_wireguard_derivatives_match_ground_truth(lab_run, name):
+    out = lab_run[0]
+    truth = json.loads((out / f"{name}.ground_truth.json").read_text())
+    with calforensics.open_bundle(out / f"{name}.tgz") as b:
+        check_bundle(b, truth)
+        if name == "lab-wireguard":  # every data message tied to its plaintext, none left over
+            data = b.wireguard[b.wireguard.msg_type == "data"]
+            assert set(data.match.astype(str)) <= {"exact", "segment"} and len(b.wireguard_unpaired_plaintexts) == 0
+            assert len(data) == len(truth["wireguard"]["pairs"]) * 2
 
 
 def test_lab_left_no_namespaces_behind(lab_run):
