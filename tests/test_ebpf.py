@@ -322,3 +322,18 @@ def test_nodeport_frontends_only_at_node_addresses():
     assert s.dialled("203.0.113.7", 30080, "tcp") == ("", "")
     assert s.dialled("10.96.0.50", 80, "tcp") == ("default/web:80", "bpf-nat")
     assert s.candidates("192.168.20.7", 8080, "tcp") == ["default/web:80"]
+
+
+def test_no_drop_counter_moved_is_said(unpacked):
+    """The reference's C.3 step 5: with the drop counter at 0 on the hooks in between, the drop is still
+    placed there, without a BPF cause, and the evidence says what else could have dropped it."""
+    node = unpacked / "nodes" / FLOWS["denied"]["drop"]["node"]
+    counters = node / "bpf-counters.txt"
+    lines = counters.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if "dumped cali3a87a5219a9" in line)
+    lines[at - 3] = lines[at - 3].replace(f"| {FLOWS['denied']['drop']['counter_packets']}  ", "| 0  ")
+    counters.write_text("\n".join(lines) + "\n")
+    with calforensics.open_bundle(unpacked) as b:
+        d = calforensics.analyze(b).drops.set_index("flow_id").loc[int(flow_for(b, FLOWS["denied"]).flow_id)]
+        assert d.cause_kind == ""
+        assert any("no drop counter moved" in e["detail"] and e["scope"] == "cumulative" for e in d.evidence)

@@ -294,11 +294,13 @@ def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]
     """Drop counters that moved on those hooks (cumulative: they cannot say which packets), and the
     policy drop among them as the cause."""
     cause, evidence = None, []
+    counted = []  # hooks whose counters the bundle has
     for node, iface, hook in hooks:
         rows = counters[(counters["node"].astype(str) == node) & (counters["interface"].astype(str) == iface)]
         if rows.empty:
             continue
         col = hook  # the counters' columns are named by hook
+        counted.append(f"{node}:{iface} {hook}")
         dropped = rows[rows["category"].astype(str).str.startswith("Dropped") & (rows[col] > 0)]
         for r in dropped.itertuples(index=False):
             value = int(getattr(r, col))
@@ -328,6 +330,15 @@ def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]
                     "detail": f"{node}:{iface} {hook} hook: no Calico program attached (N/A)",
                 }
             )
+    if counted and not any("Dropped" in e["detail"] for e in evidence):
+        evidence.append(
+            {
+                "kind": "bpf_counter",
+                "scope": "cumulative",
+                "detail": f"no drop counter moved on {', '.join(counted)}: an uncounted BPF drop (RPF, endpoint "
+                "not ready, parse error), a qdisc, the NIC, or capture loss",
+            }
+        )
     return cause, evidence
 
 
