@@ -107,9 +107,13 @@ def test_policy_drop_at_the_right_hook_with_bpf_evidence(analysis):
     kinds = {(e["kind"], e["scope"]) for e in d.evidence}
     assert {("bpf_counter", "cumulative"), ("bpf_conntrack", "per_flow"), ("bpf_trace", "per_flow")} <= kinds
     assert d.confidence == "high"
-    # the MTU drop on node-a has no BPF drop counter behind it: no BPF cause is made up
+    # the MTU drop on node-a has no BPF drop counter behind it: no BPF cause is made up, and the
+    # evidence says that no counter moved on the hooks in between
     mtu = analysis.drops.set_index("flow_id").loc[int(flow_for(analysis.bundle, FLOWS["mtu"]).flow_id)]
-    assert mtu.cause_kind == "mtu_exceeded" and not any(e["kind"].startswith("bpf_") for e in mtu.evidence)
+    assert mtu.cause_kind == "mtu_exceeded"
+    assert [e["detail"].split(":")[0] for e in mtu.evidence if e["kind"].startswith("bpf_")] == [
+        "no drop counter moved on node-a"
+    ]
 
 
 def test_policy_drop_without_corroboration_is_not_high(unpacked):
