@@ -890,8 +890,8 @@ def _verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarray,
     see the packets, or a TCP connection attempt never answered, or an ICMP error about the flow.
     Without a capture there and without a reply, delivery is unknown: "unobserved". On an eBPF node
     the destination veth shows a connection's packets only until peer redirect takes over, so an
-    answered flow seen there at least once is delivered; the packets it did not show are counted in
-    ``peer_redirected``.
+    answered flow, or a one-way flow other than TCP, seen there at least once is delivered; the
+    packets it did not show are counted in ``peer_redirected``.
     """
     server = np.where(f["backend_ip"] != "", f["backend_ip"], f["server_ip"])
     dest = [ctx.dest_points.get(str(s)) for s in server]
@@ -909,7 +909,11 @@ def _verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarray,
     fwd, rev = f["packets_fwd"].to_numpy(), f["packets_rev"].to_numpy()
     known = dest_label != ""
     redirect = np.asarray([bool(d) and d[0] in ctx.peer_redirect_nodes for d in dest], dtype=bool)
-    redirected = known & redirect & (reached > 0) & (reached < fwd) & (rev > 0)
+    # the destination's policy let the first packets through (they reached its veth); after that BPF
+    # redirects to the pod's peer: answered flows, and one-way flows other than TCP (for TCP an
+    # unanswered SYN that reached the pod is a different story: no listener, or the reply lost)
+    one_way = f["proto_num"].to_numpy() != 6
+    redirected = known & redirect & (reached > 0) & (reached < fwd) & ((rev > 0) | one_way)
     f["peer_redirected"] = np.where(redirected, fwd - reached, 0).astype(np.int64)
     tcp_unanswered = (f["proto_num"].to_numpy() == 6) & np.isin(f["conn_state"].to_numpy(), ["S0", "RSTOS0", "SH"])
     conditions = [

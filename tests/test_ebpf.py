@@ -341,3 +341,29 @@ def test_no_drop_counter_moved_is_said(unpacked):
         d = calforensics.analyze(b).drops.set_index("flow_id").loc[int(flow_for(b, FLOWS["denied"]).flow_id)]
         assert d.cause_kind == ""
         assert any("no drop counter moved" in e["detail"] and e["scope"] == "cumulative" for e in d.evidence)
+
+
+def test_one_way_udp_after_its_first_packet_is_peer_redirect_not_loss(tmp_path):
+    """UDP with no reply to a pod on an eBPF node: the destination veth shows about the first packet
+    only (the reference's A.3), so the rest is not lost. Without the BPF state it reads as partial."""
+    from pktutil import eth, udp4, write_pcap
+
+    client, server = "192.168.10.5", "192.168.20.7"
+    packets = [udp4(client, server, 40000, 9000, payload=b"m%d" % k, ip_id=k + 1) for k in range(5)]
+    for node, veth, frames in (("node-a", "cali0000000000a", packets), ("node-b", "cali0000000000b", packets[:1])):
+        pcaps = tmp_path / "nodes" / node / "pcaps"
+        pcaps.mkdir(parents=True)
+        times = [1_800_000_000_000_000_000 + k * 1_000_000 + (50_000 if node == "node-b" else 0) for k in range(5)]
+        write_pcap(pcaps / f"{veth}.pcap", [eth(p) for p in frames], times_ns=times[: len(frames)])
+        pod = client if node == "node-a" else server
+        (tmp_path / "nodes" / node / "ip-route.txt").write_text(f"{pod} dev {veth} scope link\n")
+        with tarfile.open(SAMPLES / "lab-ebpf.tgz") as tar:  # the node's BPF state: counters
+            member = "lab-ebpf/nodes/node-b/bpf-counters.txt"
+            (tmp_path / "nodes" / node / "bpf-counters.txt").write_bytes(tar.extractfile(member).read())
+    with calforensics.open_bundle(tmp_path) as b:
+        f = b.flows[b.flows.proto == "udp"].iloc[0]
+        assert (f.verdict, f.peer_redirected, f.packets_rev) == ("delivered", 4, 0)
+    for path in tmp_path.glob("nodes/*/bpf-counters.txt"):
+        path.unlink()
+    with calforensics.open_bundle(tmp_path) as b:
+        assert b.flows[b.flows.proto == "udp"].iloc[0].verdict == "partial"
