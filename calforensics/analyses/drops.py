@@ -152,6 +152,7 @@ def find_drops(b: Bundle) -> pd.DataFrame:
         ct_of.setdefault((str(e.orig_src), int(e.orig_sport), str(e.orig_dst), int(e.orig_dport)), []).append(e)
     causes: dict[tuple[str, str], tuple] = {}
     bpf: dict[tuple[str, str], tuple[dict | None, list[dict]]] = {}
+    bpf_ct_of, denies_of, anonymous_denies = _bpf_per_flow_state(b.bpf_conntrack, b.traces)
     rows = []
     for f in lost.itertuples(index=False):
         evidence = []
@@ -224,8 +225,8 @@ def find_drops(b: Bundle) -> pd.DataFrame:
             bpf[stretch] = _bpf_counter_cause(b.bpf_counters, _bpf_hooks(*stretch, roles))
         bpf_cause, bpf_counters = bpf[stretch]
         evidence += [dict(e) for e in bpf_counters]
-        per_flow = _bpf_conntrack_evidence(b.bpf_conntrack, f, stretch) + _bpf_trace_evidence(
-            b.traces, f, stretch, roles
+        per_flow = _bpf_conntrack_evidence(bpf_ct_of, f, stretch) + _bpf_trace_evidence(
+            denies_of, anonymous_denies, f, stretch, roles
         )
         evidence += per_flow
         if cause is None and bpf_cause is not None:
@@ -294,7 +295,7 @@ def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]
     """Drop counters that moved on those hooks (cumulative: they cannot say which packets), and the
     policy drop among them as the cause."""
     cause, evidence = None, []
-    counted = []  # hooks whose counters the bundle has
+    counted, moved = [], False  # hooks whose counters the bundle has; whether a drop counter moved
     for node, iface, hook in hooks:
         rows = counters[(counters["node"].astype(str) == node) & (counters["interface"].astype(str) == iface)]
         if rows.empty:
@@ -302,6 +303,7 @@ def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]
         col = hook  # the counters' columns are named by hook
         counted.append(f"{node}:{iface} {hook}")
         dropped = rows[rows["category"].astype(str).str.startswith("Dropped") & (rows[col] > 0)]
+        moved = moved or not dropped.empty
         for r in dropped.itertuples(index=False):
             value = int(getattr(r, col))
             evidence.append(
@@ -330,7 +332,7 @@ def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]
                     "detail": f"{node}:{iface} {hook} hook: no Calico program attached (N/A)",
                 }
             )
-    if counted and not any("Dropped" in e["detail"] for e in evidence):
+    if counted and not moved:
         evidence.append(
             {
                 "kind": "bpf_counter",
@@ -356,22 +358,29 @@ def _flow_ends(f) -> tuple[str, int, set[tuple[str, int]]]:
     return str(f.client_ip), int(f.client_port), servers
 
 
-def _bpf_conntrack_evidence(ct: pd.DataFrame, f, stretch: tuple[str, str]) -> list[dict]:
+def _bpf_per_flow_state(ct: pd.DataFrame, traces: pd.DataFrame) -> tuple[dict, dict, dict]:
+    """What the per-flow BPF evidence looks in, indexed once (not filtered once per lost flow): BPF
+    conntrack entries with leg approvals by opener (address, port); BPF debug-log DENY verdicts by
+    source (address, port), and the number of those logged without a tuple by (node, tag)."""
+    ct_of: dict[tuple[str, int], list] = {}
+    legs = ct[(ct["entry_type"].astype(str) != "nat-forward") & (ct["a2b_approved"] >= 0)]
+    for e in legs.itertuples(index=False):
+        ct_of.setdefault((str(e.src), int(e.sport)), []).append(e)
+    denies = traces[(traces["source"].astype(str) == "calico-bpf") & (traces["type"].astype(str) == "deny")]
+    src = denies["src"].astype(str)
+    denies_of = {(str(a), int(p)): rows for (a, p), rows in denies[src != ""].groupby(["src", "sport"], sort=False)}
+    anonymous = denies[src == ""].groupby(["node", "chain"], observed=True).size()
+    return ct_of, denies_of, {(str(n), str(c)): int(k) for (n, c), k in anonymous.items()}
+
+
+def _bpf_conntrack_evidence(ct_of: dict, f, stretch: tuple[str, str]) -> list[dict]:
     """The flow's BPF conntrack entries on the nodes of the stretch: an entry whose opener's leg is
     approved and the other not means the destination's policy has not allowed the flow."""
-    if ct.empty:
-        return []
     client, port, servers = _flow_ends(f)
     nodes = {_split(p)[0] for p in stretch if p}
-    mine = ct[
-        ct["node"].astype(str).isin(nodes)
-        & (ct["src"].astype(str) == client)
-        & (ct["sport"] == port)
-        & (ct["entry_type"].astype(str) != "nat-forward")
-    ]
     out = []
-    for e in mine.itertuples(index=False):
-        if (str(e.dst), int(e.dport)) not in servers or e.a2b_approved < 0:
+    for e in ct_of.get((client, port), []):
+        if str(e.node) not in nodes or (str(e.dst), int(e.dport)) not in servers:
             continue
         src_is_a = (_ip_int(str(e.src)), int(e.sport)) <= (_ip_int(str(e.dst)), int(e.dport))
         opener, other = (e.a2b_approved, e.b2a_approved) if src_is_a else (e.b2a_approved, e.a2b_approved)
@@ -391,39 +400,33 @@ def _bpf_conntrack_evidence(ct: pd.DataFrame, f, stretch: tuple[str, str]) -> li
     return out
 
 
-def _bpf_trace_evidence(traces: pd.DataFrame, f, stretch: tuple[str, str], roles: dict) -> list[dict]:
+def _bpf_trace_evidence(denies_of: dict, anonymous: dict, f, stretch: tuple[str, str], roles: dict) -> list[dict]:
     """BPF debug-log DENY verdicts for this flow's tuple (per flow), or on the hooks without a tuple."""
-    if traces.empty:
-        return []
-    bpf = traces[(traces["source"].astype(str) == "calico-bpf") & (traces["type"].astype(str) == "deny")]
-    if bpf.empty:
-        return []
     client, port, servers = _flow_ends(f)
-    own = bpf[(bpf["src"].astype(str) == client) & (bpf["sport"] == port)]
-    own = own.loc[
-        np.asarray([(str(d), int(p)) in servers for d, p in zip(own["dst"], own["dport"], strict=True)], bool)
-    ]
     out = []
-    for (node, tag, verdict), rows in own.groupby(["node", "chain", "verdict"], observed=True, sort=True):
-        out.append(
-            {
-                "kind": "bpf_trace",
-                "scope": "per_flow",
-                "detail": f"{node} BPF log {tag}: '{verdict}' {len(rows)} time(s) for {client}:{port} "
-                f"({rows['artifact'].iloc[0]}, lines {', '.join(str(x) for x in rows['line'].head(5))})",
-            }
-        )
+    own = denies_of.get((client, port))
+    if own is not None:
+        own = own.loc[
+            np.asarray([(str(d), int(p)) in servers for d, p in zip(own["dst"], own["dport"], strict=True)], bool)
+        ]
+        for (node, tag, verdict), rows in own.groupby(["node", "chain", "verdict"], observed=True, sort=True):
+            out.append(
+                {
+                    "kind": "bpf_trace",
+                    "scope": "per_flow",
+                    "detail": f"{node} BPF log {tag}: '{verdict}' {len(rows)} time(s) for {client}:{port} "
+                    f"({rows['artifact'].iloc[0]}, lines {', '.join(str(x) for x in rows['line'].head(5))})",
+                }
+            )
     if out:
         return out
     tags = {(n, f"{i}-{HOOK_TAG[h]}") for n, i, h in _bpf_hooks(*stretch, roles)}
-    anon = bpf.loc[np.asarray([(str(n), str(c)) in tags for n, c in zip(bpf["node"], bpf["chain"], strict=True)], bool)]
-    anon = anon[anon["src"].astype(str) == ""]
-    for (node, tag), rows in anon.groupby(["node", "chain"], observed=True, sort=True):
+    for node, tag in sorted(tags & anonymous.keys()):
         out.append(
             {
                 "kind": "bpf_trace",
                 "scope": "per_hook",
-                "detail": f"{node} BPF log {tag}: {len(rows)} DENY verdict(s) with no tuple logged",
+                "detail": f"{node} BPF log {tag}: {anonymous[(node, tag)]} DENY verdict(s) with no tuple logged",
             }
         )
     return out
