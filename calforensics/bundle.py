@@ -445,7 +445,7 @@ class Bundle:
         wireguard, outer, inner, self._wireguard_lone = match_wireguard(
             columns_frame({**front, **cols}),
             messages,
-            address_owners(self.interfaces, self.routes),
+            self.owners,
             self._mtus(),
             self.routes,
         )
@@ -498,7 +498,7 @@ class Bundle:
     @cached_property
     def _joined(self) -> Joined:
         self._tick("joining capture points", 0, 2)
-        owners = address_owners(self.interfaces, self.routes)
+        owners = self.owners
         threads = self.runner.cores  # the join's work splits into as many parts as asked
         packets = self.packets
         partitions = self.runner.partitioning(len(packets))
@@ -524,6 +524,11 @@ class Bundle:
         )
         release_freed_memory()
         return Joined(hops=hops, clock_offsets=offsets, flows=flows)
+
+    @cached_property
+    def owners(self) -> dict[str, str]:
+        """IP -> node for node addresses and local pod addresses (`join.address_owners`)."""
+        return address_owners(self.interfaces, self.routes)
 
     @cached_property
     def service_index(self) -> Services:

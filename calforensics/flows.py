@@ -309,7 +309,7 @@ def build_flows(
     if not bounded:
         hops["flow_id"] = flow
 
-    services = services if services is not None else build_services(rules, _NO_BPF_NAT, _NO_LISTING)
+    services = services if services is not None else build_services(rules)
     ctx = _Context(services, destination_points(captures), captures, routes, frozenset(ebpf_nodes))
     flows = pd.DataFrame()
     if n:
@@ -366,10 +366,6 @@ def build_flows(
     if bounded:  # a frame over the mapped columns as they are (setting a column would copy it into memory)
         hops = columns_frame({**{c: hops[c] for c in hops.columns}, "flow_id": flow, "direction": directions})
     return table, conform(hops, "hops")
-
-
-_NO_BPF_NAT = pd.DataFrame(columns=["frontend_ip", "frontend_port", "proto", "svc_id", "backend_ip", "backend_port"])
-_NO_LISTING = pd.DataFrame(columns=["namespace", "name", "cluster_ip", "external_ip", "port", "node_port", "protocol"])
 
 
 def destination_points(captures: pd.DataFrame) -> dict[str, tuple[str, str, int]]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .schema import conform
+
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 NODEPORT_WILDCARD = "255.255.255.255"
 
@@ -49,10 +51,15 @@ def _proto_name(value: object) -> str:
 
 
 def build_services(
-    rules: pd.DataFrame, bpf_nat: pd.DataFrame, listing: pd.DataFrame, node_ips: set[str] | None = None
+    rules: pd.DataFrame,
+    bpf_nat: pd.DataFrame | None = None,
+    listing: pd.DataFrame | None = None,
+    node_ips: set[str] | None = None,
 ) -> Services:
     """``node_ips``: the nodes' addresses, at which NodePort frontends (`255.255.255.255:<port>` in BPF
-    NAT, `80:30080/TCP` in a listing) are dialled."""
+    NAT, `80:30080/TCP` in a listing) are dialled. Without ``bpf_nat`` or ``listing``: none."""
+    bpf_nat = conform(pd.DataFrame(), "bpf_nat") if bpf_nat is None else bpf_nat
+    listing = conform(pd.DataFrame(), "services") if listing is None else listing
     out = Services(node_ips=frozenset(node_ips or ()))
     named: dict[Key, str] = {}
     by_node_port: dict[tuple[int, str], str] = {}

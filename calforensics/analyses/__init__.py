@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..bundle import Bundle
-from ..join import address_owners
 from ..memory import release_freed_memory
 from ..parallel import thread_map
 from . import drops, latency, overhead, wireguard
@@ -87,7 +86,7 @@ def _latency(bundle: Bundle) -> dict:
 def analyze(bundle: Bundle) -> Analysis:
     """Drops, overhead and latency, each over the joined tables. The three read the bundle's
     tables only and are independent, so they run in threads when the bundle has workers."""
-    owners = address_owners(bundle.interfaces, bundle.routes)
+    owners = bundle.owners
     # every lazily built table is built here, before any thread reads it (built twice at once,
     # a table would log its anomalies twice)
     bundle.load_text_tables()
