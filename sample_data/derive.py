@@ -1,6 +1,6 @@
 """What the sample derivations share (ipip.py, ebpf.py, wireguard.py): exact pcap reading and
-writing, checksums, unpacking a lab bundle and packing the derived one with its ground truth, and
-replacing the lab's `vxlan.calico` device in `ip link` / `ip addr` dumps."""
+writing, checksums, bpftool's hex dump form, unpacking a lab bundle and packing the derived one
+with its ground truth, and replacing the lab's `vxlan.calico` device in `ip link` / `ip addr` dumps."""
 
 from __future__ import annotations
 
@@ -46,6 +46,18 @@ def read_pcap(path: Path) -> list[tuple[int, bytes]]:
         out.append((sec * 1_000_000_000 + frac * mult, data[off + 16 : off + 16 + incl]))
         off += 16 + incl
     return out
+
+
+def bpftool_hex(data: bytes) -> list[str]:
+    """Bytes as `bpftool map dump` prints them without BTF (fprint_hex): 16 a row, two spaces after
+    the eighth (formats reference 5.3)."""
+    rows = []
+    for i in range(0, len(data), 16):
+        chunk = data[i : i + 16]
+        left = " ".join(f"{x:02x}" for x in chunk[:8])
+        right = " ".join(f"{x:02x}" for x in chunk[8:])
+        rows.append(left + ("  " + right if right else ""))
+    return rows
 
 
 def unpack(src: Path, into: Path) -> Path:

@@ -37,7 +37,7 @@ from pathlib import Path
 import dpkt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from derive import pack_derived, read_pcap, unpack, write_pcap
+from derive import bpftool_hex, pack_derived, read_pcap, unpack, write_pcap
 
 WEB_SVC = ("10.96.0.50", 80, 6, 23, "default", "web")  # vip, port, proto, BPF service id, namespace, name
 ECHO_SVC = ("10.96.0.60", 9000, 17, 24, "default", "echo")
@@ -85,6 +85,11 @@ def _tuple(frame: bytes) -> tuple | None:
     return eth, ip, ip.data
 
 
+def _ends(ip, l4) -> tuple[tuple[str, int], tuple[str, int]]:
+    """((source address, port), (destination address, port)) of a packet."""
+    return (ipaddress.ip_address(ip.src).exploded, l4.sport), (ipaddress.ip_address(ip.dst).exploded, l4.dport)
+
+
 def _rewrite(eth, ip, l4, src=None, dst=None) -> bytes:
     if src:
         ip.src, l4.sport = ipaddress.ip_address(src[0]).packed, src[1]
@@ -105,10 +110,7 @@ def _client_veth(frames: list[tuple[int, bytes]], truth: dict) -> list[tuple[int
         t = _tuple(frame)
         if t is not None:
             eth, ip, l4 = t
-            src, dst = (
-                (ipaddress.ip_address(ip.src).exploded, l4.sport),
-                (ipaddress.ip_address(ip.dst).exploded, l4.dport),
-            )
+            src, dst = _ends(ip, l4)
             if src == (CLIENT, tcp_port) and dst == WEB_SVC[:2]:
                 frame = _rewrite(eth, ip, l4, dst=WEB)
             elif dst == (CLIENT, tcp_port) and src == WEB_SVC[:2]:
@@ -144,8 +146,7 @@ def _flows_of(frames: list[tuple[int, bytes]]) -> dict[tuple, dict]:
         if t is None:
             continue
         _, ip, l4 = t
-        a = (ipaddress.ip_address(ip.src).exploded, l4.sport)
-        b = (ipaddress.ip_address(ip.dst).exploded, l4.dport)
+        a, b = _ends(ip, l4)
         proto = 6 if isinstance(l4, dpkt.tcp.TCP) else 17
         key = (proto, a, b) if (proto, a, b) in flows or (proto, b, a) not in flows else (proto, b, a)
         f = flows.setdefault(key, {"fwd": [0, 0], "rev": [0, 0], "first": ts, "last": ts, "flags": 0, "rflags": 0})
@@ -199,19 +200,9 @@ def _ct_text(flows: dict, dump_ns: int, nat: dict) -> list[str]:
     return lines
 
 
-def _hex_rows(data: bytes) -> list[str]:
-    """bpftool's fprint_hex: 16 bytes a row, two spaces after the eighth."""
-    rows = []
-    for i in range(0, len(data), 16):
-        chunk = data[i : i + 16]
-        left = " ".join(f"{x:02x}" for x in chunk[:8])
-        right = " ".join(f"{x:02x}" for x in chunk[8:])
-        rows.append(left + ("  " + right if right else ""))
-    return rows
-
-
-def _ct_bpftool(flows: dict, ifindex: dict[str, int], approved_dest: set, dump_ns: int) -> list[str]:
-    """`bpftool map dump` of cali_v4_ct3 (hash, no BTF): key 16 B, value 88 B (formats reference 5.2)."""
+def _ct_bpftool(flows: dict, ifindex: dict[str, int], approved_dest: set, dump_ns: int, boot_ns: int) -> list[str]:
+    """`bpftool map dump` of cali_v4_ct3 (hash, no BTF): key 16 B, value 88 B (formats reference 5.2).
+    ``boot_ns``: the wall-clock time of the node's CLOCK_MONOTONIC 0, which conntrack times count from."""
     lines = []
     for (proto, a, b), f in flows.items():
         ia, ib = ipaddress.ip_address(a[0]).packed, ipaddress.ip_address(b[0]).packed
@@ -238,14 +229,11 @@ def _ct_bpftool(flows: dict, ifindex: dict[str, int], approved_dest: set, dump_n
         by_key = legs if a_first else legs[::-1]
         # type 0 (normal), flags, flags3, flags4, 3 pad bytes, flags2 (0x01 there is 0x100, B-A: B opened)
         type_flags = bytes([0, 0, 0, 0, 0, 0, 0, 0x00 if a_first else 0x01])
-        value = struct.pack("<QQ", dump_ns - 600_000_000_000, f["last"] - BOOT_NS_OFFSET[0]) + type_flags
+        value = struct.pack("<QQ", dump_ns - 600_000_000_000, f["last"] - boot_ns) + type_flags
         value += by_key[0] + by_key[1] + b"\0" * 16
-        lines += ["key:", *_hex_rows(key), "value:", *_hex_rows(value)]
+        lines += ["key:", *bpftool_hex(key), "value:", *bpftool_hex(value)]
     lines.append(f"Found {len(flows)} element{'s' if len(flows) != 1 else ''}")
     return lines
-
-
-BOOT_NS_OFFSET = [0]  # wall-clock ns of the nodes' boot (CLOCK_MONOTONIC 0), set per bundle
 
 
 def _counter_table(iface: str, rows: list[tuple[str, str, int | None, int | None]]) -> list[str]:
@@ -296,7 +284,7 @@ def convert(src: Path, dst: Path) -> Path:
         denied_port = truth["client_results"]["denied"]["sport"]
         nodes = bundle / "nodes"
         first_ts = min(ts for cap in nodes.glob("*/pcaps/*.pcap") for ts, _ in read_pcap(cap)[:1])
-        BOOT_NS_OFFSET[0] = first_ts - BOOT_NS
+        boot_ns = first_ts - BOOT_NS
         hidden_total: dict[str, int] = {}
         denied_syns: list[int] = []
         for node_dir in sorted(nodes.iterdir()):
@@ -377,10 +365,12 @@ def convert(src: Path, dst: Path) -> Path:
                 maps = node_dir / "bpf-maps"
                 maps.mkdir(exist_ok=True)
                 (maps / f"cali_v4_ct3-id_{CT_MAP_ID}.txt").write_text(
-                    "\n".join(_ct_bpftool(flows, {ip: ifindex[i] for ip, i in local_pods.items()}, approved, dump_ns))
+                    "\n".join(
+                        _ct_bpftool(flows, {ip: ifindex[i] for ip, i in local_pods.items()}, approved, dump_ns, boot_ns)
+                    )
                     + "\n"
                 )
-                (node_dir / "bpf-tracelog.txt").write_text(_tracelog(denied_syns, ifindex, denied_port) + "\n")
+                (node_dir / "bpf-tracelog.txt").write_text(_tracelog(denied_syns, ifindex, denied_port, boot_ns) + "\n")
             (node_dir / "bpf-prog.txt").write_text(_prog_list(ifindex))
             meta.update(synthetic=True, synthetic_source=src.name, synthetic_rewrites=REWRITES)
             (node_dir / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -408,8 +398,7 @@ def _post_nat(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         if t is None:
             continue
         eth, ip, l4 = t
-        src = (ipaddress.ip_address(ip.src).exploded, l4.sport)
-        dst = (ipaddress.ip_address(ip.dst).exploded, l4.dport)
+        src, dst = _ends(ip, l4)
         if dst == ECHO_SVC[:2]:
             frame = _rewrite(eth, ip, l4, dst=(WEB[0], ECHO_SVC[1]))
         elif src == ECHO_SVC[:2]:
@@ -503,12 +492,12 @@ def _counters(caps: dict, truth: dict, node: str, hidden: dict, denied_syns: lis
     return out
 
 
-def _tracelog(denied_syns: list[int], ifindex: dict[str, int], port: int) -> str:
+def _tracelog(denied_syns: list[int], ifindex: dict[str, int], port: int, boot_ns: int) -> str:
     """`bpftool prog tracelog` lines for each denied SYN at the db veth's tc egress (tag -I)."""
     tag = "cali3a87a5219a9-I"
     lines = []
     for ts in denied_syns:
-        t = (ts - BOOT_NS_OFFSET[0]) / 1e9
+        t = (ts - boot_ns) / 1e9
         head = f"          <idle>-0       [001] ..s2. {t:12.6f}: bpf_trace_printk: {tag}: "
         lines += [
             head + f"New packet at ifindex={ifindex['cali3a87a5219a9']}; mark=0",

@@ -245,23 +245,15 @@ def test_nodeport_forwarding_vxlan_is_told_from_the_overlay(tmp_path):
         assert dict(zip(tunnels.type, tunnels.vni, strict=True)) == {"vxlan": 4096, "vxlan-nodeport": 0xCA11C0}
 
 
-def _hex_rows(data: bytes) -> list[str]:
-    """bpftool's plain hex: 16 bytes a row, two spaces after the eighth (formats reference 5.3)."""
-    rows = []
-    for i in range(0, len(data), 16):
-        chunk = data[i : i + 16]
-        rows.append(
-            " ".join(f"{x:02x}" for x in chunk[:8])
-            + ("  " + " ".join(f"{x:02x}" for x in chunk[8:]) if chunk[8:] else "")
-        )
-    return rows
-
-
 def test_services_from_bpftool_nat_map_dumps(unpacked):
     """Only `bpftool map dump` of the NAT frontend and backend maps (no calico-bpf `nat dump`): the
     same services and backends, the same connect-time-LB candidates."""
     import ipaddress
     import struct
+    import sys
+
+    sys.path.insert(0, str(SAMPLES))
+    from derive import bpftool_hex as _hex_rows
 
     fe, be = [], []
     for svc in TRUTH["services"]:
