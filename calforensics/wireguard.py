@@ -12,8 +12,8 @@ super-packet that left as several messages (received: several messages merged by
 
 When a message or plaintext is left without a partner, the pair just before it is `ambiguous` if it
 could as well have been made with the one left over (same size, time allowing), and so is the pair
-just after it if the skip was decided by size alone: which of the two was lost cannot be told. Only `exact`
-pairs join their plaintext's packet instance: the message's row in the packets table takes the
+just after it if the skip was decided by size alone: which of the two was lost cannot be told. Only
+`exact` pairs join their plaintext's packet instance: the message's row in the packets table takes the
 plaintext's inner fields (encap `wireguard`), so flows, overhead and latency cross the encrypted hop.
 """
 
@@ -204,8 +204,8 @@ def match_wireguard(
     """(wireguard table, outer rows and inner rows of the exact pairs, plaintext rows no message
     carried as far as the captures show). ``messages`` has the packet row and header fields of every
     UDP message on a WireGuard port; ``mtus`` maps (node, device) to MTU; ``routes`` tell a
-    plaintext's peer node when its remote address is not one the bundle knows the owner of. Addresses and names are
-    worked on as category codes: a busy node pair has millions of messages."""
+    plaintext's peer node when the bundle does not know who owns its remote address. Addresses and
+    names are worked on as category codes: a busy node pair has millions of messages."""
     none = np.zeros(0, np.int64)
     if messages.empty:
         return conform(pd.DataFrame(), "wireguard"), none, none, none
