@@ -85,6 +85,14 @@ def _tuple(frame: bytes) -> tuple | None:
     return eth, ip, ip.data
 
 
+def _parsed(frames: list[tuple[int, bytes]]):
+    """(time, frame, Ethernet, IP, TCP/UDP) of the frames that are IPv4 TCP or UDP; the rest left out."""
+    for ts, frame in frames:
+        t = _tuple(frame)
+        if t is not None:
+            yield (ts, frame, *t)
+
+
 def _ends(ip, l4) -> tuple[tuple[str, int], tuple[str, int]]:
     """((source address, port), (destination address, port)) of a packet."""
     return (ipaddress.ip_address(ip.src).exploded, l4.sport), (ipaddress.ip_address(ip.dst).exploded, l4.dport)
@@ -141,11 +149,7 @@ def _peer_redirected(frames: list[tuple[int, bytes]], pod_ip: str) -> tuple[list
 def _flows_of(frames: list[tuple[int, bytes]]) -> dict[tuple, dict]:
     """Per 5-tuple as first sent: packets and bytes each way, first and last time, TCP flags seen."""
     flows: dict[tuple, dict] = {}
-    for ts, frame in frames:
-        t = _tuple(frame)
-        if t is None:
-            continue
-        _, ip, l4 = t
+    for ts, _, _, ip, l4 in _parsed(frames):
         a, b = _ends(ip, l4)
         proto = 6 if isinstance(l4, dpkt.tcp.TCP) else 17
         key = (proto, a, b) if (proto, a, b) in flows or (proto, b, a) not in flows else (proto, b, a)
@@ -265,11 +269,8 @@ def _counts(frames: list[tuple[int, bytes]], local: str | set[str]) -> tuple[int
     """(packets from the local addresses, packets to them) through a device."""
     local = {local} if isinstance(local, str) else local
     ingress = egress = 0
-    for _, frame in frames:
-        t = _tuple(frame)
-        if t is None:
-            continue
-        if ipaddress.ip_address(t[1].src).exploded in local:
+    for _, _, _, ip, _ in _parsed(frames):
+        if ipaddress.ip_address(ip.src).exploded in local:
             ingress += 1
         else:
             egress += 1
@@ -393,17 +394,14 @@ def pods_iface(truth: dict, pod: str) -> str:
 def _post_nat(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     """The UDP service address as BPF conntrack keys it: the post-NAT backend."""
     out = []
-    for ts, frame in frames:
-        t = _tuple(frame)
-        if t is None:
-            continue
-        eth, ip, l4 = t
+    for ts, frame, eth, ip, l4 in _parsed(frames):
         src, dst = _ends(ip, l4)
         if dst == ECHO_SVC[:2]:
-            frame = _rewrite(eth, ip, l4, dst=(WEB[0], ECHO_SVC[1]))
+            out.append((ts, _rewrite(eth, ip, l4, dst=(WEB[0], ECHO_SVC[1]))))
         elif src == ECHO_SVC[:2]:
-            frame = _rewrite(eth, ip, l4, src=(WEB[0], ECHO_SVC[1]))
-        out.append((ts, frame))
+            out.append((ts, _rewrite(eth, ip, l4, src=(WEB[0], ECHO_SVC[1]))))
+        else:
+            out.append((ts, frame))
     return out
 
 
