@@ -33,11 +33,13 @@ def message_headers(fi: FrameIndex, rows: np.ndarray) -> dict[str, np.ndarray]:
     out = {k: np.full(n, -1, dtype=np.int64) for k in ("msg_type", "receiver_index", "sender_index", "counter")}
     if not n or not len(fi.data):
         return out
+    # per interface of the file (few), then per frame by index: no Python step per frame
     linktypes = np.asarray([ci.linktype for ci in fi.interfaces] or [-1], dtype=np.int64)
-    link = linktypes[fi.iface[rows]] if len(fi.interfaces) > 1 else np.full(n, linktypes[0])
+    headers = np.asarray([LINK_HEADER.get(int(t), -1) for t in linktypes], dtype=np.int64)
+    at_iface = fi.iface[rows] if len(fi.interfaces) > 1 else np.zeros(n, dtype=np.int64)
+    link, l3 = linktypes[at_iface], headers[at_iface]
     start = fi.offsets[rows]
     caplen = fi.caplens[rows].astype(np.int64)
-    l3 = np.asarray([LINK_HEADER.get(int(t), -1) for t in link], dtype=np.int64)
     ok = l3 >= 0
     eth = ok & (link == 1)
     for _ in range(2):  # 802.1Q / 802.1ad tags before the IP header
