@@ -28,7 +28,7 @@ from peak_memory import PeakAnon, PeakGrowth
 import calforensics
 import calforensics.analyses
 import calforensics.bundle
-import calforensics.report  # before any timing: the package loads its modules on first use
+import calforensics.render.report
 
 
 def run(root: Path, workers: int, out: Path, tables: str, partition: int = 0) -> None:

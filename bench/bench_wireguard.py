@@ -17,7 +17,7 @@ from pathlib import Path
 
 import calforensics
 import calforensics.bundle
-from calforensics.wireguard import match_wireguard, padded
+from calforensics.join.wireguard import match_wireguard, padded
 
 NODE_A, NODE_B = "10.0.0.11", "10.0.0.12"
 POD_A, POD_B = "192.168.10.5", "192.168.20.7"

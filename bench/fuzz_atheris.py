@@ -19,9 +19,9 @@ with atheris.instrument_imports():
     import pandas as pd
 
     from calforensics.anomalies import AnomalyLog
-    from calforensics.parsers import calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
-    from calforensics.parsers.packets import decode_frames
-    from calforensics.parsers.pcap import read_frames
+    from calforensics.ingest.parsers import calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
+    from calforensics.ingest.parsers.packets import decode_frames
+    from calforensics.ingest.parsers.pcap import read_frames
 
 TEXT = [
     conntrack.parse_conntrack,

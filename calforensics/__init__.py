@@ -1,9 +1,15 @@
-"""calforensics: offline forensic analysis of Kubernetes networking on Calico, from a diagnostics bundle."""
+"""calforensics: offline forensic analysis of Kubernetes networking on Calico, from a diagnostics bundle.
 
-__version__ = "0.1.0"
+The pipeline, one folder a stage: ingest/ (bundle to raw tables) -> meaning/ (what node state means)
+-> join/ (one packet at every capture point; flows) -> analyses/ (drops, overhead, latency) -> render/
+(the report). runtime/ runs the work and collect/ writes bundles; bundle.py is the façade over the
+first three stages; schema.py and anomalies.py are shared by all.
+"""
 
 from importlib import import_module
 from typing import TYPE_CHECKING
+
+from .version import __version__ as __version__
 
 # where each public name lives; imported on first use (PEP 562), so `import calforensics.cli` and
 # `calforensics --help` do not load pandas, numba and matplotlib
@@ -11,19 +17,19 @@ _PUBLIC = {
     "TABLES": "bundle",
     "Analysis": "analyses",
     "Bundle": "bundle",
-    "BundleError": "archive",
-    "Limits": "archive",
+    "BundleError": "ingest.archive",
+    "Limits": "ingest.archive",
     "analyze": "analyses",
     "open_bundle": "bundle",
-    "write_report": "report",
+    "write_report": "render.report",
 }
 __all__ = ["TABLES", "Analysis", "Bundle", "BundleError", "Limits", "analyze", "open_bundle", "write_report"]
 
 if TYPE_CHECKING:
     from .analyses import Analysis, analyze
-    from .archive import BundleError, Limits
     from .bundle import TABLES, Bundle, open_bundle
-    from .report import write_report
+    from .ingest.archive import BundleError, Limits
+    from .render.report import write_report
 
 
 def __getattr__(name: str) -> object:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from .version import __version__
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -52,8 +52,8 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _open(path: Path, progress: Progress, **options: object) -> Bundle:
-    from .archive import BundleError
     from .bundle import open_bundle
+    from .ingest.archive import BundleError
 
     task = progress.add_task("opening bundle", total=None)
 
@@ -91,7 +91,7 @@ def _limits(max_bundle: str | None, max_member: str | None, max_members: int | N
     """The archive limits asked for on the command line, the defaults for the rest."""
     from dataclasses import replace
 
-    from .archive import Limits
+    from .ingest.archive import Limits
 
     asked = {
         "max_total_bytes": _size(max_bundle) if max_bundle else None,
@@ -113,13 +113,12 @@ def inspect_cmd(
     max_depth: MaxDepth = None,
 ) -> None:
     """Inventory of a bundle: nodes, captures, artifacts recognised, anomalies by kind."""
-    from .inventory import inventory
 
     limits = _limits(max_bundle_size, max_file_size, max_files, max_depth)
     with _progress(not as_json and err.is_terminal) as progress:
         bundle = _open(bundle_path, progress, limits=limits)
         try:
-            inv = inventory(bundle, decode_packets=packets)
+            inv = bundle.inventory(decode_packets=packets)
         finally:
             bundle.close()
     if as_json:
@@ -254,8 +253,8 @@ def analyze_cmd(
 
     --since/--until/--host/--port/--node cut the bundle down to the incident before the join."""
     from .analyses import analyze
-    from .focus import Focus
-    from .report import TABLE_FORMATS, write_report
+    from .join.focus import Focus
+    from .render.report import TABLE_FORMATS, write_report
 
     if tables not in TABLE_FORMATS:
         _fail(f"--tables must be one of {', '.join(TABLE_FORMATS)}")
@@ -445,7 +444,7 @@ def collect_cmd(
     events: Annotated[bool, typer.Option(help="also record `conntrack -E` during the capture")] = False,
 ) -> None:
     """Capture on this node (or netns) and dump its networking state into a bundle. Needs root."""
-    from .collect import CollectError, CollectOptions, collect, pack, require_root
+    from .collect.collector import CollectError, CollectOptions, collect, pack, require_root
 
     target = out
     if out.name.endswith((".tgz", ".tar.gz")):

@@ -10,7 +10,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .parsers.text import int_column
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def to_int(s: str | None, default: int = -1) -> int:
+    """Parse decimal or 0x-hex; ``default`` when absent, not a number, or beyond int64 (a damaged
+    field must not make the whole table fail to build)."""
+    if s is None:
+        return default
+    try:
+        value = int(s, 0) if s.lower().startswith("0x") else int(s)
+    except ValueError:
+        return default
+    return value if INT64[0] <= value <= INT64[1] else default
+
+
+def int_column(col: pd.Series) -> pd.Series:
+    """Integers exactly (no float round trip, which breaks nanosecond timestamps); -1 where absent."""
+    return pd.Series(
+        [to_int(str(v)) if v is not None and v == v and v != "" else -1 for v in col], index=col.index, dtype="int64"
+    )
+
+
 
 # (column, dtype, meaning). dtype is one of: int8/16/32/64, uint64, float64, bool, category, string.
 SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {

@@ -12,7 +12,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from calforensics.collect import pack
+from calforensics.collect.collector import pack
 
 
 def checksum(data: bytes) -> int:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from calforensics.collect import CollectOptions, Collector, pack
+from calforensics.collect.collector import CollectOptions, Collector, pack
 
 VNI, VXLAN_PORT, VXLAN_MTU, UNDERLAY_MTU = 4096, 4789, 1450, 1500
 POD_CIDR = "192.168.0.0/16"

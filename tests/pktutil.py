@@ -9,8 +9,8 @@ from pathlib import Path
 import dpkt
 
 from calforensics.anomalies import AnomalyLog
-from calforensics.parsers.packets import decode_frames
-from calforensics.parsers.pcap import read_frames
+from calforensics.ingest.parsers.packets import decode_frames
+from calforensics.ingest.parsers.pcap import read_frames
 
 
 def ip4(s: str) -> bytes:

@@ -7,13 +7,12 @@ on CI (CI=true), where it must run.
 """
 
 import json
-import os
 import struct
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, unavailable
 
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -29,9 +28,7 @@ def memlimit():
     import memlimit
 
     if not memlimit.available():
-        if os.environ.get("CI"):
-            pytest.fail("the bounded-memory test must run on CI, but no writable memory cgroup is here")
-        pytest.skip("needs root and a memory cgroup")
+        unavailable("the bounded-memory test needs root and a writable memory cgroup")
     return memlimit
 
 
@@ -151,9 +148,7 @@ def small_disk(tmp_path):
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs on CI: {done.stderr.decode(errors='replace')}")
-        pytest.skip("needs root to mount a small tmpfs")
+        unavailable(f"cannot mount a small tmpfs (needs root): {done.stderr.decode(errors='replace')}")
     yield mount
     subprocess.run(["umount", str(mount)], check=False)
 
@@ -188,7 +183,7 @@ def test_no_room_for_partition_files_is_one_clear_error(small_disk):
     up under them is a RuntimeError naming the folder (which the CLI prints as one line, exit 2)."""
     import numpy as np
 
-    from calforensics.partitions import PartitionFiles
+    from calforensics.runtime.partitions import PartitionFiles
 
     store = PartitionFiles(small_disk / "join", 4, {"row": np.int64, "ts": np.int64})
     rows = np.arange(200_000)  # 3.2 MB of columns for a 1 MB disk

@@ -10,7 +10,6 @@ except on CI (CI=true), where .ci/run installs it.
 """
 
 import io
-import os
 import shutil
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, unavailable
 from PIL import Image
 
 import calforensics
@@ -32,9 +31,7 @@ HOSTILE = "hostile.invalid"
 @pytest.fixture
 def chromium():
     if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("the browser test must run on CI, but chromium is not installed")
-        pytest.skip("needs chromium (Debian package chromium)")
+        unavailable("the browser test needs chromium (Debian package chromium)")
     return CHROMIUM
 
 

@@ -327,7 +327,8 @@ def test_cli_starts_without_the_heavy_modules_and_the_api_names_resolve():
 
     import importlib
 
-    from calforensics import cli, parallel
+    from calforensics import cli
+    from calforensics.runtime import parallel
 
     assert cli.CHUNK_PACKETS == parallel.CHUNK_PACKETS
     assert cli.PARTITION_ROWS == parallel.PARTITION_ROWS

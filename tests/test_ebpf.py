@@ -12,7 +12,7 @@ from groundtruth import flow_for
 
 import calforensics
 from calforensics.anomalies import AnomalyLog
-from calforensics.parsers import kubectl, traces
+from calforensics.ingest.parsers import kubectl, traces
 
 TRUTH = json.loads((SAMPLES / "lab-ebpf.ground_truth.json").read_text())
 FLOWS = {f["name"]: f for f in TRUTH["flows"]}
@@ -289,7 +289,7 @@ def test_services_from_bpftool_nat_map_dumps(unpacked):
 def test_nodeport_frontends_only_at_node_addresses():
     """A BPF NodePort frontend (255.255.255.255:<port>) and a listing's `80:30080/TCP` name flows to a
     node address at that port, not flows to any address that happens to use the port."""
-    from calforensics.services import build_services
+    from calforensics.meaning.services import build_services
 
     nat = pd.DataFrame(
         {

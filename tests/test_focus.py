@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, SAMPLE
 
 import calforensics
-from calforensics.focus import Focus, parse_time
+from calforensics.join.focus import Focus, parse_time
 
 VIP = "10.96.0.50"  # the lab's ClusterIP (default/web:http)
 

@@ -159,7 +159,7 @@ def test_segment_helpers_equal_the_pandas_group_bys_they_replace():
     import numpy as np
     import pandas as pd
 
-    from calforensics.join import _min_within, _rank_within
+    from calforensics.join.hops import _min_within, _rank_within
 
     rng = np.random.default_rng(3)
     for n in (0, 1, 7, 5000):
@@ -195,7 +195,7 @@ def test_sender_receiver_pairs_equal_the_group_by_formulation():
     import numpy as np
     import pandas as pd
 
-    from calforensics.join import _sender_receiver_pairs
+    from calforensics.join.hops import _sender_receiver_pairs
 
     rng = np.random.default_rng(11)
     for n, unknown in ((0, False), (1, False), (50, False), (50, True), (20_000, False)):
@@ -224,7 +224,7 @@ def test_components_equal_a_union_find():
     as the union-find it replaced did, on random graphs with chains, cycles and isolated nodes."""
     import numpy as np
 
-    from calforensics.flows import _components
+    from calforensics.join.flows import _components
 
     def union_find(n, a, b):
         parent = list(range(n))
@@ -255,7 +255,7 @@ def test_join_split_by_fingerprint_range_equals_the_whole_table_join(monkeypatch
     7 ranges over a small bundle leaves some of them empty."""
     import pandas as pd
 
-    from calforensics import join
+    from calforensics.join import hops as join
 
     monkeypatch.setattr(join, "JOIN_MIN_ROWS", 0)
     with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
@@ -274,7 +274,8 @@ def test_flow_summaries_split_by_flow_range_equal_the_whole_table(monkeypatch, t
     so flows and hop directions must not depend on the split (40 ranges: about one flow each)."""
     import pandas as pd
 
-    from calforensics import flows, join
+    from calforensics.join import flows
+    from calforensics.join import hops as join
 
     monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)
     with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
@@ -318,9 +319,10 @@ def test_partitioned_join_and_flows_equal_the_in_memory_ones(tmp_path, rows, blo
     partitions joined and summarised three at a time."""
     import pandas as pd
 
-    from calforensics import flows, join
-    from calforensics.parallel import mapped_array
-    from calforensics.partitions import Partitioning
+    from calforensics.join import flows
+    from calforensics.join import hops as join
+    from calforensics.runtime.parallel import mapped_array
+    from calforensics.runtime.partitions import Partitioning
 
     made = iter(range(1 << 20))
     arrays = tmp_path / "arrays"
@@ -438,7 +440,7 @@ def test_tunnel_and_flow_overhead_summed_over_blocks_equal_one_group_by():
 def test_instance_blocks_cover_the_hops_and_never_split_an_instance():
     import numpy as np
 
-    from calforensics.flows import instance_blocks
+    from calforensics.join.flows import instance_blocks
 
     rng = np.random.default_rng(9)
     for n, rows in ((0, 4), (1, 1), (50, 7), (1000, 64), (1000, 1)):
@@ -463,7 +465,7 @@ def test_first_seen_ids_over_blocks_equal_one_factorisation():
     import numpy as np
     import pandas as pd
 
-    from calforensics.flows import _FirstSeen
+    from calforensics.join.flows import _FirstSeen
 
     rng = np.random.default_rng(3)
     values = rng.integers(-5, 40, 1000) * (1 << 40)
@@ -484,7 +486,7 @@ def test_per_flow_aggregates_equal_pandas_group_bys():
     import numpy as np
     import pandas as pd
 
-    from calforensics.flows import _per_flow
+    from calforensics.join.flows import _per_flow
 
     rng = np.random.default_rng(9)
     for n in (0, 1, 100, 20_000):
@@ -505,7 +507,7 @@ def test_group_medians_equal_the_pandas_group_by_median():
     import numpy as np
     import pandas as pd
 
-    from calforensics.flows import _group_medians
+    from calforensics.join.flows import _group_medians
 
     rng = np.random.default_rng(21)
     for n, spread in ((0, 10), (1, 10), (101, 10), (5000, 10**9), (5000, 2**61)):
@@ -524,7 +526,7 @@ def test_pack_numbers_tuples_as_the_pairwise_factorisation_did():
     import numpy as np
     import pandas as pd
 
-    from calforensics.flows import _pack
+    from calforensics.join.flows import _pack
 
     def pairwise_ids(*cols):
         key = pd.factorize(cols[0])[0].astype(np.int64)
@@ -545,7 +547,7 @@ def test_first_seen_codes_equal_pandas_factorize():
     import numpy as np
     import pandas as pd
 
-    from calforensics.join import first_seen_codes
+    from calforensics.join.hops import first_seen_codes
 
     rng = np.random.default_rng(8)
     for n, size in ((0, 0), (1, 3), (500, 7), (100_000, 300)):
@@ -584,7 +586,8 @@ def test_corpus_analyses_do_not_depend_on_how_the_work_is_split(corpus, monkeypa
     import csv
     import hashlib
 
-    from calforensics import flows, join
+    from calforensics.join import flows
+    from calforensics.join import hops as join
 
     monkeypatch.setattr(join, "JOIN_MIN_ROWS", 0)
     monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)

@@ -4,9 +4,8 @@ import struct
 import subprocess
 
 import dpkt
-import pytest
 from pktutil import decode, eth, ip4, tcp4, udp4, vxlan_frame, write_pcap
-from tshark_compare import our_frames, tshark_available, tshark_frames
+from tshark_compare import our_frames, tshark_frames
 
 
 def test_pcap_resolutions_and_byte_orders(tmp_path):
@@ -173,8 +172,7 @@ def test_damage_becomes_anomalies_not_exceptions(tmp_path):
     assert [r[4] for r in log.rows] == ["truncated_record"]
 
 
-@pytest.mark.skipif(not tshark_available(), reason="tshark not installed")
-def test_decoding_matches_tshark_on_our_own_captures(tmp_path):
+def test_decoding_matches_tshark_on_our_own_captures(tmp_path, tshark):
     inner = tcp4(src="192.168.1.5", dst="192.168.2.7", sport=41000, dport=8080)
     frames = [eth(inner), vxlan_frame(inner), eth(udp4()), eth(tcp4(src="10.9.9.9", sport=9))]
     p = write_pcap(tmp_path / "ts.pcap", frames)

@@ -3,14 +3,19 @@
 import pandas as pd
 
 from calforensics.anomalies import AnomalyLog
-from calforensics.parsers.bpftool import combine_nat, parse_bpftool_dump
-from calforensics.parsers.calico_bpf import parse_bpf_conntrack, parse_bpf_counters, parse_bpf_nat, parse_bpf_routes
-from calforensics.parsers.conntrack import parse_conntrack
-from calforensics.parsers.iproute import parse_ip_link, parse_ip_route
-from calforensics.parsers.iptables import parse_iptables_save
-from calforensics.parsers.nft import parse_nft_ruleset
-from calforensics.parsers.traces import parse_traces
-from calforensics.rulemeaning import add_rule_meaning
+from calforensics.ingest.parsers.bpftool import combine_nat, parse_bpftool_dump
+from calforensics.ingest.parsers.calico_bpf import (
+    parse_bpf_conntrack,
+    parse_bpf_counters,
+    parse_bpf_nat,
+    parse_bpf_routes,
+)
+from calforensics.ingest.parsers.conntrack import parse_conntrack
+from calforensics.ingest.parsers.iproute import parse_ip_link, parse_ip_route
+from calforensics.ingest.parsers.iptables import parse_iptables_save
+from calforensics.ingest.parsers.nft import parse_nft_ruleset
+from calforensics.ingest.parsers.traces import parse_traces
+from calforensics.meaning.rules import add_rule_meaning
 
 
 def log():
@@ -415,7 +420,7 @@ def test_conntrack_xml_event_stream_cut_short():
 
 
 def test_kubectl_pod_listing():
-    from calforensics.parsers.kubectl import parse_pod_listing
+    from calforensics.ingest.parsers.kubectl import parse_pod_listing
 
     lines = [
         "NAMESPACE     NAME                       READY   STATUS    RESTARTS      AGE   IP             NODE     NOMINATED NODE   READINESS GATES",
@@ -427,6 +432,6 @@ def test_kubectl_pod_listing():
     assert (df.ip.iloc[0], df.pod_node.iloc[0], df.status.iloc[0]) == ("192.168.10.5", "node-a", "Running")
     assert df.ip.iloc[1] == "" and df.pod_node.iloc[1] == ""
     # the worked example in Calico's conversion tests: ("namespace", "podname") with prefix "eni"
-    from calforensics.parsers.kubectl import calico_interface
+    from calforensics.ingest.parsers.kubectl import calico_interface
 
     assert calico_interface("namespace", "podname", prefix="eni") == "eni82111e10a96"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pandas as pd
@@ -20,10 +19,6 @@ FIELDS = [
     "udp.dstport",
     "frame.protocols",
 ]
-
-
-def tshark_available() -> bool:
-    return shutil.which("tshark") is not None
 
 
 def tshark_frames(path: str, extra: list[str] | None = None) -> list[dict[str, str]]:

@@ -1,73 +1,19 @@
-"""Analyses: tables in, tables out. `analyze(bundle)` runs them all and assembles the findings."""
+"""Stage 4, analyses: why packets were lost, what encapsulation cost, how long each hop took.
+
+In: a Bundle's tables (the joined hops and flows with the node state behind them). Out: an Analysis
+(result.py): drops with cause, evidence and confidence (drops.py), overhead and MTU trouble
+(overhead.py), latency (latency.py), WireGuard sessions (wireguard.py) and the findings document
+(findings.py). Must not: read files, change the bundle's tables, or format anything for a reader.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import pandas as pd
-
 from ..bundle import Bundle
-from ..memory import release_freed_memory
-from ..parallel import thread_map
+from ..runtime.memory import release_freed_memory
+from ..runtime.parallel import thread_map
 from . import drops, latency, overhead, wireguard
-
-SCHEMA_VERSION = 1
-SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
-
-
-@dataclass
-class Analysis:
-    """Everything the report shows, as DataFrames, plus the findings document (findings.json)."""
-
-    bundle: Bundle
-    drops: pd.DataFrame
-    tunnels: pd.DataFrame
-    flow_overhead: pd.DataFrame
-    mtu_issues: pd.DataFrame
-    latency_hops: pd.DataFrame
-    latency_samples: pd.DataFrame
-    latency_flows: pd.DataFrame
-    wireguard_sessions: pd.DataFrame = field(default_factory=pd.DataFrame)
-    findings: dict = field(default_factory=dict)
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """Every table worth exporting: the bundle's and the analyses'."""
-        b = self.bundle
-        out = {
-            name: b.table(name)
-            for name in (
-                "captures",
-                "flows",
-                "hops",
-                "clock_offsets",
-                "conntrack",
-                "rules",
-                "interfaces",
-                "routes",
-                "anomalies",
-                "artifacts",
-                "dataplane",
-                "services",
-                "wireguard",
-                "bpf_conntrack",
-                "bpf_nat",
-                "bpf_counters",
-            )
-        }
-        out.update(
-            drops=self.drops.assign(evidence=self.drops["evidence"].map(_evidence_text)),
-            tunnels=self.tunnels,
-            flow_overhead=self.flow_overhead,
-            mtu_issues=self.mtu_issues,
-            latency_hops=self.latency_hops,
-            latency_flows=self.latency_flows,
-            wireguard_sessions=self.wireguard_sessions,
-        )
-        return out
-
-
-def _evidence_text(ev: list[dict]) -> str:
-    return " | ".join(f"{e['kind']} ({e['scope']}): {e['detail']}" for e in ev)
+from .findings import build_findings
+from .result import SCHEMA_VERSION, Analysis
 
 
 def _overhead(bundle: Bundle, owners: dict[str, str]) -> dict:
@@ -102,8 +48,6 @@ def analyze(bundle: Bundle) -> Analysis:
         results.update(part)
     release_freed_memory()  # what the threads freed stays in their heaps otherwise, unused by the report
     a = Analysis(bundle=bundle, wireguard_sessions=wireguard.sessions(bundle.wireguard), **results)
-    from .findings import build_findings
-
     a.findings = build_findings(a)
     return a
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..flows import instance_blocks
-from ..partitions import Partitioning
+from ..join.flows import instance_blocks
+from ..runtime.partitions import Partitioning
 from ..schema import take_rows
 
 

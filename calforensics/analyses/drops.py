@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..flows import point_labels
+from ..join.flows import point_labels
 from .blocks import select_hops
 
 DROP_COLUMNS = [

@@ -14,7 +14,8 @@ from itertools import starmap
 import numpy as np
 import pandas as pd
 
-from . import SCHEMA_VERSION, SEVERITY_ORDER, Analysis, wireguard
+from . import wireguard
+from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
 
 
 def _py(v):

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..flows import instance_blocks, point_names
-from ..memory import write_back
-from ..partitions import parts_for
+from ..join.flows import instance_blocks, point_names
+from ..runtime.memory import write_back
+from ..runtime.partitions import parts_for
 from ..schema import category_code, codes_dtype
 from .blocks import hop_blocks, in_hop_order, select_hops
 

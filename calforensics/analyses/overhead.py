@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..parsers.sysctl import conntrack_fill
+from ..ingest.captures import uplinks as capture_uplinks
+from ..ingest.parsers.sysctl import conntrack_fill
 from ..schema import categorical, category_code, take_rows
 from .blocks import hop_blocks, in_hop_order, select_hops
 
@@ -265,7 +266,7 @@ def _tunnel_devices_too_big(b: Bundle) -> list[dict]:
     """Tunnel devices whose MTU plus their encapsulation exceeds the host's MTU (the smallest MTU of
     the node's uplinks): full-size inner packets then make outer packets the uplink cannot carry."""
     ifs = b.interfaces
-    uplinks = b._uplinks()
+    uplinks = capture_uplinks(b.interfaces)
     out = []
     for node, mine in ifs[ifs["mtu"] > 0].groupby("node", observed=True):
         host = mine[mine["name"].isin(uplinks.get(str(node), set()))]["mtu"]

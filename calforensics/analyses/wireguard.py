@@ -1,5 +1,5 @@
 """WireGuard sessions and the summary of the message ↔ plaintext match (the match itself is part of
-the join, calforensics/wireguard.py)."""
+the join, calforensics/join/wireguard.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,80 @@
+"""The files of a bundle: each one found, named to its node and recognised as a kind (or skipped, and why)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ..anomalies import AnomalyLog
+from .archive import Materialized
+from .layout import classify, node_of
+
+TEXT_SNIFF_BYTES = 64 * 1024
+SKIPPED_BECAUSE = {
+    "empty": "the file is empty",
+    "other": "not a kind of file calforensics reads",
+    "unrecognised": "content not recognised as any format calforensics reads",
+}
+
+
+@dataclass
+class Artifact:
+    path: str
+    node: str
+    kind: str
+    size: int
+    rows: int = -1  # -1 until parsed
+    anomalies: int = 0
+    status: str = "pending"  # pending, parsed, no_data, skipped
+    detail: str = ""  # why it was skipped or gave nothing usable
+
+    def finish(self, rows: int, log: AnomalyLog, lines: list[str] | None) -> None:
+        """Record what parsing gave; a file that gave no rows says what it held instead."""
+        self.rows = rows
+        self.anomalies = len(log)
+        self.status = "parsed"
+        if rows == 0 and lines is not None:
+            text = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
+            if text and not log.rows:
+                log.add(1, "no_data", f"no {self.kind} data; file says: {text[0][:200]}")
+                self.anomalies = len(log)
+            self.status = "no_data"
+            self.detail = f"no {self.kind} data" + (f"; file says: {text[0][:200]}" if text else ": only blank lines")
+
+
+def find_artifacts(mat: Materialized) -> list[Artifact]:
+    """Every file of the materialised bundle, with its node and kind (by path and by content)."""
+    root = mat.root
+    hostname = ""  # calicoctl node diags name their node only in diagnostics/hostname
+    for rel in mat.files:
+        if PurePosixPath(rel).name == "hostname" and "diagnostics" in PurePosixPath(rel).parts:
+            first = (root / rel).read_text(errors="replace").strip().splitlines()
+            hostname = first[0].strip() if first else ""
+    arts = []
+    tops = {PurePosixPath(rel).parts[0] for rel in mat.files}
+    # an archive's single top-level folder (`calico-diagnostics-…/`) names the bundle, not a node
+    strip = len(tops) == 1 and all(len(PurePosixPath(r).parts) > 1 for r in mat.files)
+    for rel in mat.files:
+        full = root / rel
+        size = full.stat().st_size
+        with open(full, "rb") as fh:
+            head = fh.read(TEXT_SNIFF_BYTES)
+        lines = None
+        if b"\0" not in head[:4096]:
+            lines = head.decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")[:400]
+        kind = classify(rel, head, lines)
+        if size == 0:
+            kind = "empty"
+        art = Artifact(rel, node_of(rel, hostname, skip_root=strip), kind, size)
+        if kind in ("other", "unrecognised", "empty"):
+            art.status, art.rows, art.detail = "skipped", 0, SKIPPED_BECAUSE[kind]
+        arts.append(art)
+    return arts
+
+
+def bundle_name(p: Path) -> str:
+    name = p.name
+    for suffix in (".tar.gz", ".tgz", ".tar", ".pcapng", ".pcap"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name or "bundle"

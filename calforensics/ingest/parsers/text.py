@@ -1,0 +1,35 @@
+"""Shared helpers for the text-dump parsers: reading lines safely and splitting "ip:port"."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+MAX_TEXT_BYTES = 512 * 1024 * 1024
+
+# logrus preambles that calico-node / calico-bpf print before their data, e.g.
+# `INFO[0000] FIPS mode enabled=false source="main.go:137"` or `2024-01-02 03:04:05.678 [INFO][12] ...`
+LOG_LINE = re.compile(
+    r"^(?:(?:TRAC|DEBU|INFO|WARN|WARNING|ERRO|FATA|PANI)\[\d+\]|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S*\s+\[[A-Z]+\])"
+)
+
+
+def read_lines(path: str | Path, limit: int = MAX_TEXT_BYTES) -> list[str]:
+    """Read a text file as lines: undecodable bytes replaced, CRLF (from `kubectl exec -t`) removed."""
+    with open(path, "rb") as fh:
+        raw = fh.read(limit)
+    text = raw.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def split_hostport(s: str) -> tuple[str, int]:
+    """Split `10.0.0.1:80`, `[fd00::1]:80` or `fd00::1:80` (last colon) into (ip, port); port -1 if absent."""
+    s = s.strip()
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port.isdigit() else -1
+    host, sep, port = s.rpartition(":")
+    if not sep or not port.isdigit():
+        return s, -1
+    return host, int(port)

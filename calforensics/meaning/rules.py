@@ -1,0 +1,253 @@
+"""What a rule means to Calico (felix) and to kube-proxy, derived from chain names and comments.
+
+Facts from felix/rules (rule_defs.go, endpoints.go, policy.go) and kube-proxy's proxier.go, as
+summarised in the shared formats reference sections 2 and 6. Works on the `rules` table of both
+iptables-save and nft (whose chain names are mapped back to iptables names first).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from ..ingest.parsers.nft import iptables_chain_name
+
+CALICO_PREFIXES = [  # longest first
+    ("cali-thfw-", "host-endpoint-forward-to"),
+    ("cali-fhfw-", "host-endpoint-forward-from"),
+    ("cali-pri-", "profile-in"),
+    ("cali-pro-", "profile-out"),
+    ("cali-tw-", "workload-to"),
+    ("cali-fw-", "workload-from"),
+    ("cali-th-", "host-endpoint-to"),
+    ("cali-fh-", "host-endpoint-from"),
+    ("cali-pi-", "policy-in"),
+    ("cali-po-", "policy-out"),
+    ("cali-gi-", "policy-group-in"),
+    ("cali-go-", "policy-group-out"),
+    ("cali-sm-", "set-endpoint-mark"),
+]
+ENDPOINT_KINDS = {
+    "workload-to",
+    "workload-from",
+    "host-endpoint-to",
+    "host-endpoint-from",
+    "host-endpoint-forward-to",
+    "host-endpoint-forward-from",
+    "set-endpoint-mark",
+}
+# "Policy <name> ingress" (<= v3.31) or "<Kind> <ns>/<name> egress" (v3.32+), "Profile <name> ingress"
+POLICY_COMMENT = re.compile(
+    r"^(Policy|Profile|[A-Z][A-Za-z]*Policy|[A-Z][A-Za-z]*NetworkPolicy)\s+(\S+)\s+(ingress|egress)$"
+)
+TIER_START = re.compile(r"Start of tier (\S+)")
+TIER_END = re.compile(r"End of tier (\S+?)\.")
+SVC_COMMENT = re.compile(
+    r"^(?P<spn>\S+?) (?:cluster IP|external IP|loadbalancer IP|has no endpoints|has no local endpoints|"
+    r"health check node port)$|^masquerade traffic for (?P<spn2>\S+) external destinations$|"
+    r"^(?P<spn3>\S+) -> (?P<ep>\S+)$"
+)
+ACCEPT_MARK, PASS_MARK, DROP_MARK = 0x10000, 0x20000, 0x40000
+MEANING_COLUMNS = [
+    "calico_chain",
+    "endpoint_iface",
+    "policy",
+    "policy_kind",
+    "direction",
+    "tier",
+    "action",
+    "drop_kind",
+    "service",
+    "service_ip",
+    "service_port",
+    "kube_chain",
+    "endpoint",
+]
+
+
+def calico_chain_kind(chain: str) -> tuple[str, str]:
+    """(kind, suffix) for a felix chain name; ("", "") for chains that are not Calico's."""
+    for prefix, kind in CALICO_PREFIXES:
+        if chain.startswith(prefix):
+            return kind, chain[len(prefix) :]
+    if chain in ("cali-from-wl-dispatch", "cali-to-wl-dispatch") or chain.startswith(
+        ("cali-from-wl-dispatch-", "cali-to-wl-dispatch-", "cali-from-hep-forward", "cali-to-hep-forward")
+    ):
+        return "dispatch", ""
+    if chain.startswith("cali-"):
+        return "calico", ""
+    return "", ""
+
+
+def kube_chain_kind(chain: str) -> str:
+    for prefix, kind in (
+        ("KUBE-SVC-", "service"),
+        ("KUBE-SVL-", "service-local"),
+        ("KUBE-EXT-", "external"),
+        ("KUBE-FW-", "firewall"),
+        ("KUBE-SEP-", "endpoint"),
+        ("KUBE-XLB-", "external"),
+    ):
+        if chain.startswith(prefix):
+            return kind
+    return chain.lower().removeprefix("kube-") if chain.startswith("KUBE-") else ""
+
+
+def _mark_action(target: str, args: str) -> str:
+    m = re.search(r"--set-x?mark\s+(0x[0-9a-fA-F]+|\d+)(?:/(0x[0-9a-fA-F]+|\d+))?", args)
+    if target == "MARK" and m:
+        value = int(m.group(1), 0)
+        if value & ACCEPT_MARK:
+            return "accept-mark"
+        if value & PASS_MARK:
+            return "pass-mark"
+        if value & DROP_MARK:
+            return "drop-mark"
+        return "clear-mark" if value == 0 else "mark"
+    return ""
+
+
+def _action(target: str, args: str, goto: bool) -> str:
+    t = target.upper()
+    if t in ("DROP", "REJECT", "ACCEPT", "RETURN", "DNAT", "SNAT", "MASQUERADE", "LOG", "NFLOG", "TRACE"):
+        return t.lower()
+    if t == "MARK":
+        return _mark_action(t, args)
+    if not target:
+        return ""
+    return "goto" if goto else "jump"
+
+
+def _drop_kind(chain_kind: str, comment: str, match: str, action: str) -> str:
+    if action not in ("drop", "reject"):
+        return ""
+    c = comment.lower()
+    if "has no endpoints" in c or "has no local endpoints" in c:
+        return "no_endpoints"
+    if "drop if no policies passed packet" in c or "end of tier" in c:
+        return "end_of_tier"
+    if "no profiles matched" in c:
+        return "no_profile"
+    if "encapped packets originating in" in c:
+        return "encap_from_workload"
+    if "INVALID" in match:
+        return "conntrack_invalid"
+    if chain_kind in ("policy-in", "policy-out", "profile-in", "profile-out"):
+        return "policy_deny"
+    return "other"
+
+
+def add_rule_meaning(rules: pd.DataFrame) -> pd.DataFrame:
+    """Return ``rules`` with the Calico / kube-proxy meaning columns added."""
+    df = rules.copy()
+    n = len(df)
+    out: dict[str, list] = {c: [""] * n for c in MEANING_COLUMNS}
+    out["service_port"] = [-1] * n
+    chains = [iptables_chain_name(str(c)) for c in df["chain"]]
+    targets = [iptables_chain_name(str(t)) for t in df["target"]]
+    comments = df["comment"].fillna("").astype(str).tolist()
+    matches = df["match"].fillna("").astype(str).tolist()
+    args = df["target_args"].fillna("").astype(str).tolist()
+    gotos = df["goto"].tolist()
+    kinds = df["kind"].astype(str).tolist()
+
+    # pass 1: per-row facts; which policy each policy chain belongs to (first rule's comment)
+    chain_policy: dict[tuple, tuple[str, str, str]] = {}
+    group = list(zip(df["node"].astype(str), df["artifact"].astype(str), df["table"].astype(str), strict=True))
+    for i in range(n):
+        ck, suffix = calico_chain_kind(chains[i])
+        out["calico_chain"][i] = ck
+        if ck in ENDPOINT_KINDS:
+            out["endpoint_iface"][i] = suffix
+        out["kube_chain"][i] = kube_chain_kind(chains[i])
+        if kinds[i] != "rule":
+            continue
+        out["action"][i] = _action(str(df["target"].iat[i]), args[i], gotos[i])
+        out["drop_kind"][i] = _drop_kind(ck, comments[i], matches[i], out["action"][i])
+        for part in comments[i].split("; "):
+            m = POLICY_COMMENT.match(part.strip())
+            if m and ck.startswith(("policy", "profile")):
+                kind = "profile" if m.group(1) == "Profile" else "policy"
+                chain_policy.setdefault((*group[i], chains[i]), (m.group(2), m.group(3), kind))
+    # profiles are also named by their chain (cali-pri-kns.default)
+    for i in range(n):
+        ck = out["calico_chain"][i]
+        key = (*group[i], chains[i])
+        if ck in ("profile-in", "profile-out") and key not in chain_policy:
+            chain_policy[key] = (chains[i].split("-", 2)[2], "ingress" if ck == "profile-in" else "egress", "profile")
+
+    # pass 2: endpoint-chain rules inherit the policy they jump to and the tier they sit in; a tier's
+    # end-of-tier drop is attributed to the policies of that tier (none of them accepted the packet),
+    # a "no profiles matched" drop to the chain's profiles
+    tier = ""
+    prev_chain: tuple = ()
+    tier_policies: list[str] = []
+    profiles: list[str] = []
+    for i in range(n):
+        key = (*group[i], chains[i])
+        if key != prev_chain:
+            tier, prev_chain, tier_policies, profiles = "", key, [], []
+        if TIER_START.search(comments[i]):
+            tier_policies = []
+        m = TIER_START.search(comments[i]) or TIER_END.search(comments[i])
+        if m:
+            tier = m.group(1)
+        pol = chain_policy.get(key) or chain_policy.get((*group[i], targets[i]))
+        if pol:
+            out["policy"][i], out["direction"][i], out["policy_kind"][i] = pol
+            if key not in chain_policy:  # a jump from an endpoint chain
+                (profiles if pol[2] == "profile" else tier_policies).append(pol[0])
+        elif out["calico_chain"][i] in ("workload-to", "host-endpoint-to"):
+            out["direction"][i] = "ingress"
+        elif out["calico_chain"][i] in ("workload-from", "host-endpoint-from"):
+            out["direction"][i] = "egress"
+        if out["calico_chain"][i] in ENDPOINT_KINDS:
+            out["tier"][i] = tier
+            if out["drop_kind"][i] == "end_of_tier" and tier_policies:
+                out["policy"][i], out["policy_kind"][i] = ", ".join(tier_policies), "policy"
+            elif out["drop_kind"][i] == "no_profile" and profiles:
+                out["policy"][i], out["policy_kind"][i] = ", ".join(profiles), "profile"
+
+    # kube-proxy: service chains from KUBE-SERVICES / KUBE-NODEPORTS, endpoints from SVC -> SEP jumps
+    svc_of_chain: dict[tuple, tuple[str, str, int]] = {}
+    for i in range(n):
+        if kinds[i] != "rule":
+            continue
+        m = SVC_COMMENT.match(comments[i])
+        if not m:
+            continue
+        spn = (m.group("spn") or m.group("spn2") or m.group("spn3") or "").rstrip(":")
+        out["service"][i] = spn
+        if m.group("ep"):
+            out["endpoint"][i] = m.group("ep")
+        if chains[i] in ("KUBE-SERVICES", "KUBE-NODEPORTS") and targets[i].startswith("KUBE-"):
+            vip = str(df["dst"].iat[i]).removesuffix("/32").removesuffix("/128")
+            port = int(re.sub(r"\D.*", "", str(df["dport"].iat[i])) or -1)
+            out["service_ip"][i], out["service_port"][i] = vip, port
+            if chains[i] == "KUBE-SERVICES":
+                svc_of_chain[(*group[i], targets[i])] = (spn, vip, port)
+            else:
+                svc_of_chain.setdefault((*group[i], targets[i]), (spn, "", port))
+    # propagate service -> SVC chain rules -> SEP chains (two rounds covers SVC->SEP and EXT->SVC->SEP)
+    for _ in range(2):
+        for i in range(n):
+            key = (*group[i], chains[i])
+            if key in svc_of_chain and kinds[i] == "rule" and targets[i].startswith("KUBE-"):
+                svc_of_chain.setdefault((*group[i], targets[i]), svc_of_chain[key])
+    for i in range(n):
+        info = svc_of_chain.get((*group[i], chains[i]))
+        if info:
+            spn, vip, port = info
+            out["service"][i] = out["service"][i] or spn
+            out["service_ip"][i] = out["service_ip"][i] or vip
+            if out["service_port"][i] < 0:
+                out["service_port"][i] = port
+        if chains[i].startswith("KUBE-SEP-") and df["to_destination"].iat[i]:
+            out["endpoint"][i] = str(df["to_destination"].iat[i])
+    for col in MEANING_COLUMNS:
+        df[col] = out[col]
+        if col != "service_port":
+            df[col] = df[col].astype("category")
+    df["service_port"] = df["service_port"].astype("int64")
+    return df

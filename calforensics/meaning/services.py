@@ -1,0 +1,125 @@
+"""Which service a flow dialled: kube-proxy's KUBE-SERVICES rules, Calico's BPF NAT frontends and
+backends, and `kubectl get services` listings for the names BPF NAT does not carry.
+
+In eBPF mode the dialled service shows on the wire only where TC NAT runs after the first tap (the
+client's veth). Under connect-time load balancing (the default for TCP) no capture ever shows the
+ClusterIP, so a flow to a backend can only be looked up in reverse: every service that backend
+serves is a candidate, and a direct pod-to-pod connection looks the same (shared eBPF reference
+B.1-B.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..schema import conform
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+NODEPORT_WILDCARD = "255.255.255.255"
+
+Key = tuple[str, int, str]  # (address, port, protocol name)
+
+
+@dataclass
+class Services:
+    """Service lookups for flows: dialled address → service, and backend → candidate services."""
+
+    frontends: dict[Key, tuple[str, str]] = field(default_factory=dict)  # → (name, via)
+    backends: dict[Key, list[str]] = field(default_factory=dict)  # BPF NAT backend → service names
+    node_ports: dict[tuple[int, str], tuple[str, str]] = field(default_factory=dict)  # (port, proto) → (name, via)
+    node_ips: frozenset[str] = frozenset()  # where a NodePort can be dialled
+
+    def dialled(self, ip: str, port: int, proto: str) -> tuple[str, str]:
+        """(service, via) for a dialled address; ("", "") if no service has it."""
+        hit = self.frontends.get((ip, port, proto))
+        if hit is None and ip in self.node_ips and (port, proto) in self.node_ports:
+            return self.node_ports[(port, proto)]
+        return hit or ("", "")
+
+    def candidates(self, ip: str, port: int, proto: str) -> list[str]:
+        """Services whose BPF NAT backend list holds ip:port (connect-time LB reverse lookup)."""
+        return self.backends.get((ip, port, proto), [])
+
+
+def _proto_name(value: object) -> str:
+    try:
+        return PROTO_NAMES.get(int(value), str(value))
+    except (TypeError, ValueError):
+        return str(value).lower()
+
+
+def build_services(
+    rules: pd.DataFrame,
+    bpf_nat: pd.DataFrame | None = None,
+    listing: pd.DataFrame | None = None,
+    node_ips: set[str] | None = None,
+) -> Services:
+    """``node_ips``: the nodes' addresses, at which NodePort frontends (`255.255.255.255:<port>` in BPF
+    NAT, `80:30080/TCP` in a listing) are dialled. Without ``bpf_nat`` or ``listing``: none."""
+    bpf_nat = conform(pd.DataFrame(), "bpf_nat") if bpf_nat is None else bpf_nat
+    listing = conform(pd.DataFrame(), "services") if listing is None else listing
+    out = Services(node_ips=frozenset(node_ips or ()))
+    named: dict[Key, str] = {}
+    by_node_port: dict[tuple[int, str], str] = {}
+    for r in listing.itertuples(index=False):
+        label = f"{r.namespace}/{r.name}:{int(r.port)}"
+        if r.cluster_ip:
+            named[(str(r.cluster_ip), int(r.port), str(r.protocol))] = label
+        for ip in str(r.external_ip).split(","):
+            if ip:
+                named[(ip, int(r.port), str(r.protocol))] = label
+        if int(r.node_port) >= 0:
+            by_node_port[(int(r.node_port), str(r.protocol))] = label
+    svc = rules[(rules["service_ip"].astype(str) != "") & (rules["service_port"] >= 0)]
+    for r in svc.itertuples(index=False):
+        proto = str(r.protocol).lstrip("!") or "tcp"
+        out.frontends[(str(r.service_ip), int(r.service_port), proto)] = (str(r.service), "kube-proxy")
+    nat = bpf_nat[bpf_nat["frontend_ip"].astype(str) != ""]
+    for fe in nat.drop_duplicates(["frontend_ip", "frontend_port", "proto", "svc_id"]).itertuples(index=False):
+        proto, port, ip = _proto_name(fe.proto), int(fe.frontend_port), str(fe.frontend_ip)
+        name = named.get((ip, port, proto)) or by_node_port.get((port, proto)) or f"bpf-nat id {int(fe.svc_id)}"
+        if ip == NODEPORT_WILDCARD:
+            out.node_ports.setdefault((port, proto), (name, "bpf-nat"))
+        else:
+            out.frontends.setdefault((ip, port, proto), (name, "bpf-nat"))
+    for be in nat[nat["backend_ip"].astype(str) != ""].itertuples(index=False):
+        proto = _proto_name(be.proto)
+        fe_name = out.frontends.get((str(be.frontend_ip), int(be.frontend_port), proto), ("", ""))[0]
+        name = fe_name or out.node_ports.get((int(be.frontend_port), proto), ("", ""))[0]
+        names = out.backends.setdefault((str(be.backend_ip), int(be.backend_port), proto), [])
+        if name and name not in names:
+            names.append(name)
+    for names in out.backends.values():
+        names.sort()
+    for key, name in named.items():  # listed services BPF NAT did not show (e.g. no BPF dump)
+        out.frontends.setdefault(key, (name, "kubectl listing"))
+    return out
+
+
+def bpf_nat_legs(bpf_conntrack: pd.DataFrame) -> pd.DataFrame:
+    """BPF conntrack NAT entries in the shape of conntrack rows (original = client → service,
+    reply = backend → client), so the flow build links their two legs as it links nf_conntrack's."""
+    nat = bpf_conntrack[
+        (bpf_conntrack["entry_type"].astype(str) == "nat-reverse") & (bpf_conntrack["orig_dst"].astype(str) != "")
+    ]
+    nat = nat.drop_duplicates(["proto", "src", "sport", "orig_dst", "orig_dport", "dst", "dport"])
+    return pd.DataFrame(
+        {
+            "node": nat["node"].astype(str).to_numpy(),
+            "proto": [_proto_name(p) for p in nat["proto"]],
+            "proto_num": nat["proto"].astype("int64").to_numpy(),
+            "state": nat["tcp_state"].astype(str).to_numpy(),
+            "orig_src": nat["src"].astype(str).to_numpy(),
+            "orig_sport": nat["sport"].astype("int64").to_numpy(),
+            "orig_dst": nat["orig_dst"].astype(str).to_numpy(),
+            "orig_dport": nat["orig_dport"].astype("int64").to_numpy(),
+            "reply_src": nat["dst"].astype(str).to_numpy(),
+            "reply_sport": nat["dport"].astype("int64").to_numpy(),
+            "reply_dst": nat["src"].astype(str).to_numpy(),
+            "reply_dport": nat["sport"].astype("int64").to_numpy(),
+            "nat": "dnat",
+            "unreplied": False,
+        }
+    )

@@ -1,0 +1,277 @@
+"""Write an analysis to disk: report.html, report.md, findings.json and the tables.
+
+`calforensics analyze` is `open_bundle` + `analyze` + `write_report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from ..analyses import Analysis
+from ..analyses.blocks import select_hops
+from ..schema import category_code
+from ..version import __version__
+from . import plots
+from .markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, wireguard_text
+
+TABLE_FORMATS = ("csv", "parquet", "none")
+HTML_FLOWS = 300  # flows listed in report.html; the rest are in the exported tables
+
+
+@dataclass
+class ReportFiles:
+    directory: Path
+    html: Path
+    markdown: Path
+    findings: Path
+    tables: list[Path]
+
+
+def _b64(png: bytes | None) -> str:
+    return base64.b64encode(png).decode() if png else ""
+
+
+def _images(a: Analysis) -> dict:
+    b = a.bundle
+    flows = b.flows
+    hops = b.hops
+    t0 = int(hops["ts_corrected_ns"].min()) if len(hops) else 0
+    detailed = a.drops.head(REPORT_DROPS)  # the drops the report details
+    paths = {}
+    path_of = dict(zip(flows["flow_id"].tolist(), flows["path_fwd"].tolist(), strict=True))
+    drawn: dict[tuple, str] = {}  # drops along the same path, lost at the same place, share one drawing
+    for d in detailed.itertuples(index=False):
+        key = (path_of[int(d.flow_id)], d.last_seen, d.missing_at)
+        if key not in drawn:
+            drawn[key] = _b64(plots.path_diagram(*key, "where the packets stopped"))
+        paths[int(d.flow_id)] = drawn[key]
+    service_paths = {}
+    for f in flows[(flows["service"] != "") & (flows["verdict"] != "unobserved")].head(3).itertuples(index=False):
+        service_paths[int(f.flow_id)] = _b64(
+            plots.path_diagram(
+                f.path_fwd,
+                title=f"flow {f.flow_id}: {f.client_ip}:{f.client_port} → {f.service} ({f.server_ip}:"
+                f"{f.server_port}) → {f.backend_ip}:{f.backend_port}",
+            )
+        )
+    return {
+        "latency": _b64(plots.latency_cdf(a.latency_samples)),
+        "overhead": _b64(plots.overhead_by_tunnel(a.tunnels)),
+        "drops": _b64(plots.drops_over_time(detailed, _first_sightings(b, detailed["flow_id"].to_numpy()), t0)),
+        "paths": paths,
+        "service_paths": service_paths,
+    }
+
+
+def _first_sightings(b, flow_ids: np.ndarray) -> pd.DataFrame:
+    """(flow_id, ts_corrected_ns) of the forward packets of these flows, where first seen."""
+    h = b.hops
+    flow, hop_index, direction = h["flow_id"].to_numpy(), h["hop_index"].to_numpy(), h["direction"].array
+    fwd = category_code(direction, "fwd")
+
+    def first_forward(lo: int, hi: int) -> np.ndarray:
+        return np.isin(flow[lo:hi], flow_ids) & (direction.codes[lo:hi] == fwd) & (hop_index[lo:hi] == 0)
+
+    return select_hops(b, first_forward, ["flow_id", "ts_corrected_ns"])
+
+
+def _slowest(a: Analysis, n: int = 10) -> list[dict]:
+    lf = a.latency_flows.dropna(subset=["handshake_rtt_us"]).sort_values("handshake_rtt_us", ascending=False).head(n)
+    flows = a.bundle.flows.set_index("flow_id")
+    out = []
+    for r in lf.itertuples(index=False):
+        f = flows.loc[r.flow_id]
+        out.append(
+            {
+                "flow_id": int(r.flow_id),
+                "client": f"{f.client_ip}:{f.client_port}",
+                "server": f"{f.server_ip}:{f.server_port}",
+                "rtt": r.handshake_rtt_us,
+                "max_hop": "" if pd.isna(r.max_hop_us) else r.max_hop_us,
+                "transit": "" if pd.isna(r.node_transit_us) else r.node_transit_us,
+            }
+        )
+    return out
+
+
+def render_html(a: Analysis, files: dict[str, str]) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("calforensics", "render/templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    doc = a.findings
+    verdicts = {
+        v: sum(1 for f in doc["flows"] if f["verdict"] == v) for v in ("delivered", "dropped", "partial", "unobserved")
+    }
+    # the flows that matter: lost ones first, then the busiest; all of them are in tables/flows.*
+    order = {"dropped": 0, "partial": 1, "delivered": 2, "unobserved": 3}
+    shown = sorted(
+        (f for f in doc["flows"] if f["verdict"] != "unobserved"),
+        key=lambda f: (order[f["verdict"]], -f["packets"], f["id"]),
+    )[:HTML_FLOWS]
+    return env.get_template("report.html.j2").render(
+        doc=doc,
+        drops=doc["drops"][:REPORT_DROPS],
+        more_drops=max(0, len(doc["drops"]) - REPORT_DROPS),
+        verdicts=verdicts,
+        focus=focus_text(doc["bundle"].get("focus")),
+        wireguard_text=wireguard_text(doc["wireguard"]) if doc.get("wireguard") else "",
+        artifacts=artifact_rows(a),
+        images=_images(a),
+        flows=shown,
+        slowest=_slowest(a),
+        files=files,
+        version=__version__,
+    )
+
+
+def findings_json(a: Analysis) -> str:
+    """Indented for people when small; compact (and ~10x faster to write) when it lists many flows."""
+    indent = 2 if len(a.findings["flows"]) <= 2000 else None
+    return json.dumps(a.findings, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+CSV_PART_ROWS = 200_000  # rows of a table one export task writes; bigger tables are cut into parts
+_EXPORTING: dict[str, pd.DataFrame] = {}  # tables being exported, inherited by forked writers
+
+
+@dataclass
+class _CsvPart:
+    table: str
+    start: int
+    stop: int
+    path: Path
+    header: bool
+
+
+def _write_csv_part(part: _CsvPart) -> None:
+    rows = _EXPORTING[part.table].iloc[part.start : part.stop]
+    rows.to_csv(part.path, index=False, header=part.header, lineterminator="\n")
+
+
+def _csv_parts(tables: dict[str, pd.DataFrame], directory: Path) -> list[_CsvPart]:
+    """Row ranges of every table, each written to its own file and concatenated after: the text of
+    a row does not depend on the rows around it, so the pieces join into the whole table's bytes."""
+    parts = []
+    for name, df in tables.items():
+        bounds = [*range(0, len(df), CSV_PART_ROWS), len(df)] if len(df) else [0, 0]
+        for i, (start, stop) in enumerate(pairwise(bounds)):
+            parts.append(_CsvPart(name, start, stop, directory / f".{name}.csv.part{i}", header=i == 0))
+    return parts
+
+
+def _append(piece, out) -> None:
+    """Copy a file's bytes to the end of another (unbuffered files), in the kernel where it can."""
+    size, done = os.fstat(piece.fileno()).st_size, 0
+    try:
+        while done < size:
+            n = os.copy_file_range(piece.fileno(), out.fileno(), size - done)
+            if n == 0:
+                break
+            done += n
+    except (AttributeError, OSError):  # not Linux, or a file system without it: copy by hand
+        pass
+    piece.seek(done)
+    shutil.copyfileobj(piece, out, 1 << 20)
+
+
+class TableExport:
+    """The tables of a report, written under ``out_dir/tables`` in ``fmt`` (csv, parquet, none).
+
+    A table of more than CSV_PART_ROWS rows, with more than one worker, is written as CSV in row
+    parts by forked processes while this process goes on (rendering the report); ``finish`` waits
+    and joins the parts. (Starting the bundle's tables before the analyses, to overlap them too,
+    was measured: no gain on two cores, where the writers already keep both busy.)
+    """
+
+    def __init__(self, out_dir: str | Path, fmt: str, workers: int) -> None:
+        if fmt not in TABLE_FORMATS:
+            raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
+        self.directory = Path(out_dir) / "tables"
+        self.fmt = fmt
+        self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 1
+        self.paths: dict[str, Path] = {}
+        self._parts: list[_CsvPart] = []
+        self._pending: list = []
+        self._pools: list[ProcessPoolExecutor] = []
+
+    def add(self, frames: dict[str, pd.DataFrame]) -> None:
+        if self.fmt == "none" or not frames:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.paths.update({name: self.directory / f"{name}.{self.fmt}" for name in frames})
+        if self.fmt == "parquet":
+            for name, df in frames.items():
+                try:
+                    df.to_parquet(self.paths[name], index=False)
+                except ImportError as exc:
+                    raise RuntimeError("Parquet export needs pyarrow: pip install 'calforensics[parquet]'") from exc
+            return
+        parts = _csv_parts(frames, self.directory)
+        if self.workers <= 1 or len(parts) <= len(frames):  # nothing to cut: forking would cost more
+            for name, df in frames.items():
+                df.to_csv(self.paths[name], index=False, lineterminator="\n")
+            return
+        _EXPORTING.update(frames)  # before the pool forks its processes (at the first submit)
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+        self._pools.append(pool)
+        self._parts += parts
+        self._pending += [pool.submit(_write_csv_part, part) for part in parts]
+
+    def finish(self) -> None:
+        """Join each table's parts in row order, each as soon as it and those before it are
+        written (the joining overlaps the writers still at work), then remove them."""
+        futures = dict(zip((id(p) for p in self._parts), self._pending, strict=True))
+        for name in dict.fromkeys(p.table for p in self._parts):
+            with open(self.paths[name], "wb", buffering=0) as out:
+                for part in (p for p in self._parts if p.table == name):
+                    futures[id(part)].result()
+                    with open(part.path, "rb", buffering=0) as piece:
+                        _append(piece, out)
+                    part.path.unlink()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the writers and remove part files (also after a failure)."""
+        for pool in self._pools:
+            pool.shutdown(cancel_futures=True)
+        for part in self._parts:
+            part.path.unlink(missing_ok=True)
+        self._pools, self._pending, self._parts = [], [], []
+        _EXPORTING.clear()
+
+
+def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> ReportFiles:
+    """report.html, report.md, findings.json and the tables (see TableExport: large CSV tables are
+    written by forked processes while this one renders the report)."""
+    if tables not in TABLE_FORMATS:
+        raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    export = TableExport(out, tables, a.bundle.runner.cores)
+    try:
+        frames = a.tables() if tables != "none" else {}
+        export.add(frames)
+        files = {"report.html": "report.html", "report.md": "report.md", "findings.json": "findings.json"}
+        if frames:
+            files["tables"] = f"tables/*.{tables}"
+        (out / "findings.json").write_text(findings_json(a))
+        (out / "report.md").write_text(render_markdown(a, files))
+        (out / "report.html").write_text(render_html(a, files))
+        export.finish()
+    finally:
+        export.close()
+    return ReportFiles(out, out / "report.html", out / "report.md", out / "findings.json", list(export.paths.values()))
