@@ -28,12 +28,12 @@ def outputs(path, out, tables, **kwargs) -> dict[str, str]:
 @pytest.mark.parametrize("tables", ["csv", "parquet"])
 @pytest.mark.parametrize("name", ["lab-vxlan", "lab-ipip", "lab-ebpf", "lab-wireguard"])
 def test_reports_and_tables_are_byte_identical_across_runs_workers_and_spilling(tmp_path, monkeypatch, name, tables):
-    from calforensics.join import flows
     from calforensics.join import hops as join
+    from calforensics.join import summaries
     from calforensics.render import report
 
     monkeypatch.setattr(join, "JOIN_MIN_ROWS", 0)
-    monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)
+    monkeypatch.setattr(summaries, "SUMMARY_MIN_HOPS", 0)
     monkeypatch.setattr(report, "CSV_PART_ROWS", 50)
     path = SAMPLES / f"{name}.tgz"
     runs = {

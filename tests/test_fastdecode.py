@@ -90,7 +90,7 @@ def test_address_factorize_matches_pandas(monkeypatch, compiled):
     """Address codes from the compiled factorize and from the pandas fallback: sorted IPv4 categories,
     -1 (missing) for rows that are not IPv4, whatever the number of distinct addresses."""
     from calforensics.ingest.parsers import _fastdecode
-    from calforensics.ingest.parsers.packets import _AddrSlot
+    from calforensics.ingest.parsers.packet_columns import AddressColumn as _AddrSlot
 
     monkeypatch.setattr(_fastdecode, "available", lambda: compiled)
     rng = np.random.default_rng(7)

@@ -224,7 +224,7 @@ def test_components_equal_a_union_find():
     as the union-find it replaced did, on random graphs with chains, cycles and isolated nodes."""
     import numpy as np
 
-    from calforensics.join.flows import _components
+    from calforensics.join.conversations import components as _components
 
     def union_find(n, a, b):
         parent = list(range(n))
@@ -274,10 +274,10 @@ def test_flow_summaries_split_by_flow_range_equal_the_whole_table(monkeypatch, t
     so flows and hop directions must not depend on the split (40 ranges: about one flow each)."""
     import pandas as pd
 
-    from calforensics.join import flows
+    from calforensics.join import flows, summaries
     from calforensics.join import hops as join
 
-    monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)
+    monkeypatch.setattr(summaries, "SUMMARY_MIN_HOPS", 0)
     with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz", workers=1) as b:
         hops, _ = join.build_hops(b.packets, b.captures, join.address_owners(b.interfaces, b.routes))
         args = (hops, b.conntrack, b.rules, b.captures, b.routes)
@@ -440,7 +440,7 @@ def test_tunnel_and_flow_overhead_summed_over_blocks_equal_one_group_by():
 def test_instance_blocks_cover_the_hops_and_never_split_an_instance():
     import numpy as np
 
-    from calforensics.join.flows import instance_blocks
+    from calforensics.join.conversations import instance_blocks
 
     rng = np.random.default_rng(9)
     for n, rows in ((0, 4), (1, 1), (50, 7), (1000, 64), (1000, 1)):
@@ -465,7 +465,7 @@ def test_first_seen_ids_over_blocks_equal_one_factorisation():
     import numpy as np
     import pandas as pd
 
-    from calforensics.join.flows import _FirstSeen
+    from calforensics.join.conversations import FirstSeen as _FirstSeen
 
     rng = np.random.default_rng(3)
     values = rng.integers(-5, 40, 1000) * (1 << 40)
@@ -486,7 +486,7 @@ def test_per_flow_aggregates_equal_pandas_group_bys():
     import numpy as np
     import pandas as pd
 
-    from calforensics.join.flows import _per_flow
+    from calforensics.join.aggregates import per_flow as _per_flow
 
     rng = np.random.default_rng(9)
     for n in (0, 1, 100, 20_000):
@@ -507,7 +507,7 @@ def test_group_medians_equal_the_pandas_group_by_median():
     import numpy as np
     import pandas as pd
 
-    from calforensics.join.flows import _group_medians
+    from calforensics.join.aggregates import group_medians as _group_medians
 
     rng = np.random.default_rng(21)
     for n, spread in ((0, 10), (1, 10), (101, 10), (5000, 10**9), (5000, 2**61)):
@@ -526,7 +526,7 @@ def test_pack_numbers_tuples_as_the_pairwise_factorisation_did():
     import numpy as np
     import pandas as pd
 
-    from calforensics.join.flows import _pack
+    from calforensics.join.conversations import dense_ids as _pack
 
     def pairwise_ids(*cols):
         key = pd.factorize(cols[0])[0].astype(np.int64)
@@ -586,11 +586,11 @@ def test_corpus_analyses_do_not_depend_on_how_the_work_is_split(corpus, monkeypa
     import csv
     import hashlib
 
-    from calforensics.join import flows
     from calforensics.join import hops as join
+    from calforensics.join import summaries
 
     monkeypatch.setattr(join, "JOIN_MIN_ROWS", 0)
-    monkeypatch.setattr(flows, "SUMMARY_MIN_HOPS", 0)
+    monkeypatch.setattr(summaries, "SUMMARY_MIN_HOPS", 0)
 
     def digests(path, workers, **bounded):
         with calforensics.open_bundle(path, workers=workers, **bounded) as b:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..join.flows import instance_blocks
+from ..join.conversations import instance_blocks
 from ..runtime.partitions import Partitioning
 from ..schema import take_rows
 

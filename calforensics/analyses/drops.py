@@ -19,12 +19,13 @@ hook (the pod's ingress policy); one missing from a node's uplink altogether, po
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..join.flows import point_labels
+from ..join.summaries import point_labels
 from .blocks import select_hops
 
 DROP_COLUMNS = [
@@ -132,140 +133,191 @@ def _rule_cause(rules: pd.DataFrame, last_seen: str, missing_at: str, roles: dic
     return None, None
 
 
+@dataclass
+class _Lookups:
+    """What the drops of a bundle are explained from, each indexed once (not once per lost flow);
+    causes and BPF counters are cached per stretch of path (last capture point seen, first missing)."""
+
+    b: Bundle
+    rules: pd.DataFrame
+    roles: dict
+    windows: dict
+    conntrack_of: dict
+    seen_at: dict
+    icmp_errors: dict
+    bpf_conntrack_of: dict
+    denies_of: dict
+    anonymous_denies: dict
+    causes: dict = field(default_factory=dict)
+    bpf: dict = field(default_factory=dict)
+
+    def rule_cause(self, stretch: tuple[str, str]) -> tuple:
+        if stretch not in self.causes:
+            self.causes[stretch] = _rule_cause(self.rules, *stretch, self.roles)
+        return self.causes[stretch]
+
+    def bpf_cause(self, stretch: tuple[str, str]) -> tuple:
+        if stretch not in self.bpf:
+            self.bpf[stretch] = _bpf_counter_cause(self.b.bpf_counters, _bpf_hooks(*stretch, self.roles))
+        return self.bpf[stretch]
+
+
 def find_drops(b: Bundle) -> pd.DataFrame:
+    """One row per dropped or partly lost flow: where, by which rule or hook, the evidence, and how sure."""
     flows = b.flows
     lost = flows[flows["verdict"].isin(["dropped", "partial"])]
     rules = b.rules
-    rules = rules[(~rules["duplicate"]) & (rules["kind"] == "rule")]
-    roles = {(str(r.node), str(r.interface)): str(r.role) for r in b.captures.itertuples(index=False)}
-    windows = {
-        f"{r.node}:{r.interface}": (int(r.window_start_ns), int(r.window_end_ns))
-        for r in b.captures.itertuples(index=False)
-    }
-    ct = b.conntrack
-    packets = b.packets
+    caps = b.captures
     seen_at, icmp_errors = _lost_flow_hops(b, lost["flow_id"].to_numpy())
-    # conntrack entries by original tuple, and the causes and BPF counters of each stretch of path:
-    # each looked up once, not once per lost flow
-    ct_of: dict[tuple, list] = {}
-    for e in ct.itertuples(index=False):
-        ct_of.setdefault((str(e.orig_src), int(e.orig_sport), str(e.orig_dst), int(e.orig_dport)), []).append(e)
-    causes: dict[tuple[str, str], tuple] = {}
-    bpf: dict[tuple[str, str], tuple[dict | None, list[dict]]] = {}
-    bpf_ct_of, denies_of, anonymous_denies = _bpf_per_flow_state(b.bpf_conntrack, b.traces)
-    rows = []
-    for f in lost.itertuples(index=False):
-        evidence = []
-        lost_packets = int(f.packets_fwd)
-        if f.last_seen:
-            lost_packets = seen_at.get((int(f.flow_id), str(f.last_seen)), 0) or lost_packets
-            start, end = windows.get(f.missing_at, (-1, -1))
-            capturing = f" (capturing from {_iso(start)} to {_iso(end)})" if start >= 0 else ""
-            evidence.append(
-                {
-                    "kind": "observed",
-                    "scope": "per_flow",
-                    "detail": f"{lost_packets} packet(s) seen at {f.last_seen}, none at "
-                    f"{f.missing_at or 'the next capture point'}{capturing}",
-                }
-            )
-        stretch = (str(f.last_seen), str(f.missing_at))
-        if stretch not in causes:
-            causes[stretch] = _rule_cause(rules, *stretch, roles)
-        cause, counter = causes[stretch]
-        cause = dict(cause) if cause is not None else None
-        if counter is not None:
-            evidence.append(dict(counter))
-        if f.proto == "tcp" and f.conn_state in ("S0", "REJ", "RSTOS0"):
-            syns = int(f.packets_fwd)
-            evidence.append(
-                {
-                    "kind": "syn_retries",
-                    "scope": "per_flow",
-                    "detail": f"{syns} SYN(s) ({max(0, syns - 1)} retransmissions), no SYN-ACK",
-                }
-            )
-        for e in ct_of.get((str(f.client_ip), int(f.client_port), str(f.server_ip), int(f.server_port)), []):
-            if e.unreplied or str(e.state) == "INVALID":
-                evidence.append(
-                    {
-                        "kind": "conntrack",
-                        "scope": "per_flow",
-                        "detail": f"{e.node}: {e.proto} {e.state} "
-                        f"{'[UNREPLIED] ' if e.unreplied else ''}"
-                        f"{e.orig_src}:{e.orig_sport} -> {e.orig_dst}:{e.orig_dport}",
-                    }
-                )
-        if f.icmp_errors and int(f.flow_id) in icmp_errors:
-            err = icmp_errors[int(f.flow_id)]
-            first = err.sort_values("ts_corrected_ns").drop_duplicates("instance")
-            for e in first.itertuples(index=False):
-                mtu = int(packets.at[e.packet, "icmp_mtu"])
-                what = f"ICMP {e.icmp_type}/{e.icmp_code}" + (
-                    f" fragmentation needed, next-hop MTU {mtu}" if mtu >= 0 else ""
-                )
-                evidence.append(
-                    {
-                        "kind": "icmp",
-                        "scope": "per_flow",
-                        "detail": f"{what} from {e.src} ({e.origin or 'unknown node'}), seen at {e.node}:{e.interface}",
-                    }
-                )
-                if cause is None and mtu >= 0:
-                    cause = {
-                        "kind": "mtu_exceeded",
-                        "node": str(e.origin),
-                        "table": "",
-                        "chain": "",
-                        "rule_comment": "",
-                        "policy": "",
-                        "counter_packets": -1,
-                    }
-        if stretch not in bpf:
-            bpf[stretch] = _bpf_counter_cause(b.bpf_counters, _bpf_hooks(*stretch, roles))
-        bpf_cause, bpf_counters = bpf[stretch]
-        evidence += [dict(e) for e in bpf_counters]
-        per_flow = _bpf_conntrack_evidence(bpf_ct_of, f, stretch) + _bpf_trace_evidence(
-            denies_of, anonymous_denies, f, stretch, roles
-        )
-        evidence += per_flow
-        if cause is None and bpf_cause is not None:
-            cause = dict(bpf_cause)
-        corroborated = any(e["scope"] == "per_flow" and e["kind"].startswith("bpf_") for e in per_flow)
-        if cause is not None and cause["counter_packets"] >= lost_packets and (cause["table"] != "bpf" or corroborated):
-            confidence = "high"
-        elif cause is not None or any(e["kind"] in ("conntrack", "icmp", "syn_retries") for e in evidence):
-            confidence = "medium"
-        else:
-            confidence = "low"
-        cause = cause or {}
-        rows.append(
+    conntrack_of: dict[tuple, list] = {}
+    for e in b.conntrack.itertuples(index=False):
+        conntrack_of.setdefault((str(e.orig_src), int(e.orig_sport), str(e.orig_dst), int(e.orig_dport)), []).append(e)
+    windows = {
+        f"{r.node}:{r.interface}": (int(r.window_start_ns), int(r.window_end_ns)) for r in caps.itertuples(index=False)
+    }
+    look = _Lookups(
+        b,
+        rules[(~rules["duplicate"]) & (rules["kind"] == "rule")],
+        {(str(r.node), str(r.interface)): str(r.role) for r in caps.itertuples(index=False)},
+        windows,
+        conntrack_of,
+        seen_at,
+        icmp_errors,
+        *_bpf_per_flow_state(b.bpf_conntrack, b.traces),
+    )
+    return pd.DataFrame([_drop(f, look) for f in lost.itertuples(index=False)], columns=DROP_COLUMNS)
+
+
+def _drop(f, look: _Lookups) -> dict:
+    """A lost flow's drop row: the evidence in order of where it comes from, the cause (a rule on the
+    stretch, else an MTU the ICMP errors name, else a BPF drop counter), and the confidence."""
+    lost_packets, evidence = _observed(f, look)
+    stretch = (str(f.last_seen), str(f.missing_at))
+    cause, counter = look.rule_cause(stretch)
+    cause = dict(cause) if cause is not None else None
+    if counter is not None:
+        evidence.append(dict(counter))
+    evidence += _syn_retries(f) + _conntrack_evidence(f, look.conntrack_of)
+    icmp, mtu_cause = _icmp_evidence(f, look.icmp_errors, look.b.packets)
+    evidence += icmp
+    cause = cause or mtu_cause
+    bpf_cause, bpf_counters = look.bpf_cause(stretch)
+    evidence += [dict(e) for e in bpf_counters]
+    per_flow = _bpf_conntrack_evidence(look.bpf_conntrack_of, f, stretch) + _bpf_trace_evidence(
+        look.denies_of, look.anonymous_denies, f, stretch, look.roles
+    )
+    evidence += per_flow
+    if cause is None and bpf_cause is not None:
+        cause = dict(bpf_cause)
+    corroborated = any(e["scope"] == "per_flow" and e["kind"].startswith("bpf_") for e in per_flow)
+    if cause is not None and cause["counter_packets"] >= lost_packets and (cause["table"] != "bpf" or corroborated):
+        confidence = "high"
+    elif cause is not None or any(e["kind"] in ("conntrack", "icmp", "syn_retries") for e in evidence):
+        confidence = "medium"
+    else:
+        confidence = "low"
+    cause = cause or {}
+    return {
+        "flow_id": int(f.flow_id),
+        "proto": f.proto,
+        "src_ip": f.client_ip,
+        "src_port": int(f.client_port),
+        "dst_ip": f.server_ip,
+        "dst_port": int(f.server_port),
+        "service": f.service,
+        "direction": "fwd",
+        "packets": lost_packets,
+        "first_ns": int(f.first_ns),
+        "last_ns": int(f.last_ns),
+        "last_seen": f.last_seen,
+        "missing_at": f.missing_at,
+        "cause_kind": cause.get("kind", ""),
+        "cause_node": cause.get("node", ""),
+        "cause_table": cause.get("table", ""),
+        "cause_chain": cause.get("chain", ""),
+        "cause_rule_comment": cause.get("rule_comment", ""),
+        "cause_policy": cause.get("policy", ""),
+        "cause_counter_packets": cause.get("counter_packets", -1),
+        "evidence": evidence,
+        "confidence": confidence,
+    }
+
+
+def _observed(f, look: _Lookups) -> tuple[int, list[dict]]:
+    """(packets lost: those seen at the last point, else all sent; the sighting as evidence)."""
+    lost_packets = int(f.packets_fwd)
+    if not f.last_seen:
+        return lost_packets, []
+    lost_packets = look.seen_at.get((int(f.flow_id), str(f.last_seen)), 0) or lost_packets
+    start, end = look.windows.get(f.missing_at, (-1, -1))
+    capturing = f" (capturing from {_iso(start)} to {_iso(end)})" if start >= 0 else ""
+    return lost_packets, [
+        {
+            "kind": "observed",
+            "scope": "per_flow",
+            "detail": f"{lost_packets} packet(s) seen at {f.last_seen}, none at "
+            f"{f.missing_at or 'the next capture point'}{capturing}",
+        }
+    ]
+
+
+def _syn_retries(f) -> list[dict]:
+    if not (f.proto == "tcp" and f.conn_state in ("S0", "REJ", "RSTOS0")):
+        return []
+    syns = int(f.packets_fwd)
+    return [
+        {
+            "kind": "syn_retries",
+            "scope": "per_flow",
+            "detail": f"{syns} SYN(s) ({max(0, syns - 1)} retransmissions), no SYN-ACK",
+        }
+    ]
+
+
+def _conntrack_evidence(f, conntrack_of: dict) -> list[dict]:
+    """The flow's conntrack entries that were never answered or that conntrack called INVALID."""
+    return [
+        {
+            "kind": "conntrack",
+            "scope": "per_flow",
+            "detail": f"{e.node}: {e.proto} {e.state} "
+            f"{'[UNREPLIED] ' if e.unreplied else ''}"
+            f"{e.orig_src}:{e.orig_sport} -> {e.orig_dst}:{e.orig_dport}",
+        }
+        for e in conntrack_of.get((str(f.client_ip), int(f.client_port), str(f.server_ip), int(f.server_port)), [])
+        if e.unreplied or str(e.state) == "INVALID"
+    ]
+
+
+def _icmp_evidence(f, icmp_errors: dict, packets: pd.DataFrame) -> tuple[list[dict], dict | None]:
+    """The ICMP errors about the flow (first sighting of each), and an MTU cause when one says
+    fragmentation needed (the router that sent it is the cause's node)."""
+    if not (f.icmp_errors and int(f.flow_id) in icmp_errors):
+        return [], None
+    evidence, cause = [], None
+    err = icmp_errors[int(f.flow_id)]
+    first = err.sort_values("ts_corrected_ns").drop_duplicates("instance")
+    for e in first.itertuples(index=False):
+        mtu = int(packets.at[e.packet, "icmp_mtu"])
+        what = f"ICMP {e.icmp_type}/{e.icmp_code}" + (f" fragmentation needed, next-hop MTU {mtu}" if mtu >= 0 else "")
+        evidence.append(
             {
-                "flow_id": int(f.flow_id),
-                "proto": f.proto,
-                "src_ip": f.client_ip,
-                "src_port": int(f.client_port),
-                "dst_ip": f.server_ip,
-                "dst_port": int(f.server_port),
-                "service": f.service,
-                "direction": "fwd",
-                "packets": lost_packets,
-                "first_ns": int(f.first_ns),
-                "last_ns": int(f.last_ns),
-                "last_seen": f.last_seen,
-                "missing_at": f.missing_at,
-                "cause_kind": cause.get("kind", ""),
-                "cause_node": cause.get("node", ""),
-                "cause_table": cause.get("table", ""),
-                "cause_chain": cause.get("chain", ""),
-                "cause_rule_comment": cause.get("rule_comment", ""),
-                "cause_policy": cause.get("policy", ""),
-                "cause_counter_packets": cause.get("counter_packets", -1),
-                "evidence": evidence,
-                "confidence": confidence,
+                "kind": "icmp",
+                "scope": "per_flow",
+                "detail": f"{what} from {e.src} ({e.origin or 'unknown node'}), seen at {e.node}:{e.interface}",
             }
         )
-    return pd.DataFrame(rows, columns=DROP_COLUMNS)
+        if cause is None and mtu >= 0:
+            cause = {
+                "kind": "mtu_exceeded",
+                "node": str(e.origin),
+                "table": "",
+                "chain": "",
+                "rule_comment": "",
+                "policy": "",
+                "counter_packets": -1,
+            }
+    return evidence, cause
 
 
 def _bpf_hooks(last_seen: str, missing_at: str, roles: dict) -> list[tuple[str, str, str]]:

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..join.flows import instance_blocks, point_names
+from ..join.conversations import instance_blocks
+from ..join.summaries import point_names
 from ..runtime.memory import write_back
 from ..runtime.partitions import parts_for
 from ..schema import category_code, codes_dtype

@@ -137,7 +137,24 @@ def per_flow(parts: list[pd.DataFrame]) -> pd.DataFrame:
 def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     """ICMP frag-needed / packet-too-big, fragments, packets too big for the tunnel, MSS too large,
     tunnel devices whose MTU leaves no room for their encapsulation, conntrack table fill."""
-    rows: list[dict] = []
+    pk = b.packets
+    first = _size_candidates(b)
+    at = first["packet"].to_numpy()  # packet columns are gathered by row, not merged on an index
+    tmtu = _tunnel_mtus(b)
+    rows = [
+        *_frag_needed(first, pk, owners),
+        *_fragmented(first, pk, at),
+        *_exceeds_tunnel_mtu(first, pk, at, tmtu),
+        *_mss_too_large(first, pk, tmtu),
+        *_tunnel_devices_too_big(b),
+        *_conntrack_fill(b),
+    ]
+    return pd.DataFrame(rows, columns=MTU_COLUMNS)
+
+
+def _size_candidates(b: Bundle) -> pd.DataFrame:
+    """First sightings any MTU check could pick: ICMP errors about size, fragments, non-TCP packets
+    with DF leaving a pod, TCP SYNs (the checks themselves run on these rows only)."""
     h = b.hops
     pk = b.packets
     hop_index, proto, packet = h["hop_index"].to_numpy(), h["proto"].to_numpy(), h["packet"].to_numpy()
@@ -147,8 +164,6 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     frag_offset, more, df = (pk[c].to_numpy() for c in ("frag_offset", "more_fragments", "dont_fragment"))
 
     def candidate(lo: int, hi: int) -> np.ndarray:
-        """First sightings any check below could pick: ICMP errors about size, fragments, non-TCP
-        packets with DF leaving a pod, TCP SYNs (the checks themselves run on these rows only)."""
         out = hop_index[lo:hi] == 0
         rows = lo + np.flatnonzero(out)
         p, at = proto[rows], packet[rows]
@@ -160,7 +175,7 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
         out[rows - lo] = size_error | fragment | df_from_pod | syn
         return out
 
-    first = select_hops(
+    return select_hops(
         b,
         candidate,
         [
@@ -168,11 +183,15 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
             *("q_dst", "q_dport", "ip_len", "tcp_flags"),
         ],
     )
-    # ICMP fragmentation needed (v4 3/4) and packet too big (v6 2/0), at their first sighting
+
+
+def _frag_needed(first: pd.DataFrame, pk: pd.DataFrame, owners: dict[str, str]) -> list[dict]:
+    """ICMP fragmentation needed (v4 3/4) and packet too big (v6 2/0), at their first sighting."""
     ptb = first[
         ((first["proto"] == 1) & (first["icmp_type"] == 3) & (first["icmp_code"] == 4))
         | ((first["proto"] == 58) & (first["icmp_type"] == 2))
     ]
+    rows = []
     for r in ptb.itertuples(index=False):
         mtu = int(pk.at[r.packet, "icmp_mtu"])
         sender = owners.get(str(r.src), "")
@@ -188,11 +207,14 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
                 f"{r.q_dst}:{r.q_dport} too big, next-hop MTU {mtu}",
             }
         )
-    # fragments of the inner packets
-    at = first["packet"].to_numpy()  # packet columns are gathered by row, not merged on an index
+    return rows
+
+
+def _fragmented(first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray) -> list[dict]:
+    """Fragments of the inner packets, per flow."""
     fragment = (pk["frag_offset"].to_numpy()[at] > 0) | pk["more_fragments"].to_numpy()[at]
-    frag = first[fragment]
-    for fid, g in frag.groupby("flow_id"):
+    rows = []
+    for fid, g in first[fragment].groupby("flow_id"):
         r = g.iloc[0]
         rows.append(
             {
@@ -205,13 +227,17 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
                 "detail": f"{len(g)} IP fragment(s) of {r.src} -> {r.dst}",
             }
         )
-    # packets with DF bigger than the tunnel they must cross (TCP excluded: GSO/TSO super-packets are
-    # segmented before the wire, so their captured size says nothing about the path)
-    tmtu = _tunnel_mtus(b)
+    return rows
+
+
+def _exceeds_tunnel_mtu(first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray, tmtu: dict[str, int]) -> list[dict]:
+    """Packets with DF bigger than the tunnel they must cross (TCP excluded: GSO/TSO super-packets
+    are segmented before the wire, so their captured size says nothing about the path)."""
     big = first[
         (first["role"] == "workload").to_numpy() & pk["dont_fragment"].to_numpy()[at] & (first["proto"] != 6).to_numpy()
     ]
     big = big[_mtu_of(big["node"], tmtu) < big["ip_len"].to_numpy()]
+    rows = []
     for fid, g in big.groupby("flow_id"):
         r = g.iloc[0]
         mtu = tmtu[str(r.node)]
@@ -227,10 +253,15 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
                 f"(pod interface {r.interface}) exceed the tunnel MTU {int(mtu)} on {r.node}",
             }
         )
-    # MSS announced in SYNs larger than the tunnel allows
+    return rows
+
+
+def _mss_too_large(first: pd.DataFrame, pk: pd.DataFrame, tmtu: dict[str, int]) -> list[dict]:
+    """MSS announced in SYNs larger than the tunnel allows."""
     syn = first[(first["proto"] == 6) & ((first["tcp_flags"] & 0x12) == 0x02)]
     syn = syn.assign(tcp_mss=pk["tcp_mss"].to_numpy()[syn["packet"].to_numpy()])
     syn = syn[syn["tcp_mss"].to_numpy() > _mtu_of(syn["node"], tmtu) - 40]
+    rows = []
     for r in syn.itertuples(index=False):
         mtu = int(tmtu[str(r.node)])
         rows.append(
@@ -245,21 +276,24 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
                 f"allows ({mtu - 40})",
             }
         )
-    rows += _tunnel_devices_too_big(b)
-    for r in conntrack_fill(b.sysctls).itertuples(index=False):
-        if r.fill >= 0.8:
-            rows.append(
-                {
-                    "kind": "conntrack_table_fill",
-                    "flow_id": -1,
-                    "node": r.node,
-                    "interface": "",
-                    "mtu": -1,
-                    "packets": int(r.count),
-                    "detail": f"conntrack table {r.fill:.0%} full ({r.count} of {r.max})",
-                }
-            )
-    return pd.DataFrame(rows, columns=MTU_COLUMNS)
+    return rows
+
+
+def _conntrack_fill(b: Bundle) -> list[dict]:
+    """Conntrack tables 80% full or more (sysctls)."""
+    return [
+        {
+            "kind": "conntrack_table_fill",
+            "flow_id": -1,
+            "node": r.node,
+            "interface": "",
+            "mtu": -1,
+            "packets": int(r.count),
+            "detail": f"conntrack table {r.fill:.0%} full ({r.count} of {r.max})",
+        }
+        for r in conntrack_fill(b.sysctls).itertuples(index=False)
+        if r.fill >= 0.8
+    ]
 
 
 def _tunnel_devices_too_big(b: Bundle) -> list[dict]:

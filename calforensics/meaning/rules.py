@@ -8,6 +8,7 @@ iptables-save and nft (whose chain names are mapped back to iptables names first
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -138,62 +139,100 @@ def _drop_kind(chain_kind: str, comment: str, match: str, action: str) -> str:
     return "other"
 
 
+@dataclass
+class _Rows:
+    """The rules table's columns as plain lists, read once for the passes below; ``group`` is each
+    rule's (node, artifact, table): chains are named within it."""
+
+    df: pd.DataFrame
+    chains: list[str]
+    targets: list[str]
+    comments: list[str]
+    matches: list[str]
+    args: list[str]
+    gotos: list
+    kinds: list[str]
+    group: list[tuple[str, str, str]]
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> _Rows:
+        return cls(
+            df,
+            [iptables_chain_name(str(c)) for c in df["chain"]],
+            [iptables_chain_name(str(t)) for t in df["target"]],
+            df["comment"].fillna("").astype(str).tolist(),
+            df["match"].fillna("").astype(str).tolist(),
+            df["target_args"].fillna("").astype(str).tolist(),
+            df["goto"].tolist(),
+            df["kind"].astype(str).tolist(),
+            list(zip(df["node"].astype(str), df["artifact"].astype(str), df["table"].astype(str), strict=True)),
+        )
+
+
 def add_rule_meaning(rules: pd.DataFrame) -> pd.DataFrame:
     """Return ``rules`` with the Calico / kube-proxy meaning columns added."""
     df = rules.copy()
     n = len(df)
     out: dict[str, list] = {c: [""] * n for c in MEANING_COLUMNS}
     out["service_port"] = [-1] * n
-    chains = [iptables_chain_name(str(c)) for c in df["chain"]]
-    targets = [iptables_chain_name(str(t)) for t in df["target"]]
-    comments = df["comment"].fillna("").astype(str).tolist()
-    matches = df["match"].fillna("").astype(str).tolist()
-    args = df["target_args"].fillna("").astype(str).tolist()
-    gotos = df["goto"].tolist()
-    kinds = df["kind"].astype(str).tolist()
+    r = _Rows.of(df)
+    chain_policy = _row_facts(r, out)
+    _endpoint_policies(r, out, chain_policy)
+    _kube_services(r, out)
+    for col in MEANING_COLUMNS:
+        df[col] = out[col]
+        if col != "service_port":
+            df[col] = df[col].astype("category")
+    df["service_port"] = df["service_port"].astype("int64")
+    return df
 
-    # pass 1: per-row facts; which policy each policy chain belongs to (first rule's comment)
+
+def _row_facts(r: _Rows, out: dict[str, list]) -> dict[tuple, tuple[str, str, str]]:
+    """Per-row facts (chain kinds, endpoint, action, drop kind), and which policy or profile each
+    policy chain belongs to: from its first rule's comment, and profiles also by their chain name
+    (cali-pri-kns.default)."""
     chain_policy: dict[tuple, tuple[str, str, str]] = {}
-    group = list(zip(df["node"].astype(str), df["artifact"].astype(str), df["table"].astype(str), strict=True))
-    for i in range(n):
-        ck, suffix = calico_chain_kind(chains[i])
+    for i in range(len(r.chains)):
+        ck, suffix = calico_chain_kind(r.chains[i])
         out["calico_chain"][i] = ck
         if ck in ENDPOINT_KINDS:
             out["endpoint_iface"][i] = suffix
-        out["kube_chain"][i] = kube_chain_kind(chains[i])
-        if kinds[i] != "rule":
+        out["kube_chain"][i] = kube_chain_kind(r.chains[i])
+        if r.kinds[i] != "rule":
             continue
-        out["action"][i] = _action(str(df["target"].iat[i]), args[i], gotos[i])
-        out["drop_kind"][i] = _drop_kind(ck, comments[i], matches[i], out["action"][i])
-        for part in comments[i].split("; "):
+        out["action"][i] = _action(str(r.df["target"].iat[i]), r.args[i], r.gotos[i])
+        out["drop_kind"][i] = _drop_kind(ck, r.comments[i], r.matches[i], out["action"][i])
+        for part in r.comments[i].split("; "):
             m = POLICY_COMMENT.match(part.strip())
             if m and ck.startswith(("policy", "profile")):
                 kind = "profile" if m.group(1) == "Profile" else "policy"
-                chain_policy.setdefault((*group[i], chains[i]), (m.group(2), m.group(3), kind))
-    # profiles are also named by their chain (cali-pri-kns.default)
-    for i in range(n):
+                chain_policy.setdefault((*r.group[i], r.chains[i]), (m.group(2), m.group(3), kind))
+    for i in range(len(r.chains)):
         ck = out["calico_chain"][i]
-        key = (*group[i], chains[i])
+        key = (*r.group[i], r.chains[i])
         if ck in ("profile-in", "profile-out") and key not in chain_policy:
-            chain_policy[key] = (chains[i].split("-", 2)[2], "ingress" if ck == "profile-in" else "egress", "profile")
+            chain_policy[key] = (r.chains[i].split("-", 2)[2], "ingress" if ck == "profile-in" else "egress", "profile")
+    return chain_policy
 
-    # pass 2: endpoint-chain rules inherit the policy they jump to and the tier they sit in; a tier's
-    # end-of-tier drop is attributed to the policies of that tier (none of them accepted the packet),
-    # a "no profiles matched" drop to the chain's profiles
+
+def _endpoint_policies(r: _Rows, out: dict[str, list], chain_policy: dict) -> None:
+    """Endpoint-chain rules inherit the policy they jump to and the tier they sit in; a tier's
+    end-of-tier drop is attributed to the policies of that tier (none of them accepted the packet),
+    a "no profiles matched" drop to the chain's profiles."""
     tier = ""
     prev_chain: tuple = ()
     tier_policies: list[str] = []
     profiles: list[str] = []
-    for i in range(n):
-        key = (*group[i], chains[i])
+    for i in range(len(r.chains)):
+        key = (*r.group[i], r.chains[i])
         if key != prev_chain:
             tier, prev_chain, tier_policies, profiles = "", key, [], []
-        if TIER_START.search(comments[i]):
+        if TIER_START.search(r.comments[i]):
             tier_policies = []
-        m = TIER_START.search(comments[i]) or TIER_END.search(comments[i])
+        m = TIER_START.search(r.comments[i]) or TIER_END.search(r.comments[i])
         if m:
             tier = m.group(1)
-        pol = chain_policy.get(key) or chain_policy.get((*group[i], targets[i]))
+        pol = chain_policy.get(key) or chain_policy.get((*r.group[i], r.targets[i]))
         if pol:
             out["policy"][i], out["direction"][i], out["policy_kind"][i] = pol
             if key not in chain_policy:  # a jump from an endpoint chain
@@ -209,45 +248,42 @@ def add_rule_meaning(rules: pd.DataFrame) -> pd.DataFrame:
             elif out["drop_kind"][i] == "no_profile" and profiles:
                 out["policy"][i], out["policy_kind"][i] = ", ".join(profiles), "profile"
 
-    # kube-proxy: service chains from KUBE-SERVICES / KUBE-NODEPORTS, endpoints from SVC -> SEP jumps
+
+def _kube_services(r: _Rows, out: dict[str, list]) -> None:
+    """kube-proxy: service chains from KUBE-SERVICES / KUBE-NODEPORTS, endpoints from SVC -> SEP jumps."""
+    df, n = r.df, len(r.chains)
     svc_of_chain: dict[tuple, tuple[str, str, int]] = {}
     for i in range(n):
-        if kinds[i] != "rule":
+        if r.kinds[i] != "rule":
             continue
-        m = SVC_COMMENT.match(comments[i])
+        m = SVC_COMMENT.match(r.comments[i])
         if not m:
             continue
         spn = (m.group("spn") or m.group("spn2") or m.group("spn3") or "").rstrip(":")
         out["service"][i] = spn
         if m.group("ep"):
             out["endpoint"][i] = m.group("ep")
-        if chains[i] in ("KUBE-SERVICES", "KUBE-NODEPORTS") and targets[i].startswith("KUBE-"):
+        if r.chains[i] in ("KUBE-SERVICES", "KUBE-NODEPORTS") and r.targets[i].startswith("KUBE-"):
             vip = str(df["dst"].iat[i]).removesuffix("/32").removesuffix("/128")
             port = int(re.sub(r"\D.*", "", str(df["dport"].iat[i])) or -1)
             out["service_ip"][i], out["service_port"][i] = vip, port
-            if chains[i] == "KUBE-SERVICES":
-                svc_of_chain[(*group[i], targets[i])] = (spn, vip, port)
+            if r.chains[i] == "KUBE-SERVICES":
+                svc_of_chain[(*r.group[i], r.targets[i])] = (spn, vip, port)
             else:
-                svc_of_chain.setdefault((*group[i], targets[i]), (spn, "", port))
+                svc_of_chain.setdefault((*r.group[i], r.targets[i]), (spn, "", port))
     # propagate service -> SVC chain rules -> SEP chains (two rounds covers SVC->SEP and EXT->SVC->SEP)
     for _ in range(2):
         for i in range(n):
-            key = (*group[i], chains[i])
-            if key in svc_of_chain and kinds[i] == "rule" and targets[i].startswith("KUBE-"):
-                svc_of_chain.setdefault((*group[i], targets[i]), svc_of_chain[key])
+            key = (*r.group[i], r.chains[i])
+            if key in svc_of_chain and r.kinds[i] == "rule" and r.targets[i].startswith("KUBE-"):
+                svc_of_chain.setdefault((*r.group[i], r.targets[i]), svc_of_chain[key])
     for i in range(n):
-        info = svc_of_chain.get((*group[i], chains[i]))
+        info = svc_of_chain.get((*r.group[i], r.chains[i]))
         if info:
             spn, vip, port = info
             out["service"][i] = out["service"][i] or spn
             out["service_ip"][i] = out["service_ip"][i] or vip
             if out["service_port"][i] < 0:
                 out["service_port"][i] = port
-        if chains[i].startswith("KUBE-SEP-") and df["to_destination"].iat[i]:
+        if r.chains[i].startswith("KUBE-SEP-") and df["to_destination"].iat[i]:
             out["endpoint"][i] = str(df["to_destination"].iat[i])
-    for col in MEANING_COLUMNS:
-        df[col] = out[col]
-        if col != "service_port":
-            df[col] = df[col].astype("category")
-    df["service_port"] = df["service_port"].astype("int64")
-    return df

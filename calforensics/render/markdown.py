@@ -66,7 +66,24 @@ def wireguard_text(wg: dict) -> str:
 
 
 def render_markdown(a: Analysis, files: dict[str, str]) -> str:
+    """The report as Markdown, a section at a time (the HTML template has the same sections)."""
     doc = a.findings
+    lines = [
+        *_summary(doc),
+        *_findings(doc["findings"]),
+        *_drops(doc["drops"]),
+        *_overhead(doc["overhead"]),
+        *_wireguard(doc.get("wireguard")),
+        *_latency(doc["latency"]),
+        *_clocks(doc["clock_offsets"]),
+        *_what_was_read(a),
+        *_files(files),
+    ]
+    return "\n".join(lines)
+
+
+def _summary(doc: dict) -> list[str]:
+    """The title, then one paragraph of counts, the focus and each node's dataplane."""
     b = doc["bundle"]
     flows = doc["flows"]
     verdicts = {
@@ -91,136 +108,164 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
             for d in b["dataplane"]
         )
         lines += [f"Dataplane: {modes}", ""]
-    lines += ["## Findings", ""]
-    if not doc["findings"]:
+    return lines
+
+
+def _findings(findings: list[dict]) -> list[str]:
+    lines = ["## Findings", ""]
+    if not findings:
         lines.append("Nothing found.")
-    for f in doc["findings"]:
+    for f in findings:
         flow = f" (flow {f['flow_id']})" if f["flow_id"] is not None else ""
         lines.append(f"- **{f['severity'].upper()}** {md(f['title'])}{flow}")
     lines.append("")
-    if doc["drops"]:
-        lines += ["## Drops", ""]
-        for d in doc["drops"][:REPORT_DROPS]:
-            c = d["cause"] or {}
-            lines.append(
-                f"### Flow {d['flow_id']}: {md(d['proto'])} {md(d['src_ip'])}:{d['src_port']} → "
-                f"{md(d['dst_ip'])}:{d['dst_port']}"
-            )
-            lines.append("")
-            seen = d["last_seen"] or {}
-            miss = d["missing_at"] or {}
-            lines.append(
-                f"- packets: {d['packets']}; last seen at {md(seen.get('node', '?'))}:"
-                f"{md(seen.get('interface', '?'))}; missing at "
-                f"{md(miss.get('node', '?'))}:{md(miss.get('interface', '?'))}; confidence {d['confidence']}"
-            )
-            if c:
-                lines.append(
-                    f"- cause: {md(c['kind'])} on {md(c['node'])}"
-                    + (f", chain {md(c['chain'])}" if c.get("chain") else "")
-                    + (f', rule "{md(c["rule_comment"])}"' if c.get("rule_comment") else "")
-                    + (f", policy {md(c['policy'])}" if c.get("policy") else "")
-                    + (f", counter {c['counter_packets']} packets" if c.get("counter_packets") is not None else "")
-                )
-            for e in d["evidence"]:
-                lines.append(f"- evidence ({md(e['kind'])}, {md(e['scope'].replace('_', ' '))}): {md(e['detail'])}")
-            lines.append("")
-        if len(doc["drops"]) > REPORT_DROPS:
-            more = len(doc["drops"]) - REPORT_DROPS
-            lines += [f"{more} more dropped flow(s): findings.json and the drops table list every one.", ""]
-    ov = doc["overhead"]
-    if ov["tunnels"] or ov["mtu_issues"]:
-        lines += ["## Encapsulation overhead and MTU", ""]
-        if ov["tunnels"]:
-            lines += _table(
-                ["tunnel", "VNI", "from", "to", "packets", "bytes/packet", "overhead bytes", "share of wire"],
-                [
-                    [
-                        t["type"],
-                        t["vni"],
-                        t["src_node"],
-                        t["dst_node"],
-                        t["packets"],
-                        t["overhead_bytes_per_packet"],
-                        t["overhead_bytes"],
-                        f"{t['share_of_wire_bytes']:.1%}",
-                    ]
-                    for t in ov["tunnels"]
-                ],
-            )
-            lines.append("")
-        for m in ov["mtu_issues"]:
-            lines.append(f"- {md(m['kind'])}: {md(m['detail'])}")
-        lines.append("")
-    if wg := doc.get("wireguard"):
-        lines += ["## WireGuard", "", md(wireguard_text(wg)), ""]
+    return lines
+
+
+def _drops(drops: list[dict]) -> list[str]:
+    """The first REPORT_DROPS drops, each with where it was lost, its cause and its evidence."""
+    if not drops:
+        return []
+    lines = ["## Drops", ""]
+    for d in drops[:REPORT_DROPS]:
+        lines += _drop(d)
+    if len(drops) > REPORT_DROPS:
+        more = len(drops) - REPORT_DROPS
+        lines += [f"{more} more dropped flow(s): findings.json and the drops table list every one.", ""]
+    return lines
+
+
+def _drop(d: dict) -> list[str]:
+    c = d["cause"] or {}
+    lines = [
+        f"### Flow {d['flow_id']}: {md(d['proto'])} {md(d['src_ip'])}:{d['src_port']} → "
+        f"{md(d['dst_ip'])}:{d['dst_port']}",
+        "",
+    ]
+    seen = d["last_seen"] or {}
+    miss = d["missing_at"] or {}
+    lines.append(
+        f"- packets: {d['packets']}; last seen at {md(seen.get('node', '?'))}:"
+        f"{md(seen.get('interface', '?'))}; missing at "
+        f"{md(miss.get('node', '?'))}:{md(miss.get('interface', '?'))}; confidence {d['confidence']}"
+    )
+    if c:
+        lines.append(
+            f"- cause: {md(c['kind'])} on {md(c['node'])}"
+            + (f", chain {md(c['chain'])}" if c.get("chain") else "")
+            + (f', rule "{md(c["rule_comment"])}"' if c.get("rule_comment") else "")
+            + (f", policy {md(c['policy'])}" if c.get("policy") else "")
+            + (f", counter {c['counter_packets']} packets" if c.get("counter_packets") is not None else "")
+        )
+    for e in d["evidence"]:
+        lines.append(f"- evidence ({md(e['kind'])}, {md(e['scope'].replace('_', ' '))}): {md(e['detail'])}")
+    lines.append("")
+    return lines
+
+
+def _overhead(ov: dict) -> list[str]:
+    if not (ov["tunnels"] or ov["mtu_issues"]):
+        return []
+    lines = ["## Encapsulation overhead and MTU", ""]
+    if ov["tunnels"]:
         lines += _table(
-            [
-                "node",
-                "direction",
-                "peer",
-                "receiver index",
-                "messages",
-                "counters",
-                "gaps",
-                "paired",
-                "segments",
-                "unpaired",
-            ],
+            ["tunnel", "VNI", "from", "to", "packets", "bytes/packet", "overhead bytes", "share of wire"],
             [
                 [
-                    md(s["node"]),
-                    s["direction"],
-                    md(s["peer"]),
-                    f"{s['receiver_index']:#010x}",
-                    s["messages"],
-                    f"{s['first_counter']}-{s['last_counter']}",
-                    s["counter_gaps"],
-                    s["matched"],
-                    s["segments"],
-                    s["unmatched"],
+                    t["type"],
+                    t["vni"],
+                    t["src_node"],
+                    t["dst_node"],
+                    t["packets"],
+                    t["overhead_bytes_per_packet"],
+                    t["overhead_bytes"],
+                    f"{t['share_of_wire_bytes']:.1%}",
                 ]
-                for s in wg["sessions"]
+                for t in ov["tunnels"]
             ],
         )
         lines.append("")
-    lat = doc["latency"]
-    if lat["hops"]:
-        lines += ["## Latency per hop (clock-corrected, µs)", ""]
-        lines += _table(
-            ["from", "to", "NAT", "count", "p50", "p90", "p99", "max"],
+    for m in ov["mtu_issues"]:
+        lines.append(f"- {md(m['kind'])}: {md(m['detail'])}")
+    lines.append("")
+    return lines
+
+
+def _wireguard(wg: dict | None) -> list[str]:
+    if not wg:
+        return []
+    lines = ["## WireGuard", "", md(wireguard_text(wg)), ""]
+    lines += _table(
+        [
+            *("node", "direction", "peer", "receiver index", "messages"),
+            *("counters", "gaps", "paired", "segments", "unpaired"),
+        ],
+        [
             [
-                [
-                    f"{h['from']['node']}:{h['from']['interface']}",
-                    f"{h['to']['node']}:{h['to']['interface']}",
-                    "yes" if h["nat"] else "",
-                    h["count"],
-                    h["p50_us"],
-                    h["p90_us"],
-                    h["p99_us"],
-                    h["max_us"],
-                ]
-                for h in lat["hops"]
-            ],
-        )
-        lines.append("")
-    offs = doc["clock_offsets"]
-    if offs:
-        lines += ["## Clock offsets", ""]
-        lines += _table(
-            ["node", "offset (µs)", "uncertainty (µs)", "method"],
+                md(s["node"]),
+                s["direction"],
+                md(s["peer"]),
+                f"{s['receiver_index']:#010x}",
+                s["messages"],
+                f"{s['first_counter']}-{s['last_counter']}",
+                s["counter_gaps"],
+                s["matched"],
+                s["segments"],
+                s["unmatched"],
+            ]
+            for s in wg["sessions"]
+        ],
+    )
+    lines.append("")
+    return lines
+
+
+def _latency(lat: dict) -> list[str]:
+    if not lat["hops"]:
+        return []
+    lines = ["## Latency per hop (clock-corrected, µs)", ""]
+    lines += _table(
+        ["from", "to", "NAT", "count", "p50", "p90", "p99", "max"],
+        [
             [
-                [
-                    o["node"],
-                    f"{o['offset_ns'] / 1e3:.1f}",
-                    f"{o['uncertainty_ns'] / 1e3:.1f}" if o["uncertainty_ns"] >= 0 else "unknown",
-                    o["method"],
-                ]
-                for o in offs
-            ],
-        )
-        lines.append("")
-    lines += [
+                f"{h['from']['node']}:{h['from']['interface']}",
+                f"{h['to']['node']}:{h['to']['interface']}",
+                "yes" if h["nat"] else "",
+                h["count"],
+                h["p50_us"],
+                h["p90_us"],
+                h["p99_us"],
+                h["max_us"],
+            ]
+            for h in lat["hops"]
+        ],
+    )
+    lines.append("")
+    return lines
+
+
+def _clocks(offs: list[dict]) -> list[str]:
+    if not offs:
+        return []
+    lines = ["## Clock offsets", ""]
+    lines += _table(
+        ["node", "offset (µs)", "uncertainty (µs)", "method"],
+        [
+            [
+                o["node"],
+                f"{o['offset_ns'] / 1e3:.1f}",
+                f"{o['uncertainty_ns'] / 1e3:.1f}" if o["uncertainty_ns"] >= 0 else "unknown",
+                o["method"],
+            ]
+            for o in offs
+        ],
+    )
+    lines.append("")
+    return lines
+
+
+def _what_was_read(a: Analysis) -> list[str]:
+    lines = [
         "## What was read",
         "",
         "Every file of the bundle: what it was taken for, what it gave, and why "
@@ -229,8 +274,11 @@ def render_markdown(a: Analysis, files: dict[str, str]) -> str:
     ]
     lines += _table(["file", "node", "kind", "rows", "anomalies", "status", "why"], artifact_rows(a))
     lines.append("")
-    lines += ["## Files", ""] + [f"- {md(name)}: {md(path)}" for name, path in files.items()] + [""]
-    return "\n".join(lines)
+    return lines
+
+
+def _files(files: dict[str, str]) -> list[str]:
+    return ["## Files", ""] + [f"- {md(name)}: {md(path)}" for name, path in files.items()] + [""]
 
 
 def artifact_rows(a: Analysis) -> list[list[object]]:

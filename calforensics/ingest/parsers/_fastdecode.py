@@ -1,6 +1,6 @@
 """The packet decoder compiled with numba: one pass over each packet instead of one numpy pass per field.
 
-It fills the same columns, with the same rules, as the vectorised numpy decoder in packets.py, which
+It fills the same columns, with the same rules, as the vectorised numpy decoder in packets_reference.py, which
 stays the reference (and the fallback without numba); tests/test_fastdecode.py holds the two equal on
 every capture we have. Layers are walked as a loop over (kind, offset, depth), the same dispatch as
 the numpy decoder's recursion.
@@ -12,7 +12,7 @@ import numpy as np
 
 from ._walk import HAVE_NUMBA, njit
 
-# status codes: must match packets.STATUS_KINDS
+# status codes: must match packet_columns.STATUS_KINDS
 OK, UNSUPPORTED_LINKTYPE, TRUNC_LINK, TRUNC_IP, BAD_IP_VERSION, BAD_IHL, BAD_TOTAL = 0, 1, 2, 3, 4, 5, 6
 TRUNC_V6EXT, TRUNC_TCP, BAD_TCP_OFF, TRUNC_UDP, BAD_UDP_LEN, TRUNC_ICMP, TRUNC_TUNNEL = 7, 8, 9, 10, 11, 12, 13
 BAD_VXLAN, BAD_GENEVE, TOO_DEEP, LT_MISMATCH, CAP_GT_WIRE = 14, 15, 16, 17, 18
@@ -103,7 +103,7 @@ def _quoted(d, r, off, end, ver, addr, i16, i32, i64, base):
 @njit(cache=True, inline="always")
 def _enter_tunnel(i8, i64, status, r, kind, vni, depth, max_depth):
     """Record the outermost tunnel's kind and VNI/key (i8[1], i64[0]) and the tunnel depth (i8[2]);
-    False, with TOO_DEEP, past max_depth (packets.PacketDecoder._enter_tunnel, one packet)."""
+    False, with TOO_DEEP, past max_depth (packets_reference.ReferenceDecoder._enter_tunnel, one packet)."""
     if i8[1, r] == ENC_NONE:
         i8[1, r] = kind
         i64[0, r] = vni
@@ -114,6 +114,9 @@ def _enter_tunnel(i8, i64, status, r, kind, vni, depth, max_depth):
     return True
 
 
+# Kept whole on purpose (some 350 lines): it is the hot loop whose speed docs/performance.md records,
+# and split into a compiled function a layer it would make calls a layer a packet inside that loop.
+# Comments mark the layers instead, in the reference decoder's order (packets_reference.py).
 @njit(cache=True)
 def decode_kernel(
     d, starts, caplens, linktypes, vxlan_ports, max_depth, status, i8, i16, i32, i64, flags, ver, addr, payload_off
@@ -491,7 +494,7 @@ def available() -> bool:
 
 @njit(cache=True, inline="always")
 def _mix(x):
-    """splitmix64 finaliser (the same as packets._mix)."""
+    """splitmix64 finaliser (the same as packets_reference._mix)."""
     x ^= x >> np.uint64(30)
     x *= np.uint64(0xBF58476D1CE4E5B9)
     x ^= x >> np.uint64(27)
@@ -526,7 +529,7 @@ def fingerprint_kernel(
     out_payload,
     out_fp,
 ):
-    """packets.PacketDecoder._fingerprint, one packet at a time, reading the columns where they lie
+    """packets_reference.ReferenceDecoder._fingerprint, one packet at a time, reading the columns where they lie
     (stacking them into one int64 matrix first cost 80 bytes a packet)."""
     n = starts.shape[0]
     size = d.shape[0]
@@ -546,7 +549,7 @@ def fingerprint_kernel(
                 h = _mix(h ^ word)
         h = _mix(h ^ np.uint64(take))
         out_payload[r] = h
-        # the same order as packets.PacketDecoder._fingerprint
+        # the same order as packets_reference.ReferenceDecoder._fingerprint
         fp = h
         fp = _mix(fp ^ _bits(np.int64(proto[r])))
         fp = _mix(fp ^ _bits(np.int64(ip_id[r])))
