@@ -75,6 +75,47 @@ MaxMember = Annotated[str | None, typer.Option("--max-file-size", help="skip arc
 MaxMembers = Annotated[int | None, typer.Option("--max-files", min=1, help="refuse archives with more members")]
 MaxDepth = Annotated[int | None, typer.Option("--max-depth", min=1, help="skip members nested deeper")]
 
+# how `analyze` runs (docs/performance.md says when to use which)
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="cores to use: decode and CSV-writing processes, join and analysis threads "
+        "(default: one per core; 1: everything inline)",
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="decode captures on this Dask cluster (tcp://HOST:PORT); its workers are sent the captures' bytes"
+    ),
+]
+ChunkPackets = Annotated[
+    int, typer.Option(min=1, help="packets decoded at a time; the decoder's transient memory is ~300 B each")
+]
+SpillDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="keep the packets table in memory-mapped files here (bounded memory for captures larger than RAM)"
+    ),
+]
+PartitionPackets = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="with a spilled packets table, join and build flows in partitions on disk, this many "
+        "packets in memory at a time (~250 B each), shared by the cores",
+    ),
+]
+# the focus: what of the bundle `analyze` joins
+Since = Annotated[
+    str | None, typer.Option(help="only packets captured at or after this time (epoch seconds or ISO 8601, UTC)")
+]
+Until = Annotated[str | None, typer.Option(help="only packets captured at or before this time")]
+Hosts = Annotated[list[str] | None, typer.Option(help="only packets to or from this address, across NAT (repeatable)")]
+Ports = Annotated[list[int] | None, typer.Option(help="only packets to or from this port (repeatable)")]
+Nodes = Annotated[list[str] | None, typer.Option(help="only captures on this node (repeatable)")]
+
 
 def _size(text: str) -> int:
     """Bytes from 123, 64K, 500M, 64G or 1T (powers of 1024)."""
@@ -204,46 +245,16 @@ def analyze_cmd(
     ] = None,
     tables: Annotated[str, typer.Option(help="export tables as csv, parquet, or none")] = "csv",
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when this is found: drops")] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="cores to use: decode and CSV-writing processes, join and analysis threads "
-            "(default: one per core; 1: everything inline)",
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="decode captures on this Dask cluster (tcp://HOST:PORT); its workers are sent the captures' bytes"
-        ),
-    ] = None,
-    chunk_packets: Annotated[
-        int, typer.Option(min=1, help="packets decoded at a time; the decoder's transient memory is ~300 B each")
-    ] = CHUNK_PACKETS,
-    spill_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="keep the packets table in memory-mapped files here (bounded memory for captures larger than RAM)"
-        ),
-    ] = None,
-    partition_packets: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="with a spilled packets table, join and build flows in partitions on disk, this many "
-            "packets in memory at a time (~250 B each), shared by the cores",
-        ),
-    ] = PARTITION_ROWS,
-    since: Annotated[
-        str | None, typer.Option(help="only packets captured at or after this time (epoch seconds or ISO 8601, UTC)")
-    ] = None,
-    until: Annotated[str | None, typer.Option(help="only packets captured at or before this time")] = None,
-    host: Annotated[
-        list[str] | None, typer.Option(help="only packets to or from this address, across NAT (repeatable)")
-    ] = None,
-    port: Annotated[list[int] | None, typer.Option(help="only packets to or from this port (repeatable)")] = None,
-    node: Annotated[list[str] | None, typer.Option(help="only captures on this node (repeatable)")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    chunk_packets: ChunkPackets = CHUNK_PACKETS,
+    spill_dir: SpillDir = None,
+    partition_packets: PartitionPackets = PARTITION_ROWS,
+    since: Since = None,
+    until: Until = None,
+    host: Hosts = None,
+    port: Ports = None,
+    node: Nodes = None,
     max_bundle_size: MaxBundle = None,
     max_file_size: MaxMember = None,
     max_files: MaxMembers = None,

@@ -82,8 +82,23 @@ def add_verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarr
     )
     f["last_seen"], f["missing_at"] = "", ""
     lost = f.index[f["verdict"].isin(["dropped", "partial"])]
-    if not len(lost):
-        return
+    if len(lost):
+        _where_lost(f, h, hop_dir, labels, ctx, lost, at_dest, dest)
+
+
+def _where_lost(
+    f: pd.DataFrame,
+    h: dict,
+    hop_dir: np.ndarray,
+    labels: np.ndarray,
+    ctx: FlowContext,
+    lost: pd.Index,
+    at_dest: np.ndarray,
+    dest: list[tuple | None],
+) -> None:
+    """last_seen and missing_at of the lost flows: each one's deepest capture point on the forward
+    path among the packets that never reached the destination, and the point it should have crossed next."""
+    flow = h["flow_id"]
     reached_inst = set(h["instance"][at_dest].tolist())
     sel = np.isin(flow, lost) & (hop_dir == 0)
     sub = pd.DataFrame(

@@ -19,6 +19,8 @@ plaintext's inner fields (encap `wireguard`), so flows, overhead and latency cro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -194,6 +196,28 @@ def _owner_ids(categories: pd.Index, owners: dict[str, str], nodes: list[str]) -
     return np.asarray([index.get(owners.get(str(a), ""), -1) for a in categories] + [-1], dtype=np.int64)
 
 
+@dataclass
+class _Messages:
+    """Every message's facts as arrays (row i: the message at packet row ``rows[i]``), and what the
+    match writes for it: its kind, the plaintext it carried, that plaintext's length, the delay."""
+
+    rows: np.ndarray
+    node: np.ndarray  # code into ``nodes``
+    nodes: list[str]
+    direction: np.ndarray  # 0 neither end is this node, 1 sent, 2 received
+    peer: np.ndarray  # code into ``peer_labels`` (-1: none)
+    peer_labels: np.ndarray
+    ts: np.ndarray
+    udp_payload: np.ndarray
+    kind: np.ndarray  # index into TYPE_NAMES
+    receiver: np.ndarray
+    counter: np.ndarray
+    match: np.ndarray
+    inner_packet: np.ndarray
+    inner_len: np.ndarray
+    delay: np.ndarray
+
+
 def match_wireguard(
     packets: pd.DataFrame,
     messages: pd.DataFrame,
@@ -209,6 +233,20 @@ def match_wireguard(
     none = np.zeros(0, np.int64)
     if messages.empty:
         return conform(pd.DataFrame(), "wireguard"), none, none, none
+    m = _messages(packets, messages, owners)
+    plain = _plaintexts(packets, owners, m.nodes, routes)
+    data = np.flatnonzero((m.kind == 4) & (m.direction > 0))
+    group_of = pd.DataFrame({"node": m.node[data], "direction": m.direction[data], "peer": m.peer[data]})
+    groups = group_of.groupby(["node", "direction", "peer"], sort=True).indices
+    lone_rows = [_pair_group(m, data[at], key, groups, plain, mtus) for key, at in groups.items()]
+    exact = m.match == MATCH_KINDS.index("exact")
+    lone = np.concatenate(lone_rows) if lone_rows else none
+    return _table(packets, messages, m), m.rows[exact], m.inner_packet[exact], lone.astype(np.int64)
+
+
+def _messages(packets: pd.DataFrame, messages: pd.DataFrame, owners: dict[str, str]) -> _Messages:
+    """Each message's node, direction (by which end that node owns), peer, kind, and the match of the
+    kinds that carry no plaintext (handshakes, keepalives, unknown types)."""
     rows = messages["packet"].to_numpy().astype(np.int64)
     n = len(rows)
     node, nodes = _codes(packets, "node", rows)
@@ -228,7 +266,6 @@ def match_wireguard(
         -1,
     )
     peer_labels = np.asarray(nodes + [str(a) for a in src_cats] + [str(a) for a in dst_cats], dtype=object)
-    ts = packets["ts_ns"].to_numpy()[rows]
     udp_payload = packets["payload_len"].to_numpy()[rows].astype(np.int64)
     msg_type = messages["msg_type"].to_numpy().astype(np.int64)
     kind = np.where((msg_type >= 1) & (msg_type <= 4), msg_type, 0)
@@ -237,83 +274,101 @@ def match_wireguard(
     match = np.where((kind >= 1) & (kind <= 3), MATCH_KINDS.index("handshake"), 0).astype(np.int8)
     match[keepalive] = MATCH_KINDS.index("keepalive")
     match[kind == 0] = MATCH_KINDS.index("unknown")
-    inner_packet = np.full(n, -1, dtype=np.int64)
-    inner_len = np.full(n, -1, dtype=np.int64)
-    delay = np.full(n, -1, dtype=np.int64)
-    receiver = messages["receiver_index"].to_numpy().astype(np.int64)
-    counter = messages["counter"].to_numpy().astype(np.int64)
+    return _Messages(
+        rows,
+        node,
+        nodes,
+        direction,
+        peer,
+        peer_labels,
+        packets["ts_ns"].to_numpy()[rows],
+        udp_payload,
+        kind,
+        messages["receiver_index"].to_numpy().astype(np.int64),
+        messages["counter"].to_numpy().astype(np.int64),
+        match,
+        np.full(n, -1, dtype=np.int64),
+        np.full(n, -1, dtype=np.int64),
+        np.full(n, -1, dtype=np.int64),
+    )
 
-    plain = _plaintexts(packets, owners, nodes, routes)
-    data = np.flatnonzero((kind == 4) & (direction > 0))
-    group_of = pd.DataFrame({"node": node[data], "direction": direction[data], "peer": peer[data]})
-    groups = group_of.groupby(["node", "direction", "peer"], sort=True).indices
-    lone_rows: list[np.ndarray] = []
-    for (g_node, g_dir, g_peer), at in groups.items():
-        rows_at = data[at]
-        mine = plain[(plain["node"] == g_node) & (plain["direction"] == g_dir)]
-        if mine.empty:
-            match[rows_at] = MATCH_KINDS.index("no_plaintext_capture")
-            continue
-        alone = sum(1 for key in groups if key[:2] == (g_node, g_dir)) == 1
-        if g_peer < k:  # plaintexts to or from that node; with no other peer, those of unknown peer too
-            mine = mine[(mine["peer"] == g_peer) | ((mine["peer"] < 0) & alone)]
-        elif not alone:  # the messages' peer is not a known node, and there are several: cannot split
-            match[rows_at] = MATCH_KINDS.index("unknown_peer")
-            continue
-        device = str(mine["device"].iloc[0])
-        mtu = mtus.get((nodes[g_node], device), DEFAULT_MTU[WIREGUARD_DEVICES.get(device, 4)])
-        # messages in session order (first seen), then counter order
-        first = pd.Series(ts[rows_at]).groupby(receiver[rows_at]).transform("min").to_numpy()
-        order = np.lexsort((counter[rows_at], receiver[rows_at], first))
-        outer = pd.DataFrame({"udp_payload": udp_payload[rows_at][order], "ts_ns": ts[rows_at][order]})
-        inner = mine.sort_values(["ts_ns", "packet"], kind="stable").reset_index(drop=True)
-        sending = g_dir == 1
-        pairs = _lockstep(inner, outer, mtu, sending)
-        if pairs is None:  # something lost, split or out of time: walk it
-            walked, lone = _walk(inner, outer, mtu, sending)
-            lone_rows.append(inner["packet"].to_numpy()[lone])
-            pairs = (
-                np.asarray([p[0] for p in walked], dtype=np.int64),
-                np.asarray([p[1] for p in walked], dtype=np.int64),
-                np.asarray([MATCH_KINDS.index(p[2]) for p in walked], dtype=np.int8),
-            )
-        else:
-            pairs = (pairs[0], pairs[1], np.full(len(pairs[0]), MATCH_KINDS.index("exact"), dtype=np.int8))
-        i, j, how = pairs
-        at_rows = rows_at[order][j]
-        match[at_rows] = how
-        inner_packet[at_rows] = inner["packet"].to_numpy()[i]
-        inner_len[at_rows] = inner["ip_len"].to_numpy()[i]
-        d = ts[at_rows] - inner["ts_ns"].to_numpy()[i]
-        delay[at_rows] = d if sending else -d
-    single = np.isin(match, (MATCH_KINDS.index("exact"), MATCH_KINDS.index("ambiguous")))
+
+def _pair_group(
+    m: _Messages, rows_at: np.ndarray, key: tuple, groups: dict, plain: pd.DataFrame, mtus: dict
+) -> np.ndarray:
+    """Pair one (node, direction, peer)'s data messages with that node's plaintexts, writing the
+    match into ``m``; returns the plaintext rows no message carried."""
+    g_node, g_dir, g_peer = key
+    none = np.zeros(0, np.int64)
+    mine = plain[(plain["node"] == g_node) & (plain["direction"] == g_dir)]
+    if mine.empty:
+        m.match[rows_at] = MATCH_KINDS.index("no_plaintext_capture")
+        return none
+    alone = sum(1 for other in groups if other[:2] == (g_node, g_dir)) == 1
+    if g_peer < len(m.nodes):  # plaintexts to or from that node; with no other peer, those of unknown peer too
+        mine = mine[(mine["peer"] == g_peer) | ((mine["peer"] < 0) & alone)]
+    elif not alone:  # the messages' peer is not a known node, and there are several: cannot split
+        m.match[rows_at] = MATCH_KINDS.index("unknown_peer")
+        return none
+    device = str(mine["device"].iloc[0])
+    mtu = mtus.get((m.nodes[g_node], device), DEFAULT_MTU[WIREGUARD_DEVICES.get(device, 4)])
+    # messages in session order (first seen), then counter order
+    ts, receiver = m.ts[rows_at], m.receiver[rows_at]
+    first = pd.Series(ts).groupby(receiver).transform("min").to_numpy()
+    order = np.lexsort((m.counter[rows_at], receiver, first))
+    outer = pd.DataFrame({"udp_payload": m.udp_payload[rows_at][order], "ts_ns": ts[order]})
+    inner = mine.sort_values(["ts_ns", "packet"], kind="stable").reset_index(drop=True)
+    sending = g_dir == 1
+    lone = none
+    pairs = _lockstep(inner, outer, mtu, sending)
+    if pairs is None:  # something lost, split or out of time: walk it
+        walked, lone_at = _walk(inner, outer, mtu, sending)
+        lone = inner["packet"].to_numpy()[lone_at]
+        pairs = (
+            np.asarray([p[0] for p in walked], dtype=np.int64),
+            np.asarray([p[1] for p in walked], dtype=np.int64),
+            np.asarray([MATCH_KINDS.index(p[2]) for p in walked], dtype=np.int8),
+        )
+    else:
+        pairs = (pairs[0], pairs[1], np.full(len(pairs[0]), MATCH_KINDS.index("exact"), dtype=np.int8))
+    i, j, how = pairs
+    at_rows = rows_at[order][j]
+    m.match[at_rows] = how
+    m.inner_packet[at_rows] = inner["packet"].to_numpy()[i]
+    m.inner_len[at_rows] = inner["ip_len"].to_numpy()[i]
+    d = m.ts[at_rows] - inner["ts_ns"].to_numpy()[i]
+    m.delay[at_rows] = d if sending else -d
+    return lone
+
+
+def _table(packets: pd.DataFrame, messages: pd.DataFrame, m: _Messages) -> pd.DataFrame:
+    rows = m.rows
+    single = np.isin(m.match, (MATCH_KINDS.index("exact"), MATCH_KINDS.index("ambiguous")))
     outer_ip_len = packets["outer_ip_len"].to_numpy()[rows].astype(np.int64)
-    peer_codes, peer_names = pd.factorize(np.where(peer >= 0, peer_labels[np.maximum(peer, 0)], ""))
+    peer_codes, peer_names = pd.factorize(np.where(m.peer >= 0, m.peer_labels[np.maximum(m.peer, 0)], ""))
     table = pd.DataFrame(
         {
             "packet": rows,
-            "node": pd.Categorical.from_codes(node, categories=nodes),
+            "node": pd.Categorical.from_codes(m.node, categories=m.nodes),
             "interface": packets["interface"].array.take(rows),
-            "ts_ns": ts,
-            "direction": pd.Categorical.from_codes(direction, categories=DIRECTIONS),
+            "ts_ns": m.ts,
+            "direction": pd.Categorical.from_codes(m.direction, categories=DIRECTIONS),
             "peer": pd.Categorical.from_codes(peer_codes, categories=pd.Index(peer_names, dtype=object)),
             "outer_src": packets["outer_src"].array.take(rows),
             "outer_dst": packets["outer_dst"].array.take(rows),
-            "msg_type": pd.Categorical.from_codes(kind, categories=TYPE_NAMES),
-            "receiver_index": receiver,
+            "msg_type": pd.Categorical.from_codes(m.kind, categories=TYPE_NAMES),
+            "receiver_index": m.receiver,
             "sender_index": messages["sender_index"].to_numpy().astype(np.int64),
-            "counter": counter,
-            "udp_payload": udp_payload,
-            "inner_packet": inner_packet,
-            "inner_len": inner_len,
-            "match": pd.Categorical.from_codes(match, categories=MATCH_KINDS),
-            "overhead_bytes": np.where(single, outer_ip_len - inner_len, -1),
-            "delay_ns": delay,
+            "counter": m.counter,
+            "udp_payload": m.udp_payload,
+            "inner_packet": m.inner_packet,
+            "inner_len": m.inner_len,
+            "match": pd.Categorical.from_codes(m.match, categories=MATCH_KINDS),
+            "overhead_bytes": np.where(single, outer_ip_len - m.inner_len, -1),
+            "delay_ns": m.delay,
         }
     )
-    exact = match == MATCH_KINDS.index("exact")
-    lone = np.concatenate(lone_rows) if lone_rows else none
-    return conform(table, "wireguard"), rows[exact], inner_packet[exact], lone.astype(np.int64)
+    return conform(table, "wireguard")
 
 
 def _plaintexts(

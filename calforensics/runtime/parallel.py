@@ -225,13 +225,7 @@ class Runner:
         total = sum(counts)
         dtypes = {name: np.dtype(CODES) if kind == "category" else np.dtype(kind) for name, kind in layout.items()}
         if self.scheduler:
-            starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            out = {name: np.empty(total, dtype=dt) for name, dt in dtypes.items()}
-            cats = []
-            for i, (cols, s) in enumerate(zip(self._dask(paths, decode_file), starts, strict=False)):
-                tick(i, len(paths))
-                cats.append(_write(cols, out, int(s)))
-            return _rebase_categoricals(out, layout, cats, [int(s) for s in starts])
+            return self._decode_on_cluster(paths, decode_file, counts, dtypes, layout, tick)
         chunks = plan_chunks(counts, self.chunk_packets)
         n = self.effective_workers(len(chunks))
         pool = n > 1 and sum(p.stat().st_size for p in paths) >= self.min_bytes
@@ -245,35 +239,11 @@ class Runner:
                 name: (categorical_of(cols[name]) if kind == "category" else np.asarray(cols[name], dtype=dtypes[name]))
                 for name, kind in layout.items()
             }
-        if spill:
-            folder = self._spill_folder()
-            # shared file mappings: workers' writes (and each chunk's write-back) land in these same pages
-            out = {name: mapped_array(folder / f"{name}.npy", total, dt) for name, dt in dtypes.items()}
-        elif pool:  # int32 codes: a worker cannot widen a shared column
-            out = {name: _shared_empty(total, dt) for name, dt in dtypes.items() if name not in INDEX_COLUMNS}
-        else:
-            out = {
-                name: np.empty(total, dtype=_codes_dtype(name) if layout[name] == "category" else dt)
-                for name, dt in dtypes.items()
-                if name not in INDEX_COLUMNS
-            }
-        cats: list[dict[str, list]] = []
+        out = self._output_columns(total, dtypes, layout, spill, pool)
         if pool:
-            # forked workers inherit the indexes and the shared columns: only chunk bounds cross the pipe
-            _INDEXES[:] = indexes
-            _SHARED_OUT.update({} if spill else out)
-            target = str(folder) if spill else None
-            try:
-                context = multiprocessing.get_context("fork")
-                with ProcessPoolExecutor(max_workers=n, mp_context=context) as workers:
-                    futures = [workers.submit(decode_chunk_into, c, decode, target) for c in chunks]
-                    for i, fut in enumerate(futures):
-                        tick(i, len(chunks))
-                        cats.append(fut.result())
-            finally:
-                _INDEXES.clear()
-                _SHARED_OUT.clear()
+            cats = self._decode_in_pool(indexes, chunks, decode, out, spill, n, tick)
         else:
+            cats = []
             for i, c in enumerate(chunks):
                 tick(i, len(chunks))
                 cols = decode(indexes[c.capture].slice(c.lo, c.hi))
@@ -287,6 +257,72 @@ class Runner:
                     out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         allocate = self.allocate if spill else np.empty
         return _rebase_categoricals(out, layout, cats, [c.row for c in chunks] + [total], allocate)
+
+    def _decode_on_cluster(
+        self,
+        paths: list[Path],
+        decode_file: DecodeFile,
+        counts: list[int],
+        dtypes: dict[str, np.dtype],
+        layout: dict,
+        tick: Callable[[int, int], None],
+    ) -> dict[str, object]:
+        """Whole captures decoded on the Dask cluster, each written into its place as it comes back."""
+        total = sum(counts)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        out = {name: np.empty(total, dtype=dt) for name, dt in dtypes.items()}
+        cats = []
+        for i, (cols, s) in enumerate(zip(self._dask(paths, decode_file), starts, strict=False)):
+            tick(i, len(paths))
+            cats.append(_write(cols, out, int(s)))
+        return _rebase_categoricals(out, layout, cats, [int(s) for s in starts])
+
+    def _output_columns(
+        self, total: int, dtypes: dict[str, np.dtype], layout: dict, spill: bool, pool: bool
+    ) -> dict[str, np.ndarray]:
+        """Where the chunks are written: mapped column files (spilled; shared file mappings, so workers'
+        writes and each chunk's write-back land in the same pages), anonymous shared memory (forked
+        workers; int32 codes, since a worker cannot widen a shared column), or plain arrays (inline).
+        Frame-index columns are taken from the indexes afterwards, except in mapped files."""
+        if spill:
+            folder = self._spill_folder()
+            return {name: mapped_array(folder / f"{name}.npy", total, dt) for name, dt in dtypes.items()}
+        if pool:
+            return {name: _shared_empty(total, dt) for name, dt in dtypes.items() if name not in INDEX_COLUMNS}
+        return {
+            name: np.empty(total, dtype=_codes_dtype(name) if layout[name] == "category" else dt)
+            for name, dt in dtypes.items()
+            if name not in INDEX_COLUMNS
+        }
+
+    def _decode_in_pool(
+        self,
+        indexes: list[Frames],
+        chunks: list[Chunk],
+        decode: DecodeFrames,
+        out: dict[str, np.ndarray],
+        spill: bool,
+        n: int,
+        tick: Callable[[int, int], None],
+    ) -> list[dict[str, list]]:
+        """Chunks decoded by ``n`` forked workers, each writing straight into ``out``; returns each
+        chunk's categories. Workers inherit the indexes and the shared columns: only chunk bounds
+        cross the pipe."""
+        _INDEXES[:] = indexes
+        _SHARED_OUT.update({} if spill else out)
+        target = str(self._spill_folder()) if spill else None
+        cats = []
+        try:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=n, mp_context=context) as workers:
+                futures = [workers.submit(decode_chunk_into, c, decode, target) for c in chunks]
+                for i, fut in enumerate(futures):
+                    tick(i, len(chunks))
+                    cats.append(fut.result())
+        finally:
+            _INDEXES.clear()
+            _SHARED_OUT.clear()
+        return cats
 
     def _dask(self, paths: list[Path], decode_file: DecodeFile):
         try:

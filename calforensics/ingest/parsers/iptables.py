@@ -84,6 +84,8 @@ def parse_rule_spec(toks: list[str]) -> dict:
 def parse_iptables_save(
     lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "", family: str = "ipv4"
 ) -> pd.DataFrame:
+    """`iptables-save [-c]` (legacy or nft backend, from its header): chains with policy and counters,
+    and rules with their position in the chain."""
     rows: list[dict] = []
     table = ""
     backend = ""
@@ -140,26 +142,23 @@ def parse_iptables_save(
             continue
         chain = toks[1]
         positions[(table, chain)] = positions.get((table, chain), 0) + 1
-        spec = parse_rule_spec(toks[2:])
-        comments = spec.pop("comments")
-        rule_hash = next((c[5:] for c in comments if c.startswith("cali:")), "")
-        human = [c for c in comments if not c.startswith("cali:")]
-        rows.append(
-            {
-                "line": no,
-                "table": table,
-                "chain": chain,
-                "position": positions[(table, chain)],
-                "kind": "rule",
-                "packets": pk,
-                "bytes": by,
-                "match": " ".join(toks[2:]),
-                "comment": "; ".join(human),
-                "rule_hash": rule_hash,
-                "source": source,
-                "backend": backend,
-                "family": family,
-                **spec,
-            }
-        )
+        where = {"line": no, "table": table, "chain": chain, "position": positions[(table, chain)]}
+        rows.append({**where, **_rule(toks[2:], pk, by), "source": source, "backend": backend, "family": family})
     return table_frame(rows, "rules", node, artifact)
+
+
+def _rule(spec_tokens: list[str], packets: str | None, nbytes: str | None) -> dict:
+    """A rule's counters, match text, Calico rule hash and comments, and its parsed matches and target."""
+    spec = parse_rule_spec(spec_tokens)
+    comments = spec.pop("comments")
+    rule_hash = next((c[5:] for c in comments if c.startswith("cali:")), "")
+    human = [c for c in comments if not c.startswith("cali:")]
+    return {
+        "kind": "rule",
+        "packets": packets,
+        "bytes": nbytes,
+        "match": " ".join(spec_tokens),
+        "comment": "; ".join(human),
+        "rule_hash": rule_hash,
+        **spec,
+    }

@@ -40,6 +40,8 @@ def iptables_chain_name(chain: str) -> str:
 
 
 def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """`nft list ruleset`: tables, chains (with their hook and policy) and rules; sets, maps and other
+    blocks are skipped whole."""
     rows: list[dict] = []
     family = table = chain = ""
     depth = 0
@@ -100,53 +102,53 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
         if s.startswith(("type ", "policy ", "devices ", "flags ")):
             continue
         position += 1
-        body = HANDLE.sub("", s)
-        cnt = COUNTER.search(body)
-        comment = COMMENT.search(body)
-        comment_text = comment.group(1).replace('\\"', '"') if comment else ""
-        rule_hash, human = "", comment_text
-        if comment_text.startswith("cali:"):
-            rule_hash, _, human = comment_text[5:].partition(";")
-            human = human.strip()
-        verdict = VERDICT.search(body)
-        target, goto, args = "", False, ""
-        if verdict:
-            words = verdict.group(1).split(None, 1)
-            target = words[0].upper()
-            if target in ("JUMP", "GOTO"):
-                goto = target == "GOTO"
-                target = words[1]
-            elif target in ("DNAT", "SNAT"):
-                args = words[1] if len(words) > 1 else ""
-            elif len(words) > 1:
-                args = words[1]
-        to_dest = ""
-        if target == "DNAT":
-            to_dest = args.split()[-1] if args else ""
-        match_text = COMMENT.sub("", body)
-        rows.append(
-            {
-                "line": no,
-                "family": family,
-                "table": table,
-                "chain": chain,
-                "position": position,
-                "kind": "rule",
-                "packets": cnt.group(1) if cnt else None,
-                "bytes": cnt.group(2) if cnt else None,
-                "target": target,
-                "goto": goto,
-                "target_args": args,
-                "match": match_text.strip(),
-                "comment": human,
-                "rule_hash": rule_hash,
-                "source": "nft",
-                "backend": "nft",
-                "to_destination": to_dest,
-                **_nft_matches(match_text),
-            }
-        )
+        rows.append({"line": no, "family": family, "table": table, "chain": chain, **_rule(s, position)})
     return table_frame(rows, "rules", node, artifact)
+
+
+def _rule(s: str, position: int) -> dict:
+    """One rule line of a chain: counters, verdict (jump/goto target, NAT arguments), Calico's rule
+    hash and comment, and the match text with its fields."""
+    body = HANDLE.sub("", s)
+    cnt = COUNTER.search(body)
+    comment = COMMENT.search(body)
+    comment_text = comment.group(1).replace('\\"', '"') if comment else ""
+    rule_hash, human = "", comment_text
+    if comment_text.startswith("cali:"):
+        rule_hash, _, human = comment_text[5:].partition(";")
+        human = human.strip()
+    verdict = VERDICT.search(body)
+    target, goto, args = "", False, ""
+    if verdict:
+        words = verdict.group(1).split(None, 1)
+        target = words[0].upper()
+        if target in ("JUMP", "GOTO"):
+            goto = target == "GOTO"
+            target = words[1]
+        elif target in ("DNAT", "SNAT"):
+            args = words[1] if len(words) > 1 else ""
+        elif len(words) > 1:
+            args = words[1]
+    to_dest = ""
+    if target == "DNAT":
+        to_dest = args.split()[-1] if args else ""
+    match_text = COMMENT.sub("", body)
+    return {
+        "position": position,
+        "kind": "rule",
+        "packets": cnt.group(1) if cnt else None,
+        "bytes": cnt.group(2) if cnt else None,
+        "target": target,
+        "goto": goto,
+        "target_args": args,
+        "match": match_text.strip(),
+        "comment": human,
+        "rule_hash": rule_hash,
+        "source": "nft",
+        "backend": "nft",
+        "to_destination": to_dest,
+        **_nft_matches(match_text),
+    }
 
 
 def _nft_matches(body: str) -> dict:

@@ -333,7 +333,8 @@ def _read_pcapng(data: np.ndarray, log: AnomalyLog, alloc: Allocator | None = No
 
 def _walk_pcapng(data: np.ndarray, log: AnomalyLog, frames: _Frames) -> tuple[list[CaptureInterface], int]:
     """Every block in file order; packet rows go to ``frames``. Returns the interfaces and the
-    number of packet blocks seen (damaged ones included)."""
+    number of packet blocks seen (damaged ones included). Damage to a block's framing stops the walk
+    (what follows cannot be found); damage inside a packet block skips that block only."""
     buf = memoryview(data)
     size = len(buf)
     interfaces: list[CaptureInterface] = []
@@ -352,96 +353,138 @@ def _walk_pcapng(data: np.ndarray, log: AnomalyLog, frames: _Frames) -> tuple[li
             n += frames.n - start_rows
             if off + 12 > size:
                 continue
-        btype_le = struct.unpack_from("<I", buf, off)[0]
-        if btype_le == 0x0A0D0D0A:
-            bom = bytes(buf[off + 8 : off + 12])
-            if bom == b"\x4d\x3c\x2b\x1a":
-                endian = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
-                endian = ">"
-            else:
-                log.add(f"byte {off}", "bad_section_header", "byte-order magic missing")
+        if struct.unpack_from("<I", buf, off)[0] == 0x0A0D0D0A:
+            endian = _byte_order(buf, off, log)
+            if not endian:
                 break
         btype, blen = struct.unpack_from(endian + "II", buf, off)
-        if blen < 12 or blen % 4 or off + blen > size:
-            if off + blen > size and blen >= 12:
-                log.add(f"byte {off}", "truncated_block", f"block type {btype} of {blen} bytes runs past end of file")
-            else:
-                log.add(f"byte {off}", "bad_block_length", f"block type {btype} has length {blen}")
-            break
-        trailer = struct.unpack_from(endian + "I", buf, off + blen - 4)[0]
-        if trailer != blen:
-            log.add(f"byte {off}", "block_length_mismatch", f"leading length {blen}, trailing {trailer}")
+        if not _framed(buf, off, btype, blen, size, endian, log):
             break
         body, body_end = off + 8, off + blen - 4
         if btype == 0x0A0D0D0A:
+            if not _section_header(buf, body, body_end, endian, off, log):
+                break
             section += 1
-            major, minor = struct.unpack_from(endian + "HH", buf, body + 4)
-            if major != 1 or minor not in (0, 2):
-                log.add(f"byte {off}", "unsupported_version", f"pcapng section version {major}.{minor}")
-                break
-            _, err = _parse_options(buf, body + 16, body_end, endian)
-            if err:
-                log.add(f"byte {off}", "bad_option", f"section header: {err}")
-                break
             section_ifaces = []
         elif section < 0:
             log.add(f"byte {off}", "missing_section_header", "block before any section header")
             break
         elif btype == BT_IDB:
-            if body_end - body < 8:
-                log.add(f"byte {off}", "bad_block_length", "interface block too short")
+            described = _interface_block(buf, body, body_end, endian, off, section, log)
+            if described is None:
                 break
-            linktype, _res, snaplen = struct.unpack_from(endian + "HHI", buf, body)
-            opts, err = _parse_options(buf, body + 8, body_end, endian)
-            if err:
-                log.add(f"byte {off}", "bad_option", f"interface block: {err}")
-            name = opts.get(OPT_IF_NAME, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
-            desc = opts.get(OPT_IF_DESCRIPTION, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
-            tsresol = opts.get(OPT_IF_TSRESOL, [b"\x06"])[0][:1] or b"\x06"
-            tsoff_raw = opts.get(OPT_IF_TSOFFSET, [b""])[0]
-            tsoff = struct.unpack(endian + "q", tsoff_raw)[0] if len(tsoff_raw) == 8 else 0
             section_ifaces.append(len(interfaces))
-            interfaces.append(CaptureInterface(linktype, snaplen, name, desc, section))
-            ts_conv.append((*_ts_to_ns_factor(tsresol[0]), tsoff))
+            interfaces.append(described[0])
+            ts_conv.append(described[1])
             conv = _conversions(ts_conv)
         elif btype in (BT_EPB, BT_OPB, BT_SPB):
             n += 1
-            if btype == BT_SPB:
-                local_if, ts_raw = 0, None
-                (wire,) = struct.unpack_from(endian + "I", buf, body)
-                data_off = body + 4
-                cap = min(wire, body_end - data_off)
-            else:
-                if body_end - body < 20:
-                    log.add(f"frame {n}", "bad_block_length", "packet block too short")
-                    off += blen
-                    continue
-                if btype == BT_EPB:
-                    local_if, hi, lo, cap, wire = struct.unpack_from(endian + "IIIII", buf, body)
-                else:
-                    local_if, _drops, hi, lo, cap, wire = struct.unpack_from(endian + "HHIIII", buf, body)
-                ts_raw = (hi << 32) | lo
-                data_off = body + 20
-            if local_if >= len(section_ifaces):
-                log.add(f"frame {n}", "unknown_interface", f"interface id {local_if} not described in section")
-                off += blen
-                continue
-            if data_off + cap > body_end:
-                log.add(f"frame {n}", "bad_record_length", f"captured length {cap} exceeds its block")
-                cap = max(0, body_end - data_off)
-            gi = section_ifaces[local_if]
-            if ts_raw is None:
-                ts = 0
-            else:
-                mul, div, shift, tsoff = ts_conv[gi]
-                ts = ((ts_raw * mul // div) >> shift) + tsoff * 1_000_000_000
-                if not 0 <= ts < 2**63:
-                    log.add(f"frame {n}", "bad_timestamp", f"timestamp {ts_raw} does not fit in nanoseconds")
-                    ts = 0
-            frames.push(data_off, cap, wire, ts, gi)
+            _packet_block(buf, btype, body, body_end, endian, n, section_ifaces, ts_conv, frames, log)
         off += blen
     else:
         if off != size:
             log.add(f"byte {off}", "truncated_block", f"{size - off} trailing bytes after last block")
     return interfaces, n
+
+
+def _byte_order(buf: memoryview, off: int, log: AnomalyLog) -> str:
+    """A section header's byte order ("<" or ">"), or "" when its magic is missing."""
+    bom = bytes(buf[off + 8 : off + 12])
+    if bom == b"\x4d\x3c\x2b\x1a":
+        return "<"
+    if bom == b"\x1a\x2b\x3c\x4d":
+        return ">"
+    log.add(f"byte {off}", "bad_section_header", "byte-order magic missing")
+    return ""
+
+
+def _framed(buf: memoryview, off: int, btype: int, blen: int, size: int, endian: str, log: AnomalyLog) -> bool:
+    """Whether the block's leading and trailing lengths agree and fit in the file."""
+    if blen < 12 or blen % 4 or off + blen > size:
+        if off + blen > size and blen >= 12:
+            log.add(f"byte {off}", "truncated_block", f"block type {btype} of {blen} bytes runs past end of file")
+        else:
+            log.add(f"byte {off}", "bad_block_length", f"block type {btype} has length {blen}")
+        return False
+    trailer = struct.unpack_from(endian + "I", buf, off + blen - 4)[0]
+    if trailer != blen:
+        log.add(f"byte {off}", "block_length_mismatch", f"leading length {blen}, trailing {trailer}")
+        return False
+    return True
+
+
+def _section_header(buf: memoryview, body: int, body_end: int, endian: str, off: int, log: AnomalyLog) -> bool:
+    major, minor = struct.unpack_from(endian + "HH", buf, body + 4)
+    if major != 1 or minor not in (0, 2):
+        log.add(f"byte {off}", "unsupported_version", f"pcapng section version {major}.{minor}")
+        return False
+    _, err = _parse_options(buf, body + 16, body_end, endian)
+    if err:
+        log.add(f"byte {off}", "bad_option", f"section header: {err}")
+        return False
+    return True
+
+
+def _interface_block(
+    buf: memoryview, body: int, body_end: int, endian: str, off: int, section: int, log: AnomalyLog
+) -> tuple[CaptureInterface, tuple[int, int, int, int]] | None:
+    """The interface an IDB describes and its timestamp conversion (mul, div, shift, offset_s)."""
+    if body_end - body < 8:
+        log.add(f"byte {off}", "bad_block_length", "interface block too short")
+        return None
+    linktype, _res, snaplen = struct.unpack_from(endian + "HHI", buf, body)
+    opts, err = _parse_options(buf, body + 8, body_end, endian)
+    if err:
+        log.add(f"byte {off}", "bad_option", f"interface block: {err}")
+    name = opts.get(OPT_IF_NAME, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
+    desc = opts.get(OPT_IF_DESCRIPTION, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
+    tsresol = opts.get(OPT_IF_TSRESOL, [b"\x06"])[0][:1] or b"\x06"
+    tsoff_raw = opts.get(OPT_IF_TSOFFSET, [b""])[0]
+    tsoff = struct.unpack(endian + "q", tsoff_raw)[0] if len(tsoff_raw) == 8 else 0
+    return CaptureInterface(linktype, snaplen, name, desc, section), (*_ts_to_ns_factor(tsresol[0]), tsoff)
+
+
+def _packet_block(
+    buf: memoryview,
+    btype: int,
+    body: int,
+    body_end: int,
+    endian: str,
+    n: int,
+    section_ifaces: list[int],
+    ts_conv: list[tuple[int, int, int, int]],
+    frames: _Frames,
+    log: AnomalyLog,
+) -> None:
+    """One enhanced, obsolete or simple packet block (frame ``n``) into ``frames``, or an anomaly."""
+    if btype == BT_SPB:
+        local_if, ts_raw = 0, None
+        (wire,) = struct.unpack_from(endian + "I", buf, body)
+        data_off = body + 4
+        cap = min(wire, body_end - data_off)
+    else:
+        if body_end - body < 20:
+            log.add(f"frame {n}", "bad_block_length", "packet block too short")
+            return
+        if btype == BT_EPB:
+            local_if, hi, lo, cap, wire = struct.unpack_from(endian + "IIIII", buf, body)
+        else:
+            local_if, _drops, hi, lo, cap, wire = struct.unpack_from(endian + "HHIIII", buf, body)
+        ts_raw = (hi << 32) | lo
+        data_off = body + 20
+    if local_if >= len(section_ifaces):
+        log.add(f"frame {n}", "unknown_interface", f"interface id {local_if} not described in section")
+        return
+    if data_off + cap > body_end:
+        log.add(f"frame {n}", "bad_record_length", f"captured length {cap} exceeds its block")
+        cap = max(0, body_end - data_off)
+    gi = section_ifaces[local_if]
+    if ts_raw is None:
+        ts = 0
+    else:
+        mul, div, shift, tsoff = ts_conv[gi]
+        ts = ((ts_raw * mul // div) >> shift) + tsoff * 1_000_000_000
+        if not 0 <= ts < 2**63:
+            log.add(f"frame {n}", "bad_timestamp", f"timestamp {ts_raw} does not fit in nanoseconds")
+            ts = 0
+    frames.push(data_off, cap, wire, ts, gi)

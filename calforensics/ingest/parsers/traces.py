@@ -32,6 +32,8 @@ def looks_like_traces(lines: list[str]) -> bool:
 
 
 def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """Rule traces of three kinds, mixed as kernel logs mix them: iptables TRACE lines, `nft monitor
+    trace` lines and Calico's BPF debug log; other lines are the log's own, not damage."""
     rows: list[dict] = []
     packet: dict[str, dict] = {}  # per BPF tag: the tuple of the packet being processed
     for no, line in enumerate(lines, 1):
@@ -44,74 +46,85 @@ def parse_traces(lines: list[str], log: AnomalyLog, node: str = "", artifact: st
             if rec is not None:
                 continue
         if "TRACE:" in line:
-            m = IPT.search(line)
-            if not m:
-                log.add(no, "unparsed_line", line.strip()[:200])
-                continue
-            kv = dict(KV.findall(m.group(5)))
-            rows.append(
-                {
-                    "line": no,
-                    "source": "iptables",
-                    "time": _time(line),
-                    "table": m.group(1),
-                    "chain": m.group(2),
-                    "type": m.group(3),
-                    "rulenum": m.group(4),
-                    "in_iface": kv.get("IN", ""),
-                    "out_iface": kv.get("OUT", ""),
-                    "src": kv.get("SRC", ""),
-                    "dst": kv.get("DST", ""),
-                    "proto": kv.get("PROTO", ""),
-                    "sport": kv.get("SPT"),
-                    "dport": kv.get("DPT"),
-                    "ip_id": kv.get("ID"),
-                    "length": kv.get("LEN"),
-                    "mark": kv.get("MARK", ""),
-                    "family": "ipv6" if ":" in kv.get("SRC", "") else "ipv4",
-                }
-            )
+            rec = _iptables_trace(no, line)
+        elif "trace id " in line:
+            rec = _nft_trace(no, line)
+        else:
             continue
-        if "trace id " in line:
-            m = NFT.search(line)
-            if not m:
-                log.add(no, "unparsed_line", line.strip()[:200])
-                continue
-            rest = m.group(6)
-            rec = {
-                "line": no,
-                "source": "nft",
-                "time": _time(line),
-                "trace_id": m.group(1),
-                "family": m.group(2),
-                "table": m.group(3),
-                "chain": m.group(4),
-                "type": m.group(5),
-            }
-            v = re.search(r"\(verdict (\w+)(?: (\S+))?\)", rest) or re.search(r"^(\w+)(?: (\S+))?$", rest.strip())
-            if m.group(5) in ("rule", "verdict", "policy") and v:
-                rec["verdict"] = v.group(1) + (f" {v.group(2)}" if v.group(2) else "")
-            if m.group(5) == "rule":
-                rec["rule"] = re.sub(r"\s*\(verdict.*$", "", rest).strip()
-            for key, pat in (
-                ("in_iface", r'iif "([^"]+)"'),
-                ("out_iface", r'oif "([^"]+)"'),
-                ("src", r"ip6? saddr (\S+)"),
-                ("dst", r"ip6? daddr (\S+)"),
-                ("ip_id", r"ip id (\d+)"),
-                ("length", r"ip length (\d+)"),
-                ("sport", r"(?:tcp|udp) sport (\d+)"),
-                ("dport", r"(?:tcp|udp) dport (\d+)"),
-                ("mark", r"meta mark (0x[0-9a-f]+)"),
-            ):
-                mm = re.search(pat, rest)
-                if mm:
-                    rec[key] = mm.group(1)
-            pm = re.search(r"\b(tcp|udp|icmp|icmpv6)\b", rest)
-            if pm and m.group(5) == "packet":
-                rec["proto"] = pm.group(1).upper()
+        if rec is None:
+            log.add(no, "unparsed_line", line.strip()[:200])
+        else:
             rows.append(rec)
     return table_frame(rows, "traces", node, artifact)
+
+
+def _iptables_trace(no: int, line: str) -> dict | None:
+    """`TRACE: table:chain:type:rulenum IN=… OUT=… SRC=…` (the TRACE target's kernel log line)."""
+    m = IPT.search(line)
+    if not m:
+        return None
+    kv = dict(KV.findall(m.group(5)))
+    return {
+        "line": no,
+        "source": "iptables",
+        "time": _time(line),
+        "table": m.group(1),
+        "chain": m.group(2),
+        "type": m.group(3),
+        "rulenum": m.group(4),
+        "in_iface": kv.get("IN", ""),
+        "out_iface": kv.get("OUT", ""),
+        "src": kv.get("SRC", ""),
+        "dst": kv.get("DST", ""),
+        "proto": kv.get("PROTO", ""),
+        "sport": kv.get("SPT"),
+        "dport": kv.get("DPT"),
+        "ip_id": kv.get("ID"),
+        "length": kv.get("LEN"),
+        "mark": kv.get("MARK", ""),
+        "family": "ipv6" if ":" in kv.get("SRC", "") else "ipv4",
+    }
+
+
+def _nft_trace(no: int, line: str) -> dict | None:
+    """`trace id … family table chain packet|rule|verdict|policy …` (`nft monitor trace`)."""
+    m = NFT.search(line)
+    if not m:
+        return None
+    rest = m.group(6)
+    rec = {
+        "line": no,
+        "source": "nft",
+        "time": _time(line),
+        "trace_id": m.group(1),
+        "family": m.group(2),
+        "table": m.group(3),
+        "chain": m.group(4),
+        "type": m.group(5),
+    }
+    v = re.search(r"\(verdict (\w+)(?: (\S+))?\)", rest) or re.search(r"^(\w+)(?: (\S+))?$", rest.strip())
+    if m.group(5) in ("rule", "verdict", "policy") and v:
+        rec["verdict"] = v.group(1) + (f" {v.group(2)}" if v.group(2) else "")
+    if m.group(5) == "rule":
+        rec["rule"] = re.sub(r"\s*\(verdict.*$", "", rest).strip()
+    for key, pat in (
+        ("in_iface", r'iif "([^"]+)"'),
+        ("out_iface", r'oif "([^"]+)"'),
+        ("src", r"ip6? saddr (\S+)"),
+        ("dst", r"ip6? daddr (\S+)"),
+        ("ip_id", r"ip id (\d+)"),
+        ("length", r"ip length (\d+)"),
+        ("sport", r"(?:tcp|udp) sport (\d+)"),
+        ("dport", r"(?:tcp|udp) dport (\d+)"),
+        ("mark", r"meta mark (0x[0-9a-f]+)"),
+    ):
+        mm = re.search(pat, rest)
+        if mm:
+            rec[key] = mm.group(1)
+    pm = re.search(r"\b(tcp|udp|icmp|icmpv6)\b", rest)
+    if pm and m.group(5) == "packet":
+        rec["proto"] = pm.group(1).upper()
+    return rec
 
 
 def _time(line: str) -> str:
