@@ -133,9 +133,13 @@ class Bundle:
     def _text_table(self, table: str) -> pd.DataFrame:
         if table in self._text:
             return self._text[table]
-        root = self._mat.root
         result = read_text_table(
-            table, self.artifacts_list, root, self._log, self._tick, lambda: self._bpftool_tables.get(table, [])
+            table,
+            self.artifacts_list,
+            self._mat.root,
+            self._log,
+            self._tick,
+            lambda: self._bpftool_tables.get(table, []),  # all bpftool dumps, parsed once, when first asked
         )
         if table == "rules":
             result = add_rule_meaning(result)

@@ -69,7 +69,7 @@ def test_live_vxlan_lab_matches_ground_truth(lab_run):
             assert meta["synthetic"] is False and meta["capture"]["stop_ns"] > meta["capture"]["start_ns"]
             # tcpdump's own count of what it wrote is what we read, interface by interface
             counted = {i["name"]: i["packets_captured"] for i in meta["capture"]["interfaces"]}
-            assert counted == {iface: int(n) for (n_, iface), n in read.items() if n_ == node}
+            assert counted == {iface: int(n) for (at, iface), n in read.items() if at == node}
             assert all(n > 0 for n in counted.values())
 
 

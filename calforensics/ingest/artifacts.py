@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -40,6 +41,10 @@ class Artifact:
                 self.anomalies = len(log)
             self.status = "no_data"
             self.detail = f"no {self.kind} data" + (f"; file says: {text[0][:200]}" if text else ": only blank lines")
+
+
+LogFor = Callable[[str, Artifact], AnomalyLog]  # the anomaly log of (source, artifact): one per pair
+Tick = Callable[[str, int, int], None]  # progress: (what, done, total)
 
 
 def find_artifacts(mat: Materialized) -> list[Artifact]:

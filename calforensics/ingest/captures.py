@@ -12,11 +12,10 @@ import pandas as pd
 
 from ..runtime.memory import WRITE_BACK_ROWS, write_back
 from ..runtime.parallel import narrow_codes
-from .artifacts import Artifact
+from .artifacts import Artifact, LogFor, Tick
 from .layout import interface_role
 from .parsers.pcap import FrameIndex
 from .parsers.wireguard import WG_PORTS, message_headers
-from .tables import LogFor, Tick
 
 LINKTYPE_NAMES = {
     0: "NULL",

@@ -9,14 +9,10 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from ..anomalies import AnomalyLog
 from ..schema import conform
-from .artifacts import Artifact
+from .artifacts import Artifact, LogFor, Tick
 from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
 from .parsers.text import read_lines
-
-LogFor = Callable[[str, Artifact], AnomalyLog]  # the anomaly log of (source, artifact)
-Tick = Callable[[str, int, int], None]  # progress: (what, done, total)
 
 # which parser builds which table from which artifact kind
 TEXT_TABLES: dict[str, tuple[str, Callable]] = {
