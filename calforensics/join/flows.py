@@ -2,7 +2,7 @@
 
 Conversations (direction-free 5-tuples, conversations.py) seen with different tuples in one packet
 instance (a NAT rewrite between hops) or linked by a conntrack entry's original and reply tuples
-(natlegs.py) are unioned; each union is a flow. Summaries are computed for all flows at once on
+(nat_legs.py) are unioned; each union is a flow. Summaries are computed for all flows at once on
 integer columns (summaries.py), verdicts last (verdicts.py).
 """
 
@@ -16,7 +16,7 @@ from ..runtime.memory import write_back
 from ..runtime.partitions import Partitioning
 from ..schema import columns_frame, conform
 from .conversations import Conversations, Vocabulary, components, conversations, conversations_partitioned, hop_tuples
-from .natlegs import conntrack_links, conntrack_only_flows
+from .nat_legs import conntrack_links, conntrack_only_flows
 from .summaries import point_labels, summarise, summarise_partitioned
 from .verdicts import FlowContext, destination_points
 

@@ -16,7 +16,7 @@ from ..runtime.partitions import Partitioning, parts_for
 from .aggregates import group_medians, join_groups, per_flow, spread
 from .conversations import Vocabulary, hop_tuples, instance_blocks
 from .hops import is_link_scoped
-from .natlegs import conntrack_legs, services_of
+from .nat_legs import conntrack_legs, services_of
 from .verdicts import FlowContext, add_verdicts
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
@@ -261,7 +261,7 @@ def _counts(f: pd.DataFrame, h: dict, inst: pd.DataFrame) -> None:
 
 def _nat_legs_seen(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, vocab: Vocabulary) -> None:
     """Backend and SNAT as the last sighting of forward packets shows them (conntrack's reply tuple
-    fills in the rest, natlegs.conntrack_legs); every address column as text."""
+    fills in the rest, nat_legs.conntrack_legs); every address column as text."""
     flow, instance, hop_index = h["flow_id"], h["instance"], h["hop_index"]
     last_hop = np.zeros(int(instance.max()) + 1, dtype=hop_index.dtype)
     np.maximum.at(last_hop, instance, hop_index)
