@@ -109,7 +109,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "SLL/SLL2 packet type (0 to us, 1 broadcast, 2 multicast, 3 other host, 4 outgoing); -1",
             ),
             ("link_ifindex", "int32", "SLL2 interface index; -1"),
-            ("eth_type", "int32", "outermost ethertype after VLAN tags; -1"),
+            ("eth_type", "int32", "outermost ethertype after VLAN tags (0x8847/0x8848: MPLS labels follow); -1"),
             ("vlan", "int32", "outermost 802.1Q/802.1ad VLAN id; -1"),
             ("outer_src", "category", "outermost IP source"),
             ("outer_dst", "category", "outermost IP destination"),
@@ -120,11 +120,13 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             (
                 "encap",
                 "category",
-                "first encapsulation peeled: none, ipip (4in4, 6in4, 4in6, 6in6), vxlan, gre, geneve; wireguard "
-                "for a message matched to its plaintext (its inner fields are the plaintext's: see `wireguard`)",
+                "first encapsulation peeled: none, ipip (4in4, 6in4, 4in6, 6in6), vxlan (and VXLAN-GPE, UDP 4790), "
+                "gre (also ERSPAN I/II/III mirror sessions, PPTP's GRE carrying PPP, GRE-in-UDP on 4754), geneve; "
+                "wireguard for a message matched to its plaintext (its inner fields are the plaintext's: see "
+                "`wireguard`). MPLS label stacks are passed over, not counted as a tunnel",
             ),
             ("encap_depth", "int8", "number of tunnel layers peeled"),
-            ("vni", "int64", "VXLAN/Geneve VNI or GRE key of the first tunnel; -1"),
+            ("vni", "int64", "VXLAN/Geneve VNI, GRE key or PPTP call id of the first tunnel; -1"),
             ("ip_version", "int8", "innermost IP version, 0 if none"),
             ("src", "category", "innermost IP source"),
             ("dst", "category", "innermost IP destination"),

@@ -163,6 +163,26 @@ def test_damaged_corpus_captures_never_crash_hang_or_lose_records_silently(tmp_p
     assert ran > 20 and read >= ran * 3 // 4
 
 
+def test_damaged_encapsulations_never_crash_and_both_decoders_agree(tmp_path):
+    """The same damage to a capture of MPLS, ERSPAN, PPTP, GRE-in-UDP and VXLAN-GPE frames: read
+    without a crash or a silent loss, and the compiled decoder and the reference agree on every row."""
+    from encapframes import FRAMES
+    from pktutil import write_pcap
+    from test_fastdecode import assert_same
+
+    base = write_pcap(tmp_path / "base.pcap", [frame for frame, _, _ in FRAMES.values()] * 4, nano=True)
+    data, rnd, read = base.read_bytes(), random.Random(4754), 0
+    for case in range(CASES):
+        kind, damaged = mutate_pcap(data, rnd)
+        path = tmp_path / f"case{case}.pcap"
+        path.write_bytes(damaged)
+        if check_damaged(path, kind, len(FRAMES) * 4, case % 8 == 0, tmp_path / f"report{case}"):
+            read += 1
+            assert_same(path)
+        path.unlink()
+    assert read >= CASES * 3 // 4
+
+
 def test_damaged_wireguard_uplink_never_crashes_the_match(tmp_path):
     """Flipped bytes, cut and lying records in a WireGuard uplink capture: the message headers are read
     where the bytes are there, the match goes on, every message still gets a match kind."""

@@ -85,6 +85,15 @@ def test_same_on_odd_and_damaged_frames(tmp_path):
     assert_same(write_pcap(tmp_path / "odd.pcap", frames))
 
 
+def test_same_on_mirror_and_carrier_encapsulations_whole_and_cut(tmp_path):
+    from encapframes import FRAMES, damaged
+
+    frames = [frame for frame, _, _ in FRAMES.values()] + [frame for frame, _ in damaged().values()]
+    # and every frame cut at every length: each header's length checks, in both decoders
+    frames += [frame[:n] for frame, _, _ in FRAMES.values() for n in range(14, len(frame), 3)]
+    assert assert_same(write_pcap(tmp_path / "encap.pcap", frames)) == len(frames)
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_address_factorize_matches_pandas(monkeypatch, compiled):
     """Address codes from the compiled factorize and from the pandas fallback: sorted IPv4 categories,

@@ -4,6 +4,7 @@ import struct
 import subprocess
 
 import dpkt
+from encapframes import FRAMES, damaged
 from pktutil import decode, eth, ip4, tcp4, udp4, vxlan_frame, write_pcap
 from tshark_compare import our_frames, tshark_frames
 
@@ -189,6 +190,34 @@ def test_decoding_matches_tshark_on_our_own_captures(tmp_path, tshark):
             b["dport"],
         )
     assert subprocess.run(["tshark", "-v"], capture_output=True).returncode == 0
+
+
+def test_mirror_and_carrier_encapsulations_reach_the_innermost_packet(tmp_path):
+    """MPLS label stacks (on Ethernet, in GRE, in VXLAN-GPE), ERSPAN types I, II and III (with and
+    without the platform subheader), PPTP's GRE with every PPP header form, GRE-in-UDP and
+    VXLAN-GPE: each frame decodes to its innermost packet, with the tunnel's key, call id or VNI."""
+    df, log, _ = decode(write_pcap(tmp_path / "encap.pcap", [frame for frame, _, _ in FRAMES.values()]))
+    assert len(df) == len(FRAMES) and not log.rows
+    for (name, (_, (encap, key), inner)), r in zip(FRAMES.items(), df.itertuples(), strict=True):
+        assert (r.status, r.encap, r.vni) == ("ok", encap, key), name
+        assert (r.src, r.dst, r.proto, r.sport, r.dport) == inner, name
+
+
+def test_mirror_and_carrier_encapsulations_decode_as_tshark_does(tmp_path, tshark):
+    p = write_pcap(tmp_path / "encap.pcap", [frame for frame, _, _ in FRAMES.values()])
+    df, _, _ = decode(p)
+    theirs, ours = tshark_frames(str(p)), our_frames(df)
+    assert len(theirs) == len(ours) == len(FRAMES)
+    for name, a, b in zip(FRAMES, theirs, ours, strict=True):
+        keys = ("src", "dst", "l4", "sport", "dport")
+        assert [a[k] for k in keys] == [b[k] for k in keys], name
+        assert a["l4"] in ("tcp", "udp"), name  # tshark too reached the inner packet
+
+
+def test_encapsulation_headers_cut_short_are_named_anomalies(tmp_path):
+    cases = damaged()
+    df, _, _ = decode(write_pcap(tmp_path / "cut.pcap", [frame for frame, _ in cases.values()]))
+    assert dict(zip(cases, df.status.astype(str), strict=True)) == {name: want for name, (_, want) in cases.items()}
 
 
 def test_ipip_variants_and_tunnel_depth_cap(tmp_path):

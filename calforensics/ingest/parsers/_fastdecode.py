@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._walk import HAVE_NUMBA, njit
+from .packet_columns import GRE_UDP_PORT, MAX_MPLS_LABELS, VXLAN_GPE_PORT
 
 # status codes: must match packet_columns.STATUS_KINDS
 OK, UNSUPPORTED_LINKTYPE, TRUNC_LINK, TRUNC_IP, BAD_IP_VERSION, BAD_IHL, BAD_TOTAL = 0, 1, 2, 3, 4, 5, 6
@@ -229,6 +230,20 @@ def decode_kernel(
                 continue
             # K_IP
             kind = K_DONE
+            if et == 0x8847 or et == 0x8848:  # MPLS: past the label stack; IPv4 or IPv6 by the first nibble
+                bottom = False
+                for _ in range(MAX_MPLS_LABELS):
+                    if off + 4 > end:
+                        break
+                    bottom = (d[off + 2] & 0x01) != 0
+                    off += 4
+                    if bottom:
+                        break
+                if not bottom:
+                    _fail(status, r, TRUNC_LINK if depth == 0 else TRUNC_TUNNEL)
+                    break
+                nibble = (d[off] >> 4) if off < end else 0
+                et = 0x0800 if nibble == 4 else (0x86DD if nibble == 6 else -1)
             if et == 0x0800:
                 if off + 20 > end:
                     _fail(status, r, TRUNC_IP)
@@ -414,6 +429,34 @@ def decode_kernel(
                                     depth += 1
                                     kind, off, end, et = _by_ethertype(d, o + hdr, l3end, ptype, status, r, depth)
                                     et_at, skip = 12, 14
+                    elif dport == GRE_UDP_PORT or sport == GRE_UDP_PORT:
+                        o = l4 + 8
+                        if o + 4 > l3end:
+                            _fail(status, r, TRUNC_TUNNEL)
+                        else:
+                            hdr, ptype, key = _gre_header(d, o, l3end)
+                            if hdr >= 0 and _enter_tunnel(i8, i64, status, r, ENC_GRE, key, depth, max_depth):
+                                depth += 1
+                                kind, off, end, et = _by_ethertype(d, o + hdr, l3end, ptype, status, r, depth)
+                                et_at, skip = 12, 14
+                    elif dport == VXLAN_GPE_PORT or sport == VXLAN_GPE_PORT:
+                        o = l4 + 8
+                        if o + 8 > l3end:
+                            _fail(status, r, TRUNC_TUNNEL)
+                        else:
+                            nxt = d[o + 3]
+                            if _enter_tunnel(i8, i64, status, r, ENC_VXLAN, _u32(d, o + 4) >> 8, depth, max_depth):
+                                depth += 1
+                                off = o + 8
+                                end = l3end
+                                if nxt == 3:
+                                    if off + 14 > end:
+                                        _fail(status, r, TRUNC_TUNNEL)
+                                    else:
+                                        kind, et_at, skip = K_ETH, 12, 14
+                                elif nxt == 1 or nxt == 2 or nxt == 5:
+                                    kind = K_IP
+                                    et = 0x0800 if nxt == 1 else (0x86DD if nxt == 2 else 0x8847)
             elif proto == 1 or proto == 58:
                 if l4 + 8 > l3end:
                     _fail(status, r, TRUNC_ICMP)
@@ -449,29 +492,61 @@ def decode_kernel(
                 if l4 + 4 > l3end:
                     _fail(status, r, TRUNC_TUNNEL)
                 else:
-                    gflags = _u16(d, l4)
-                    ptype = _u16(d, l4 + 2)
-                    csum = (gflags & 0x8000) != 0
-                    keyed = (gflags & 0x2000) != 0
-                    seqd = (gflags & 0x1000) != 0
-                    hdr = 4 + 4 * np.int64(csum) + 4 * np.int64(keyed) + 4 * np.int64(seqd)
-                    if (gflags & 0x7) == 0 and l4 + hdr <= l3end:
-                        key = _u32(d, min(l4 + 4 + 4 * np.int64(csum), l3end - 4)) if keyed else np.int64(-1)
-                        if ptype == 0x88BE:
-                            hdr += 8
-                            ptype = 0x6558
-                        elif ptype == 0x22EB:
-                            hdr += 12
-                            ptype = 0x6558
-                        follow = ptype == 0x0800 or ptype == 0x86DD or ptype == 0x6558 or ptype == 0x8909
-                        if (
-                            follow
-                            and l4 + hdr <= l3end
-                            and _enter_tunnel(i8, i64, status, r, ENC_GRE, key, depth, max_depth)
-                        ):
-                            depth += 1
-                            kind, off, end, et = _by_ethertype(d, l4 + hdr, l3end, ptype, status, r, depth)
-                            et_at, skip = 12, 14
+                    hdr, ptype, key = _gre_header(d, l4, l3end)
+                    if hdr >= 0 and _enter_tunnel(i8, i64, status, r, ENC_GRE, key, depth, max_depth):
+                        depth += 1
+                        kind, off, end, et = _by_ethertype(d, l4 + hdr, l3end, ptype, status, r, depth)
+                        et_at, skip = 12, 14
+
+
+@njit(cache=True)
+def _gre_header(d, o, end):
+    """GRE's header as packets_reference.ReferenceDecoder._gre reads it, for one packet (the caller
+    has checked its first 4 bytes are there): (header length, payload ethertype, key or PPTP call id),
+    header length -1 when the payload is not one we follow."""
+    gflags = _u16(d, o)
+    ptype = _u16(d, o + 2)
+    csum = (gflags & 0x8000) != 0
+    keyed = (gflags & 0x2000) != 0
+    seqd = (gflags & 0x1000) != 0
+    pptp = (gflags & 0x7) == 1 and ptype == 0x880B  # PPTP's enhanced GRE: key (length, call id) always
+    acked = pptp and (gflags & 0x0080) != 0
+    hdr = np.int64(8) if pptp else 4 + 4 * np.int64(csum) + 4 * np.int64(keyed)
+    hdr += 4 * np.int64(seqd) + 4 * np.int64(acked)
+    none = np.int64(-1)
+    if not ((gflags & 0x7) == 0 or pptp) or o + hdr > end:
+        return none, none, none
+    key = none
+    if pptp:
+        key = _u16(d, o + 6)
+    elif keyed:
+        key = _u32(d, o + 4 + 4 * np.int64(csum))
+    if ptype == 0x88BE:  # ERSPAN type II has an 8-byte header; type I (no sequence number) none
+        if seqd:
+            hdr += 8
+        ptype = 0x6558
+    elif ptype == 0x22EB:  # ERSPAN type III: 12 bytes, and an 8-byte platform subheader when O is set
+        platform = o + hdr + 12 <= end and (d[o + hdr + 11] & 0x01) != 0
+        hdr += 20 if platform else 12
+        ptype = 0x6558
+    elif pptp:  # PPP: address and control unless compressed away, a protocol of one byte or two
+        p = o + hdr
+        if p + 2 <= end and d[p] == 0xFF and d[p + 1] == 0x03:
+            p += 2
+        proto = none
+        if p + 1 <= end and (d[p] & 0x01) != 0:
+            proto = np.int64(d[p])
+            p += 1
+        else:
+            if p + 2 <= end:
+                proto = _u16(d, p)
+            p += 2
+        ptype = 0x0800 if proto == 0x0021 else (0x86DD if proto == 0x0057 else -1)
+        hdr = p - o
+    follow = ptype == 0x0800 or ptype == 0x86DD or ptype == 0x6558 or ptype == 0x8909
+    if not (follow or ptype == 0x8847 or ptype == 0x8848) or o + hdr > end:
+        return none, none, none
+    return hdr, np.int64(ptype), key
 
 
 @njit(cache=True)

@@ -22,11 +22,15 @@ from .packet_columns import (
     ETH_ERSPAN3,
     ETH_IPV4,
     ETH_IPV6,
+    ETH_MPLS,
+    ETH_MPLS_MULTICAST,
+    ETH_PPP,
     ETH_QINQ,
     ETH_QINQ_OLD,
     ETH_TEB,
     ETH_VLAN,
     GENEVE_PORT,
+    GRE_UDP_PORT,
     ICMP4_ERRORS,
     ICMP6_ERRORS,
     IPV6_EXT_SIMPLE,
@@ -38,8 +42,12 @@ from .packet_columns import (
     LINKTYPE_NULL,
     LINKTYPE_SLL,
     LINKTYPE_SLL2,
+    MAX_MPLS_LABELS,
     PAYLOAD_HASH_BYTES,
+    PPP_IPV4,
+    PPP_IPV6,
     RAW_LINKTYPES,
+    VXLAN_GPE_PORT,
     PacketColumns,
     fingerprint_fields,
 )
@@ -169,12 +177,39 @@ class ReferenceDecoder:
 
     # ---- IP -----------------------------------------------------------------------------
     def _ip(self, rows, off, end, et, depth: int) -> None:
+        mpls = (et == ETH_MPLS) | (et == ETH_MPLS_MULTICAST)
+        if mpls.any():
+            off, et = off.copy(), np.asarray(et, dtype=np.int64).copy()
+            off[mpls], et[mpls] = self._mpls(rows[mpls], off[mpls], end[mpls], depth)
         v4 = et == ETH_IPV4
         v6 = et == ETH_IPV6
         if v4.any():
             self._ipv4(rows[v4], off[v4], end[v4], depth)
         if v6.any():
             self._ipv6(rows[v6], off[v6], end[v6], depth)
+
+    def _mpls(self, rows, off, end, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Past an MPLS label stack (to its bottom-of-stack entry): (payload offset, payload ethertype).
+        The payload names no protocol, so it is IPv4 or IPv6 by its first nibble, as tshark takes it;
+        anything else is left undecoded."""
+        d = self.d
+        off = off.copy()
+        live = np.ones(len(rows), dtype=bool)  # still inside the stack
+        broken = np.zeros(len(rows), dtype=bool)  # the stack runs past the frame or past MAX_MPLS_LABELS
+        for _ in range(MAX_MPLS_LABELS):
+            cut = live & (off + 4 > end)
+            broken |= cut
+            live &= ~cut
+            bottom = live & ((d[np.minimum(off + 2, len(d) - 1)] & 0x01) != 0)
+            off = np.where(live, off + 4, off)
+            live &= ~bottom
+            if not live.any():
+                break
+        broken |= live
+        self.c.fail(rows[broken], "truncated_link_header" if depth == 0 else "truncated_tunnel_header")
+        nibble = np.where(off < end, d[np.minimum(off, len(d) - 1)] >> 4, 0)
+        et = np.where(nibble == 4, ETH_IPV4, np.where(nibble == 6, ETH_IPV6, -1))
+        return off, np.where(broken, -1, et)
 
     def _ipv4(self, rows, off, end, depth: int) -> None:
         d, c = self.d, self.c
@@ -359,6 +394,12 @@ class ReferenceDecoder:
         gv = (dport == GENEVE_PORT) & ~vx
         if gv.any():
             self._geneve(rows[gv], off[gv] + 8, end[gv], depth)
+        gu = ((dport == GRE_UDP_PORT) | (sport == GRE_UDP_PORT)) & ~vx & ~gv
+        if gu.any():
+            self._gre(rows[gu], off[gu] + 8, end[gu], depth)
+        gpe = ((dport == VXLAN_GPE_PORT) | (sport == VXLAN_GPE_PORT)) & ~vx & ~gv & ~gu
+        if gpe.any():
+            self._vxlan_gpe(rows[gpe], off[gpe] + 8, end[gpe], depth)
 
     def _partial_ports(self, rows, off, end) -> None:
         """Ports sit in the first 4 bytes: keep them even when the rest of the header is cut off."""
@@ -456,6 +497,24 @@ class ReferenceDecoder:
         go = self._enter_tunnel(rows, ENC_VXLAN, depth, vni)
         self._ethernet(rows[go], off[go] + 8, end[go], depth + 1)
 
+    def _vxlan_gpe(self, rows, off, end, depth: int) -> None:
+        """VXLAN-GPE: VXLAN's header with a next-protocol byte (1 IPv4, 2 IPv6, 3 Ethernet, 5 MPLS)."""
+        d, c = self.d, self.c
+        ok = off + 8 <= end
+        c.fail(rows[~ok], "truncated_tunnel_header")
+        rows, off, end = rows[ok], off[ok], end[ok]
+        nxt = d[off + 3].astype(np.int64)
+        vni = _u32(d, off + 4) >> 8
+        go = self._enter_tunnel(rows, ENC_VXLAN, depth, vni)
+        rows, off, end, nxt = rows[go], off[go] + 8, end[go], nxt[go]
+        eth = nxt == 3
+        if eth.any():
+            self._ethernet(rows[eth], off[eth], end[eth], depth + 1)
+        et = np.select([nxt == 1, nxt == 2, nxt == 5], [ETH_IPV4, ETH_IPV6, ETH_MPLS], -1)
+        ip = et >= 0
+        if ip.any():
+            self._ip(rows[ip], off[ip], end[ip], et[ip], depth + 1)
+
     def _geneve(self, rows, off, end, depth: int) -> None:
         d, c = self.d, self.c
         ok = off + 8 <= end
@@ -474,6 +533,10 @@ class ReferenceDecoder:
         self._payload_by_ethertype(rows[go], off[go] + hdr[go], end[go], ptype[go], depth + 1)
 
     def _gre(self, rows, off, end, depth: int) -> None:
+        """GRE version 0 (IP, Ethernet, MPLS; ERSPAN I, II and III mirror sessions) and version 1,
+        PPTP's enhanced GRE carrying PPP. ERSPAN type I has no header of its own (no sequence
+        number in the GRE header), type II 8 bytes, type III 12 plus 8 when its O bit says a
+        platform subheader follows."""
         d, c = self.d, self.c
         ok = off + 4 <= end
         c.fail(rows[~ok], "truncated_tunnel_header")
@@ -481,26 +544,44 @@ class ReferenceDecoder:
         flags = _u16(d, off)
         ptype = _u16(d, off + 2)
         csum, keyed, seqd = (flags & 0x8000) != 0, (flags & 0x2000) != 0, (flags & 0x1000) != 0
-        hdr = 4 + 4 * csum.astype(np.int64) + 4 * keyed + 4 * seqd
-        # version 1 is PPTP's enhanced GRE carrying PPP: not a tunnel we follow
-        ok = ((flags & 0x7) == 0) & (off + hdr <= end)
-        rows, off, end, hdr, ptype, keyed, csum = rows[ok], off[ok], end[ok], hdr[ok], ptype[ok], keyed[ok], csum[ok]
-        key = np.where(keyed, _u32(d, np.minimum(off + 4 + 4 * csum, end - 4)), -1)
-        erspan2 = ptype == ETH_ERSPAN2
-        erspan3 = ptype == ETH_ERSPAN3
-        hdr = hdr + np.where(erspan2, 8, 0) + np.where(erspan3, 12, 0)
-        ptype = np.where(erspan2 | erspan3, ETH_TEB, ptype)
-        follow = np.isin(ptype, (ETH_IPV4, ETH_IPV6, ETH_TEB, ETH_CISCO_METADATA)) & (off + hdr <= end)
-        rows, off, end, hdr, ptype, key = (
-            rows[follow],
-            off[follow],
-            end[follow],
-            hdr[follow],
-            ptype[follow],
-            key[follow],
+        pptp = ((flags & 0x7) == 1) & (ptype == ETH_PPP)  # key (payload length, call id) always there
+        acked = pptp & ((flags & 0x0080) != 0)
+        hdr = np.where(pptp, 8, 4 + 4 * csum.astype(np.int64) + 4 * keyed) + 4 * seqd + 4 * acked
+        ok = (((flags & 0x7) == 0) | pptp) & (off + hdr <= end)
+        rows, off, end, hdr, ptype, keyed, csum, seqd, pptp = (
+            a[ok] for a in (rows, off, end, hdr, ptype, keyed, csum, seqd, pptp)
         )
+        last = np.maximum(end - 4, off)  # a clamp for reads that the masks below discard
+        key = np.where(keyed & ~pptp, _u32(d, np.minimum(off + 4 + 4 * csum, last)), -1)
+        key = np.where(pptp, _u16(d, np.minimum(off + 6, last)), key)  # the call id
+        erspan = (ptype == ETH_ERSPAN2) | (ptype == ETH_ERSPAN3)
+        platform = (ptype == ETH_ERSPAN3) & (off + hdr + 12 <= end)
+        platform &= (d[np.minimum(off + hdr + 11, np.maximum(end - 1, off))] & 0x01) != 0
+        hdr = hdr + np.where((ptype == ETH_ERSPAN2) & seqd, 8, 0) + np.where(ptype == ETH_ERSPAN3, 12, 0) + 8 * platform
+        ptype = np.where(erspan, ETH_TEB, ptype)
+        if pptp.any():
+            hdr, ptype = hdr.copy(), ptype.copy()
+            hdr[pptp], ptype[pptp] = self._ppp(off[pptp] + hdr[pptp], end[pptp])
+            hdr[pptp] -= off[pptp]
+        payloads = (ETH_IPV4, ETH_IPV6, ETH_TEB, ETH_CISCO_METADATA, ETH_MPLS, ETH_MPLS_MULTICAST)
+        follow = np.isin(ptype, payloads) & (off + hdr <= end)
+        rows, off, end, hdr, ptype, key = (a[follow] for a in (rows, off, end, hdr, ptype, key))
         go = self._enter_tunnel(rows, ENC_GRE, depth, key)
         self._payload_by_ethertype(rows[go], off[go] + hdr[go], end[go], ptype[go], depth + 1)
+
+    def _ppp(self, off, end) -> tuple[np.ndarray, np.ndarray]:
+        """Past a PPP header: address and control (0xff03) unless compressed away, then the protocol,
+        one byte when compressed (an odd first byte, RFC 1661) or two. (payload offset, IPv4 or IPv6
+        as an ethertype, else -1)."""
+        d = self.d
+        last = np.maximum(end - 1, 0)
+        framed = (off + 2 <= end) & (d[np.minimum(off, last)] == 0xFF) & (d[np.minimum(off + 1, last)] == 0x03)
+        off = off + 2 * framed
+        first = d[np.minimum(off, last)].astype(np.int64)
+        short = (off + 1 <= end) & ((first & 0x01) != 0)
+        proto = np.where(short, first, np.where(off + 2 <= end, _u16(d, np.minimum(off, np.maximum(end - 2, 0))), -1))
+        et = np.select([proto == PPP_IPV4, proto == PPP_IPV6], [ETH_IPV4, ETH_IPV6], -1)
+        return off + np.where(short, 1, 2), et
 
     def _payload_by_ethertype(self, rows, off, end, ptype, depth: int) -> None:
         cmd = (ptype == ETH_CISCO_METADATA) & (off + 8 <= end)
