@@ -85,6 +85,22 @@ def test_same_on_odd_and_damaged_frames(tmp_path):
     assert_same(write_pcap(tmp_path / "odd.pcap", frames))
 
 
+def test_the_compiled_decoder_numbers_what_the_columns_name():
+    """The kernel's own copies of the status, encapsulation, port and label constants equal the
+    packets table's (it cannot import them: packet_columns imports the kernel)."""
+    from calforensics.ingest.parsers import _fastdecode as k
+    from calforensics.ingest.parsers import packet_columns as cols
+
+    statuses = ["OK", "UNSUPPORTED_LINKTYPE", "TRUNC_LINK", "TRUNC_IP", "BAD_IP_VERSION", "BAD_IHL", "BAD_TOTAL"]
+    statuses += ["TRUNC_V6EXT", "TRUNC_TCP", "BAD_TCP_OFF", "TRUNC_UDP", "BAD_UDP_LEN", "TRUNC_ICMP", "TRUNC_TUNNEL"]
+    statuses += ["BAD_VXLAN", "BAD_GENEVE", "TOO_DEEP", "LT_MISMATCH", "CAP_GT_WIRE"]
+    assert [getattr(k, name) for name in statuses] == list(range(len(cols.STATUS_KINDS)))
+    kernel_encaps = [k.ENC_NONE, k.ENC_IPIP, k.ENC_VXLAN, k.ENC_GRE, k.ENC_GENEVE]
+    assert kernel_encaps == [cols.ENCAP_KINDS.index(e) for e in ("none", "ipip", "vxlan", "gre", "geneve")]
+    kernel_limits = (k.GRE_UDP_PORT, k.VXLAN_GPE_PORT, k.MAX_MPLS_LABELS)
+    assert kernel_limits == (cols.GRE_UDP_PORT, cols.VXLAN_GPE_PORT, cols.MAX_MPLS_LABELS)
+
+
 def test_same_on_mirror_and_carrier_encapsulations_whole_and_cut(tmp_path):
     from encapframes import FRAMES, damaged
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from ._walk import HAVE_NUMBA, njit
-from .packet_columns import GRE_UDP_PORT, MAX_MPLS_LABELS, VXLAN_GPE_PORT
 
 # status codes: must match packet_columns.STATUS_KINDS
 OK, UNSUPPORTED_LINKTYPE, TRUNC_LINK, TRUNC_IP, BAD_IP_VERSION, BAD_IHL, BAD_TOTAL = 0, 1, 2, 3, 4, 5, 6
 TRUNC_V6EXT, TRUNC_TCP, BAD_TCP_OFF, TRUNC_UDP, BAD_UDP_LEN, TRUNC_ICMP, TRUNC_TUNNEL = 7, 8, 9, 10, 11, 12, 13
 BAD_VXLAN, BAD_GENEVE, TOO_DEEP, LT_MISMATCH, CAP_GT_WIRE = 14, 15, 16, 17, 18
 ENC_NONE, ENC_IPIP, ENC_VXLAN, ENC_GRE, ENC_GENEVE = 0, 1, 2, 3, 4
+# must match packet_columns (compiled in as constants; packet_columns imports this module, so not from there)
+GRE_UDP_PORT, VXLAN_GPE_PORT, MAX_MPLS_LABELS = 4754, 4790, 16
 # layer kinds of the walk
 K_DONE, K_ETH, K_IP = 0, 1, 2
 # address slots
