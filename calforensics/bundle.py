@@ -22,13 +22,14 @@ from .ingest.parsers.pcap import FrameIndex, read_frames
 from .ingest.tables import read_bpftool_dumps, read_text_table, text_table_names
 from .join.flows import build_flows
 from .join.focus import Focus
-from .join.hops import Joined, address_owners, build_hops
+from .join.hops import Joined, address_owners, build_hops, second_copies
 from .join.wireguard import join_matches, match_wireguard
 from .meaning.dataplane import detect_dataplane, ebpf_nodes
 from .meaning.rules import add_rule_meaning
 from .meaning.services import Services, bpf_nat_legs, build_services
 from .runtime.memory import release_freed_memory
 from .runtime.parallel import CHUNK_PACKETS, PARTITION_ROWS, Runner
+from .runtime.partitions import parts_for
 from .schema import SCHEMAS, columns_frame, conform
 
 DEFAULT_LIMITS = Limits()
@@ -230,6 +231,12 @@ class Bundle:
         packets = self.packets
         partitions = self.runner.partitioning(len(packets))
         keep = self.focus.packets(packets, self.runner.allocate) if self.focus else None
+        # a packet two captures took at one interface (an `-i any` capture beside its own) is one sighting
+        parts = parts_for(len(packets), partitions.rows) if partitions is not None else 1
+        second = second_copies(packets, self.captures, parts)
+        if second is not None:
+            keep = ~second if keep is None else np.asarray(keep) & ~second
+        del second
         hops, offsets = build_hops(packets, self.captures, owners, threads=threads, partitions=partitions, keep=keep)
         del keep
         release_freed_memory()  # the join's freed transients, before the flow build makes its own

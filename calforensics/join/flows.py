@@ -17,7 +17,7 @@ from ..runtime.partitions import Partitioning
 from ..schema import columns_frame, conform
 from .conversations import Conversations, Vocabulary, components, conversations, conversations_partitioned, hop_tuples
 from .nat_legs import conntrack_links, conntrack_only_flows
-from .summaries import point_labels, summarise, summarise_partitioned
+from .summaries import point_labels, point_roles, summarise, summarise_partitioned
 from .verdicts import FlowContext, destination_points
 
 
@@ -60,6 +60,7 @@ def build_flows(
     flows = pd.DataFrame()
     if n:
         labels = point_labels(hops)
+        ctx.point_roles = point_roles(hops)
         if bounded:
             flows, direction = summarise_partitioned(hops, flow, vocab, ct, ctx, labels, partitions, threads)
         else:

@@ -5,7 +5,9 @@
    each node's clock offset is estimated NTP-style from the minimum one-way delays in both
    directions, with the half-width of the feasible interval as its uncertainty.
 3. With corrected times, copies of a fingerprint closer than a window form one packet *instance*;
-   each copy is a *hop*. Two copies at the same capture point make the instance ambiguous.
+   each copy is a *hop*. Two copies at the same capture point make the instance ambiguous. A capture
+   point is an interface of a node, however many captures saw it; a packet two captures took there
+   is one sighting (second_copies), so an `-i any` capture beside the interfaces' own adds nothing.
 Flows are built from the hops in :mod:`calforensics.join.flows`. Everything here is sorts, group-bys and
 merges over columns: whole columns in memory, or, for a spilled packets table, fingerprint ranges
 kept on disk (:mod:`calforensics.runtime.partitions`), one range in memory per thread.
@@ -87,6 +89,10 @@ def _points_table(pairs: np.ndarray, interfaces: pd.Index, captures: pd.DataFram
     from ..ingest.layout import interface_role
 
     pts["role"] = [interface_role(i) if r == "any" else r for i, r in zip(pts["interface"], roles, strict=True)]
+    # a capture of several interfaces (`-i any`, a pcapng of several): another capture may hold one
+    per_artifact = captures.groupby("artifact", observed=True)["capture_id"].transform("size")
+    several = set(captures.loc[(per_artifact > 1) | (captures["role"].astype(str) == "any"), "capture_id"])
+    pts["shared"] = [int(c) in several for c in pts["capture_id"]]
     return pts
 
 
@@ -118,9 +124,15 @@ class Sightings:
             np.minimum.at(first, pair, np.arange(lo, lo + len(pair)))
         present = np.flatnonzero(first < self.rows)
         uniq = present[np.argsort(first[present], kind="stable")]
+        # one interface of one node is one capture point, however many captures saw it (an `-i any`
+        # capture beside the interface's own): pairs are numbered by their (node, interface) label,
+        # each label described by the pair of a capture of that interface alone where there is one
+        pairs = _points_table(uniq - 1, iface.categories, captures)
+        label, first = pd.factorize(pd.Series(list(zip(pairs["node"], pairs["interface"], strict=True))))
         self._point_of_pair = np.zeros(size, dtype=np.int64)
-        self._point_of_pair[uniq] = np.arange(len(uniq))
-        self.points = _points_table(uniq - 1, iface.categories, captures)
+        self._point_of_pair[uniq] = label
+        shared = pairs.assign(label=label).sort_values(["label", "shared"], kind="stable")
+        self.points = shared.drop_duplicates("label").drop(columns=["label", "shared"]).reset_index(drop=True)
         self._point_node = np.asarray([node_index[x] for x in self.points["node"]], dtype=np.int64)
 
         def owner(address: str) -> int:
@@ -157,6 +169,77 @@ class Sightings:
         ).astype(np.int64)
         cols = {"fp": fp, "point": point, "node": self._point_node[point] if len(point) else point}
         return {**cols, "ts": p["ts_ns"].to_numpy()[lo:hi], "origin": origin}, decoded
+
+
+SAME_OBSERVATION_NS = 1_000_000  # two captures' copies of one packet at one interface: at most this apart
+
+
+def second_copies(
+    packets: pd.DataFrame, captures: pd.DataFrame, parts: int = 1, block_rows: int = 1 << 22
+) -> np.ndarray | None:
+    """Which packets another capture also took at the same interface of the same node: an `-i any`
+    capture beside the interface's own, or two pcapngs of one interface. Such a packet is one
+    observation, not two hops at one point. Per interface, one capture keeps its copies (one of that
+    interface alone where there is one, else the lowest capture id); another capture's copy is
+    marked here, to be left out of the join, when the keeper holds a copy of the same fingerprint
+    SAME_OBSERVATION_NS or less apart from it. A copy the keeper did not take (it started later,
+    or dropped it) stays a hop. None when no interface was captured twice.
+
+    The table is read a block of rows at a time, and the copies compared a fingerprint range at a
+    time (``parts``; a packet's copies share its fingerprint), so memory stays that of a partition."""
+    n = len(packets)
+    if not n or not len(captures):
+        return None
+    node, iface = categorical(packets["node"]), categorical(packets["interface"])
+    capture, fp, ts = (packets[c].to_numpy() for c in ("capture_id", "fingerprint", "ts_ns"))
+    blocks = [(lo, min(n, lo + block_rows)) for lo in range(0, n, block_rows)]
+    width = max(int(capture[lo:hi].max()) for lo, hi in blocks) + 1
+
+    def labels(lo: int, hi: int) -> np.ndarray:  # (node, interface) as one integer
+        return node.codes[lo:hi].astype(np.int64) * (len(iface.categories) + 1) + iface.codes[lo:hi] + 1
+
+    pairs = np.unique(np.concatenate([pd.unique(labels(lo, hi) * width + capture[lo:hi]) for lo, hi in blocks]))
+    pair_label, pair_capture = pairs // width, pairs % width
+    twice = np.flatnonzero(np.bincount(pair_label) > 1)
+    if not len(twice):
+        return None
+    per_artifact = captures.groupby("artifact", observed=True)["capture_id"].transform("size")
+    several = (per_artifact > 1) | (captures["role"].astype(str) == "any")
+    rank = np.zeros(width, dtype=np.int64)
+    rank[captures.loc[several, "capture_id"].to_numpy().astype(np.int64)] = 1  # captures of one interface first
+    order = np.lexsort((pair_capture, rank[pair_capture], pair_label))  # per label, the keeper first
+    first = order[np.r_[True, pair_label[order][1:] != pair_label[order][:-1]]]
+    keeps = np.full(int(pair_label.max()) + 1, -1, dtype=np.int64)  # each label's keeping capture
+    keeps[pair_label[first]] = pair_capture[first]
+    out = np.zeros(n, dtype=bool)
+    for bounds in _fingerprint_ranges(max(1, parts)):
+        rows = []
+        for lo, hi in blocks:
+            shared = np.isin(labels(lo, hi), twice)
+            rows.append(lo + _rows_in(fp[lo:hi], shared, bounds))
+        at = np.concatenate(rows)
+        lab = node.codes[at].astype(np.int64) * (len(iface.categories) + 1) + iface.codes[at] + 1
+        out[at] = _kept_elsewhere(lab, fp[at], ts[at], capture[at] == keeps[lab])
+    return out
+
+
+def _kept_elsewhere(label: np.ndarray, fp: np.ndarray, ts: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """True for rows not ``kept`` whose (label, fingerprint) has a kept row at most
+    SAME_OBSERVATION_NS away: the nearest kept row before and after each row, in time order."""
+    order = np.lexsort((~kept, ts, fp, label))  # at equal times the kept row first
+    lab, f, t, k = label[order], fp[order], ts[order], kept[order]
+    at = np.arange(len(order))
+    before = np.maximum.accumulate(np.where(k, at, -1))
+    after = np.minimum.accumulate(np.where(k, at, len(order))[::-1])[::-1]
+
+    def near(other: np.ndarray) -> np.ndarray:
+        ok = (other >= 0) & (other < len(order))
+        o = np.clip(other, 0, max(0, len(order) - 1))
+        return ok & (lab[o] == lab) & (f[o] == f) & (np.abs(t[o] - t) <= SAME_OBSERVATION_NS)
+
+    out = np.zeros(len(order), dtype=bool)
+    out[order] = ~k & (near(before) | near(after))
+    return out
 
 
 def is_link_scoped(address: str) -> bool:

@@ -142,6 +142,7 @@ def _summaries_of(
         ctx.captures.copy(deep=False),
         ctx.routes.copy(deep=False),
         ctx.peer_redirect_nodes,
+        ctx.point_roles,
     )
     f, hop_dir = _summaries(sub, vocab, ct.copy(deep=False), ctx, labels)
     return f, rows, hop_dir
@@ -325,9 +326,9 @@ def _paths(f: pd.DataFrame, h: dict, inst: pd.DataFrame, hop_dir: np.ndarray, la
         f[f"path_{name}"] = series.reindex(f.index).fillna("").to_numpy()
 
 
-def point_names(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
-    """(node, interface) names of every capture point id, from each point's first hop, a block of
-    hops at a time ("" for ids without hops)."""
+def _first_hops(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """(capture point ids with hops, the row of each one's first hop), reading the point column a
+    block of hops at a time (hops may be mapped files)."""
     point = hops["point"].to_numpy()
     n = len(point)
     size = max((int(point[lo : lo + block_rows].max()) + 1 for lo in range(0, n, block_rows)), default=0)
@@ -335,12 +336,28 @@ def point_names(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarr
     for lo in range(0, n, block_rows):
         np.minimum.at(first, point[lo : lo + block_rows], np.arange(lo, min(n, lo + block_rows)))
     ids = np.flatnonzero(first < n)
+    return ids, first[ids]
+
+
+def point_names(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """(node, interface) names of every capture point id, from each point's first hop ("" for ids
+    without hops)."""
+    ids, first = _first_hops(hops, block_rows)
+    size = int(ids.max()) + 1 if len(ids) else 0
     names = []
     for col in ("node", "interface"):
         out = np.full(size, "", dtype=object)
-        out[ids] = np.asarray(hops[col].array.take(first[ids]), dtype=object).astype(str)
+        out[ids] = np.asarray(hops[col].array.take(first), dtype=object).astype(str)
         names.append(out)
     return names[0], names[1]
+
+
+def point_roles(hops: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(node, interface) -> role of every capture point the hops cross: the interfaces inside an
+    `-i any` capture too, which the captures table lists as one capture."""
+    _, first = _first_hops(hops)
+    cols = [np.asarray(hops[c].array.take(first), dtype=object).astype(str) for c in ("node", "interface", "role")]
+    return {(node, iface): role for node, iface, role in zip(*(c.tolist() for c in cols), strict=True)}
 
 
 def point_labels(hops: pd.DataFrame) -> np.ndarray:

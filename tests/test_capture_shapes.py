@@ -1,0 +1,137 @@
+"""One answer for every capture shape: the same events captured per interface, per interface and with
+`tcpdump -i any` beside them, or with `-i any` alone, give the same flows, verdicts, drops, paths,
+clock offsets and latency rows.
+
+The shapes are derived from the VXLAN lab run: node-a's per-interface captures are merged into the
+Linux cooked (SLL2) capture that `tcpdump -i any` writes, with the interface index `ip link` gives
+each. Copies in the `any` capture are a few microseconds off the interface's own (two sockets
+timestamp one packet apart) and it starts later, as a second capture started by hand would.
+"""
+
+import re
+import struct
+import sys
+import tarfile
+
+import pytest
+from conftest import SAMPLES
+
+import calforensics
+
+sys.path.insert(0, str(SAMPLES))
+
+
+def add_any_capture(
+    root, node: str, keep_own: bool, jitter_ns: int = 0, skip_first_ns: int = 0, own_from_ns: int = 0
+) -> int:
+    """Write nodes/<node>/pcaps/any.pcap (SLL2) from the node's interface captures, leaving out their
+    first ``skip_first_ns``; drop those captures unless ``keep_own``, or keep them from ``own_from_ns``
+    on only. Returns how many frames the `any` capture holds."""
+    from derive import read_pcap, write_pcap
+
+    pcaps = root / "nodes" / node / "pcaps"
+    links = (root / "nodes" / node / "ip-link.txt").read_text()
+    index = {name: int(i) for i, name in re.findall(r"^(\d+): ([^:@]+)[:@]", links, re.M)}
+    frames = []
+    for p in sorted(pcaps.glob("*.pcap")):
+        start = None
+        for k, (ts, frame) in enumerate(read_pcap(p)):
+            start = ts if start is None else start
+            if ts - start < skip_first_ns:
+                continue
+            # protocol, reserved, ifindex, ARPHRD_ETHER, packet type (0 to us, 4 outgoing), address
+            header = frame[12:14] + b"\0\0" + struct.pack("!IHBB", index[p.stem], 1, 0, 6) + frame[6:12] + b"\0\0"
+            frames.append((ts + (k % 3) * jitter_ns, header + frame[14:]))
+        if not keep_own:
+            p.unlink()
+        elif own_from_ns:
+            own = list(read_pcap(p))
+            write_pcap(p, [(ts, f) for ts, f in own if ts - own[0][0] >= own_from_ns], 1)
+    write_pcap(pcaps / "any.pcap", sorted(frames, key=lambda x: x[0]), 276)
+    return len(frames)
+
+
+def answer(b: calforensics.Bundle) -> dict:
+    """What the report says, by what stays put across shapes (not row or point numbers)."""
+    a = calforensics.analyze(b)
+    flow_cols = ["proto", "client_ip", "client_port", "server_ip", "server_port", "service", "backend_ip"]
+    flow_cols += ["verdict", "path_fwd", "path_rev", "packets_fwd", "packets_rev", "last_seen", "missing_at"]
+    flows = b.flows[b.flows["scope"] == "routed"]
+    drop_cols = ["src_ip", "src_port", "dst_ip", "dst_port", "packets", "cause_kind", "cause_chain", "cause_policy"]
+    return {
+        "flows": sorted(map(tuple, flows[flow_cols].astype(str).to_numpy().tolist())),
+        "drops": sorted(map(tuple, a.drops[drop_cols].astype(str).to_numpy().tolist())),
+        "mtu": sorted(map(tuple, a.mtu_issues[["kind", "node", "mtu"]].astype(str).to_numpy().tolist())),
+        "latency": sorted(
+            (r.from_node, r.from_interface, r.to_node, r.to_interface, int(r.count))
+            for r in a.latency_hops.itertuples(index=False)
+        ),
+        "offsets": {r.node: (int(r.offset_ns), int(r.uncertainty_ns)) for r in b.clock_offsets.itertuples()},
+        "hops": len(b.hops),
+    }
+
+
+@pytest.fixture(scope="module")
+def per_interface():
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+        return answer(b)
+
+
+@pytest.fixture
+def unpacked(tmp_path):
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "lab-vxlan"
+
+
+def test_an_any_capture_beside_the_interfaces_own_changes_nothing(unpacked, per_interface):
+    """Every packet node-a's interfaces showed is in the `any` capture too (but its first 5 ms): one
+    observation each, one path point, no latency row from an interface to itself."""
+    assert add_any_capture(unpacked, "node-a", keep_own=True, jitter_ns=3_000, skip_first_ns=5_000_000) > 100
+    with calforensics.open_bundle(unpacked) as b:
+        got = answer(b)
+    assert got == per_interface
+    assert not [row for row in got["latency"] if row[:2] == row[2:4]]
+
+
+def test_interface_captures_started_late_and_an_any_capture_make_one_point_each(unpacked, per_interface):
+    """node-a's own captures start 5 ms after its `any` capture: the first packets are in the `any`
+    capture only, the rest in both. Each interface is still one capture point, whichever capture
+    saw a packet, and the events are the same."""
+    add_any_capture(unpacked, "node-a", keep_own=True, own_from_ns=5_000_000)
+    with calforensics.open_bundle(unpacked) as b:
+        got = answer(b)
+        paths = b.flows["path_fwd"].tolist() + b.flows["path_rev"].tolist()
+    assert got == per_interface
+    assert all(len(path.split(" > ")) == len(set(path.split(" > "))) for path in paths)
+
+
+def test_an_any_capture_alone_gives_the_same_answer(unpacked, per_interface):
+    """`tcpdump -i any` instead of node-a's per-interface captures: SLL2 names each packet's interface."""
+    add_any_capture(unpacked, "node-a", keep_own=False)
+    with calforensics.open_bundle(unpacked) as b:
+        assert set(b.captures[b.captures["node"] == "node-a"]["interface"].astype(str)) == {"any"}
+        got = answer(b)
+    assert got == per_interface
+
+
+def test_the_two_captures_joined_in_partitions_on_disk_give_the_same_answer(unpacked, tmp_path):
+    add_any_capture(unpacked, "node-a", keep_own=True, jitter_ns=3_000)
+    with calforensics.open_bundle(unpacked, workers=1) as b:
+        whole = answer(b)
+    spill = {"spill": True, "spill_dir": tmp_path / "spill", "partition_packets": 50, "workers": 2}
+    with calforensics.open_bundle(unpacked, **spill) as b:
+        parted = answer(b)
+    assert parted == whole and whole["hops"] > 0
+
+
+def test_second_copies_do_not_depend_on_blocks_or_fingerprint_ranges(unpacked):
+    from calforensics.join.hops import second_copies
+
+    add_any_capture(unpacked, "node-a", keep_own=True, jitter_ns=3_000, skip_first_ns=5_000_000)
+    with calforensics.open_bundle(unpacked) as b:
+        whole = second_copies(b.packets, b.captures)
+        cut = second_copies(b.packets, b.captures, parts=7, block_rows=13)
+        own = b.packets["capture_id"].isin(b.captures.loc[b.captures["interface"] != "any", "capture_id"])
+    assert whole is not None and whole.sum() > 100 and (whole == cut).all()
+    assert not whole[own.to_numpy()].any()  # the interfaces' own captures keep their copies
