@@ -112,7 +112,10 @@ def test_an_any_capture_alone_gives_the_same_answer(unpacked, per_interface):
     with calforensics.open_bundle(unpacked) as b:
         assert set(b.captures[b.captures["node"] == "node-a"]["interface"].astype(str)) == {"any"}
         got = answer(b)
+        said = [f for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]
     assert got == per_interface
+    # the report says what this shape cannot tell, for node-a only
+    assert len(said) == 1 and said[0]["title"].startswith("node-a had only an `-i any` capture:")
 
 
 def test_the_two_captures_joined_in_partitions_on_disk_give_the_same_answer(unpacked, tmp_path):
@@ -135,3 +138,22 @@ def test_second_copies_do_not_depend_on_blocks_or_fingerprint_ranges(unpacked):
         own = b.packets["capture_id"].isin(b.captures.loc[b.captures["interface"] != "any", "capture_id"])
     assert whole is not None and whole.sum() > 100 and (whole == cut).all()
     assert not whole[own.to_numpy()].any()  # the interfaces' own captures keep their copies
+
+
+def test_a_linux_cooked_v1_any_capture_is_said_to_hide_the_interfaces(unpacked, per_interface):
+    """SLL v1 has no interface index: the report says so (medium), instead of a silent ambiguity."""
+    from derive import read_pcap, write_pcap
+
+    add_any_capture(unpacked, "node-a", keep_own=False)
+    any_pcap = unpacked / "nodes" / "node-a" / "pcaps" / "any.pcap"
+    # SLL2 (20-byte header) to SLL v1 (16): packet type, ARPHRD, address length, address, protocol
+    v1 = [(ts, f[10:11].rjust(2, b"\0") + f[8:10] + b"\0\x06" + f[12:20] + f[0:2] + f[20:]) for ts, f in read_pcap(any_pcap)]
+    write_pcap(any_pcap, v1, 113)
+    with calforensics.open_bundle(unpacked) as b:
+        said = [f for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]
+        assert set(b.captures.loc[b.captures["node"] == "node-a", "linktype_name"].astype(str)) == {"LINUX_SLL"}
+    assert [(f["severity"], f["title"].split(":")[0]) for f in said] == [
+        ("medium", "node-a had only an `-i any` capture in Linux cooked v1, which does not say which interface each packet crossed")
+    ]
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+        assert not [f for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]

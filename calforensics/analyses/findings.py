@@ -234,6 +234,7 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
         *_ebpf_headlines(doc),
         *_wireguard_headlines(doc["wireguard"]),
         *_context_headlines(doc),
+        *_capture_shape_headlines(a.bundle.captures),
     ]
     return sorted(out, key=lambda x: (SEVERITY_ORDER[x["severity"]], x["kind"], x["flow_id"] or -1, x["title"]))
 
@@ -368,6 +369,36 @@ def _wireguard_headlines(wg: dict) -> list[dict]:
                 "between encryption and the capture point (sender side) or in the network (receiver side only)",
             )
         )
+    return out
+
+
+def _capture_shape_headlines(captures: pd.DataFrame) -> list[dict]:
+    """What a node's captures cannot tell: with only an `-i any` capture, which interface each copy
+    crossed is what its cooked header says (SLL2 names it, SLL v1 does not)."""
+    out = []
+    for node, caps in captures.groupby("node", observed=True, sort=True):
+        if not len(caps) or set(caps["role"].astype(str)) != {"any"}:
+            continue
+        if (caps["linktype_name"].astype(str) == "LINUX_SLL").any():
+            out.append(
+                _headline(
+                    "medium",
+                    "capture_shape",
+                    f"{node} had only an `-i any` capture in Linux cooked v1, which does not say which interface "
+                    f"each packet crossed: its copies of one packet are one capture point, {node}:any, and make "
+                    "the packet's hops ambiguous (capture per interface, or with SLL2: tcpdump -y LINUX_SLL2)",
+                )
+            )
+        else:
+            out.append(
+                _headline(
+                    "info",
+                    "capture_shape",
+                    f"{node} had only an `-i any` capture: each packet is placed on the interface its SLL2 header "
+                    f"names; a pod's veth inside it is not yet looked at for delivery, so flows to pods on {node} "
+                    "can read unobserved",
+                )
+            )
     return out
 
 
