@@ -23,6 +23,7 @@ from .ingest.tables import read_bpftool_dumps, read_text_table, text_table_names
 from .join.flows import build_flows
 from .join.focus import Focus
 from .join.hops import Joined, address_owners, build_hops, second_copies
+from .join.summaries import point_roles
 from .join.wireguard import join_matches, match_wireguard
 from .meaning.dataplane import detect_dataplane, ebpf_nodes
 from .meaning.rules import add_rule_meaning
@@ -258,6 +259,14 @@ class Bundle:
         )
         release_freed_memory()
         return Joined(hops=hops, clock_offsets=offsets, flows=flows)
+
+    @cached_property
+    def point_roles(self) -> dict[tuple[str, str], str]:
+        """(node, interface) -> role of every capture point: each capture's, and those of the
+        interfaces seen inside `-i any` captures (which the captures table lists as one)."""
+        roles = {(str(r.node), str(r.interface)): str(r.role) for r in self.captures.itertuples(index=False)}
+        roles.update(point_roles(self.hops))
+        return roles
 
     @cached_property
     def owners(self) -> dict[str, str]:

@@ -140,6 +140,16 @@ def test_second_copies_do_not_depend_on_blocks_or_fingerprint_ranges(unpacked):
     assert not whole[own.to_numpy()].any()  # the interfaces' own captures keep their copies
 
 
+def test_an_any_capture_alone_on_the_servers_node_finds_the_drop_and_its_policy(unpacked, per_interface):
+    """The destination pods' veths are inside node-b's `any` capture: delivery and loss are read
+    there, so the policy drop keeps its last point, its next point and its cause."""
+    add_any_capture(unpacked, "node-b", keep_own=False)
+    with calforensics.open_bundle(unpacked) as b:
+        got = answer(b)
+    assert got == per_interface
+    assert any(d[5] == "end_of_tier" for d in got["drops"])
+
+
 def test_a_linux_cooked_v1_any_capture_is_said_to_hide_the_interfaces(unpacked, per_interface):
     """SLL v1 has no interface index: the report says so (medium), instead of a silent ambiguity."""
     from derive import read_pcap, write_pcap

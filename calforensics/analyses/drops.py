@@ -178,7 +178,7 @@ def find_drops(b: Bundle) -> pd.DataFrame:
     look = _Lookups(
         b,
         rules[(~rules["duplicate"]) & (rules["kind"] == "rule")],
-        {(str(r.node), str(r.interface)): str(r.role) for r in caps.itertuples(index=False)},
+        b.point_roles,
         windows,
         conntrack_of,
         seen_at,

@@ -46,7 +46,7 @@ def build_findings(a: Analysis) -> dict:
     """The whole document, section by section, then the headlines drawn from it."""
     b = a.bundle
     caps = b.captures
-    roles = {(str(r.node), str(r.interface)): str(r.role) for r in _records(caps)}
+    roles = b.point_roles
     flows = b.flows
     anomalies = b.anomalies
     by_kind = anomalies.groupby("kind", observed=True).size().sort_index()
@@ -395,8 +395,7 @@ def _capture_shape_headlines(captures: pd.DataFrame) -> list[dict]:
                     "info",
                     "capture_shape",
                     f"{node} had only an `-i any` capture: each packet is placed on the interface its SLL2 header "
-                    f"names; a pod's veth inside it is not yet looked at for delivery, so flows to pods on {node} "
-                    "can read unobserved",
+                    "names, and the capture's window is every interface's",
                 )
             )
     return out

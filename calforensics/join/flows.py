@@ -56,7 +56,7 @@ def build_flows(
         hops["flow_id"] = flow
 
     services = services if services is not None else build_services(rules)
-    ctx = FlowContext(services, destination_points(captures), captures, routes, frozenset(ebpf_nodes))
+    ctx = FlowContext(services, destination_points(captures, routes), captures, routes, frozenset(ebpf_nodes))
     flows = pd.DataFrame()
     if n:
         labels = point_labels(hops)

@@ -25,13 +25,25 @@ class FlowContext:
     point_roles: dict[tuple[str, str], str] = field(default_factory=dict)  # of the points the hops cross
 
 
-def destination_points(captures: pd.DataFrame) -> dict[str, tuple[str, str, int]]:
-    """Pod IP -> (node, interface, capture_id) of the capture on its workload interface."""
-    return {
+def destination_points(captures: pd.DataFrame, routes: pd.DataFrame | None = None) -> dict[str, tuple[str, str, int]]:
+    """Pod IP -> (node, interface, capture_id) of the capture on its workload interface. An `-i any`
+    capture covers every interface of its node: each pod the node routes to a veth (a /32 on a
+    cali* device) is watched by it there, unless a capture of that veth alone is in the bundle."""
+    out = {
         str(r.pod_ip): (str(r.node), str(r.interface), int(r.capture_id))
         for r in captures.itertuples(index=False)
         if r.role == "workload" and r.pod_ip
     }
+    any_captures = captures[captures["role"].astype(str) == "any"]
+    if routes is None or any_captures.empty:
+        return out
+    veths = routes[routes["dev"].astype(str).str.startswith("cali") & (routes["type"].astype(str) == "unicast")]
+    for cap in any_captures.itertuples(index=False):
+        mine = veths[veths["node"].astype(str) == str(cap.node)]
+        for dst, dev in zip(mine["dst"].astype(str), mine["dev"].astype(str), strict=True):
+            if dst.endswith(("/32", "/128")) or "/" not in dst:
+                out.setdefault(dst.split("/")[0], (str(cap.node), dev, int(cap.capture_id)))
+    return out
 
 
 def add_verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarray, ctx: FlowContext) -> None:
