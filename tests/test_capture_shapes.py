@@ -62,6 +62,10 @@ def answer(b: calforensics.Bundle) -> dict:
         "flows": sorted(map(tuple, flows[flow_cols].astype(str).to_numpy().tolist())),
         "drops": sorted(map(tuple, a.drops[drop_cols].astype(str).to_numpy().tolist())),
         "mtu": sorted(map(tuple, a.mtu_issues[["kind", "node", "mtu"]].astype(str).to_numpy().tolist())),
+        "tunnels": sorted(
+            map(tuple, a.tunnels[["type", "src_node", "dst_node", "packets", "overhead_bytes_per_packet",
+                                  "share_of_wire_bytes"]].astype(str).to_numpy().tolist())
+        ),
         "latency": sorted(
             (r.from_node, r.from_interface, r.to_node, r.to_interface, int(r.count))
             for r in a.latency_hops.itertuples(index=False)
