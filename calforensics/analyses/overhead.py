@@ -29,6 +29,7 @@ TUNNEL_COLUMNS = [
     "share_of_wire_bytes",
 ]
 FLOW_COLUMNS = ["flow_id", "type", "packets", "overhead_bytes", "wire_bytes", "share_of_wire_bytes"]
+ETHERNET_HEADER = 14  # wire bytes are the outer IP packet in an Ethernet frame (no VLAN tag, no FCS)
 MTU_COLUMNS = ["kind", "flow_id", "node", "interface", "mtu", "packets", "detail"]
 BPF_NODEPORT_VNI = 0xCA11C0  # CALI_VXLAN_VNI (felix/bpf-gpl/nat.h): eBPF NodePort forwarding, not the overlay
 # bytes each Calico tunnel device adds on the wire: its MTU plus this must fit the host's MTU
@@ -67,7 +68,9 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
             "outer_dst": categorical(enc["outer_dst"]),
             "overhead": pk["outer_ip_len"].to_numpy()[rows].astype(np.int64) - pk["ip_len"].to_numpy()[rows],
             "inner": pk["ip_len"].to_numpy()[rows].astype(np.int64),
-            "wire": pk["wirelen"].to_numpy()[rows].astype(np.int64),
+            # as an Ethernet frame carries the packet, whatever link header the capture recorded
+            # (an `-i any` capture's cooked header is 16 or 20 bytes): the share is the same for any shape
+            "wire": pk["outer_ip_len"].to_numpy()[rows].astype(np.int64) + ETHERNET_HEADER,
         }
     )
 
