@@ -192,13 +192,13 @@ def second_copies(
         return None
     node, iface = categorical(packets["node"]), categorical(packets["interface"])
     capture, fp, ts = (packets[c].to_numpy() for c in ("capture_id", "fingerprint", "ts_ns"))
-    blocks = [(lo, min(n, lo + block_rows)) for lo in range(0, n, block_rows)]
-    width = max(int(capture[lo:hi].max()) for lo, hi in blocks) + 1
+    blocks = [slice(lo, min(n, lo + block_rows)) for lo in range(0, n, block_rows)]
+    width = max(int(captures["capture_id"].max()), *(int(capture[b].max()) for b in blocks)) + 1
 
-    def labels(lo: int, hi: int) -> np.ndarray:  # (node, interface) as one integer
-        return node.codes[lo:hi].astype(np.int64) * (len(iface.categories) + 1) + iface.codes[lo:hi] + 1
+    def labels(rows: slice | np.ndarray) -> np.ndarray:  # (node, interface) as one integer
+        return node.codes[rows].astype(np.int64) * (len(iface.categories) + 1) + iface.codes[rows] + 1
 
-    pairs = np.unique(np.concatenate([pd.unique(labels(lo, hi) * width + capture[lo:hi]) for lo, hi in blocks]))
+    pairs = np.unique(np.concatenate([pd.unique(labels(b) * width + capture[b]) for b in blocks]))
     pair_label, pair_capture = pairs // width, pairs % width
     twice = np.flatnonzero(np.bincount(pair_label) > 1)
     if not len(twice):
@@ -213,12 +213,8 @@ def second_copies(
     keeps[pair_label[first]] = pair_capture[first]
     out = np.zeros(n, dtype=bool)
     for bounds in _fingerprint_ranges(max(1, parts)):
-        rows = []
-        for lo, hi in blocks:
-            shared = np.isin(labels(lo, hi), twice)
-            rows.append(lo + _rows_in(fp[lo:hi], shared, bounds))
-        at = np.concatenate(rows)
-        lab = node.codes[at].astype(np.int64) * (len(iface.categories) + 1) + iface.codes[at] + 1
+        at = np.concatenate([b.start + _rows_in(fp[b], np.isin(labels(b), twice), bounds) for b in blocks])
+        lab = labels(at)
         out[at] = _kept_elsewhere(lab, fp[at], ts[at], capture[at] == keeps[lab])
     return out
 
