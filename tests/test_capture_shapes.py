@@ -2,10 +2,11 @@
 `tcpdump -i any` beside them, or with `-i any` alone, give the same flows, verdicts, drops, paths,
 clock offsets and latency rows.
 
-The shapes are derived from the VXLAN lab run: node-a's per-interface captures are merged into the
+The shapes are derived from the VXLAN lab run: a node's per-interface captures are merged into the
 Linux cooked (SLL2) capture that `tcpdump -i any` writes, with the interface index `ip link` gives
-each. Copies in the `any` capture are a few microseconds off the interface's own (two sockets
-timestamp one packet apart) and it starts later, as a second capture started by hand would.
+each (and rewritten as SLL v1 for the shape that cannot name interfaces). Where both are kept, the
+`any` copies may be a few microseconds off the interface's own (two sockets timestamp one packet
+apart), and either capture may start later, as one started by hand would.
 """
 
 import re
@@ -39,7 +40,7 @@ def add_any_capture(
             start = ts if start is None else start
             if ts - start < skip_first_ns:
                 continue
-            # protocol, reserved, ifindex, ARPHRD_ETHER, packet type (0 to us, 4 outgoing), address
+            # protocol, reserved, ifindex, ARPHRD_ETHER, packet type 0, address length 6, source MAC
             header = frame[12:14] + b"\0\0" + struct.pack("!IHBB", index[p.stem], 1, 0, 6) + frame[6:12] + b"\0\0"
             frames.append((ts + (k % 3) * jitter_ns, header + frame[14:]))
         if not keep_own:
