@@ -96,6 +96,7 @@ def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:
                 "packets": int(r.packets),
                 "start_ns": int(r.first_ns),
                 "end_ns": int(r.last_ns),
+                "linktype": str(r.linktype_name),
             }
             for r in _records(caps.sort_values(["node", "interface"]))
         ],
@@ -234,7 +235,7 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
         *_ebpf_headlines(doc),
         *_wireguard_headlines(doc["wireguard"]),
         *_context_headlines(doc),
-        *_capture_shape_headlines(a.bundle.captures),
+        *_capture_shape_headlines(doc["bundle"]["captures"]),
     ]
     return sorted(out, key=lambda x: (SEVERITY_ORDER[x["severity"]], x["kind"], x["flow_id"] or -1, x["title"]))
 
@@ -372,14 +373,15 @@ def _wireguard_headlines(wg: dict) -> list[dict]:
     return out
 
 
-def _capture_shape_headlines(captures: pd.DataFrame) -> list[dict]:
+def _capture_shape_headlines(captures: list[dict]) -> list[dict]:
     """What a node's captures cannot tell: with only an `-i any` capture, which interface each copy
     crossed is what its cooked header says (SLL2 names it, SLL v1 does not)."""
     out = []
-    for node, caps in captures.groupby("node", observed=True, sort=True):
-        if not len(caps) or set(caps["role"].astype(str)) != {"any"}:
+    for node in sorted({c["node"] for c in captures}):
+        mine = [c for c in captures if c["node"] == node]
+        if {c["role"] for c in mine} != {"any"}:
             continue
-        if (caps["linktype_name"].astype(str) == "LINUX_SLL").any():
+        if any(c["linktype"] == "LINUX_SLL" for c in mine):
             out.append(
                 _headline(
                     "medium",
