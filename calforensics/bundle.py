@@ -264,9 +264,7 @@ class Bundle:
     def point_roles(self) -> dict[tuple[str, str], str]:
         """(node, interface) -> role of every capture point: each capture's, and those of the
         interfaces seen inside `-i any` captures (which the captures table lists as one)."""
-        roles = {(str(r.node), str(r.interface)): str(r.role) for r in self.captures.itertuples(index=False)}
-        roles.update(point_roles(self.hops))
-        return roles
+        return point_roles(self.captures, self.hops)
 
     @cached_property
     def owners(self) -> dict[str, str]:

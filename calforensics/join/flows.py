@@ -60,7 +60,7 @@ def build_flows(
     flows = pd.DataFrame()
     if n:
         labels = point_labels(hops)
-        ctx.point_roles = point_roles(hops)
+        ctx.point_roles = point_roles(captures, hops)
         if bounded:
             flows, direction = summarise_partitioned(hops, flow, vocab, ct, ctx, labels, partitions, threads)
         else:

@@ -352,12 +352,15 @@ def point_names(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarr
     return names[0], names[1]
 
 
-def point_roles(hops: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """(node, interface) -> role of every capture point the hops cross: the interfaces inside an
-    `-i any` capture too, which the captures table lists as one capture."""
+def point_roles(captures: pd.DataFrame, hops: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(node, interface) -> role of every capture point: each capture's, then those of the points the
+    hops cross, which include the interfaces inside an `-i any` capture (the captures table lists it
+    as one capture)."""
+    roles = {(str(r.node), str(r.interface)): str(r.role) for r in captures.itertuples(index=False)}
     _, first = _first_hops(hops)
     cols = [np.asarray(hops[c].array.take(first), dtype=object).astype(str) for c in ("node", "interface", "role")]
-    return {(node, iface): role for node, iface, role in zip(*(c.tolist() for c in cols), strict=True)}
+    roles.update(zip(zip(cols[0].tolist(), cols[1].tolist(), strict=True), cols[2].tolist(), strict=True))
+    return roles
 
 
 def point_labels(hops: pd.DataFrame) -> np.ndarray:

@@ -22,7 +22,7 @@ class FlowContext:
     captures: pd.DataFrame
     routes: pd.DataFrame
     peer_redirect_nodes: frozenset[str] = frozenset()  # eBPF nodes: the destination veth may not show delivery
-    point_roles: dict[tuple[str, str], str] = field(default_factory=dict)  # of the points the hops cross
+    point_roles: dict[tuple[str, str], str] = field(default_factory=dict)  # every capture point's (point_roles)
 
 
 def destination_points(captures: pd.DataFrame, routes: pd.DataFrame | None = None) -> dict[str, tuple[str, str, int]]:
@@ -123,8 +123,7 @@ def _where_lost(
         }
     )
     sub = sub[~sub["instance"].isin(reached_inst)]
-    roles = {(str(r.node), str(r.interface)): str(r.role) for r in ctx.captures.itertuples(index=False)}
-    roles.update(ctx.point_roles)  # interfaces seen inside an `-i any` capture, which has one row above
+    roles = ctx.point_roles
     # per lost flow: its deepest capture point on the forward path, and the one it should have
     # reached next. Plain lists, written back once: a cell written at a time into Arrow-backed
     # columns was most of an incident's analysis (20,000 dropped flows: 9 s)

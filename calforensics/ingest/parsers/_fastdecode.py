@@ -435,10 +435,10 @@ def decode_kernel(
                         if o + 4 > l3end:
                             _fail(status, r, TRUNC_TUNNEL)
                         else:
-                            hdr, ptype, key = _gre_header(d, o, l3end)
-                            if hdr >= 0 and _enter_tunnel(i8, i64, status, r, ENC_GRE, key, depth, max_depth):
+                            walk = _gre(d, o, l3end, status, r, i8, i64, depth, max_depth, off, end)
+                            entered, kind, off, end, et = walk
+                            if entered:
                                 depth += 1
-                                kind, off, end, et = _by_ethertype(d, o + hdr, l3end, ptype, status, r, depth)
                                 et_at, skip = 12, 14
                     elif dport == VXLAN_GPE_PORT or sport == VXLAN_GPE_PORT:
                         o = l4 + 8
@@ -493,11 +493,21 @@ def decode_kernel(
                 if l4 + 4 > l3end:
                     _fail(status, r, TRUNC_TUNNEL)
                 else:
-                    hdr, ptype, key = _gre_header(d, l4, l3end)
-                    if hdr >= 0 and _enter_tunnel(i8, i64, status, r, ENC_GRE, key, depth, max_depth):
+                    entered, kind, off, end, et = _gre(d, l4, l3end, status, r, i8, i64, depth, max_depth, off, end)
+                    if entered:
                         depth += 1
-                        kind, off, end, et = _by_ethertype(d, l4 + hdr, l3end, ptype, status, r, depth)
                         et_at, skip = 12, 14
+
+
+@njit(cache=True)
+def _gre(d, o, end, status, r, i8, i64, depth, max_depth, off, frame_end):
+    """A GRE header at ``o`` (in UDP 4754 or IP protocol 47): (entered, next layer kind, its offset,
+    its end, its ethertype); not entered, the walk stops where it was (``off``, ``frame_end``)."""
+    hdr, ptype, key = _gre_header(d, o, end)
+    if hdr >= 0 and _enter_tunnel(i8, i64, status, r, ENC_GRE, key, depth, max_depth):
+        kind, nxt, nxt_end, et = _by_ethertype(d, o + hdr, end, ptype, status, r, depth + 1)
+        return True, kind, nxt, nxt_end, et
+    return False, K_DONE, off, frame_end, np.int64(-1)
 
 
 @njit(cache=True)
