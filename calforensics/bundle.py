@@ -22,6 +22,7 @@ from .ingest.parsers.pcap import FrameIndex, read_frames
 from .ingest.tables import read_bpftool_dumps, read_text_table, text_table_names
 from .join.flows import build_flows
 from .join.focus import Focus
+from .join.fragments import Datagrams, empty_datagrams, mark_datagrams, reassemble
 from .join.hops import Joined, address_owners, build_hops, second_copies
 from .join.summaries import point_roles
 from .join.wireguard import join_matches, match_wireguard
@@ -208,7 +209,23 @@ class Bundle:
         )
         join_matches(cols, outer, inner)
         self._wireguard = wireguard
-        return conform(columns_frame({**front, **cols}), "packets")
+        table = conform(columns_frame({**front, **cols}), "packets")
+        # fragments: each datagram put together at each capture point, so the join matches it
+        # however every node fragmented it
+        self._datagrams, problems = reassemble(table)
+        mark_datagrams(cols, self._datagrams)
+        artifact_of = {int(r.capture_id): str(r.artifact) for r in caps.itertuples(index=False)}
+        by_path = {a.path: a for a in pcaps}
+        for capture_id, location, kind, detail in problems:
+            self._log("fragments", by_path[artifact_of[capture_id]]).add(location, kind, detail)
+        return table
+
+    @property
+    def datagrams(self) -> Datagrams:
+        """The IP datagrams reassembled from their fragments at each capture point."""
+        _ = self.packets
+        found = getattr(self, "_datagrams", None)
+        return found if found is not None else empty_datagrams()
 
     @property
     def wireguard(self) -> pd.DataFrame:
@@ -238,7 +255,13 @@ class Bundle:
         if second is not None:
             keep = ~second if keep is None else np.asarray(keep) & ~second
         del second
-        hops, offsets = build_hops(packets, self.captures, owners, threads=threads, partitions=partitions, keep=keep)
+        later = self.datagrams.join_mask(len(packets))  # a reassembled datagram joins as its first fragment
+        if later is not None:
+            keep = later if keep is None else np.asarray(keep) & later
+        del later
+        hops, offsets = build_hops(
+            packets, self.captures, owners, threads=threads, partitions=partitions, keep=keep, datagrams=self.datagrams
+        )
         del keep
         release_freed_memory()  # the join's freed transients, before the flow build makes its own
         self._tick("building flows", 1, 2)

@@ -32,7 +32,6 @@ def int_column(col: pd.Series) -> pd.Series:
     )
 
 
-
 # (column, dtype, meaning). dtype is one of: int8/16/32/64, uint64, float64, bool, category, string.
 SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "artifacts": (
@@ -160,7 +159,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "fingerprint",
                 "uint64",
                 "NAT- and encapsulation-invariant packet key: payload hash, protocol, IP id, TCP "
-                "seq/ack/flags, payload length, ICMP type/code/echo seq, fragment offset",
+                "seq/ack/flags, payload length, ICMP type/code/echo seq, fragment offset; on the first "
+                "fragment of a datagram reassembled at its capture point, the whole datagram's",
             ),
             ("status", "category", "ok, or the decoder anomaly that stopped decoding of this frame"),
         ],
@@ -512,7 +512,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ],
     ),
     "hops": (
-        "The join: one row per sighting of a packet at a capture point, grouped into packet instances.",
+        "The join: one row per sighting of a packet at a capture point, grouped into packet instances. "
+        "A datagram reassembled from its fragments at a point is one sighting there (its first fragment's).",
         [
             ("instance", "int64", "one packet: copies of a fingerprint at several points within the hop window"),
             ("hop_index", "int64", "order of this sighting within the instance (sender's node first)"),
@@ -539,8 +540,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("dport", "int32", "destination port here; -1"),
             ("ip_id", "int64", "IP id; -1"),
             ("tcp_flags", "int16", "TCP flags; -1"),
-            ("ip_len", "int32", "innermost IP length"),
-            ("payload_len", "int32", "L4 payload length"),
+            ("ip_len", "int32", "innermost IP length (a reassembled datagram's whole length)"),
+            ("payload_len", "int32", "L4 payload length (a reassembled datagram's whole payload)"),
             ("fingerprint", "uint64", "the key the sightings were matched on"),
             ("icmp_type", "int16", "ICMP type; -1"),
             ("icmp_code", "int16", "ICMP code; -1"),

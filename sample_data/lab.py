@@ -10,6 +10,7 @@ iptables, conntrack and tcpdump. Cleans up on any exit; takes about 15 seconds.
 
     sudo python sample_data/lab.py OUT_DIR      # writes OUT_DIR/lab-vxlan.tgz and ground truth
     sudo python sample_data/lab.py OUT_DIR --tunnel-mtu 1440 --name lab-wg-base
+    sudo python sample_data/lab.py OUT_DIR --scenarios edge --name lab-edge   # fragments, INVALID drops
 """
 
 from __future__ import annotations
@@ -272,6 +273,27 @@ class Lab:
         out = self.in_ns(f"pod-{pod}", sys.executable, "-c", CLIENT_PRELUDE + textwrap.dedent(code))
         return json.loads(out.strip().splitlines()[-1])
 
+    def client_in_two_steps(self, pod: str, code: str, between) -> dict:
+        """A client that prints its first step as a JSON line, waits for a line on stdin, and ends
+        with its result: ``between(first_step)`` runs in the gap (e.g. a node forgets a connection)."""
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(f"pod-{pod}"), sys.executable, "-c", CLIENT_PRELUDE + textwrap.dedent(code)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(p)
+        assert p.stdin is not None and p.stdout is not None
+        first = json.loads(p.stdout.readline())
+        between(first)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=30)
+        if p.returncode != 0:
+            raise RuntimeError(f"{pod} client failed: {err}")
+        return {**first, **json.loads(out.strip().splitlines()[-1])}
+
 
 WEB_SERVER = r"""
 import socket, threading
@@ -478,6 +500,118 @@ def run_scenarios(lab: Lab) -> dict:
     return results
 
 
+STRAY_ACK = """
+import struct
+def checksum(data):
+    data += bytes(len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+def stray_ack(src, dst, sport, dport):
+    # a bare ACK of no connection, as a late segment of one long forgotten (raw socket: the kernel adds IPv4)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 123456789, 987654321, 5 << 4, 0x10, 502, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+    return tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+"""
+
+
+def run_edge_scenarios(lab: Lab) -> dict:
+    """Packets that are not a connection's first: a datagram fragmented by its pod and refragmented
+    by the node for the tunnel, a connection node-b's conntrack forgets mid-stream, and stray ACKs.
+    node-b runs with nf_conntrack_tcp_loose=0, so it calls a segment of no known connection INVALID
+    and felix's `--ctstate INVALID -j DROP` rule in the web pod's cali-tw chain drops it."""
+    client, web = pod("client"), pod("web")
+    results = {}
+    results["fragmented"] = lab.client(
+        "mtu-bad",
+        f"""
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5); u.bind(("0.0.0.0", 0))
+        u.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_PMTUDISC_DONT: no DF, the kernel fragments at the pod MTU
+        u.sendto(b"F" * 4000, ("{web.ip}", 9000)); data, _ = u.recvfrom(65535)
+        print(json.dumps({{"sport": u.getsockname()[1], "bytes": 4000, "reply_bytes": len(data)}}))""",
+    )
+
+    def forget(first: dict) -> None:  # node-b's conntrack loses the connection (flushed, table full, restart)
+        lab.in_ns(
+            "node-b", "conntrack", "-D", "-p", "tcp", "--orig-src", client.ip, "--orig-port-src", str(first["sport"])
+        )
+
+    results["forgotten"] = lab.client_in_two_steps(
+        "client",
+        f"""
+        import sys
+        s = socket.create_connection(("{web.ip}", 8081), timeout=5); port = s.getsockname()[1]
+        s.sendall(b"before" * 100); time.sleep(0.2)
+        print(json.dumps({{"sport": port}}), flush=True); sys.stdin.readline()
+        s.sendall(b"after" * 100); time.sleep(1.6)
+        print(json.dumps({{"unacked": True}}))""",
+        forget,
+    )
+    results["stray_ack"] = lab.client(
+        "client",
+        STRAY_ACK
+        + f"""
+held = socket.socket(); held.bind(("0.0.0.0", 0)); sport = held.getsockname()[1]  # the port stays ours
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+for _ in range(3):
+    raw.sendto(stray_ack("{client.ip}", "{web.ip}", sport, 8080), ("{web.ip}", 0)); time.sleep(0.2)
+print(json.dumps({{"sport": sport, "sent": 3}}))""",
+    )
+    return results
+
+
+def edge_ground_truth(results: dict) -> dict:
+    client, bad, web = pod("client"), pod("mtu-bad"), pod("web")
+    b = NODES[1]
+    invalid_drop = {
+        "node": b.name,
+        "last_seen": {"node": b.name, "interface": "vxlan.calico"},
+        "missing_at": {"node": b.name, "interface": web.iface},
+        "table": "filter",
+        "chain": f"cali-tw-{web.iface}",
+        "kind": "conntrack_invalid",
+    }
+    to_web = {"node": b.name, "interface": web.iface}
+    return {
+        **cluster_truth(),
+        "conntrack_tcp_loose": {"node-a": 1, "node-b": 0},
+        "flows": [
+            flow(
+                "fragmented",
+                "udp",
+                bad,
+                results["fragmented"]["sport"],
+                (web.ip, 9000),
+                "delivered",
+                [*crossing(bad), to_web],
+                fragments={"bytes": results["fragmented"]["bytes"], "pod_mtu": bad.mtu, "tunnel_mtu": VXLAN_MTU},
+            ),
+            flow(
+                "forgotten",
+                "tcp",
+                client,
+                results["forgotten"]["sport"],
+                (web.ip, 8081),
+                "partial",
+                [*crossing(client), to_web],
+                drop=invalid_drop,
+            ),
+            flow(
+                "stray_ack",
+                "tcp",
+                client,
+                results["stray_ack"]["sport"],
+                (web.ip, 8080),
+                "dropped",
+                crossing(client),
+                drop={**invalid_drop, "min_packets": results["stray_ack"]["sent"]},
+            ),
+        ],
+        "client_results": results,
+    }
+
+
 def pod_listing() -> str:
     """What `kubectl get pods -A -o wide` would print for the lab (cluster diags keep it)."""
     rows = [
@@ -488,33 +622,39 @@ def pod_listing() -> str:
     return "\n".join("".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows) + "\n"
 
 
-def ground_truth(results: dict) -> dict:
-    client = next(p for p in PODS if p.name == "client")
-    bad = next(p for p in PODS if p.name == "mtu-bad")
-    web = next(p for p in PODS if p.name == "web")
-    db = next(p for p in PODS if p.name == "db")
+def pod(name: str) -> Pod:
+    return next(p for p in PODS if p.name == name)
+
+
+def crossing(source: Pod) -> list[dict]:
+    """The capture points from a node-a pod to node-b's overlay, in order."""
     a, b = NODES
-    cross = [
-        {"node": a.name, "interface": client.iface},
+    return [
+        {"node": a.name, "interface": source.iface},
         {"node": a.name, "interface": "vxlan.calico"},
         {"node": a.name, "interface": "eth0"},
         {"node": b.name, "interface": "eth0"},
         {"node": b.name, "interface": "vxlan.calico"},
     ]
 
-    def flow(name, proto, src, sport, dst, verdict, path, **extra):
-        return {
-            "name": name,
-            "proto": proto,
-            "client_ip": src.ip,
-            "client_port": sport,
-            "server_ip": dst[0],
-            "server_port": dst[1],
-            "verdict": verdict,
-            "path": path,
-            **extra,
-        }
 
+def flow(name: str, proto: str, src: Pod, sport: int, dst: tuple, verdict: str, path: list, **extra) -> dict:
+    return {
+        "name": name,
+        "proto": proto,
+        "client_ip": src.ip,
+        "client_port": sport,
+        "server_ip": dst[0],
+        "server_port": dst[1],
+        "verdict": verdict,
+        "path": path,
+        **extra,
+    }
+
+
+def cluster_truth() -> dict:
+    """What every run's ground truth says of the cluster itself."""
+    web = pod("web")
     return {
         "schema": 1,
         "dataplane": "iptables",
@@ -531,6 +671,15 @@ def ground_truth(results: dict) -> dict:
             f"{p.namespace}/{p.name}": {"node": p.node, "ip": p.ip, "interface": p.iface, "mtu": p.mtu} for p in PODS
         },
         "service": {"name": SERVICE, "cluster_ip": CLUSTER_IP, "port": SERVICE_PORT, "backends": [f"{web.ip}:8080"]},
+    }
+
+
+def ground_truth(results: dict) -> dict:
+    client, bad, web, db = pod("client"), pod("mtu-bad"), pod("web"), pod("db")
+    a, b = NODES
+    cross = crossing(client)
+    return {
+        **cluster_truth(),
         "flows": [
             flow(
                 "pod_to_pod",
@@ -616,6 +765,9 @@ def ground_truth(results: dict) -> dict:
     }
 
 
+SCENARIOS = {"core": (run_scenarios, ground_truth), "edge": (run_edge_scenarios, edge_ground_truth)}
+
+
 def set_tunnel_mtu(mtu: int) -> None:
     """Run the lab with another overlay MTU (pods follow it; the mtu-bad pod keeps the underlay's).
     The WireGuard sample is built from a run at 1440, Calico's WireGuard MTU on a 1500-byte host."""
@@ -624,7 +776,10 @@ def set_tunnel_mtu(mtu: int) -> None:
     PODS = [p if p.mtu == UNDERLAY_MTU else Pod(p.namespace, p.name, p.node, p.ip, mtu) for p in PODS]
 
 
-def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None) -> Path:
+def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None, scenarios: str = "core") -> Path:
+    """Build the lab, run one set of scenarios (`core`: the samples'; `edge`: fragments and
+    INVALID drops) while collecting, and write the bundle and its ground truth."""
+    scenario_run, scenario_truth = SCENARIOS[scenarios]
     if tunnel_mtu is not None:
         set_tunnel_mtu(tunnel_mtu)
     missing = [t for t in REQUIRED_TOOLS if not shutil.which(t)]
@@ -637,6 +792,8 @@ def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None) -
     lab = Lab()
     try:
         lab.build()
+        if scenarios == "edge":
+            lab.in_ns("node-b", "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
         lab.start_servers()
         collectors = [Collector(CollectOptions(out=bundle_dir, node=n.name, netns=lab.ns(n.name))) for n in NODES]
         threads = [threading.Thread(target=c.start) for c in collectors]
@@ -644,7 +801,7 @@ def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None) -
             t.start()
         for t in threads:
             t.join()
-        results = run_scenarios(lab)
+        results = scenario_run(lab)
         time.sleep(0.5)
         for c in collectors:
             c.stop()
@@ -656,7 +813,7 @@ def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None) -
     listing = bundle_dir / "cluster" / "kubernetes" / "pods.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text(pod_listing())
-    truth = ground_truth(results)
+    truth = scenario_truth(results)
     (bundle_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     archive = pack(bundle_dir, out_dir / f"{name}.tgz")
     shutil.copy(bundle_dir / "ground_truth.json", out_dir / f"{name}.ground_truth.json")
@@ -668,7 +825,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     mtu = int(args[args.index("--tunnel-mtu") + 1]) if "--tunnel-mtu" in args else None
     name = args[args.index("--name") + 1] if "--name" in args else "lab-vxlan"
+    scenarios = args[args.index("--scenarios") + 1] if "--scenarios" in args else "core"
     out = next(
         (a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))), None
     )
-    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu))
+    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu, scenarios=scenarios))

@@ -50,7 +50,7 @@ def check_encapsulation(b: calforensics.Bundle, truth: dict) -> None:
     if enc["type"] == "vxlan":
         assert (tunneled.vni == enc["vni"]).all()
     # every inner packet of the pod-to-pod flow is carried on both nodes' uplinks
-    flow = next(f for f in truth["flows"] if f["name"] == "pod_to_pod")
+    flow = next(f for f in truth["flows"] if f["name"] in ("pod_to_pod", "forgotten"))
     legs = tunneled[
         (tunneled.src == flow["client_ip"])
         & (tunneled.sport == flow["client_port"])
@@ -242,3 +242,50 @@ def check_clock_offsets(b: calforensics.Bundle, truth: dict, shifts: dict | None
 
 
 ALL_CHECKS += [check_flows, check_clock_offsets]
+
+
+def check_edge_flows(b: calforensics.Bundle, truth: dict) -> None:
+    """The edge run: a datagram fragmented by its pod and refragmented by its node is one delivered
+    datagram each way, with who fragmented it where; segments node-b's conntrack calls INVALID are
+    dropped by the INVALID rule of the web pod's cali-tw chain, whose counter covers every one lost."""
+    from calforensics.analyses.drops import find_drops
+    from calforensics.analyses.overhead import mtu_issues
+
+    flows, drops = b.flows, find_drops(b).set_index("flow_id")
+    invalid_lost = 0
+    for gt in truth["flows"]:
+        f = flow_for(b, gt)
+        assert (f.server_ip, f.server_port, f.verdict) == (gt["server_ip"], gt["server_port"], gt["verdict"]), gt
+        assert f.path_fwd == " > ".join(f"{h['node']}:{h['interface']}" for h in gt["path"]), (gt["name"], f.path_fwd)
+        if "fragments" in gt:
+            frag = gt["fragments"]
+            assert (f.packets_fwd, f.packets_rev) == (1, 1)  # one datagram each way, at every point
+            assert f.bytes_fwd == frag["bytes"] + 28
+            finding = mtu_issues(b, b.owners)
+            finding = finding[(finding.kind == "fragmented") & (finding.flow_id == f.flow_id)]
+            assert len(finding) == 1
+            detail = finding.iloc[0].detail
+            # a fragment's payload is a multiple of 8 bytes, after a 20-byte IPv4 header (ip_fragment)
+            pod, tunnel = ((mtu - 20) // 8 * 8 + 20 for mtu in (frag["pod_mtu"], frag["tunnel_mtu"]))
+            assert f"by the sending pod into 3 (largest {pod} bytes) at {gt['path'][0]['node']}:" in detail, detail
+            assert f"refragmented by node-a into 3 (largest {tunnel} bytes) at node-a:vxlan.calico" in detail, detail
+        if "drop" in gt:
+            d, row = gt["drop"], drops.loc[int(f.flow_id)]
+            assert f.last_seen == f"{d['last_seen']['node']}:{d['last_seen']['interface']}"
+            assert f.missing_at == f"{d['missing_at']['node']}:{d['missing_at']['interface']}"
+            assert (row.cause_kind, row.cause_node, row.cause_table, row.cause_chain) == (
+                d["kind"],
+                d["node"],
+                d["table"],
+                d["chain"],
+            )
+            assert row.confidence == "high" and row.packets >= d.get("min_packets", 1)
+            invalid_lost += int(row.packets)
+            counter = int(row.cause_counter_packets)
+    assert invalid_lost <= counter  # the INVALID rule counted every segment lost between the two points
+    # no fragment is left over as a port-less flow of its own
+    assert not ((flows.proto == "udp") & (flows.client_port == -1)).any()
+    assert len(b.datagrams) > 0 and len(b.anomalies) == 0, b.anomalies.head()
+
+
+EDGE_CHECKS = [check_captures, check_encapsulation, check_edge_flows, check_clock_offsets]

@@ -400,37 +400,40 @@ def test_tunnel_and_flow_overhead_summed_over_blocks_equal_one_group_by():
             "inner": rng.integers(40, 1500, n),
         }
     )
-    e["wire"] = e["inner"] + e["overhead"] + 14
+    # a reassembled datagram is one row standing for its fragments, each in a frame of its own
+    e["packets"] = rng.choice([1, 1, 1, 3], n)
+    e["overhead_total"] = e["overhead"] * e["packets"]
+    e["wire"] = e["inner"] + e["overhead_total"] + 14 * e["packets"]
     keys = ["type", "vni", "src_node", "dst_node"]
+    one_per_packet = e.loc[e.index.repeat(e["packets"])]  # the most common overhead counts every packet
     want = (
         e.groupby(keys)
         .agg(
-            packets=("overhead", "size"),
-            overhead_bytes=("overhead", "sum"),
+            packets=("packets", "sum"),
+            overhead_bytes=("overhead_total", "sum"),
             inner_bytes=("inner", "sum"),
             wire_bytes=("wire", "sum"),
-            overhead_bytes_per_packet=("overhead", lambda x: int(x.mode().iloc[0])),
+        )
+        .join(
+            one_per_packet.groupby(keys)["overhead"]
+            .agg(lambda x: int(x.mode().iloc[0]))
+            .rename("overhead_bytes_per_packet")
         )
         .reset_index()
     )
     want["share_of_wire_bytes"] = (want["overhead_bytes"] / want["wire_bytes"]).round(4)
     want_flows = (
         e.groupby(["flow_id", "type"])
-        .agg(packets=("overhead", "size"), overhead_bytes=("overhead", "sum"), wire_bytes=("wire", "sum"))
+        .agg(packets=("packets", "sum"), overhead_bytes=("overhead_total", "sum"), wire_bytes=("wire", "sum"))
         .reset_index()
     )
     want_flows["share_of_wire_bytes"] = (want_flows["overhead_bytes"] / want_flows["wire_bytes"]).round(4)
     for cuts in ([0, n], [0, 1700, 2500, n]):
         blocks = [e.iloc[lo:hi] for lo, hi in itertools.pairwise(cuts)]
-        sums = [
-            overhead._sums(x, [*keys, "overhead"], {"packets": "size", "inner": "sum", "wire": "sum"}) for x in blocks
-        ]
+        sums = [overhead._sums(x, [*keys, "overhead"], ["packets", "inner", "wire"]) for x in blocks]
         got = overhead.tunnels(sums)
         pd.testing.assert_frame_equal(got, want[overhead.TUNNEL_COLUMNS], check_dtype=False)
-        flow_sums = [
-            overhead._sums(x, ["flow_id", "type"], {"packets": "size", "overhead": "sum", "wire": "sum"})
-            for x in blocks
-        ]
+        flow_sums = [overhead._sums(x, ["flow_id", "type"], ["packets", "overhead_total", "wire"]) for x in blocks]
         pd.testing.assert_frame_equal(
             overhead.per_flow(flow_sums), want_flows[overhead.FLOW_COLUMNS], check_dtype=False
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, unavailable
-from groundtruth import check_bundle
+from groundtruth import EDGE_CHECKS, check_bundle
 
 import calforensics
 
@@ -92,7 +92,30 @@ def test_live_ebpf_and_wireguard_derivatives_match_ground_truth(lab_run, name):
             assert len(data) == len(truth["wireguard"]["pairs"]) * 2
 
 
-def test_lab_left_no_namespaces_behind(lab_run):
+@pytest.fixture(scope="module")
+def edge_run(tmp_path_factory):
+    reason = lab_unavailable()
+    if reason:
+        unavailable(f"the real-kernel lab is not possible here: {reason}")
+    import lab
+
+    out = tmp_path_factory.mktemp("edge")
+    return out, lab.run(out, name="lab-edge", scenarios="edge")
+
+
+def test_live_fragments_and_invalid_drops_match_ground_truth(edge_run):
+    """A datagram fragmented by the pod and refragmented by the node for the tunnel is one delivered
+    datagram; segments of a connection node-b's conntrack forgot, and stray ACKs, are dropped by the
+    `--ctstate INVALID` rule, with its counter (shapes of the same run: tests/test_capture_shapes.py)."""
+    out, bundle = edge_run
+    truth = json.loads((out / "lab-edge.ground_truth.json").read_text())
+    assert truth["client_results"]["fragmented"]["reply_bytes"] == truth["client_results"]["fragmented"]["bytes"]
+    with calforensics.open_bundle(bundle) as b:
+        for check in EDGE_CHECKS:
+            check(b, truth)
+
+
+def test_lab_left_no_namespaces_behind(lab_run, edge_run):
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "cflab" not in listing
 

@@ -244,21 +244,24 @@ def _drop(f, look: _Lookups) -> dict:
 
 
 def _observed(f, look: _Lookups) -> tuple[int, list[dict]]:
-    """(packets lost: those seen at the last point, else all sent; the sighting as evidence)."""
+    """(packets lost: those seen at the last point and not at the next one, else all sent; the
+    sighting as evidence). A partly lost flow's packets that went on past the point are not lost."""
     lost_packets = int(f.packets_fwd)
     if not f.last_seen:
         return lost_packets, []
-    lost_packets = look.seen_at.get((int(f.flow_id), str(f.last_seen)), 0) or lost_packets
+    seen = look.seen_at.get((int(f.flow_id), str(f.last_seen)), 0)
+    passed = look.seen_at.get((int(f.flow_id), str(f.missing_at)), 0) if f.missing_at else 0
+    lost_packets = seen - passed if seen > passed else seen or lost_packets
     start, end = look.windows.get(f.missing_at, (-1, -1))
     capturing = f" (capturing from {_iso(start)} to {_iso(end)})" if start >= 0 else ""
-    return lost_packets, [
-        {
-            "kind": "observed",
-            "scope": "per_flow",
-            "detail": f"{lost_packets} packet(s) seen at {f.last_seen}, none at "
-            f"{f.missing_at or 'the next capture point'}{capturing}",
-        }
-    ]
+    where = f.missing_at or "the next capture point"
+    if not passed:
+        detail = f"{lost_packets} packet(s) seen at {f.last_seen}, none at {where}{capturing}"
+    elif seen > passed:
+        detail = f"{lost_packets} of {seen} packet(s) seen at {f.last_seen} never reached {where}{capturing}"
+    else:  # as many went on as were seen: which ones were lost cannot be told from these two points
+        detail = f"{seen} packet(s) seen at {f.last_seen} and {passed} at {where}{capturing}"
+    return lost_packets, [{"kind": "observed", "scope": "per_flow", "detail": detail}]
 
 
 def _syn_retries(f) -> list[dict]:

@@ -59,6 +59,12 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
     kind = enc["encap"].astype(str).to_numpy()
     # Calico eBPF forwards NodePort traffic to a remote backend's node in VXLAN with its own VNI
     kind = np.where((kind == "vxlan") & (enc["vni"].to_numpy() == BPF_NODEPORT_VNI), "vxlan-nodeport", kind)
+    # a reassembled datagram stands for all its fragments, each in a frame of its own
+    datagrams = b.datagrams
+    d = datagrams.at(rows)
+    packets = datagrams.value("fragments", d, 1)
+    outer = datagrams.value("outer_bytes", d, pk["outer_ip_len"].to_numpy()[rows].astype(np.int64))
+    inner = datagrams.value("fragment_bytes", d, pk["ip_len"].to_numpy()[rows].astype(np.int64))
     return pd.DataFrame(
         {
             "flow_id": enc["flow_id"].to_numpy(),
@@ -66,11 +72,13 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
             "vni": enc["vni"].to_numpy(),
             "outer_src": categorical(enc["outer_src"]),
             "outer_dst": categorical(enc["outer_dst"]),
-            "overhead": pk["outer_ip_len"].to_numpy()[rows].astype(np.int64) - pk["ip_len"].to_numpy()[rows],
-            "inner": pk["ip_len"].to_numpy()[rows].astype(np.int64),
+            "packets": packets,
+            "overhead": (outer - inner) // packets,  # a packet's
+            "overhead_total": outer - inner,
+            "inner": inner,
             # as an Ethernet frame carries the packet, whatever link header the capture recorded
             # (an `-i any` capture's cooked header is 16 or 20 bytes): the share is the same for any shape
-            "wire": pk["outer_ip_len"].to_numpy()[rows].astype(np.int64) + ETHERNET_HEADER,
+            "wire": outer + ETHERNET_HEADER * packets,
         }
     )
 
@@ -96,14 +104,13 @@ def overhead_tables(b: Bundle, owners: dict[str, str]) -> tuple[pd.DataFrame, pd
         e = e.assign(
             src_node=_node_names(e["outer_src"].array, owners), dst_node=_node_names(e["outer_dst"].array, owners)
         )
-        per_tunnel.append(_sums(e, [*TUNNEL_KEYS, "overhead"], {"packets": "size", "inner": "sum", "wire": "sum"}))
-        per_flow_type.append(_sums(e, ["flow_id", "type"], {"packets": "size", "overhead": "sum", "wire": "sum"}))
+        per_tunnel.append(_sums(e, [*TUNNEL_KEYS, "overhead"], ["packets", "inner", "wire"]))
+        per_flow_type.append(_sums(e, ["flow_id", "type"], ["packets", "overhead_total", "wire"]))
     return tunnels(per_tunnel), per_flow(per_flow_type)
 
 
-def _sums(e: pd.DataFrame, keys: list[str], how: dict[str, str]) -> pd.DataFrame:
-    g = e.groupby(keys)
-    return pd.concat([g.size().rename("packets") if f == "size" else g[c].sum() for c, f in how.items()], axis=1)
+def _sums(e: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    return e.groupby(keys)[columns].sum()
 
 
 def _merged(parts: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
@@ -131,7 +138,7 @@ def per_flow(parts: list[pd.DataFrame]) -> pd.DataFrame:
     """Per flow and tunnel type: encapsulated packets and their overhead, from the blocks' sums."""
     if not parts:
         return pd.DataFrame(columns=FLOW_COLUMNS)
-    g = _merged(parts, ["flow_id", "type"]).rename(columns={"overhead": "overhead_bytes", "wire": "wire_bytes"})
+    g = _merged(parts, ["flow_id", "type"]).rename(columns={"overhead_total": "overhead_bytes", "wire": "wire_bytes"})
     g = g.reset_index()
     g["share_of_wire_bytes"] = (g["overhead_bytes"] / g["wire_bytes"]).round(4)
     return g[FLOW_COLUMNS]
@@ -146,7 +153,7 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     tmtu = _tunnel_mtus(b)
     rows = [
         *_frag_needed(first, pk, owners),
-        *_fragmented(first, pk, at),
+        *_fragmented(b, first, pk, at),
         *_exceeds_tunnel_mtu(first, pk, at, tmtu),
         *_mss_too_large(first, pk, tmtu),
         *_tunnel_devices_too_big(b),
@@ -213,11 +220,15 @@ def _frag_needed(first: pd.DataFrame, pk: pd.DataFrame, owners: dict[str, str]) 
     return rows
 
 
-def _fragmented(first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray) -> list[dict]:
-    """Fragments of the inner packets, per flow."""
+def _fragmented(b: Bundle, first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray) -> list[dict]:
+    """Fragmented datagrams, per flow: who fragmented them, where, and into how many pieces, from the
+    datagrams put back together at each capture point; fragments that could not be put back
+    together are counted as they are."""
+    datagrams = b.datagrams
+    whole = datagrams.at(at) >= 0
     fragment = (pk["frag_offset"].to_numpy()[at] > 0) | pk["more_fragments"].to_numpy()[at]
-    rows = []
-    for fid, g in first[fragment].groupby("flow_id"):
+    rows = _fragmented_datagrams(b, set(first.loc[whole & fragment, "flow_id"].tolist()))
+    for fid, g in first[fragment & ~whole].groupby("flow_id"):
         r = g.iloc[0]
         rows.append(
             {
@@ -227,7 +238,61 @@ def _fragmented(first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray) -> list[d
                 "interface": str(r.interface),
                 "mtu": -1,
                 "packets": len(g),
-                "detail": f"{len(g)} IP fragment(s) of {r.src} -> {r.dst}",
+                "detail": f"{len(g)} IP fragment(s) of {r.src} -> {r.dst} not put back together",
+            }
+        )
+    return rows
+
+
+FRAGMENT_FIELDS = {"pieces": "fragments", "largest": "largest", "length": "length"}
+
+
+def _fragmented_datagrams(b: Bundle, flows: set[int]) -> list[dict]:
+    """Per flow: the first point its datagrams were seen fragmented at (the sender fragmented them, or
+    the node), and every later point where they were in other pieces (a node refragmented them)."""
+    if not flows:
+        return []
+    datagrams = b.datagrams
+    packet = b.hops["packet"].to_numpy()
+    hops = select_hops(
+        b,
+        lambda lo, hi: datagrams.at(packet[lo:hi]) >= 0,
+        ["flow_id", "instance", "hop_index", "node", "interface", "role", "packet", "src", "dst", "direction"],
+    )
+    hops = hops[hops["flow_id"].isin(flows).to_numpy() & (hops["direction"].astype(str) == "fwd").to_numpy()]
+    at = datagrams.at(hops["packet"].to_numpy())
+    hops = hops.assign(**{name: datagrams.value(attr, at, -1) for name, attr in FRAGMENT_FIELDS.items()})
+    rows = []
+    for fid, g in hops.groupby("flow_id", sort=True):
+        points = (
+            g.groupby(["node", "interface"], observed=True)
+            .agg(hop=("hop_index", "median"), pieces=("pieces", "max"), largest=("largest", "max"))
+            .sort_values("hop")
+            .reset_index()
+        )
+        start = points.iloc[0]
+        who = "the sending pod" if str(g["role"].iloc[0]) == "workload" else f"{start.node} or before"
+        steps = [
+            f"{who} into {int(start.pieces)} (largest {int(start.largest)} bytes) at {start.node}:{start.interface}"
+        ]
+        before = (int(start.pieces), int(start.largest))
+        for p in points.iloc[1:].itertuples(index=False):
+            now = (int(p.pieces), int(p.largest))
+            if now != before:
+                steps.append(f"{p.node} into {now[0]} (largest {now[1]} bytes) at {p.node}:{p.interface}")
+            before = now
+        r = g.iloc[0]
+        datagram_count = g["instance"].nunique()
+        rows.append(
+            {
+                "kind": "fragmented",
+                "flow_id": int(fid),
+                "node": str(start.node),
+                "interface": str(start.interface),
+                "mtu": -1,
+                "packets": int(datagram_count),
+                "detail": f"{datagram_count} datagram(s) of {r.src} -> {r.dst} (up to {int(g['length'].max())} "
+                f"bytes) fragmented by " + "; refragmented by ".join(steps),
             }
         )
     return rows

@@ -27,6 +27,7 @@ from ..runtime.memory import WRITE_BACK_ROWS, write_back
 from ..runtime.parallel import thread_map
 from ..runtime.partitions import Partitioning, parts_for
 from ..schema import SCHEMAS, categorical, codes_dtype, columns_frame, conform, per_category
+from .fragments import Datagrams
 
 HOP_WINDOW_NS = 1_000_000_000  # copies of one fingerprint further apart than this are different packets
 
@@ -510,16 +511,18 @@ def build_hops(
     threads: int = 1,
     partitions: Partitioning | None = None,
     keep: np.ndarray | None = None,
+    datagrams: Datagrams | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(hops, clock_offsets) for a bundle's packets (those ``keep`` marks, if given), split by
-    fingerprint range over ``threads``
+    fingerprint range over ``threads``; a reassembled datagram's hop (its first fragment's) carries
+    the whole datagram's length (``datagrams``)
     (the result does not depend on the split). With ``partitions``, the ranges are partitions on
     disk, ``threads`` of them joined at a time, and the hops go to mapped files: memory is bounded
     by the partitions, not by the bundle (same tables)."""
     bounded = partitions is not None and partitions.wanted(len(packets))
     sightings = Sightings(packets, captures, owners, partitions.block_rows if bounded else 1 << 22, keep)
     if bounded:
-        return _build_hops_partitioned(sightings, window_ns, partitions, threads)
+        return _build_hops_partitioned(sightings, window_ns, partitions, threads, datagrams)
     cols, decoded = sightings.block(0, len(packets))
     nodes = sightings.nodes
     threads = threads if decoded.sum() >= JOIN_MIN_ROWS else 1
@@ -547,11 +550,24 @@ def build_hops(
         return col, values.take(take) if isinstance(values, pd.Categorical) else packets[col].to_numpy()[take]
 
     h = dict(thread_map(threads, gather, HOP_PACKET_COLUMNS))
-    return _hops_frame(out, h, sightings, np.empty), offsets
+    return _hops_frame(out, h, sightings, np.empty, datagrams), offsets
 
 
-def _hops_frame(out: dict, h: dict, sightings: Sightings, allocate) -> pd.DataFrame:
+def _whole_datagrams(packet: np.ndarray, h: dict, datagrams: Datagrams | None) -> None:
+    """A reassembled datagram's hops carry its whole IP and payload length, in place, a run at a time."""
+    if datagrams is None or not len(datagrams):
+        return
+    for lo in range(0, len(packet), WRITE_BACK_ROWS):
+        at = datagrams.at(packet[lo : lo + WRITE_BACK_ROWS])
+        hit = np.flatnonzero(at >= 0)
+        if len(hit):
+            h["ip_len"][lo + hit] = datagrams.length[at[hit]]
+            h["payload_len"][lo + hit] = datagrams.payload_len[at[hit]]
+
+
+def _hops_frame(out: dict, h: dict, sightings: Sightings, allocate, datagrams: Datagrams | None) -> pd.DataFrame:
     """The hops table from the join's columns ``out`` and the packet columns ``h`` gathered for them."""
+    _whole_datagrams(out["packet"], h, datagrams)
     n = len(out["packet"])
     nodes = sightings.nodes
     names = nodes if "" in nodes else [*nodes, ""]
@@ -605,7 +621,7 @@ def _packet_values(packets: pd.DataFrame, col: str) -> tuple[np.ndarray, pd.Cate
 
 
 def _build_hops_partitioned(
-    sightings: Sightings, window_ns: int, partitions: Partitioning, threads: int
+    sightings: Sightings, window_ns: int, partitions: Partitioning, threads: int, datagrams: Datagrams | None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """build_hops over fingerprint ranges kept on disk. The packets are read once, in order, and
     each decoded packet's join keys and the columns its hops carry are sent to its range's files;
@@ -665,4 +681,4 @@ def _build_hops_partitioned(
     for col, (_, dtype) in carried.items():
         if dtype is not None:
             h[col] = pd.Categorical.from_codes(h[col], dtype=dtype)
-    return _hops_frame(out, h, sightings, partitions.allocate), offsets
+    return _hops_frame(out, h, sightings, partitions.allocate, datagrams), offsets

@@ -239,9 +239,7 @@ def _counts(f: pd.DataFrame, h: dict, inst: pd.DataFrame) -> None:
     for d, name in ((0, "fwd"), (1, "rev")):
         sel = inst["dir"].to_numpy() == d
         f[f"packets_{name}"] = per_flow(inst_flow[sel], inst_flow[sel], f.index, "size", 0).astype(np.int64)
-        f[f"bytes_{name}"] = per_flow(inst["bytes"].to_numpy()[sel], inst_flow[sel], f.index, "sum", 0).astype(
-            np.int64
-        )
+        f[f"bytes_{name}"] = per_flow(inst["bytes"].to_numpy()[sel], inst_flow[sel], f.index, "sum", 0).astype(np.int64)
     f["first_ns"] = per_flow(ts, flow, f.index, "min", -1).astype(np.int64)
     f["last_ns"] = per_flow(ts, flow, f.index, "max", -1).astype(np.int64)
     f["hops"] = per_flow(ts, flow, f.index, "size", 0).astype(np.int64)
@@ -255,9 +253,7 @@ def _counts(f: pd.DataFrame, h: dict, inst: pd.DataFrame) -> None:
     types = types.assign(tc=types["icmp_type"].astype(str) + "/" + types["icmp_code"].astype(str))
     f["icmp_error_types"] = join_groups(types, ["flow_id"], "tc", " ").reindex(f.index).fillna("").to_numpy()
     amb = inst[inst["ambiguous"]]
-    f["ambiguous"] = per_flow(amb["flow_id"].to_numpy(), amb["flow_id"].to_numpy(), f.index, "size", 0).astype(
-        np.int64
-    )
+    f["ambiguous"] = per_flow(amb["flow_id"].to_numpy(), amb["flow_id"].to_numpy(), f.index, "size", 0).astype(np.int64)
 
 
 def _nat_legs_seen(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, vocab: Vocabulary) -> None:
@@ -303,7 +299,16 @@ def _paths(f: pd.DataFrame, h: dict, inst: pd.DataFrame, hop_dir: np.ndarray, la
     n_points = len(labels_by_point)
     group = (flow[on_path] * 2 + hop_dir[on_path]) * n_points + point[on_path]
     g, hop_median = group_medians(group, hop_index[on_path])
-    _, rel_median = group_medians(group, (ts - ts0)[on_path])
+    rel = (ts - ts0)[on_path]
+    _, rel_median = group_medians(group, rel)
+    # a point's time is measured on the instances that crossed the most points of their flow and
+    # direction, where there are any: a median over a different set of packets at each point (those
+    # a drop stopped early, retransmissions) can put a later point first
+    whole = _crossed_most(flow[on_path] * 2 + hop_dir[on_path], instance[on_path])
+    g_whole, rel_whole = group_medians(group[whole], rel[whole])
+    at = np.searchsorted(g_whole, g).clip(0, max(len(g_whole) - 1, 0))
+    found = (g_whole[at] == g) if len(g_whole) else np.zeros(len(g), dtype=bool)
+    rel_median = np.where(found, rel_whole[at] if len(g_whole) else 0.0, rel_median)
     agg = pd.DataFrame(
         {
             "flow_id": g // (2 * n_points),
@@ -324,6 +329,16 @@ def _paths(f: pd.DataFrame, h: dict, inst: pd.DataFrame, hop_dir: np.ndarray, la
             else pd.Series(dtype=object)
         )
         f[f"path_{name}"] = series.reindex(f.index).fillna("").to_numpy()
+
+
+def _crossed_most(key: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    """A mask of the hops whose instance crossed as many points as any of its key (flow and direction)."""
+    _, inverse, hops_per_instance = np.unique(instance, return_inverse=True, return_counts=True)
+    crossed = hops_per_instance[inverse]
+    keys, key_of = np.unique(key, return_inverse=True)
+    most = np.zeros(len(keys), dtype=np.int64)
+    np.maximum.at(most, key_of, crossed)
+    return crossed == most[key_of]
 
 
 def _first_hops(hops: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,6 @@ INDEX_COLUMNS = {"ts_ns": "ts_ns", "caplen": "caplens", "wirelen": "wirelens", "
 ADDRESS_COLUMNS = frozenset({"outer_src", "outer_dst", "src", "dst", "q_src", "q_dst"})
 
 
-
 class Frames(Protocol):
     """What the runner needs of a capture's frame index (ingest's FrameIndex): its length, slices of it
     to decode, and the per-frame fields named in INDEX_COLUMNS."""

@@ -74,6 +74,22 @@ def _mss(d, start, end):
     return -1
 
 
+@njit(cache=True, inline="always")
+def _clear_l4(i16, i32, i64, r):
+    """Forget the L4 fields an outer layer set (ports, TCP, ICMP): this layer has its own, or none."""
+    i32[6, r] = -1
+    i32[7, r] = -1
+    i16[4, r] = -1
+    i64[2, r] = -1
+    i64[3, r] = -1
+    i32[8, r] = -1
+    i32[9, r] = -1
+    i16[5, r] = -1
+    i16[7, r] = -1
+    i32[11, r] = -1
+    i32[14, r] = -1
+
+
 @njit(cache=True)
 def _quoted(d, r, off, end, ver, addr, i16, i32, i64, base):
     """The IP header (and the first 4 bytes of L4) quoted inside an ICMP error."""
@@ -279,7 +295,8 @@ def decode_kernel(
                 frag = (fragw & 0x1FFF) * 8
                 i32[5, r] = frag
                 l4 = off + ihl
-                if frag != 0:
+                if frag != 0:  # a later fragment: no L4 header, and none of an outer layer's
+                    _clear_l4(i16, i32, i64, r)
                     i32[10, r] = l3end - l4
                     payload_off[r] = l4
                     break
@@ -339,23 +356,14 @@ def decode_kernel(
                 i16[2, r] = nh
                 l4 = cur
                 if i32[5, r] != 0:
+                    _clear_l4(i16, i32, i64, r)
                     i32[10, r] = l3end - cur
                     payload_off[r] = cur
                     break
             else:
                 break
             # ---- L4 of a first fragment (or unfragmented packet); outer L4 fields are replaced ----
-            i32[6, r] = -1
-            i32[7, r] = -1
-            i16[4, r] = -1
-            i64[2, r] = -1
-            i64[3, r] = -1
-            i32[8, r] = -1
-            i32[9, r] = -1
-            i16[5, r] = -1
-            i16[7, r] = -1
-            i32[11, r] = -1
-            i32[14, r] = -1
+            _clear_l4(i16, i32, i64, r)
             i32[10, r] = l3end - l4
             payload_off[r] = l4
             if (proto == 6 or proto == 17) and l4 + 4 <= l3end:  # ports, even from a cut-short header

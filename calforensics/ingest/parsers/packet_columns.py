@@ -226,18 +226,13 @@ class PacketColumns:
             self.status[keep] = S[kind]
 
 
+FINGERPRINT_FIELDS = (
+    *("proto", "ip_id", "seq", "ack", "tcp_flags", "payload_len"),
+    *("icmp_type", "icmp_code", "icmp_echo_seq", "frag_offset"),
+)  # hashed into the fingerprint, in this order (never addresses, ports, TTL, checksums)
+
+
 def fingerprint_fields(c: PacketColumns) -> tuple[np.ndarray, ...]:
-    """The fields hashed into the fingerprint, in order (never addresses, ports, TTL, checksums); the
-    compiled kernel hashes them in this order too (tests/test_fastdecode.py holds the two equal)."""
-    return (
-        c.proto,
-        c.ip_id,
-        c.seq,
-        c.ack,
-        c.tcp_flags,
-        c.payload_len,
-        c.icmp_type,
-        c.icmp_code,
-        c.icmp_echo_seq,
-        c.frag_offset,
-    )
+    """The fields hashed into the fingerprint, in order; the compiled kernel hashes them in this
+    order too (tests/test_fastdecode.py holds the two equal)."""
+    return tuple(getattr(c, name) for name in FINGERPRINT_FIELDS)

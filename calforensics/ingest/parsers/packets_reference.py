@@ -250,6 +250,7 @@ class ReferenceDecoder:
         first = frag_off == 0
         self._l4(rows[first], off[first] + ihl[first], l3end[first], proto[first], depth, ipver=4)
         rest = rows[~first]
+        self._clear_l4(rest)
         c.payload_len[rest] = l3end[~first] - off[~first] - ihl[~first]
         c.payload_off[rest] = off[~first] + ihl[~first]
 
@@ -313,13 +314,14 @@ class ReferenceDecoder:
         first = c.frag_offset[rows] == 0
         self._l4(rows[first], cur[first], l3end[first], nh[first].astype(np.int16), depth, ipver=6)
         rest = rows[~first]
+        self._clear_l4(rest)
         c.payload_len[rest] = l3end[~first] - cur[~first]
         c.payload_off[rest] = cur[~first]
 
     # ---- L4 -----------------------------------------------------------------------------
-    def _l4(self, rows, off, l3end, proto, depth: int, ipver: int) -> None:
+    def _clear_l4(self, rows) -> None:
+        """Forget the L4 fields an outer layer set: this layer has its own, or (a later fragment) none."""
         c = self.c
-        # any L4 fields from an outer layer are replaced by this layer's
         for col in (
             c.sport,
             c.dport,
@@ -334,6 +336,10 @@ class ReferenceDecoder:
             c.icmp_mtu,
         ):
             col[rows] = -1
+
+    def _l4(self, rows, off, l3end, proto, depth: int, ipver: int) -> None:
+        c = self.c
+        self._clear_l4(rows)  # any L4 fields from an outer layer are replaced by this layer's
         c.payload_len[rows] = l3end - off
         c.payload_off[rows] = off
         for p, fn in ((6, self._tcp), (17, self._udp), (1, self._icmp4), (58, self._icmp6)):
@@ -623,10 +629,16 @@ class ReferenceDecoder:
                 )
                 h = _mix(h ^ (words[:, k] & mask))
         self.payload_hash = _mix(h ^ take.astype(np.uint64))
-        fp = self.payload_hash
-        for col in cols:
-            fp = _mix(fp ^ col.astype(np.int64).view(np.uint64))
-        self.fingerprint = fp
+        self.fingerprint = fingerprint_of(self.payload_hash, cols)
+
+
+def fingerprint_of(payload_hash: np.ndarray, fields: tuple[np.ndarray, ...]) -> np.ndarray:
+    """A packet's fingerprint from its payload hash and its FINGERPRINT_FIELDS values, in order
+    (a reassembled datagram's is made again from its first fragment's, with the whole length)."""
+    fp = payload_hash
+    for col in fields:
+        fp = _mix(fp ^ np.asarray(col).astype(np.int64).view(np.uint64))
+    return fp
 
 
 def _u16(d: np.ndarray, i: np.ndarray) -> np.ndarray:
