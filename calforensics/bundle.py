@@ -20,6 +20,7 @@ from .ingest.inventory import inventory
 from .ingest.parsers.packets import VXLAN_PORTS, decode_capture, decode_columns
 from .ingest.parsers.pcap import FrameIndex, read_frames
 from .ingest.tables import read_bpftool_dumps, read_text_table, text_table_names
+from .join.filters import assumed_filters, common_hosts, filtered_points
 from .join.flows import build_flows
 from .join.focus import Focus
 from .join.fragments import Datagrams, empty_datagrams, mark_datagrams, reassemble
@@ -27,6 +28,7 @@ from .join.hops import Joined, address_owners, build_hops, second_copies
 from .join.summaries import point_roles
 from .join.wireguard import join_matches, match_wireguard
 from .meaning.dataplane import detect_dataplane, ebpf_nodes
+from .meaning.routing import route_dev
 from .meaning.rules import add_rule_meaning
 from .meaning.services import Services, bpf_nat_legs, build_services
 from .runtime.memory import release_freed_memory
@@ -196,7 +198,15 @@ class Bundle:
         for art in pcaps:  # decoded: frame offsets and file mappings are no longer needed
             self._frame_index(art).release_bytes()
         front = capture_tables.packet_points(
-            pcaps, counts, self._frame_index, caps, cols, ifname_by_node, self.runner.allocate, self._log
+            pcaps,
+            counts,
+            self._frame_index,
+            caps,
+            cols,
+            ifname_by_node,
+            self.runner.allocate,
+            self._log,
+            route_dev=partial(route_dev, self.routes),  # SLL v1 `-i any`: each packet's interface by its route
         )
         # WireGuard: each matched message's row takes its plaintext's inner fields, so the join that
         # follows sees one packet on both sides of the encryption
@@ -279,6 +289,7 @@ class Bundle:
             partitions=partitions,
             services=self.service_index,
             ebpf_nodes=ebpf_nodes(self.dataplane),
+            filtered=filtered_points(self.capture_filters, captures),
         )
         release_freed_memory()
         return Joined(hops=hops, clock_offsets=offsets, flows=flows)
@@ -288,6 +299,12 @@ class Bundle:
         """(node, interface) -> role of every capture point: each capture's, and those of the
         interfaces seen inside `-i any` captures (which the captures table lists as one)."""
         return point_roles(self.captures, self.hops)
+
+    @cached_property
+    def capture_filters(self) -> dict[int, frozenset[str]]:
+        """capture_id -> the hosts its filter is taken to name (`-i any` and uplink captures whose
+        every packet has an address other than their node's: `join.filters`)."""
+        return assumed_filters(common_hosts(self.packets), self.captures, self.owners)
 
     @cached_property
     def owners(self) -> dict[str, str]:

@@ -202,3 +202,38 @@ def test_damaged_wireguard_uplink_never_crashes_the_match(tmp_path):
         with calforensics.open_bundle(root, workers=1) as b:
             wg = b.wireguard
             assert len(wg) and wg["match"].notna().all() and (wg["match"].astype(str) != "").all()
+
+
+def test_damaged_fragments_never_crash_the_reassembly(tmp_path):
+    """Fragments of IPv4 and IPv6 datagrams, whole and refragmented inside VXLAN, damaged: read and
+    put back together without a crash; what is put back together is fragments from offset 0 on,
+    and both decoders agree on every row (a later fragment carries no outer L4 ports)."""
+    from pktutil import eth, write_pcap
+    from test_fastdecode import assert_same
+    from test_fragments import ipv4_fragments, ipv6_fragments, udp_payload, uplink
+
+    _, l4 = udp_payload(3000)
+    frames = []
+    for k in range(3):  # one capture point: each datagram has its own id (else they would overlap)
+        frames += [eth(f) for f in ipv4_fragments(17, l4, 1500, ip_id=k)]
+        frames += uplink(ipv4_fragments(17, l4, 1450, ip_id=10 + k))
+        frames += [eth(f, 0x86DD) for f in ipv6_fragments(l4, 1500, ident=20 + k)]
+        frames += uplink(ipv6_fragments(l4, 1450, ident=30 + k))
+    with calforensics.open_bundle(write_pcap(tmp_path / "whole.pcap", frames, nano=True), workers=1) as b:
+        assert len(b.datagrams) == 12 and len(b.anomalies) == 0  # undamaged, every one is put back together
+    base = write_pcap(tmp_path / "base.pcap", frames, nano=True)
+    data, rnd, read = base.read_bytes(), random.Random(1480), 0
+    for case in range(CASES):
+        kind, damaged = mutate_pcap(data, rnd)
+        path = tmp_path / f"case{case}.pcap"
+        path.write_bytes(damaged)
+        if check_damaged(path, kind, len(frames), case % 8 == 0, tmp_path / f"report{case}"):
+            read += 1
+            assert_same(path)
+            with calforensics.open_bundle(path, workers=1) as b:
+                p, d = b.packets, b.datagrams
+                assert (p["frag_offset"].to_numpy()[d.first] == 0).all()
+                assert (p["frag_offset"].to_numpy()[d.later] > 0).all()
+                assert (d.fragments >= 2).all() and len(d.later) == int((d.fragments - 1).sum())
+        path.unlink()
+    assert read >= CASES * 3 // 4

@@ -4,7 +4,8 @@ clock offsets and latency rows.
 
 The shapes are derived from the VXLAN lab run: a node's per-interface captures are merged into the
 Linux cooked (SLL2) capture that `tcpdump -i any` writes, with the interface index `ip link` gives
-each (and rewritten as SLL v1 for the shape that cannot name interfaces). Where both are kept, the
+each, and the packet type the kernel gives a packet the node sent (outgoing: from the interface's
+own address) or received; and rewritten as SLL v1, which names no interface. Where both are kept, the
 `any` copies may be a few microseconds off the interface's own (two sockets timestamp one packet
 apart), and either capture may start later, as one started by hand would.
 """
@@ -33,6 +34,10 @@ def add_any_capture(
     pcaps = root / "nodes" / node / "pcaps"
     links = (root / "nodes" / node / "ip-link.txt").read_text()
     index = {name: int(i) for i, name in re.findall(r"^(\d+): ([^:@]+)[:@]", links, re.M)}
+    own_mac = {
+        name: bytes.fromhex(mac.replace(":", ""))
+        for name, mac in re.findall(r"^\d+: ([^:@]+)[:@].*\n\s+link/ether ([0-9a-f:]{17})", links, re.M)
+    }
     frames = []
     for p in sorted(pcaps.glob("*.pcap")):
         start = None
@@ -40,8 +45,11 @@ def add_any_capture(
             start = ts if start is None else start
             if ts - start < skip_first_ns:
                 continue
-            # protocol, reserved, ifindex, ARPHRD_ETHER, packet type 0, address length 6, source MAC
-            header = frame[12:14] + b"\0\0" + struct.pack("!IHBB", index[p.stem], 1, 0, 6) + frame[6:12] + b"\0\0"
+            # a frame from the interface's own address is one the node sent: packet type 4 (outgoing),
+            # as the kernel's packet socket says; else 0 (to this host)
+            pkttype = 4 if frame[6:12] == own_mac[p.stem] else 0
+            # protocol, reserved, ifindex, ARPHRD_ETHER, packet type, address length 6, source MAC
+            header = frame[12:14] + b"\0\0" + struct.pack("!IHBB", index[p.stem], 1, pkttype, 6) + frame[6:12] + b"\0\0"
             frames.append((ts + (k % 3) * jitter_ns, header + frame[14:]))
         if not keep_own:
             p.unlink()
@@ -64,8 +72,15 @@ def answer(b: calforensics.Bundle) -> dict:
         "drops": sorted(map(tuple, a.drops[drop_cols].astype(str).to_numpy().tolist())),
         "mtu": sorted(map(tuple, a.mtu_issues[["kind", "node", "mtu"]].astype(str).to_numpy().tolist())),
         "tunnels": sorted(
-            map(tuple, a.tunnels[["type", "src_node", "dst_node", "packets", "overhead_bytes_per_packet",
-                                  "share_of_wire_bytes"]].astype(str).to_numpy().tolist())
+            map(
+                tuple,
+                a.tunnels[
+                    ["type", "src_node", "dst_node", "packets", "overhead_bytes_per_packet", "share_of_wire_bytes"]
+                ]
+                .astype(str)
+                .to_numpy()
+                .tolist(),
+            )
         ),
         "latency": sorted(
             (r.from_node, r.from_interface, r.to_node, r.to_interface, int(r.count))
@@ -155,20 +170,76 @@ def test_an_any_capture_alone_on_the_servers_node_finds_the_drop_and_its_policy(
     assert any(d[5] == "end_of_tier" for d in got["drops"])
 
 
-def test_a_linux_cooked_v1_any_capture_is_said_to_hide_the_interfaces(unpacked, per_interface):
-    """SLL v1 has no interface index: the report says so (medium), instead of a silent ambiguity."""
+def as_linux_cooked_v1(root, node: str) -> None:
+    """The node's `any` capture rewritten from SLL2 (20-byte header) to SLL v1 (16): packet type,
+    ARPHRD, address length, address, protocol; no interface index."""
     from derive import read_pcap, write_pcap
 
-    add_any_capture(unpacked, "node-a", keep_own=False)
-    any_pcap = unpacked / "nodes" / "node-a" / "pcaps" / "any.pcap"
-    # SLL2 (20-byte header) to SLL v1 (16): packet type, ARPHRD, address length, address, protocol
-    v1 = [(ts, f[10:11].rjust(2, b"\0") + f[8:10] + b"\0\x06" + f[12:20] + f[0:2] + f[20:]) for ts, f in read_pcap(any_pcap)]
-    write_pcap(any_pcap, v1, 113)
-    with calforensics.open_bundle(unpacked) as b:
-        said = [f for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]
-        assert set(b.captures.loc[b.captures["node"] == "node-a", "linktype_name"].astype(str)) == {"LINUX_SLL"}
-    assert [(f["severity"], f["title"].split(":")[0]) for f in said] == [
-        ("medium", "node-a had only an `-i any` capture in Linux cooked v1, which does not say which interface each packet crossed")
+    any_pcap = root / "nodes" / node / "pcaps" / "any.pcap"
+    v1 = [
+        (ts, f[10:11].rjust(2, b"\0") + f[8:10] + b"\0\x06" + f[12:20] + f[0:2] + f[20:])
+        for ts, f in read_pcap(any_pcap)
     ]
+    write_pcap(any_pcap, v1, 113)
+
+
+@pytest.mark.parametrize("node", ["node-a", "node-b"])
+def test_a_linux_cooked_v1_any_capture_alone_gives_the_same_answer(unpacked, per_interface, node):
+    """SLL v1 names no interface: each packet is placed by its direction and the node's routes (the
+    client's veth, vxlan.calico to the backend after DNAT, eth0 in VXLAN), and the report says so."""
+    add_any_capture(unpacked, node, keep_own=False)
+    as_linux_cooked_v1(unpacked, node)
+    with calforensics.open_bundle(unpacked) as b:
+        got = answer(b)
+        said = [f for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]
+        assert set(b.captures.loc[b.captures["node"] == node, "linktype_name"].astype(str)) == {"LINUX_SLL"}
+        routed = b.flows[b.flows["scope"] == "routed"]["flow_id"]
+        placed = b.hops[b.hops["flow_id"].isin(routed)]
+        assert (placed["interface"].astype(str) != "any").all()  # every routed packet has its interface
+    assert got == per_interface
+    assert [(f["severity"], f["title"].split(":")[0]) for f in said] == [
+        (
+            "low",
+            f"{node} had only an `-i any` capture in Linux cooked v1, which does not say which interface each packet crossed",
+        )
+    ]
+
+
+def test_per_interface_captures_say_nothing_of_their_shape():
     with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
         assert not [f for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]
+
+
+def test_the_seeds_filtered_any_captures_give_the_same_verdicts_for_what_they_took(unpacked, per_interface):
+    """`tcpdump -i any -n host A and host B` on both nodes, as in the seed's tracing experiment: the
+    VXLAN copies on eth0 (outer addresses the nodes') are never taken. The flows between A and B
+    keep their verdicts, their paths without eth0, and no drop is read from what the filter left
+    out; the report says which filter it assumed on each node."""
+    import socket
+
+    from derive import read_pcap, write_pcap
+
+    a, b_ip = "192.168.10.5", "192.168.20.7"
+    hosts = {socket.inet_aton(a), socket.inet_aton(b_ip)}
+    for node in ("node-a", "node-b"):
+        add_any_capture(unpacked, node, keep_own=False)
+        any_pcap = unpacked / "nodes" / node / "pcaps" / "any.pcap"
+        kept = [(ts, f) for ts, f in read_pcap(any_pcap) if f[0:2] == b"\x08\x00" and {f[32:36], f[36:40]} == hosts]
+        write_pcap(any_pcap, kept, 276)
+    with calforensics.open_bundle(unpacked) as b:
+        got = answer(b)
+        said = [f for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_filter"]
+        assert sorted(b.capture_filters.values(), key=sorted) == [frozenset({a, b_ip})] * 2
+    between = [f for f in per_interface["flows"] if {f[1], f[3]} == {a, b_ip}]
+    without_eth0 = [
+        (
+            *f[:7],
+            f[7],
+            *(" > ".join(p for p in path.split(" > ") if not p.endswith(":eth0")) for path in f[8:10]),
+            *f[10:],
+        )
+        for f in between
+    ]
+    assert [f for f in got["flows"] if {f[1], f[3]} == {a, b_ip}] == without_eth0 and len(between) >= 3
+    assert got["drops"] == []
+    assert [s["title"].split("'s ")[0] for s in said] == ["node-a", "node-b"]

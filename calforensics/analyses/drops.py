@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..join.summaries import point_labels
+from ..join.summaries import point_labels, role_of
 from .blocks import select_hops
 
 DROP_COLUMNS = [
@@ -66,9 +66,9 @@ def _candidate_chains(last_seen: str, missing_at: str, roles: dict) -> list[tupl
     out = []
     m_node, m_iface = _split(missing_at)
     l_node, l_iface = _split(last_seen)
-    if roles.get((m_node, m_iface)) == "workload":
+    if role_of(roles, m_node, m_iface) == "workload":
         out.append((m_node, f"cali-tw-{m_iface}"))  # into the pod: its ingress policy
-    if roles.get((l_node, l_iface)) == "workload" and missing_at != last_seen:
+    if role_of(roles, l_node, l_iface) == "workload" and missing_at != last_seen:
         out.append((l_node, f"cali-fw-{l_iface}"))  # out of the pod: its egress policy
     return out
 
@@ -328,7 +328,7 @@ def _bpf_hooks(last_seen: str, missing_at: str, roles: dict) -> list[tuple[str, 
     a packet and the first one that should have and did not (shared eBPF reference A.4)."""
     l_node, l_iface = _split(last_seen)
     m_node, m_iface = _split(missing_at)
-    l_role, m_role = roles.get((l_node, l_iface), ""), roles.get((m_node, m_iface), "")
+    l_role, m_role = role_of(roles, l_node, l_iface), role_of(roles, m_node, m_iface)
     same_node = bool(last_seen) and bool(missing_at) and l_node == m_node
     # where the packet was going: into the node (uplink, then tunnel, then pod) or out of it
     depth = {"uplink": 0, "tunnel": 1, "workload": 2}

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
+from ..join.filters import filter_text
+from ..join.summaries import role_of
 from . import wireguard
 from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
 
@@ -39,7 +41,7 @@ def _point(text: str, roles: dict) -> dict | None:
     if not text:
         return None
     node, _, iface = text.partition(":")
-    return {"node": node, "interface": iface, "role": roles.get((node, iface), "")}
+    return {"node": node, "interface": iface, "role": role_of(roles, node, iface)}
 
 
 def build_findings(a: Analysis) -> dict:
@@ -75,6 +77,7 @@ def build_findings(a: Analysis) -> dict:
 
 
 def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:
+    filters = b.capture_filters
     return {
         "name": b.name,
         "nodes": b.nodes,
@@ -97,6 +100,7 @@ def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:
                 "start_ns": int(r.first_ns),
                 "end_ns": int(r.last_ns),
                 "linktype": str(r.linktype_name),
+                "assumed_filter": filter_text(filters.get(int(r.capture_id), frozenset())),
             }
             for r in _records(caps.sort_values(["node", "interface"]))
         ],
@@ -375,8 +379,22 @@ def _wireguard_headlines(wg: dict) -> list[dict]:
 
 def _capture_shape_headlines(captures: list[dict]) -> list[dict]:
     """What a node's captures cannot tell: with only an `-i any` capture, which interface each copy
-    crossed is what its cooked header says (SLL2 names it, SLL v1 does not)."""
+    crossed is what its cooked header says (SLL2 names it, SLL v1 does not); and what a capture
+    filter (assumed from the packets) kept out."""
     out = []
+    for c in captures:
+        if c.get("assumed_filter"):
+            where = "`-i any` capture" if c["role"] == "any" else f"capture of {c['interface']}"
+            out.append(
+                _headline(
+                    "info",
+                    "capture_filter",
+                    f"{c['node']}'s {where} holds only packets with {c['assumed_filter'].replace('host ', '')}: taken "
+                    f"as its filter ({c['assumed_filter']}); what it would not take (VXLAN or IPIP on the uplink, "
+                    "SNATed packets, other flows) is not expected there, and its absence is not read as a drop",
+                    confidence="medium",
+                )
+            )
     for node in sorted({c["node"] for c in captures}):
         mine = [c for c in captures if c["node"] == node]
         if {c["role"] for c in mine} != {"any"}:
@@ -384,11 +402,13 @@ def _capture_shape_headlines(captures: list[dict]) -> list[dict]:
         if any(c["linktype"] == "LINUX_SLL" for c in mine):
             out.append(
                 _headline(
-                    "medium",
+                    "low",
                     "capture_shape",
                     f"{node} had only an `-i any` capture in Linux cooked v1, which does not say which interface "
-                    f"each packet crossed: its copies of one packet are one capture point, {node}:any, and make "
-                    "the packet's hops ambiguous (capture per interface, or with SLL2: tcpdump -y LINUX_SLL2)",
+                    "each packet crossed: each is placed by its direction and the node's routes (sent: the route "
+                    "to its destination; received: the route back to its source), and one no route places stays "
+                    f"at {node}:any (capture per interface, or with SLL2: tcpdump -y LINUX_SLL2)",
+                    confidence="medium",
                 )
             )
         else:

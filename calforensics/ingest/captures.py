@@ -31,6 +31,9 @@ LINKTYPE_NAMES = {
     276: "LINUX_SLL2",
 }
 FrameIndexOf = Callable[[Artifact], FrameIndex]
+RouteDev = Callable[[str, str], str]  # (node, address) -> the device the node's route for it names
+LINKTYPE_SLL = 113
+PACKET_OUTGOING = 4  # the Linux cooked header's packet type of a packet the node sent
 
 
 def capture_points(
@@ -143,9 +146,12 @@ def packet_points(
     ifname_by_node: dict[str, dict[int, str]],
     allocate: Callable[[int, type], np.ndarray],
     log_for: LogFor,
+    route_dev: RouteDev | None = None,
 ) -> dict[str, object]:
     """Each packet's capture_id, node and interface columns, and the decoder's anomalies logged.
 
+    An `-i any` capture in SLL2 names each packet's interface by its index; one in SLL v1 does not,
+    so each packet is placed by its direction and the node's routes (``route_dev``, see _by_route).
     Node and interface are categorical codes built per capture: per-packet name objects would cost
     ~50 bytes and a Python-level factorize a packet. Written in place, a run at a time, into arrays
     from ``allocate`` (mapped files when the table is spilled): bounded transients, written back."""
@@ -166,6 +172,7 @@ def packet_points(
         lut = np.array([_code(iface_cats, _label(x)) if used[i] else -1 for i, x in enumerate(labels)], dtype=np.int32)
         lookup = ifname_by_node.get(art.node, {})
         node_code = _code(node_cats, _label(art.node))
+        sll1 = np.asarray([i.linktype == LINKTYPE_SLL for i in fi.interfaces] or [False], dtype=bool)
         for lo in range(start, start + n, WRITE_BACK_ROWS):
             run = slice(lo, min(start + n, lo + WRITE_BACK_ROWS))
             local = fi.iface[run.start - start : run.stop - start]
@@ -178,6 +185,8 @@ def packet_points(
                 uniq, inv = np.unique(ifindex[sll2], return_inverse=True)
                 named = [_code(iface_cats, lookup.get(int(x), f"if{int(x)}")) for x in uniq.tolist()]
                 codes[sll2] = np.asarray(named, dtype=np.int32)[inv]
+            if route_dev is not None and sll1.any():
+                _by_route(np.flatnonzero(sll1[local] & ~sll2), run, cols, codes, iface_cats, art.node, route_dev)
             node_codes[run] = node_code
             for arr in (capture_id, iface_codes, node_codes):
                 write_back(arr[run])
@@ -188,6 +197,29 @@ def packet_points(
         "node": _categorical(node_codes, node_cats, allocate),
         "interface": _categorical(iface_codes, iface_cats, allocate),
     }
+
+
+def _by_route(
+    rows: np.ndarray, run: slice, cols: dict, codes: np.ndarray, iface_cats: dict, node: str, route_dev: RouteDev
+) -> None:
+    """Place packets of an SLL v1 `-i any` capture (rows of the run) on the interface they crossed:
+    a packet the node sent (packet type 4, outgoing) left by the device its route to the outermost
+    destination names; any other arrived by the device its route back to the outermost source names
+    (the reverse path). Each copy carries its own addresses, so a rewrite (NAT) or an encapsulation
+    between copies puts them apart: a pod's packet arrives on its veth, leaves by vxlan.calico to the
+    backend, and leaves again, in VXLAN, by eth0. Looked up once per distinct address."""
+    if not len(rows):
+        return
+    outgoing = np.asarray(cols["pkttype"][run])[rows] == PACKET_OUTGOING
+    for column, mine in (("outer_dst", outgoing), ("outer_src", ~outgoing)):
+        at = rows[mine]
+        addresses = cols[column]
+        address_codes = np.asarray(addresses.codes[run])[at]
+        uniq, inverse = np.unique(address_codes, return_inverse=True)
+        names = [route_dev(node, str(addresses.categories[u])) if u >= 0 else "" for u in uniq.tolist()]
+        placed = np.asarray([_code(iface_cats, name) if name else -2 for name in names], dtype=np.int32)[inverse]
+        keep = placed >= 0  # no route, no address: it stays at the capture's own point, `any`
+        codes[at[keep]] = placed[keep]
 
 
 def _log_decode_anomalies(art: Artifact, cols: dict, run: slice, log_for: LogFor) -> None:

@@ -5,12 +5,14 @@ partition on disk for a spilled table (a flow's summary reads only its own hops)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
+from ..ingest.layout import interface_role
 from ..runtime.parallel import thread_map
 from ..runtime.partitions import Partitioning, parts_for
 from .aggregates import group_medians, join_groups, per_flow, spread
@@ -136,14 +138,7 @@ def _summaries_of(
         rows = np.flatnonzero((flow >= lo) & (flow < hi))
         sub = {name: values[rows] for name, values in h.items()}
     # each thread gets its own shallow copies of the shared frames (pandas caches lazily on objects)
-    ctx = FlowContext(
-        ctx.services,
-        ctx.dest_points,
-        ctx.captures.copy(deep=False),
-        ctx.routes.copy(deep=False),
-        ctx.peer_redirect_nodes,
-        ctx.point_roles,
-    )
+    ctx = replace(ctx, captures=ctx.captures.copy(deep=False), routes=ctx.routes.copy(deep=False))
     f, hop_dir = _summaries(sub, vocab, ct.copy(deep=False), ctx, labels)
     return f, rows, hop_dir
 
@@ -376,6 +371,12 @@ def point_roles(captures: pd.DataFrame, hops: pd.DataFrame) -> dict[tuple[str, s
     cols = [np.asarray(hops[c].array.take(first), dtype=object).astype(str) for c in ("node", "interface", "role")]
     roles.update(zip(zip(cols[0].tolist(), cols[1].tolist(), strict=True), cols[2].tolist(), strict=True))
     return roles
+
+
+def role_of(roles: dict[tuple[str, str], str], node: str, interface: str) -> str:
+    """A capture point's role: from point_roles, else from its name (a pod's veth that an `-i any`
+    capture watched without a packet placed on it: the drops before it)."""
+    return roles.get((node, interface)) or (interface_role(interface) if interface else "")
 
 
 def point_labels(hops: pd.DataFrame) -> np.ndarray:

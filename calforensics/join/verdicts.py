@@ -23,6 +23,17 @@ class FlowContext:
     routes: pd.DataFrame
     peer_redirect_nodes: frozenset[str] = frozenset()  # eBPF nodes: the destination veth may not show delivery
     point_roles: dict[tuple[str, str], str] = field(default_factory=dict)  # every capture point's (point_roles)
+    filtered: dict[str, frozenset[str]] = field(default_factory=dict)  # assumed capture filters (filters.py)
+
+    def blind(self, point: str, path: str) -> bool:
+        """Whether a capture filter may have kept a flow's packets from ``point`` (`node:interface`):
+        the point's capture was filtered, and either it is an uplink (the filter sees outer
+        addresses, the nodes' after encapsulation or SNAT) or the flow shows nowhere on that node."""
+        node, _, iface = point.partition(":")
+        if point not in self.filtered and f"{node}:*" not in self.filtered:
+            return False
+        on_node = any(p.partition(":")[0] == node for p in path.split(" > ") if p)
+        return self.point_roles.get((node, iface)) == "uplink" or not on_node
 
 
 def destination_points(captures: pd.DataFrame, routes: pd.DataFrame | None = None) -> dict[str, tuple[str, str, int]]:
@@ -65,6 +76,9 @@ def add_verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarr
     win = np.asarray([windows[d[2]] if d else (-1, -1) for d in dest], dtype=np.int64).reshape(-1, 2)
     running = (win[:, 0] >= 0) & (win[:, 0] <= f["first_ns"].to_numpy()) & (f["last_ns"].to_numpy() <= win[:, 1])
     dest_label = np.asarray([f"{d[0]}:{d[1]}" if d else "" for d in dest], dtype=object)
+    if ctx.filtered:  # a filtered capture's silence is no evidence for flows its filter may have left out
+        paths = (f["path_fwd"] + " > " + f["path_rev"]).to_numpy()
+        running &= ~np.asarray([bool(d) and ctx.blind(d, p) for d, p in zip(dest_label, paths, strict=True)])
     flow = h["flow_id"]
     flow_pos = pd.Series(np.arange(len(f)), index=f.index).reindex(flow).to_numpy()
     at_dest = (hop_dir == 0) & (labels[h["point"]] == dest_label[flow_pos])
@@ -94,9 +108,39 @@ def add_verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarr
         default="unobserved",
     )
     f["last_seen"], f["missing_at"] = "", ""
-    lost = f.index[f["verdict"].isin(["dropped", "partial"])]
+    # nothing came back and the destination tells nothing (not captured, or not then): where the
+    # packets were last seen may still have a next capture point that was capturing and never saw them
+    # (routed flows only: a link-local or multicast packet never goes past its link)
+    one_way = (f["verdict"] == "unobserved").to_numpy() & (fwd > 0) & (rev == 0) & (f["scope"] == "routed").to_numpy()
+    lost = f.index[f["verdict"].isin(["dropped", "partial"]).to_numpy() | one_way]
     if len(lost):
         _where_lost(f, h, hop_dir, labels, ctx, lost, at_dest, dest)
+    if one_way.any():
+        _dropped_before_next_point(f, one_way, ctx)
+
+
+def _dropped_before_next_point(f: pd.DataFrame, one_way: np.ndarray, ctx: FlowContext) -> None:
+    """One-way flows whose next capture point was capturing all the while they were seen, and never
+    saw them, are dropped before it; the others stay unobserved, with no place named."""
+    windows: dict[str, tuple[int, int]] = {}
+    for r in ctx.captures.itertuples(index=False):
+        window = (int(r.window_start_ns), max(int(r.window_end_ns), int(r.last_ns)))
+        if str(r.role) == "any":  # an `-i any` capture watches every interface of its node
+            windows.setdefault(f"{r.node}:*", window)
+        else:
+            windows[f"{r.node}:{r.interface}"] = window
+    missing, paths = f["missing_at"].to_numpy(), f["path_fwd"].to_numpy()
+    start, end = np.full(len(f), -1, dtype=np.int64), np.full(len(f), -1, dtype=np.int64)
+    for i in np.flatnonzero(one_way & (missing != "")):
+        point = str(missing[i])
+        if point in str(paths[i]).split(" > ") or ctx.blind(point, str(paths[i])):
+            continue  # some of its packets did go on there, or a capture filter may have left them out
+        start[i], end[i] = windows.get(point, windows.get(point.split(":", 1)[0] + ":*", (-1, -1)))
+    watched = (start >= 0) & (start <= f["first_ns"].to_numpy()) & (f["last_ns"].to_numpy() <= end)
+    f.loc[one_way & watched, "verdict"] = "dropped"
+    quiet = one_way & ~watched
+    f.loc[quiet, "last_seen"] = ""
+    f.loc[quiet, "missing_at"] = ""
 
 
 def _where_lost(
@@ -155,8 +199,13 @@ def _where_lost(
 
 
 def _next_point(node: str, iface: str, dst_ip: str, dest: tuple | None, ctx: FlowContext, roles: dict) -> str:
-    """The capture point a packet last seen at node:iface should have crossed next."""
+    """The capture point a packet last seen at node:iface should have crossed next ("" if none was
+    captured there)."""
     role = roles.get((node, iface), "")
+    if dest is None:  # a destination not captured: the node's route says whether a pod of its own is next
+        dev = route_dev(ctx.routes, node, dst_ip)
+        if dev.startswith("cali") and dev != iface:
+            return f"{node}:{dev}" if (node, dev) in roles else ""
 
     def point(n: str, want_role: str) -> str:
         found = [i for (nn, i), r in roles.items() if nn == n and r == want_role]
