@@ -30,6 +30,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_join.py --flows 20000
 	$(PY) bench/bench_analyze.py --flows 20000
 	$(PY) bench/bench_analyze.py --flows 80000
+	$(PY) bench/bench_analyze.py --flows 20000 --tables none --workers 1 --fragment-every 10
+	$(PY) bench/bench_analyze.py --flows 20000 --tables none --workers 1 --any-v1
 	$(PY) bench/bench_analyze.py --flows 20000 --tables none --incident
 	$(PY) bench/bench_bounded.py --packets 3000000 --limit-mb 400
 	$(PY) bench/bench_bounded.py --join --analyze --flows 20000 --limit-mb 300 --partition-packets 250000

@@ -4,7 +4,8 @@ stage, with 1 and with 2 workers.
 Prints, per stage (index the captures, decode packets, join and flows, analyses, report), the time
 and the peak resident-memory growth, then packets/s for the whole analysis. Each worker count runs
 in a fresh process, so neither run inherits the other's memory or caches. Run:
-`python bench/bench_analyze.py [--flows N] [--workers 1 2] [--tables csv none] [--incident] [--spill]`.
+`python bench/bench_analyze.py [--flows N] [--workers 1 2] [--tables csv none] [--incident] [--spill]
+[--fragment-every N] [--any-v1]` (the last two: capture shapes, see bench_join.write_bundle).
 With ``--spill`` the packets table is spilled to mapped files and the join and flows run in
 partitions on disk (``--partition-packets``); memory is then measured as anonymous memory (RSS
 would count the mapped files' pages).
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--incident", action="store_true", help="lose everything between node-a and node-b")
     ap.add_argument("--spill", action="store_true", help="spill the tables and join in partitions on disk")
     ap.add_argument("--partition-packets", type=int, default=1 << 20)
+    ap.add_argument("--fragment-every", type=int, default=0, help="every Nth packet a datagram fragmented twice")
+    ap.add_argument("--any-v1", action="store_true", help="node-a captured with `-i any` in Linux cooked v1")
     ap.add_argument("--run", nargs=3, metavar=("ROOT", "WORKERS", "TABLES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
@@ -92,7 +95,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench-analyze"
-        write_bundle(root, args.flows, 10)
+        write_bundle(root, args.flows, 10, args.fragment_every, args.any_v1)
         if args.incident:
             lose_at_destination(root)
         for tables in args.tables:

@@ -25,6 +25,7 @@ from .join.flows import build_flows
 from .join.focus import Focus
 from .join.fragments import Datagrams, empty_datagrams, mark_datagrams, reassemble
 from .join.hops import Joined, address_owners, build_hops, second_copies
+from .join.keys import cut_short, header_fingerprints
 from .join.summaries import point_roles
 from .join.wireguard import join_matches, match_wireguard
 from .meaning.dataplane import detect_dataplane, ebpf_nodes
@@ -193,6 +194,11 @@ class Bundle:
             layout,
             lambda done, total: self._tick("decoding packets", done, total),
         )
+        # captures cut short: every packet is keyed by its headers alone (join/keys.py), before
+        # anything copies a fingerprint
+        self._header_keys = len(cut_short(caps)) > 0
+        if self._header_keys:
+            header_fingerprints(cols)
         # WireGuard headers are read from the frame bytes, before they go
         messages = capture_tables.wireguard_headers(pcaps, counts, cols, self._frame_index)
         for art in pcaps:  # decoded: frame offsets and file mappings are no longer needed
@@ -222,7 +228,7 @@ class Bundle:
         table = conform(columns_frame({**front, **cols}), "packets")
         # fragments: each datagram put together at each capture point, so the join matches it
         # however every node fragmented it
-        self._datagrams, problems = reassemble(table)
+        self._datagrams, problems = reassemble(table, payload_bytes=not self._header_keys)
         mark_datagrams(cols, self._datagrams)
         artifact_of = {int(r.capture_id): str(r.artifact) for r in caps.itertuples(index=False)}
         by_path = {a.path: a for a in pcaps}

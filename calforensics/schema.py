@@ -81,6 +81,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("iface_index", "int64", "interface index inside the file (pcapng), 0 for classic pcap"),
             ("window_start_ns", "int64", "when capturing began: the collector's metadata, else the first packet"),
             ("window_end_ns", "int64", "when capturing ended: the collector's metadata, else the last packet"),
+            ("window_recorded", "bool", "the window is the collector's record, not the packets' first and last"),
             ("pod_namespace", "string", "namespace of the pod behind a workload interface (from pod listings)"),
             ("pod_name", "string", "pod behind a workload interface (sha1 of namespace.pod = the cali name)"),
             ("pod_ip", "string", "pod IP (pod listing, else the node's /32 route on that interface)"),

@@ -289,3 +289,48 @@ def check_edge_flows(b: calforensics.Bundle, truth: dict) -> None:
 
 
 EDGE_CHECKS = [check_captures, check_encapsulation, check_edge_flows, check_clock_offsets]
+
+
+def check_dual_flows(b: calforensics.Bundle, truth: dict) -> None:
+    """The dual-stack run: IPv4 and IPv6 flows through the same join: paths over `vxlan.calico` and
+    `vxlan-v6.calico`, the IPv6 ClusterIP's backend, the IPv6 policy drop with its ip6tables rule,
+    the Packet Too Big with its MTU, the pod's own IPv6 fragments, and VXLAN over IPv6 at 70 bytes."""
+    from calforensics.analyses.drops import find_drops
+    from calforensics.analyses.overhead import mtu_issues, overhead_tables
+
+    drops = find_drops(b).set_index("flow_id")
+    mtu = mtu_issues(b, b.owners)
+    for gt in truth["flows"]:
+        f = flow_for(b, gt)
+        assert (f.server_ip, f.server_port, f.verdict) == (gt["server_ip"], gt["server_port"], gt["verdict"]), gt
+        assert f.path_fwd == " > ".join(f"{h['node']}:{h['interface']}" for h in gt["path"]), (gt["name"], f.path_fwd)
+        if "backend_ip" in gt:
+            assert (f.service, f.backend_ip, f.backend_port) == (gt["service"], gt["backend_ip"], gt["backend_port"])
+        if "drop" in gt:
+            d, row = gt["drop"], drops.loc[int(f.flow_id)]
+            assert (f.last_seen, f.missing_at) == tuple(
+                f"{p['node']}:{p['interface']}" for p in (d["last_seen"], d["missing_at"])
+            )
+            assert (row.cause_node, row.cause_table, row.cause_chain, row.cause_policy) == (
+                d["node"],
+                d["table"],
+                d["chain"],
+                d["policy"],
+            )
+            assert row.cause_rule_comment == d["rule_comment"] and row.confidence == "high"
+        if "mtu" in gt:
+            m = gt["mtu"]
+            assert f.icmp_errors >= 1 and f.icmp_error_types == "2/0"  # ICMPv6 Packet Too Big
+            ptb = mtu[(mtu.kind == "icmp_frag_needed") & (mtu.flow_id == f.flow_id)]
+            assert list(zip(ptb.node, ptb.mtu, strict=True)) == [(m["sender_node"], m["mtu"])]
+            # the pod then fragments its datagram itself (IPv6 routers never do): 48-byte headers
+            largest = (m["mtu"] - 48) // 8 * 8 + 48
+            frag = mtu[(mtu.kind == "fragmented") & (mtu.flow_id == f.flow_id)].detail.tolist()
+            assert len(frag) == 1 and f"by the sending pod into 2 (largest {largest} bytes)" in frag[0], frag
+    tunnels, _ = overhead_tables(b, b.owners)
+    per_type = dict(zip(tunnels.type, tunnels.overhead_bytes_per_packet, strict=True))
+    assert per_type == {"vxlan": 50, "vxlan-ipv6": truth["encapsulation"]["v6"]["overhead_bytes"]}
+    assert len(b.anomalies) == 0, b.anomalies.head()
+
+
+DUAL_CHECKS = [check_captures, check_dual_flows, check_clock_offsets]

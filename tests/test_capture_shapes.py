@@ -1,6 +1,8 @@
 """One answer for every capture shape: the same events captured per interface, per interface and with
-`tcpdump -i any` beside them, or with `-i any` alone, give the same flows, verdicts, drops, paths,
-clock offsets and latency rows.
+`tcpdump -i any` beside them, with `-i any` alone (SLL2 or SLL v1, filtered as the seed's experiment
+or not), in one pcapng a node, or cut at 128 bytes, give the same flows, verdicts, drops, paths,
+clock offsets and latency rows; where a shape cannot know something (a filter, a late capture
+window), the report says so and calls nothing dropped that was not.
 
 The shapes are derived from the VXLAN lab run: a node's per-interface captures are merged into the
 Linux cooked (SLL2) capture that `tcpdump -i any` writes, with the interface index `ip link` gives
@@ -10,6 +12,7 @@ own address) or received; and rewritten as SLL v1, which names no interface. Whe
 apart), and either capture may start later, as one started by hand would.
 """
 
+import json
 import re
 import struct
 import sys
@@ -243,3 +246,94 @@ def test_the_seeds_filtered_any_captures_give_the_same_verdicts_for_what_they_to
     assert [f for f in got["flows"] if {f[1], f[3]} == {a, b_ip}] == without_eth0 and len(between) >= 3
     assert got["drops"] == []
     assert [s["title"].split("'s ")[0] for s in said] == ["node-a", "node-b"]
+
+
+def pcapng_of_interfaces(
+    path, interfaces: list[tuple[str, int, list[tuple[int, bytes]]]], snaplen: int = 262144
+) -> None:
+    """One pcapng of several interfaces, as `tcpdump -i a -i b` or dumpcap writes it: an interface
+    description block each (if_name, nanosecond if_tsresol), then every frame in time order."""
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    def option(code: int, value: bytes) -> bytes:
+        return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    for name, linktype, _ in interfaces:
+        opts = option(2, name.encode()) + option(9, b"\x09") + struct.pack("<HH", 0, 0)
+        out.append(block(1, struct.pack("<HHI", linktype, 0, snaplen) + opts))
+    frames = sorted((ts, k, f) for k, (_, _, fs) in enumerate(interfaces) for ts, f in fs)
+    for ts, k, frame in frames:
+        cut = frame[:snaplen]
+        out.append(block(6, struct.pack("<IIIII", k, ts >> 32, ts & 0xFFFFFFFF, len(cut), len(frame)) + cut))
+    path.write_bytes(b"".join(out))
+
+
+def test_one_pcapng_of_all_interfaces_per_node_gives_the_same_answer(unpacked, per_interface):
+    """Each node's interfaces in one pcapng (an interface description block each), not a file each."""
+    from derive import read_pcap
+
+    for node in ("node-a", "node-b"):
+        pcaps = sorted((unpacked / "nodes" / node / "pcaps").glob("*.pcap"))
+        pcapng_of_interfaces(
+            unpacked / "nodes" / node / "pcaps" / "all.pcapng", [(p.stem, 1, read_pcap(p)) for p in pcaps]
+        )
+        for p in pcaps:
+            p.unlink()
+    with calforensics.open_bundle(unpacked) as b:
+        assert set(b.captures["container"].astype(str)) == {"pcapng"} and len(b.captures) == 8
+        got = answer(b)
+    assert got == per_interface
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_captures_cut_at_128_bytes_give_the_same_answer(unpacked, per_interface, container):
+    """`tcpdump -s 128` everywhere: inside VXLAN a data segment's payload starts past byte 116, so
+    the copies of one packet hold different parts of it. They are matched by their header fields
+    alone (the payload length as declared), and the report says so."""
+    from derive import read_pcap
+
+    for p in sorted(unpacked.glob("nodes/*/pcaps/*.pcap")):
+        frames = read_pcap(p)
+        if container == "pcapng":
+            pcapng_of_interfaces(p.with_suffix(".pcapng"), [(p.stem, 1, frames)], snaplen=128)
+            p.unlink()
+            continue
+        out = [struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 128, 1)]
+        for ts, frame in frames:
+            out.append(struct.pack("<IIII", ts // 10**9, ts % 10**9, min(len(frame), 128), len(frame)) + frame[:128])
+        p.write_bytes(b"".join(out))
+    with calforensics.open_bundle(unpacked) as b:
+        assert (b.packets["caplen"] <= 128).all() and (b.packets["caplen"] < b.packets["wirelen"]).any()
+        got = answer(b)
+        said = [f["title"] for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]
+    assert got == per_interface
+    assert len(said) == 1 and said[0].startswith("8 capture(s) cut frames at 128 bytes")
+
+
+def test_capture_windows_that_differ_by_node_call_nothing_dropped_that_was_not(unpacked, per_interface):
+    """node-b's captures start after the first flow and stop before the last: the flows it saw keep
+    their answer, the flows outside its window are not drops, and the real drop stays."""
+    from derive import read_pcap, write_pcap
+
+    frames = {p: read_pcap(p) for p in sorted(unpacked.glob("nodes/node-b/pcaps/*.pcap"))}
+    everything = sorted(ts for fs in frames.values() for ts, _ in fs)
+    start, stop = everything[len(everything) // 10], everything[-len(everything) // 10]
+    for p, fs in frames.items():
+        write_pcap(p, [(ts, f) for ts, f in fs if start <= ts <= stop], 1)
+    meta_path = unpacked / "nodes" / "node-b" / "metadata.json"
+    meta = json.loads(meta_path.read_text())  # the collector's record of when it captured says so too
+    meta["capture"]["start_ns"], meta["capture"]["stop_ns"] = start, stop
+    meta_path.write_text(json.dumps(meta))
+    with calforensics.open_bundle(unpacked) as b:
+        got = answer(b)
+        window = b.captures[b.captures["node"] == "node-b"]
+        assert (window["window_start_ns"] == start).all() and (window["window_end_ns"] == stop).all()
+    dropped = {f[:5] for f in per_interface["flows"] if f[7] == "dropped"}
+    assert {f[:5] for f in got["flows"] if f[7] == "dropped"} <= dropped
+    assert {d[:4] for d in got["drops"]} <= {d[:4] for d in per_interface["drops"]}
+    kept = [f for f in got["flows"] if f in per_interface["flows"]]
+    assert len(kept) >= 2  # the flows inside node-b's window keep their whole answer

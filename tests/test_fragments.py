@@ -148,8 +148,10 @@ def test_a_datagram_fragmented_otherwise_at_each_point_is_one_packet(tmp_path, k
 
 
 def test_ipv6_fragments_are_put_back_together_too(tmp_path):
+    """A node that forwards IPv6 fragments through conntrack defragments them and fragments them
+    anew with a fragment id of its own (as the lab's kernel does): the datagram is still one packet."""
     _, l4 = udp_payload(3000)
-    at_pod, at_tunnel = ipv6_fragments(l4, 1500), ipv6_fragments(l4, 1450)
+    at_pod, at_tunnel = ipv6_fragments(l4, 1500, ident=0x5151), ipv6_fragments(l4, 1450, ident=0x7777)
     root = bundle(tmp_path, at_pod, uplink(at_tunnel), v6=True)
     with calforensics.open_bundle(root) as b:
         assert list(b.datagrams.fragments) == [3, 3]

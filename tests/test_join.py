@@ -620,3 +620,23 @@ def test_corpus_analyses_do_not_depend_on_how_the_work_is_split(corpus, monkeypa
         compared += 1
         partitioned += len(packets_of(path)) > 5
     assert compared > 30 and partitioned > 10
+
+
+def test_instances_that_crossed_most_points_equal_the_pandas_group_by():
+    """summaries._crossed_most (path order is read from these): in instance order, from runs; in
+    any order, from a sort; both as a pandas group-by gives them."""
+    import numpy as np
+    import pandas as pd
+
+    from calforensics.join.summaries import _crossed_most
+
+    rng = np.random.default_rng(3)
+    instance = np.sort(rng.integers(0, 400, 3000))
+    key = (instance * 7919 % 53).astype(np.int64)  # one key (flow and direction) per instance
+    frame = pd.DataFrame({"instance": instance, "key": key})
+    crossed = frame.groupby("instance")["instance"].transform("size")
+    want = (crossed == crossed.groupby(frame["key"]).transform("max")).to_numpy()
+    assert want.any() and not want.all()
+    assert (_crossed_most(key, instance) == want).all()
+    order = rng.permutation(len(instance))
+    assert (_crossed_most(key[order], instance[order]) == want[order]).all()

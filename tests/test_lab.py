@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, unavailable
-from groundtruth import EDGE_CHECKS, check_bundle
+from groundtruth import DUAL_CHECKS, EDGE_CHECKS, check_bundle
 
 import calforensics
 
@@ -115,7 +115,35 @@ def test_live_fragments_and_invalid_drops_match_ground_truth(edge_run):
             check(b, truth)
 
 
-def test_lab_left_no_namespaces_behind(lab_run, edge_run):
+@pytest.fixture(scope="module")
+def dual_run(tmp_path_factory):
+    reason = lab_unavailable()
+    if reason:
+        unavailable(f"the real-kernel lab is not possible here: {reason}")
+    import lab
+
+    out = tmp_path_factory.mktemp("dual")
+    return out, lab.run(out, name="lab-dual", scenarios="dual")
+
+
+def test_live_dual_stack_run_matches_ground_truth(dual_run):
+    """IPv4 and IPv6 side by side: an IPv6 connection, an IPv6 ClusterIP, an IPv6 policy drop with its
+    ip6tables rule, ICMPv6 Packet Too Big and the pod's own IPv6 fragments, VXLAN over IPv6 at 70 bytes."""
+    out, bundle = dual_run
+    truth = json.loads((out / "lab-dual.ground_truth.json").read_text())
+    results = truth["client_results"]
+    assert results["denied_v6"]["outcome"] == "TimeoutError" and results["mtu_v6"]["reply"] == 1452
+    with calforensics.open_bundle(bundle) as b:
+        for check in DUAL_CHECKS:
+            check(b, truth)
+        read = b.captures.set_index(["node", "interface"])["packets"]
+        for node in truth["nodes"]:  # tcpdump wrote every packet it took, to the last before the stop
+            meta = json.loads(Path(b._mat.root, f"lab-dual/nodes/{node}/metadata.json").read_text())
+            for i in meta["capture"]["interfaces"]:
+                assert i["packets_captured"] == i["received_by_filter"] == int(read[(node, i["name"])]), i
+
+
+def test_lab_left_no_namespaces_behind(lab_run, edge_run, dual_run):
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "cflab" not in listing
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..join.filters import filter_text
+from ..join.keys import SHORT_SNAPLEN
 from ..join.summaries import role_of
 from . import wireguard
 from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
@@ -101,6 +102,7 @@ def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:
                 "end_ns": int(r.last_ns),
                 "linktype": str(r.linktype_name),
                 "assumed_filter": filter_text(filters.get(int(r.capture_id), frozenset())),
+                "snaplen": int(r.snaplen),
             }
             for r in _records(caps.sort_values(["node", "interface"]))
         ],
@@ -382,6 +384,18 @@ def _capture_shape_headlines(captures: list[dict]) -> list[dict]:
     crossed is what its cooked header says (SLL2 names it, SLL v1 does not); and what a capture
     filter (assumed from the packets) kept out."""
     out = []
+    short = sorted({c["snaplen"] for c in captures if 0 < c.get("snaplen", 0) < SHORT_SNAPLEN})
+    if short:
+        cut = [f"{c['node']}:{c['interface']}" for c in captures if c.get("snaplen", 0) in short]
+        out.append(
+            _headline(
+                "info",
+                "capture_shape",
+                f"{len(cut)} capture(s) cut frames at {' or '.join(map(str, short))} bytes ({', '.join(cut[:4])}"
+                f"{', ...' if len(cut) > 4 else ''}): packets are matched across capture points by their header "
+                "fields alone, without their first payload bytes; packets those cannot tell apart are ambiguous",
+            )
+        )
     for c in captures:
         if c.get("assumed_filter"):
             where = "`-i any` capture" if c["role"] == "any" else f"capture of {c['interface']}"

@@ -59,6 +59,10 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
     kind = enc["encap"].astype(str).to_numpy()
     # Calico eBPF forwards NodePort traffic to a remote backend's node in VXLAN with its own VNI
     kind = np.where((kind == "vxlan") & (enc["vni"].to_numpy() == BPF_NODEPORT_VNI), "vxlan-nodeport", kind)
+    # a tunnel over IPv6 (`vxlan-v6.calico`: 70 bytes) is another tunnel than its IPv4 twin between the same nodes
+    outer = categorical(enc["outer_src"])
+    over_ipv6 = np.asarray([":" in str(a) for a in outer.categories] + [False], dtype=bool)[outer.codes]
+    kind = np.where(over_ipv6, np.char.add(kind.astype(str), "-ipv6"), kind)
     # a reassembled datagram stands for all its fragments, each in a frame of its own
     datagrams = b.datagrams
     d = datagrams.at(rows)
@@ -249,7 +253,8 @@ FRAGMENT_FIELDS = {"pieces": "fragments", "largest": "largest", "length": "lengt
 
 def _fragmented_datagrams(b: Bundle, flows: set[int]) -> list[dict]:
     """Per flow: the first point its datagrams were seen fragmented at (the sender fragmented them, or
-    the node), and every later point where they were in other pieces (a node refragmented them)."""
+    the node), and every later point where they were in other pieces (a node refragmented them).
+    One group-by over the flows' datagram hops; the words are put together a row at a time."""
     if not flows:
         return []
     datagrams = b.datagrams
@@ -262,40 +267,46 @@ def _fragmented_datagrams(b: Bundle, flows: set[int]) -> list[dict]:
     hops = hops[hops["flow_id"].isin(flows).to_numpy() & (hops["direction"].astype(str) == "fwd").to_numpy()]
     at = datagrams.at(hops["packet"].to_numpy())
     hops = hops.assign(**{name: datagrams.value(attr, at, -1) for name, attr in FRAGMENT_FIELDS.items()})
-    rows = []
-    for fid, g in hops.groupby("flow_id", sort=True):
-        points = (
-            g.groupby(["node", "interface"], observed=True)
-            .agg(hop=("hop_index", "median"), pieces=("pieces", "max"), largest=("largest", "max"))
-            .sort_values("hop")
-            .reset_index()
+    points = (
+        hops.groupby(["flow_id", "node", "interface"], observed=True, sort=False)
+        .agg(
+            hop=("hop_index", "median"),
+            pieces=("pieces", "max"),
+            largest=("largest", "max"),
+            role=("role", "first"),
         )
-        start = points.iloc[0]
-        who = "the sending pod" if str(g["role"].iloc[0]) == "workload" else f"{start.node} or before"
-        steps = [
-            f"{who} into {int(start.pieces)} (largest {int(start.largest)} bytes) at {start.node}:{start.interface}"
-        ]
-        before = (int(start.pieces), int(start.largest))
-        for p in points.iloc[1:].itertuples(index=False):
-            now = (int(p.pieces), int(p.largest))
-            if now != before:
-                steps.append(f"{p.node} into {now[0]} (largest {now[1]} bytes) at {p.node}:{p.interface}")
-            before = now
-        r = g.iloc[0]
-        datagram_count = g["instance"].nunique()
-        rows.append(
-            {
-                "kind": "fragmented",
-                "flow_id": int(fid),
-                "node": str(start.node),
-                "interface": str(start.interface),
-                "mtu": -1,
-                "packets": int(datagram_count),
-                "detail": f"{datagram_count} datagram(s) of {r.src} -> {r.dst} (up to {int(g['length'].max())} "
-                f"bytes) fragmented by " + "; refragmented by ".join(steps),
-            }
-        )
-    return rows
+        .reset_index()
+        .sort_values(["flow_id", "hop"], kind="stable")
+    )
+    per_flow = hops.groupby("flow_id", sort=True).agg(
+        datagrams=("instance", "nunique"), length=("length", "max"), src=("src", "first"), dst=("dst", "first")
+    )
+    steps: dict[int, list[str]] = {}
+    start: dict[int, tuple[str, str]] = {}
+    before: dict[int, tuple[int, int]] = {}
+    columns = ("flow_id", "node", "interface", "pieces", "largest", "role")
+    for fid, node, iface, pieces, largest, role in zip(*(points[c].tolist() for c in columns), strict=True):
+        now = (int(pieces), int(largest))
+        if fid not in start:
+            start[fid] = (str(node), str(iface))
+            who = "the sending pod" if str(role) == "workload" else f"{node} or before"
+            steps[fid] = [f"{who} into {now[0]} (largest {now[1]} bytes) at {node}:{iface}"]
+        elif now != before[fid]:
+            steps[fid].append(f"{node} into {now[0]} (largest {now[1]} bytes) at {node}:{iface}")
+        before[fid] = now
+    return [
+        {
+            "kind": "fragmented",
+            "flow_id": int(fid),
+            "node": start[fid][0],
+            "interface": start[fid][1],
+            "mtu": -1,
+            "packets": int(r.datagrams),
+            "detail": f"{int(r.datagrams)} datagram(s) of {r.src} -> {r.dst} (up to {int(r.length)} bytes) "
+            f"fragmented by " + "; refragmented by ".join(steps[fid]),
+        }
+        for fid, r in zip(per_flow.index.tolist(), per_flow.itertuples(index=False), strict=True)
+    ]
 
 
 def _exceeds_tunnel_mtu(first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray, tmtu: dict[str, int]) -> list[dict]:

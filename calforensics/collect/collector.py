@@ -187,6 +187,9 @@ class Collector:
                 "-s",
                 str(self.opts.snaplen),
                 "-U",
+                # each packet handed over at once: with TPACKET_V3 a packet otherwise waits in its ring
+                # block (up to a second), and the packets of the last moments before the stop are lost
+                "--immediate-mode",
                 "-Z",
                 "root",
                 "--time-stamp-precision=nano",

@@ -91,6 +91,7 @@ def add_capture_windows(caps: pd.DataFrame, metadata: list[Artifact], root: Path
     end = [windows.get(n, (-1, -1))[1] for n in caps["node"]]
     caps["window_start_ns"] = [w if w >= 0 else f for w, f in zip(start, caps["first_ns"], strict=True)]
     caps["window_end_ns"] = [w if w >= 0 else f for w, f in zip(end, caps["last_ns"], strict=True)]
+    caps["window_recorded"] = [a >= 0 and b >= 0 for a, b in zip(start, end, strict=True)]
 
 
 def add_capture_pods(caps: pd.DataFrame, pods: pd.DataFrame, routes: pd.DataFrame) -> None:

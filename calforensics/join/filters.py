@@ -20,9 +20,11 @@ DENSE_COUNTS = 1 << 24  # captures x addresses up to this are counted in one arr
 FILTERED_ROLES = ("any", "uplink")
 
 
-def common_hosts(packets: pd.DataFrame, block_rows: int = 1 << 22) -> dict[int, frozenset[str]]:
+def common_hosts(packets: pd.DataFrame, block_rows: int = 1 << 18) -> dict[int, frozenset[str]]:
     """capture_id -> the addresses every IP packet of the capture has as its outermost source or
-    destination (empty when no address is in all, or the capture has few IP packets)."""
+    destination (empty when no address is in all, or the capture has few IP packets). Read a block
+    of rows at a time, small: each row's keys take some 50 bytes while counted (the table may be
+    spilled under a memory limit)."""
     if not len(packets):
         return {}
     cap = packets["capture_id"].to_numpy()

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..ingest.parsers.packet_columns import FINGERPRINT_FIELDS
-from ..ingest.parsers.packets_reference import fingerprint_of
+from ..ingest.parsers.packets_reference import fingerprint_of, payload_hash_of_nothing
 
 REASSEMBLY_TIMEOUT_NS = 30_000_000_000  # Linux ipfrag_time: fragments further apart are not one datagram
 MAX_FRAGMENTS = 1024  # more pieces than this is an attack or a broken capture, not a datagram to rebuild
@@ -92,8 +92,11 @@ def _codes(values: object) -> np.ndarray:
     return pd.factorize(np.asarray(values))[0].astype(np.int64)
 
 
-def reassemble(packets: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[Datagrams, list[tuple[int, str, str, str]]]:
-    """(the complete datagrams, anomalies as (capture_id, location, kind, detail) rows)."""
+def reassemble(
+    packets: pd.DataFrame, block_rows: int = 1 << 22, payload_bytes: bool = True
+) -> tuple[Datagrams, list[tuple[int, str, str, str]]]:
+    """(the complete datagrams, anomalies as (capture_id, location, kind, detail) rows); the
+    datagrams' fingerprints are made as the packets' are (``payload_bytes``: with them, see keys.py)."""
     rows = fragment_rows(packets, block_rows)
     if not len(rows):
         return empty_datagrams(), []
@@ -102,17 +105,23 @@ def reassemble(packets: pd.DataFrame, block_rows: int = 1 << 22) -> tuple[Datagr
     frag["row"] = rows[frag.index.to_numpy()]
     if frag.empty:
         return empty_datagrams(), []
-    key = np.zeros(len(frag), dtype=np.int64)
-    for col in ("capture_id", "interface", "ip_version", "src", "dst", "proto", "ip_id"):
-        codes = _codes(frag[col].array) if col in ("interface", "src", "dst") else frag[col].to_numpy(np.int64)
-        key = pd.factorize(pd.MultiIndex.from_arrays([key, codes]))[0].astype(np.int64)
-    frag["key"] = key
-    frag = frag.sort_values(["key", "ts_ns"], kind="stable").reset_index(drop=True)
-    ts, key = frag["ts_ns"].to_numpy(np.int64), frag["key"].to_numpy()
-    new = np.r_[True, (key[1:] != key[:-1]) | (ts[1:] - ts[:-1] > REASSEMBLY_TIMEOUT_NS)]
+    # the datagram's identity at its point, column by column: one lexsort, then runs (no hashing)
+    identity = [
+        _codes(frag[col].array) if col in ("interface", "src", "dst") else frag[col].to_numpy(np.int64)
+        for col in ("capture_id", "interface", "ip_version", "src", "dst", "proto", "ip_id")
+    ]
+    ts = frag["ts_ns"].to_numpy(np.int64)
+    order = np.lexsort((ts, *reversed(identity)))
+    frag = frag.iloc[order].reset_index(drop=True)
+    ts = ts[order]
+    other = np.zeros(len(frag) - 1, dtype=bool)
+    for column in identity:
+        column = column[order]
+        other |= column[1:] != column[:-1]
+    new = np.r_[True, other | (ts[1:] - ts[:-1] > REASSEMBLY_TIMEOUT_NS)]
     frag["datagram"] = np.cumsum(new) - 1
     datagrams, problems = _complete(frag)
-    return _with_fingerprints(datagrams, packets), problems
+    return _with_fingerprints(datagrams, packets, payload_bytes), problems
 
 
 def _complete(frag: pd.DataFrame) -> tuple[Datagrams, list[tuple[int, str, str, str]]]:
@@ -235,17 +244,26 @@ def _problems(
     return out
 
 
-def _with_fingerprints(datagrams: Datagrams, packets: pd.DataFrame) -> Datagrams:
+def _with_fingerprints(datagrams: Datagrams, packets: pd.DataFrame, payload_bytes: bool = True) -> Datagrams:
     """The datagrams with the fingerprint each would have had unfragmented: its first fragment's
-    fields with the whole payload length (the payload hash covers the first bytes only)."""
+    fields with the whole payload length (the payload hash covers the first bytes only), and for
+    IPv6 no id (an unfragmented IPv6 packet has none)."""
     if not len(datagrams):
         return datagrams
     rows = datagrams.first
+    v6 = packets["ip_version"].to_numpy()[rows] == 6
     fields = []
     for name in FINGERPRINT_FIELDS:
         values = packets[name].to_numpy()[rows]
-        fields.append(datagrams.payload_len if name == "payload_len" else values)
-    datagrams.fingerprint = fingerprint_of(packets["payload_hash"].to_numpy()[rows], tuple(fields))
+        if name == "payload_len":
+            values = datagrams.payload_len
+        elif name == "ip_id":  # an IPv6 fragment id is not the datagram's: a node that refragments
+            values = np.where(v6, -1, values)  # (conntrack defragments, then fragments anew) picks its own
+        fields.append(values)
+    hashed = packets["payload_hash"].to_numpy()[rows]
+    if not payload_bytes:
+        hashed = np.full(len(rows), payload_hash_of_nothing(), dtype=np.uint64)
+    datagrams.fingerprint = fingerprint_of(hashed, tuple(fields))
     return datagrams
 
 

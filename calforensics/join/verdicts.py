@@ -45,10 +45,23 @@ def destination_points(captures: pd.DataFrame, routes: pd.DataFrame | None = Non
         for r in captures.itertuples(index=False)
         if r.role == "workload" and r.pod_ip
     }
-    any_captures = captures[captures["role"].astype(str) == "any"]
-    if routes is None or any_captures.empty:
+    if routes is None:
         return out
     veths = routes[routes["dev"].astype(str).str.startswith("cali") & (routes["type"].astype(str) == "unicast")]
+    # every address a pod has (IPv4 and IPv6 in a dual-stack cluster): the node's host routes to its veth
+    host_routes = veths[
+        veths["dst"].astype(str).str.endswith(("/32", "/128")) | ~veths["dst"].astype(str).str.contains("/")
+    ]
+    by_veth = {(str(n), str(d)): [] for n, d in zip(host_routes["node"], host_routes["dev"], strict=True)}
+    for n, d, dst in zip(host_routes["node"], host_routes["dev"], host_routes["dst"], strict=True):
+        by_veth[(str(n), str(d))].append(str(dst).split("/")[0])
+    for r in captures.itertuples(index=False):
+        if r.role == "workload":
+            for ip in by_veth.get((str(r.node), str(r.interface)), []):
+                out.setdefault(ip, (str(r.node), str(r.interface), int(r.capture_id)))
+    any_captures = captures[captures["role"].astype(str) == "any"]
+    if any_captures.empty:
+        return out
     for cap in any_captures.itertuples(index=False):
         mine = veths[veths["node"].astype(str) == str(cap.node)]
         for dst, dev in zip(mine["dst"].astype(str), mine["dev"].astype(str), strict=True):
@@ -76,13 +89,25 @@ def add_verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarr
     win = np.asarray([windows[d[2]] if d else (-1, -1) for d in dest], dtype=np.int64).reshape(-1, 2)
     running = (win[:, 0] >= 0) & (win[:, 0] <= f["first_ns"].to_numpy()) & (f["last_ns"].to_numpy() <= win[:, 1])
     dest_label = np.asarray([f"{d[0]}:{d[1]}" if d else "" for d in dest], dtype=object)
+    blind = np.zeros(len(f), dtype=bool)
     if ctx.filtered:  # a filtered capture's silence is no evidence for flows its filter may have left out
         paths = (f["path_fwd"] + " > " + f["path_rev"]).to_numpy()
-        running &= ~np.asarray([bool(d) and ctx.blind(d, p) for d, p in zip(dest_label, paths, strict=True)])
+        blind = np.asarray([bool(d) and ctx.blind(d, p) for d, p in zip(dest_label, paths, strict=True)], dtype=bool)
+        running &= ~blind
     flow = h["flow_id"]
     flow_pos = pd.Series(np.arange(len(f)), index=f.index).reindex(flow).to_numpy()
     at_dest = (hop_dir == 0) & (labels[h["point"]] == dest_label[flow_pos])
     reached = per_flow(h["instance"][at_dest], flow[at_dest], f.index, "nunique", 0)
+    # the forward packets the destination's capture should have shown: those first seen while it ran
+    # (a capture that started late or stopped early on the destination's node is no evidence for the
+    # rest). Only a window the collector recorded says so: a capture's first and last packets say
+    # when its interface was busy, not when it was captured
+    recorded = {int(r.capture_id): bool(r.window_recorded) for r in ctx.captures.itertuples(index=False)}
+    judged = np.asarray([recorded.get(d[2], False) if d else False for d in dest], dtype=bool)
+    first = (hop_dir == 0) & (h["hop_index"] == 0)
+    sent_at, pos = h["ts_corrected_ns"][first], flow_pos[first]
+    inside = ~judged[pos] | ((win[pos, 0] <= sent_at) & (sent_at <= win[pos, 1]))
+    watched = np.where(blind, 0, per_flow(h["instance"][first][inside], flow[first][inside], f.index, "nunique", 0))
     fwd, rev = f["packets_fwd"].to_numpy(), f["packets_rev"].to_numpy()
     known = dest_label != ""
     redirect = np.asarray([bool(d) and d[0] in ctx.peer_redirect_nodes for d in dest], dtype=bool)
@@ -96,11 +121,11 @@ def add_verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarr
     conditions = [
         (fwd == 0) & (rev == 0),
         fwd == 0,
-        known & (reached == fwd),
+        known & (reached > 0) & (reached >= watched),
         redirected,
         known & ((reached > 0) | ((rev > 0) & running)),
         rev > 0,
-        (known & running) | tcp_unanswered | (f["icmp_errors"].to_numpy() > 0),
+        (known & (watched > 0)) | tcp_unanswered | (f["icmp_errors"].to_numpy() > 0),
     ]
     f["verdict"] = np.select(
         conditions,

@@ -632,6 +632,15 @@ class ReferenceDecoder:
         self.fingerprint = fingerprint_of(self.payload_hash, cols)
 
 
+def payload_hash_of_nothing() -> np.uint64:
+    """The payload hash of a packet with no payload bytes, as _fingerprint computes it: the key of
+    every packet when the payload cannot be in every copy (captures cut short)."""
+    h = np.full(1, 0xCBF29CE484222325, dtype=np.uint64)
+    for _ in range(PAYLOAD_HASH_BYTES // 8):
+        h = _mix(h ^ np.uint64(0))
+    return _mix(h ^ np.uint64(0))[0]
+
+
 def fingerprint_of(payload_hash: np.ndarray, fields: tuple[np.ndarray, ...]) -> np.ndarray:
     """A packet's fingerprint from its payload hash and its FINGERPRINT_FIELDS values, in order
     (a reassembled datagram's is made again from its first fragment's, with the whole length)."""
