@@ -17,6 +17,7 @@ demo: $(VENV)/.installed
 # the example report committed under reports/ (same command, same bytes)
 report: $(VENV)/.installed
 	$(VENV)/bin/calforensics analyze $(SAMPLE) -o reports/lab-vxlan
+	$(VENV)/bin/calforensics analyze sample_data/lab-dual.tgz -o reports/lab-dual
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check calforensics tests bench sample_data
@@ -48,6 +49,7 @@ samples: $(VENV)/.installed
 	$(PY) sample_data/ebpf.py sample_data/lab-vxlan.tgz sample_data/lab-ebpf.tgz
 	tmp=$$(mktemp -d) && $(PY) sample_data/lab.py $$tmp --tunnel-mtu 1440 --name lab-wg-base && \
 		$(PY) sample_data/wireguard.py $$tmp/lab-wg-base.tgz sample_data/lab-wireguard.tgz && rm -rf $$tmp
+	$(PY) sample_data/lab.py sample_data --scenarios dual --name lab-dual
 
 docs: $(VENV)/.installed
 	$(PY) -m calforensics.schema > docs/tables.md

@@ -307,9 +307,10 @@ class Bundle:
         return point_roles(self.captures, self.hops)
 
     @cached_property
-    def capture_filters(self) -> dict[int, frozenset[str]]:
-        """capture_id -> the hosts its filter is taken to name (`-i any` and uplink captures whose
-        every packet has an address other than their node's: `join.filters`)."""
+    def capture_filters(self) -> dict[int, str]:
+        """capture_id -> the filter a filtered capture ran with: recorded (pcapng if_filter), or taken
+        from `-i any` and uplink captures whose every packet has an address other than their node's
+        (`join.filters`)."""
         return assumed_filters(common_hosts(self.packets), self.captures, self.owners)
 
     @cached_property

@@ -74,6 +74,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("linktype_name", "category", "EN10MB, LINUX_SLL, LINUX_SLL2, RAW, …"),
             ("container", "category", "pcap or pcapng"),
             ("snaplen", "int64", "snap length the capture declares"),
+            ("capture_filter", "string", "the filter expression the capture records it ran with (pcapng if_filter)"),
             ("packets", "int64", "frames read"),
             ("first_ns", "int64", "first timestamp, ns since the epoch (-1 if no frames)"),
             ("last_ns", "int64", "last timestamp, ns since the epoch (-1 if no frames)"),

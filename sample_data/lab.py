@@ -955,6 +955,7 @@ def dual_ground_truth(results: dict) -> dict:
         }
 
     truth = cluster_truth()
+    truth["any_only"] = list(ANY_ONLY["dual"])
     truth["encapsulation"]["v6"] = {"device": "vxlan-v6.calico", "overhead_bytes": 70, "tunnel_mtu": VXLAN6_MTU}
     truth["nodes6"] = {name: {"ip": v[0], "block": v[1], "tunnel_ip": v[2]} for name, v in NODE6.items()}
     truth["pods6"] = {f"{p.namespace}/{p.name}": POD6[p.name] for p in PODS}
@@ -1034,9 +1035,13 @@ def set_tunnel_mtu(mtu: int) -> None:
     PODS = [p if p.mtu == UNDERLAY_MTU else Pod(p.namespace, p.name, p.node, p.ip, mtu) for p in PODS]
 
 
+ANY_ONLY = {"dual": ("node-a",)}  # nodes a run captures with `tcpdump -i any` (SLL2) alone, not per interface
+
+
 def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None, scenarios: str = "core") -> Path:
-    """Build the lab, run one set of scenarios (`core`: the samples'; `edge`: fragments and
-    INVALID drops) while collecting, and write the bundle and its ground truth."""
+    """Build the lab, run one set of scenarios (`core`: the samples'; `edge`: fragments and INVALID
+    drops; `dual`: IPv4 and IPv6, node-a captured with `-i any` alone) while collecting, and write
+    the bundle and its ground truth."""
     scenario_run, scenario_truth = SCENARIOS[scenarios]
     if tunnel_mtu is not None:
         set_tunnel_mtu(tunnel_mtu)
@@ -1058,7 +1063,17 @@ def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None, s
         if scenarios == "dual":
             lab.build_ipv6()
         lab.start_servers(ipv6=scenarios == "dual")
-        collectors = [Collector(CollectOptions(out=bundle_dir, node=n.name, netns=lab.ns(n.name))) for n in NODES]
+        collectors = [
+            Collector(
+                CollectOptions(
+                    out=bundle_dir,
+                    node=n.name,
+                    netns=lab.ns(n.name),
+                    interfaces=["any"] if n.name in ANY_ONLY.get(scenarios, ()) else None,
+                )
+            )
+            for n in NODES
+        ]
         threads = [threading.Thread(target=c.start) for c in collectors]
         for t in threads:
             t.start()

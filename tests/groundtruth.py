@@ -28,6 +28,12 @@ def check_captures(b: calforensics.Bundle, truth: dict) -> None:
     tunnel = TUNNEL_DEVICE[truth["encapsulation"]["type"]]
     for node in truth["nodes"]:
         mine = caps[caps.node == node].set_index("interface")
+        if node in truth.get("any_only", ()):  # `tcpdump -i any` alone: one capture, its points named inside
+            assert list(mine.index) == ["any"] and mine.loc["any", "linktype_name"] == "LINUX_SLL2"
+            seen = set(b.hops.loc[b.hops.node == node, "interface"].astype(str))
+            pods = {p["interface"] for p in truth["pods"].values() if p["node"] == node}
+            assert {tunnel, "eth0"} <= seen and pods & seen, seen
+            continue
         assert mine.loc[tunnel, "role"] == "tunnel", (node, tunnel)
         assert mine.loc["eth0", "role"] == "uplink", node
         for pod in truth["pods"].values():
@@ -327,6 +333,13 @@ def check_dual_flows(b: calforensics.Bundle, truth: dict) -> None:
             largest = (m["mtu"] - 48) // 8 * 8 + 48
             frag = mtu[(mtu.kind == "fragmented") & (mtu.flow_id == f.flow_id)].detail.tolist()
             assert len(frag) == 1 and f"by the sending pod into 2 (largest {largest} bytes)" in frag[0], frag
+    # IPv6 conntrack (`conntrack -L -f ipv6`): the ClusterIP connection's entry on node-a, DNATed to the pod
+    ct = b.conntrack
+    service = next(f for f in truth["flows"] if f["name"] == "cluster_ip_v6")
+    legs = ct[(ct.orig_dst == truth["service"]["cluster_ip6"]) & (ct.orig_sport == service["client_port"])]
+    assert set(zip(legs.node.astype(str), legs.reply_src.astype(str), strict=True)) == {
+        ("node-a", service["backend_ip"])
+    }
     tunnels, _ = overhead_tables(b, b.owners)
     per_type = dict(zip(tunnels.type, tunnels.overhead_bytes_per_packet, strict=True))
     assert per_type == {"vxlan": 50, "vxlan-ipv6": truth["encapsulation"]["v6"]["overhead_bytes"]}

@@ -170,10 +170,10 @@ def test_a_filtered_capture_is_stated_and_what_it_left_out_is_no_drop(tmp_path):
             assert (f.verdict, f.last_seen, f.missing_at) == ("unobserved", "", ""), shape
             said = [h for h in calforensics.analyze(b).findings["findings"] if h["kind"] == "capture_filter"]
             if shape == "filtered":
-                assert list(b.capture_filters.values()) == [frozenset({POD, ELSEWHERE})]
+                assert list(b.capture_filters.values()) == [f"host {POD} and host {ELSEWHERE}"]
                 assert len(said) == 1 and f"(host {POD} and host {ELSEWHERE})" in said[0]["title"]
             else:  # a capture of one outside host's flows holds only packets with it, whatever its filter
-                assert list(b.capture_filters.values()) == [frozenset({ELSEWHERE})]
+                assert list(b.capture_filters.values()) == [f"host {ELSEWHERE}"]
 
 
 def test_common_hosts_counted_sparsely_equal_the_dense_count(tmp_path, monkeypatch):
@@ -190,3 +190,36 @@ def test_common_hosts_counted_sparsely_equal_the_dense_count(tmp_path, monkeypat
     only_pod = [f for f in frames if f[0] == 7]
     with calforensics.open_bundle(any_capture_bundle(tmp_path / "pod", only_pod)) as b:
         assert filters.common_hosts(b.packets, block_rows=7) == {0: frozenset({POD})}
+
+
+def test_a_filter_the_capture_recorded_is_the_one_stated(tmp_path):
+    """dumpcap records its capture filter in the pcapng (if_filter): that one is stated, not one taken
+    from the packets, and the packets it did not take (SNATed to the node's address) are no drop."""
+    import struct
+
+    from test_capture_shapes import pcapng_of_interfaces
+
+    sent = [
+        bytes(udp4(src=POD, dst=ELSEWHERE, sport=5355, dport=514, payload=b"log", ip_id=500 + k)) for k in range(12)
+    ]
+    direct = [bytes(udp4(src=POD, dst=ELSEWHERE, sport=6000, dport=53, ip_id=700 + k)) for k in range(12)]
+    frames = [f for p in direct for f in ((7, 0, p), (2, 4, p))] + [(7, 0, p) for p in sent]
+    root = any_capture_bundle(tmp_path, frames)
+    any_pcap = root / "nodes" / "n1" / "pcaps" / "any.pcap"
+    cooked = [struct.pack(">HHIHBB8s", 0x0800, 0, i, 1, k, 6, b"\x02" * 8) + ip for i, k, ip in frames]
+    pcapng_of_interfaces(
+        any_pcap.with_suffix(".pcapng"),
+        [("any", 276, [(T0 + 10_000 * n, f) for n, f in enumerate(cooked)])],
+        capture_filter="udp and not host 10.0.0.11",
+    )
+    any_pcap.unlink()
+    with calforensics.open_bundle(root) as b:
+        assert list(b.captures["capture_filter"]) == ["udp and not host 10.0.0.11"]
+        assert list(b.capture_filters.values()) == ["udp and not host 10.0.0.11"]
+        f = b.flows[b.flows.client_port == 5355].iloc[0]
+        assert (f.verdict, f.last_seen, f.missing_at) == ("unobserved", "", "")
+        said = [h["title"] for h in calforensics.analyze(b).findings["findings"] if h["kind"] == "capture_filter"]
+    assert said == [
+        "n1's `-i any` capture ran with the filter `udp and not host 10.0.0.11` (its pcapng if_filter): what it would "
+        "not take is not expected there, and its absence is not read as a drop"
+    ]

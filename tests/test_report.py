@@ -260,13 +260,14 @@ def test_tables_written_in_row_parts_by_forked_writers_equal_one_writer(tmp_path
     assert parts.findings.read_bytes() == one.findings.read_bytes()
 
 
-def test_committed_example_report_changes_only_on_purpose(tmp_path):
-    """A change detector, not a check of correctness: reports/lab-vxlan is byte for byte what
+@pytest.mark.parametrize("name", ["lab-vxlan", "lab-dual"])
+def test_committed_example_report_changes_only_on_purpose(tmp_path, name):
+    """A change detector, not a check of correctness: reports/<sample> is byte for byte what
     `make report` writes today, so any change to the report shows up in review (regenerate it when
     the change is meant). Whether the report is right is what the ground-truth tests check."""
-    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+    with calforensics.open_bundle(SAMPLES / f"{name}.tgz") as b:
         files = calforensics.write_report(calforensics.analyze(b), tmp_path, tables="none")
-    committed = ROOT / "reports" / "lab-vxlan"
+    committed = ROOT / "reports" / name
     assert files.findings.read_text() == (committed / "findings.json").read_text()
     fresh_md = files.markdown.read_text().split("## Files")[0]
     assert fresh_md == (committed / "report.md").read_text().split("## Files")[0]

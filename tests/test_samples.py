@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 from conftest import SAMPLES
-from groundtruth import check_bundle
+from groundtruth import DUAL_CHECKS, check_bundle
 
 import calforensics
 
@@ -18,6 +18,16 @@ def test_sample_matches_ground_truth(name):
         assert b.nodes == sorted(truth["nodes"])
         metas = [a for a in b.artifacts.path if a.endswith("metadata.json")]
         assert len(metas) == len(truth["nodes"])
+
+
+def test_dual_stack_sample_with_an_any_capture_matches_ground_truth():
+    """A real run: node-a captured with `tcpdump -i any` (SLL2) alone, IPv4 and IPv6 flows side by side."""
+    truth = json.loads((SAMPLES / "lab-dual.ground_truth.json").read_text())
+    with calforensics.open_bundle(SAMPLES / "lab-dual.tgz") as b:
+        for check in DUAL_CHECKS:
+            check(b, truth)
+        said = [f["title"] for f in calforensics.analyze(b).findings["findings"] if f["kind"] == "capture_shape"]
+    assert truth["any_only"] == ["node-a"] and [t.split(":")[0] for t in said] == ["node-a had only an `-i any` capture"]
 
 
 def test_samples_are_small():

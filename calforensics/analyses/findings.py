@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
-from ..join.filters import filter_text
 from ..join.keys import SHORT_SNAPLEN
 from ..join.summaries import role_of
 from . import wireguard
@@ -101,7 +100,8 @@ def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:
                 "start_ns": int(r.first_ns),
                 "end_ns": int(r.last_ns),
                 "linktype": str(r.linktype_name),
-                "assumed_filter": filter_text(filters.get(int(r.capture_id), frozenset())),
+                "assumed_filter": "" if r.capture_filter else filters.get(int(r.capture_id), ""),
+                "recorded_filter": str(r.capture_filter),
                 "snaplen": int(r.snaplen),
             }
             for r in _records(caps.sort_values(["node", "interface"]))
@@ -397,7 +397,17 @@ def _capture_shape_headlines(captures: list[dict]) -> list[dict]:
             )
         )
     for c in captures:
-        if c.get("assumed_filter"):
+        if c.get("recorded_filter"):
+            where = "`-i any` capture" if c["role"] == "any" else f"capture of {c['interface']}"
+            out.append(
+                _headline(
+                    "info",
+                    "capture_filter",
+                    f"{c['node']}'s {where} ran with the filter `{c['recorded_filter']}` (its pcapng if_filter): "
+                    "what it would not take is not expected there, and its absence is not read as a drop",
+                )
+            )
+        elif c.get("assumed_filter"):
             where = "`-i any` capture" if c["role"] == "any" else f"capture of {c['interface']}"
             out.append(
                 _headline(

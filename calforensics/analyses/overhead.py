@@ -60,8 +60,8 @@ def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
     # Calico eBPF forwards NodePort traffic to a remote backend's node in VXLAN with its own VNI
     kind = np.where((kind == "vxlan") & (enc["vni"].to_numpy() == BPF_NODEPORT_VNI), "vxlan-nodeport", kind)
     # a tunnel over IPv6 (`vxlan-v6.calico`: 70 bytes) is another tunnel than its IPv4 twin between the same nodes
-    outer = categorical(enc["outer_src"])
-    over_ipv6 = np.asarray([":" in str(a) for a in outer.categories] + [False], dtype=bool)[outer.codes]
+    senders = categorical(enc["outer_src"])
+    over_ipv6 = np.asarray([":" in str(a) for a in senders.categories] + [False], dtype=bool)[senders.codes]
     kind = np.where(over_ipv6, np.char.add(kind.astype(str), "-ipv6"), kind)
     # a reassembled datagram stands for all its fragments, each in a frame of its own
     datagrams = b.datagrams

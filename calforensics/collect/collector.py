@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..version import __version__
 
+RING_BLOCK_TIMEOUT_S = 1.2  # libpcap hands a partly filled ring block to tcpdump after 1 s (its timeout)
 TUNNEL_DEVICES = ("tunl0", "vxlan.calico", "vxlan-v6.calico", "wireguard.cali", "wg-v6.cali")
 # (file, argv) run after the capture; output is the command's stdout, stderr goes to the metadata
 STATE_COMMANDS: list[tuple[str, list[str]]] = [
@@ -31,6 +32,7 @@ STATE_COMMANDS: list[tuple[str, list[str]]] = [
     ("ip6tables-nft-save.txt", ["ip6tables-nft-save", "-c"]),
     ("nft-ruleset.txt", ["nft", "-n", "-a", "list", "ruleset"]),
     ("conntrack-list.txt", ["conntrack", "-L", "-o", "extended,id"]),
+    ("conntrack-list-v6.txt", ["conntrack", "-L", "-f", "ipv6", "-o", "extended,id"]),  # -L alone: IPv4 only
     ("ip-link.txt", ["ip", "-d", "link", "show"]),
     ("ip-addr.txt", ["ip", "addr", "show"]),
     ("ip-route.txt", ["ip", "route", "show", "table", "all"]),
@@ -187,9 +189,6 @@ class Collector:
                 "-s",
                 str(self.opts.snaplen),
                 "-U",
-                # each packet handed over at once: with TPACKET_V3 a packet otherwise waits in its ring
-                # block (up to a second), and the packets of the last moments before the stop are lost
-                "--immediate-mode",
                 "-Z",
                 "root",
                 "--time-stamp-precision=nano",
@@ -225,6 +224,15 @@ class Collector:
         cap.listening.set()  # ended (or failed): nobody should wait longer
 
     def stop(self) -> None:
+        # tcpdump gets its packets a ring block at a time, a block handed over when full or after its
+        # timeout (1 s): a packet of the last second would still be in the kernel when tcpdump is
+        # interrupted, counted as received but never written. So the window ends now, and the
+        # captures a little over a block timeout later. (--immediate-mode would hand each packet
+        # over at once, but through one ring frame per snap length: a 2 MiB buffer holds seven, and
+        # an `-i any` capture's bursts overflow it.)
+        stop_ns, stop_monotonic_ns = time.time_ns(), time.monotonic_ns()
+        if any(cap.proc.poll() is None for cap in self.captures):
+            time.sleep(RING_BLOCK_TIMEOUT_S)
         for cap in self.captures:
             if cap.proc.poll() is None:
                 cap.proc.send_signal(signal.SIGINT)
@@ -242,8 +250,8 @@ class Collector:
                 self.events.kill()
             self._events_file.close()
         capture = self.meta.setdefault("capture", {})
-        capture["stop_ns"] = time.time_ns()
-        capture["stop_monotonic_ns"] = time.monotonic_ns()
+        capture["stop_ns"] = stop_ns
+        capture["stop_monotonic_ns"] = stop_monotonic_ns
         for cap in self.captures:
             time.sleep(0.05)  # let the stderr reader see tcpdump's closing statistics
             stats = {kind: int(n) for n, kind in TCPDUMP_STATS.findall("\n".join(cap.stderr))}

@@ -3,6 +3,7 @@ capture, node and interface columns written beside the decoded ones, a run of ro
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -63,6 +64,7 @@ def capture_points(
                     "linktype_name": LINKTYPE_NAMES.get(ci.linktype, f"LINKTYPE_{ci.linktype}") if ci else "",
                     "container": fi.container,
                     "snaplen": ci.snaplen if ci else -1,
+                    "capture_filter": ci.capture_filter if ci else "",
                     "packets": len(ts),
                     "first_ns": int(ts.min()) if len(ts) else -1,
                     "last_ns": int(ts.max()) if len(ts) else -1,
@@ -217,10 +219,22 @@ def _by_route(
         addresses = cols[column]
         address_codes = np.asarray(addresses.codes[run])[at]
         uniq, inverse = np.unique(address_codes, return_inverse=True)
-        names = [route_dev(node, str(addresses.categories[u])) if u >= 0 else "" for u in uniq.tolist()]
+        names = [_route_of(route_dev, node, str(addresses.categories[u])) if u >= 0 else "" for u in uniq.tolist()]
         placed = np.asarray([_code(iface_cats, name) if name else -2 for name in names], dtype=np.int32)[inverse]
         keep = placed >= 0  # no route, no address: it stays at the capture's own point, `any`
         codes[at[keep]] = placed[keep]
+
+
+def _route_of(route_dev: RouteDev, node: str, address: str) -> str:
+    """The device the node's route for an address names; none for a link-local or multicast address,
+    which every interface has a route for (`fe80::/64` on each): that copy stays unplaced."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return ""
+    return route_dev(node, address)
 
 
 def _log_decode_anomalies(art: Artifact, cols: dict, run: slice, log_for: LogFor) -> None:

@@ -26,6 +26,7 @@ BY_NAME = {
     "nft_ruleset": "nft",
     "nft-ruleset.txt": "nft",
     "conntrack-list.txt": "conntrack",
+    "conntrack-list-v6.txt": "conntrack",
     "conntrack.txt": "conntrack",
     "nf_conntrack": "conntrack",
     "conntrack-events.txt": "conntrack",

@@ -4,8 +4,9 @@
 copies on the uplink, whose outer addresses are the nodes', nor a packet SNATed to the node's
 address. A capture filter is not in a classic pcap, so it is inferred: the addresses every IP
 packet of a capture has as its outermost source or destination. A pod's veth always shows its
-pod's address and an uplink its node's: that is no filter, only the path. A capture whose every
-packet has an address that is neither the node's own nor its interface's pod was filtered to it.
+pod's address and an uplink its node's: that is no filter, only the path. An `-i any` or uplink
+capture whose every packet has an address that is not its node's (nor one of its pods') was
+filtered to it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 MIN_PACKETS = 10  # fewer IP packets than this say nothing of a filter
-DENSE_COUNTS = 1 << 24  # captures x addresses up to this are counted in one array (128 MiB at most)
+DENSE_COUNTS = 1 << 21  # captures x addresses up to this are counted in one array (16 MiB at most)
 # captures whose packets, unfiltered, have no address in common beyond their node's: an `-i any`
 # capture, an uplink's (a pod's veth, or a tunnel device in a quiet run, may well show one pod only)
 FILTERED_ROLES = ("any", "uplink")
@@ -65,21 +66,26 @@ def common_hosts(packets: pd.DataFrame, block_rows: int = 1 << 18) -> dict[int, 
 
 def assumed_filters(
     hosts: dict[int, frozenset[str]], captures: pd.DataFrame, owners: dict[str, str]
-) -> dict[int, frozenset[str]]:
-    """capture_id -> the hosts its filter is taken to name, for `-i any` and uplink captures whose every
-    packet has an address that is not its node's own (``owners``: address -> node, pods included)."""
+) -> dict[int, str]:
+    """capture_id -> the filter each filtered capture ran with: the one it records (pcapng
+    if_filter), else, for `-i any` and uplink captures whose every packet has an address that is not
+    its node's own (``owners``: address -> node, pods included), `host A and host B` of those."""
     out = {}
     for r in captures.itertuples(index=False):
+        recorded = str(getattr(r, "capture_filter", "") or "")
+        if recorded:
+            out[int(r.capture_id)] = recorded
+            continue
         if str(r.role) not in FILTERED_ROLES:
             continue
         common = hosts.get(int(r.capture_id), frozenset())
         named = {a for a in common if owners.get(a) != str(r.node)}
         if named:
-            out[int(r.capture_id)] = frozenset(common)
+            out[int(r.capture_id)] = filter_text(common)
     return out
 
 
-def filtered_points(filters: dict[int, frozenset[str]], captures: pd.DataFrame) -> dict[str, frozenset[str]]:
+def filtered_points(filters: dict[int, str], captures: pd.DataFrame) -> dict[str, str]:
     """The assumed filters by capture point: `node:interface`, or `node:*` for an `-i any` capture."""
     out = {}
     for r in captures.itertuples(index=False):

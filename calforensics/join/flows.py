@@ -31,7 +31,7 @@ def build_flows(
     partitions: Partitioning | None = None,
     services: Services | None = None,
     ebpf_nodes: set[str] | frozenset[str] = frozenset(),
-    filtered: dict[str, frozenset[str]] | None = None,
+    filtered: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flows, hops with flow_id and direction filled in). Flow summaries are computed per range of
     flows in ``threads`` (a flow's summary depends on its own hops only, so the split changes nothing).
@@ -39,7 +39,7 @@ def build_flows(
     and hops are read a block at a time: memory is bounded by the partitions (same tables).
     ``services`` names dialled addresses (default: kube-proxy's rules only); on ``ebpf_nodes`` a
     destination veth that missed forward packets of an answered flow is peer redirect, not loss;
-    ``filtered``: the capture filters assumed per point, whose silence is no evidence (filters.py)."""
+    ``filtered``: the capture filters per point, whose silence is no evidence (filters.py)."""
     hops = hops.copy(deep=False)  # copy-on-write: new columns land in this frame only, nothing is copied
     n = len(hops)
     bounded = partitions is not None and partitions.wanted(n)

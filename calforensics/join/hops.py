@@ -202,8 +202,9 @@ def second_copies(
     pairs = np.unique(np.concatenate([pd.unique(labels(b) * width + capture[b]) for b in blocks]))
     pair_label, pair_capture = pairs // width, pairs % width
     twice = np.flatnonzero(np.bincount(pair_label) > 1)
+    unplaced = _unplaced_copies(packets, captures, blocks, parts)
     if not len(twice):
-        return None
+        return unplaced
     per_artifact = captures.groupby("artifact", observed=True)["capture_id"].transform("size")
     several = (per_artifact > 1) | (captures["role"].astype(str) == "any")
     rank = np.zeros(width, dtype=np.int64)
@@ -212,12 +213,44 @@ def second_copies(
     first = order[np.r_[True, pair_label[order][1:] != pair_label[order][:-1]]]
     keeps = np.full(int(pair_label.max()) + 1, -1, dtype=np.int64)  # each label's keeping capture
     keeps[pair_label[first]] = pair_capture[first]
-    out = np.zeros(n, dtype=bool)
+    out = np.zeros(n, dtype=bool) if unplaced is None else unplaced
     for bounds in _fingerprint_ranges(max(1, parts)):
         at = np.concatenate([b.start + _rows_in(fp[b], np.isin(labels(b), twice), bounds) for b in blocks])
         lab = labels(at)
-        out[at] = _kept_elsewhere(lab, fp[at], ts[at], capture[at] == keeps[lab])
+        out[at] |= _kept_elsewhere(lab, fp[at], ts[at], capture[at] == keeps[lab])
     return out
+
+
+def _unplaced_copies(
+    packets: pd.DataFrame, captures: pd.DataFrame, blocks: list[slice], parts: int
+) -> np.ndarray | None:
+    """Copies an `-i any` capture could not place on an interface (SLL v1 without a route for them:
+    they sit at `node:any`) that another capture of the same node took, at one of its interfaces,
+    SAME_OBSERVATION_NS or less apart: the same observation, kept in the other capture."""
+    any_ids = captures.loc[captures["role"].astype(str) == "any", "capture_id"].to_numpy().astype(np.int64)
+    if not len(any_ids):
+        return None
+    iface = categorical(packets["interface"])
+    if "any" not in iface.categories:
+        return None
+    node = categorical(packets["node"])
+    any_code = int(iface.categories.get_loc("any"))
+    capture, fp, ts = (packets[c].to_numpy() for c in ("capture_id", "fingerprint", "ts_ns"))
+    unplaced = [np.isin(capture[b], any_ids) & (iface.codes[b] == any_code) for b in blocks]
+    nodes = np.unique(np.concatenate([node.codes[b][m] for b, m in zip(blocks, unplaced, strict=True)]))
+    if not len(nodes):
+        return None
+    out = np.zeros(len(packets), dtype=bool)
+    for bounds in _fingerprint_ranges(max(1, parts)):
+        # the unplaced copies, and every copy of another capture on their nodes, compared by node
+        candidates = [
+            np.isin(node.codes[b], nodes) & (m | ~np.isin(capture[b], any_ids))
+            for b, m in zip(blocks, unplaced, strict=True)
+        ]
+        at = np.concatenate([b.start + _rows_in(fp[b], c, bounds) for b, c in zip(blocks, candidates, strict=True)])
+        own = ~np.isin(capture[at], any_ids)
+        out[at] = _kept_elsewhere(node.codes[at].astype(np.int64), fp[at], ts[at], own)
+    return out if out.any() else None
 
 
 def _kept_elsewhere(label: np.ndarray, fp: np.ndarray, ts: np.ndarray, kept: np.ndarray) -> np.ndarray:

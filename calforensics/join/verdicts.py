@@ -23,7 +23,7 @@ class FlowContext:
     routes: pd.DataFrame
     peer_redirect_nodes: frozenset[str] = frozenset()  # eBPF nodes: the destination veth may not show delivery
     point_roles: dict[tuple[str, str], str] = field(default_factory=dict)  # every capture point's (point_roles)
-    filtered: dict[str, frozenset[str]] = field(default_factory=dict)  # assumed capture filters (filters.py)
+    filtered: dict[str, str] = field(default_factory=dict)  # capture filters by point (filters.py)
 
     def blind(self, point: str, path: str) -> bool:
         """Whether a capture filter may have kept a flow's packets from ``point`` (`node:interface`):

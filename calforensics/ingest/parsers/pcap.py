@@ -34,7 +34,7 @@ MAX_RECORD = 16 * 1024 * 1024
 # pcapng block types
 BT_IDB, BT_OPB, BT_SPB, BT_NRB, BT_ISB, BT_EPB = 1, 2, 3, 4, 5, 6
 # pcapng option codes
-OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_DESCRIPTION, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 0, 2, 3, 9, 14
+OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_DESCRIPTION, OPT_IF_TSRESOL, OPT_IF_FILTER, OPT_IF_TSOFFSET = 0, 2, 3, 9, 11, 14
 
 
 def sniff_capture(head: bytes) -> str | None:
@@ -55,6 +55,7 @@ class CaptureInterface:
     name: str = ""
     description: str = ""
     section: int = 0
+    capture_filter: str = ""  # pcapng if_filter: the libpcap filter expression the capture ran with
 
 
 @dataclass
@@ -438,10 +439,14 @@ def _interface_block(
         log.add(f"byte {off}", "bad_option", f"interface block: {err}")
     name = opts.get(OPT_IF_NAME, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
     desc = opts.get(OPT_IF_DESCRIPTION, [b""])[0].split(b"\0")[0].decode("utf-8", "replace")
+    # if_filter: a type byte, then the filter; type 0 is a libpcap expression (a BPF program is not kept)
+    raw_filter = opts.get(OPT_IF_FILTER, [b""])[0]
+    capture_filter = raw_filter[1:].split(b"\0")[0].decode("utf-8", "replace") if raw_filter[:1] == b"\0" else ""
     tsresol = opts.get(OPT_IF_TSRESOL, [b"\x06"])[0][:1] or b"\x06"
     tsoff_raw = opts.get(OPT_IF_TSOFFSET, [b""])[0]
     tsoff = struct.unpack(endian + "q", tsoff_raw)[0] if len(tsoff_raw) == 8 else 0
-    return CaptureInterface(linktype, snaplen, name, desc, section), (*_ts_to_ns_factor(tsresol[0]), tsoff)
+    interface = CaptureInterface(linktype, snaplen, name, desc, section, capture_filter.strip())
+    return interface, (*_ts_to_ns_factor(tsresol[0]), tsoff)
 
 
 def _packet_block(
