@@ -560,25 +560,21 @@ def felix_rules(node: Node, family: int = 4) -> str:
     return "\n".join(out) + "\n"
 
 
+def http_get(address: str, port: int) -> str:
+    """A client that GETs / from address:port (either family) and says its port and the reply."""
+    return f"""
+        s = socket.create_connection(("{address}", {port}), timeout=5); port = s.getsockname()[1]
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"); reply = s.recv(4096); s.close()
+        print(json.dumps({{"sport": port, "reply": reply.decode()}}))"""
+
+
 def run_scenarios(lab: Lab) -> dict:
     """Each scenario runs inside a pod namespace and reports what it did (ports, outcome)."""
     web = next(p for p in PODS if p.name == "web")
     db = next(p for p in PODS if p.name == "db")
     results = {}
-    results["pod_to_pod"] = lab.client(
-        "client",
-        f"""
-        s = socket.create_connection(("{web.ip}", 8080), timeout=5); port = s.getsockname()[1]
-        s.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"); reply = s.recv(4096); s.close()
-        print(json.dumps({{"sport": port, "reply": reply.decode()}}))""",
-    )
-    results["cluster_ip"] = lab.client(
-        "client",
-        f"""
-        s = socket.create_connection(("{CLUSTER_IP}", {SERVICE_PORT}), timeout=5); port = s.getsockname()[1]
-        s.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"); reply = s.recv(4096); s.close()
-        print(json.dumps({{"sport": port, "reply": reply.decode()}}))""",
-    )
+    results["pod_to_pod"] = lab.client("client", http_get(web.ip, 8080))
+    results["cluster_ip"] = lab.client("client", http_get(CLUSTER_IP, SERVICE_PORT))
     results["udp"] = lab.client(
         "client",
         f"""
@@ -893,21 +889,9 @@ def run_dual_scenarios(lab: Lab) -> dict:
     Packet Too Big; the pod then fragments its second send itself, as IPv6 senders do)."""
     web, db = POD6["web"], POD6["db"]
     results = {}
-    results["pod_to_pod_v4"] = lab.client(
-        "client",
-        f"""
-        s = socket.create_connection(("{pod("web").ip}", 8080), timeout=5); port = s.getsockname()[1]
-        s.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"); reply = s.recv(4096); s.close()
-        print(json.dumps({{"sport": port, "reply": reply.decode()}}))""",
-    )
-    for name, address, port in (("pod_to_pod_v6", web, 8080), ("cluster_ip_v6", CLUSTER_IP6, SERVICE_PORT)):
-        results[name] = lab.client(
-            "client",
-            f"""
-            s = socket.create_connection(("{address}", {port}), timeout=5); port = s.getsockname()[1]
-            s.sendall(b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"); reply = s.recv(4096); s.close()
-            print(json.dumps({{"sport": port, "reply": reply.decode()}}))""",
-        )
+    results["pod_to_pod_v4"] = lab.client("client", http_get(pod("web").ip, 8080))
+    results["pod_to_pod_v6"] = lab.client("client", http_get(web, 8080))
+    results["cluster_ip_v6"] = lab.client("client", http_get(CLUSTER_IP6, SERVICE_PORT))
     results["denied_v6"] = lab.client(
         "client",
         f"""

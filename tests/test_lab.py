@@ -92,15 +92,20 @@ def test_live_ebpf_and_wireguard_derivatives_match_ground_truth(lab_run, name):
             assert len(data) == len(truth["wireguard"]["pairs"]) * 2
 
 
-@pytest.fixture(scope="module")
-def edge_run(tmp_path_factory):
+def scenario_run(tmp_path_factory, scenarios: str) -> tuple[Path, Path]:
+    """(folder, bundle) of one lab run of a scenario set (`edge`, `dual`) as lab-<set>."""
     reason = lab_unavailable()
     if reason:
         unavailable(f"the real-kernel lab is not possible here: {reason}")
     import lab
 
-    out = tmp_path_factory.mktemp("edge")
-    return out, lab.run(out, name="lab-edge", scenarios="edge")
+    out = tmp_path_factory.mktemp(scenarios)
+    return out, lab.run(out, name=f"lab-{scenarios}", scenarios=scenarios)
+
+
+@pytest.fixture(scope="module")
+def edge_run(tmp_path_factory):
+    return scenario_run(tmp_path_factory, "edge")
 
 
 def test_live_fragments_and_invalid_drops_match_ground_truth(edge_run):
@@ -117,13 +122,7 @@ def test_live_fragments_and_invalid_drops_match_ground_truth(edge_run):
 
 @pytest.fixture(scope="module")
 def dual_run(tmp_path_factory):
-    reason = lab_unavailable()
-    if reason:
-        unavailable(f"the real-kernel lab is not possible here: {reason}")
-    import lab
-
-    out = tmp_path_factory.mktemp("dual")
-    return out, lab.run(out, name="lab-dual", scenarios="dual")
+    return scenario_run(tmp_path_factory, "dual")
 
 
 def test_live_dual_stack_run_matches_ground_truth(dual_run):
