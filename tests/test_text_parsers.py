@@ -1,6 +1,7 @@
 """Text parsers, fed lines in the exact forms given in the shared formats reference."""
 
 import pandas as pd
+import pytest
 
 from calforensics.anomalies import AnomalyLog
 from calforensics.ingest.parsers.bpftool import combine_nat, parse_bpftool_dump
@@ -435,3 +436,105 @@ def test_kubectl_pod_listing():
     from calforensics.ingest.parsers.kubectl import calico_interface
 
     assert calico_interface("namespace", "podname", prefix="eni") == "eni82111e10a96"
+
+
+KUBE_NODEPORT_LAYOUTS = {
+    # current kube-proxy (KUBE-EXT since ~v1.24): the NodePort rule's comment is the service port name
+    "current": """*filter
+:KUBE-NODEPORTS - [0:0]
+-A KUBE-NODEPORTS -p tcp -m comment --comment "default/web:http health check node port" -m tcp --dport 32100 -j ACCEPT
+COMMIT
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-EXT-EXTX4ABCDEFGHIJK - [0:0]
+:KUBE-SVC-SVCX4ABCDEFGHIJK - [0:0]
+:KUBE-SEP-SEPX4ABCDEFGHIJK - [0:0]
+[3:180] -A KUBE-NODEPORTS -p tcp -m comment --comment "default/web:http" -m tcp --dport 30080 -j KUBE-EXT-EXTX4ABCDEFGHIJK
+[3:180] -A KUBE-EXT-EXTX4ABCDEFGHIJK -m comment --comment "masquerade traffic for default/web:http external destinations" -j KUBE-MARK-MASQ
+[3:180] -A KUBE-EXT-EXTX4ABCDEFGHIJK -j KUBE-SVC-SVCX4ABCDEFGHIJK
+[0:0] -A KUBE-SERVICES -d 10.96.0.50/32 -p tcp -m comment --comment "default/web:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-SVCX4ABCDEFGHIJK
+[0:0] -A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+[3:180] -A KUBE-SVC-SVCX4ABCDEFGHIJK -m comment --comment "default/web:http -> 192.168.20.7:8080" -j KUBE-SEP-SEPX4ABCDEFGHIJK
+[3:180] -A KUBE-SEP-SEPX4ABCDEFGHIJK -p tcp -m comment --comment "default/web:http" -m tcp -j DNAT --to-destination 192.168.20.7:8080
+COMMIT
+""",
+    # older kube-proxy (before KUBE-EXT): KUBE-NODEPORTS jumps to KUBE-SVC (and KUBE-XLB for local
+    # traffic policy), an unnamed port printed with a trailing colon
+    "older": """*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-SVC-SVCX4ABCDEFGHIJK - [0:0]
+:KUBE-SEP-SEPX4ABCDEFGHIJK - [0:0]
+[3:180] -A KUBE-NODEPORTS -p tcp -m comment --comment "default/web:" -m tcp --dport 30080 -j KUBE-MARK-MASQ
+[3:180] -A KUBE-NODEPORTS -p tcp -m comment --comment "default/web:" -m tcp --dport 30080 -j KUBE-SVC-SVCX4ABCDEFGHIJK
+[0:0] -A KUBE-SERVICES -d 10.96.0.50/32 -p tcp -m comment --comment "default/web: cluster IP" -m tcp --dport 80 -j KUBE-SVC-SVCX4ABCDEFGHIJK
+[3:180] -A KUBE-SVC-SVCX4ABCDEFGHIJK -m comment --comment "default/web:" -j KUBE-SEP-SEPX4ABCDEFGHIJK
+[3:180] -A KUBE-SEP-SEPX4ABCDEFGHIJK -p tcp -m comment --comment "default/web:" -m tcp -j DNAT --to-destination 192.168.20.7:8080
+COMMIT
+""",
+}
+
+
+@pytest.mark.parametrize("layout", sorted(KUBE_NODEPORT_LAYOUTS))
+def test_kube_proxy_node_ports_name_their_service(layout):
+    """A NodePort dialled at a node's address names its service, whichever chain layout kube-proxy
+    wrote (KUBE-NODEPORTS -> KUBE-EXT -> KUBE-SVC now, -> KUBE-SVC before); the filter table's
+    health check node port is not a frontend."""
+    from calforensics.meaning.services import build_services
+
+    lg = AnomalyLog("iptables", "f")
+    rules = add_rule_meaning(parse_iptables_save(KUBE_NODEPORT_LAYOUTS[layout].split("\n"), lg, "n1", "f"))
+    services = build_services(rules, node_ips={"10.0.0.11"})
+    name = "default/web:http" if layout == "current" else "default/web"
+    assert services.dialled("10.0.0.11", 30080, "tcp") == (name, "kube-proxy nodeport")
+    assert services.dialled("10.96.0.50", 80, "tcp") == (name, "kube-proxy")
+    assert services.dialled("10.0.0.11", 32100, "tcp") == ("", "")  # a health check port
+    assert services.dialled("192.168.20.7", 30080, "tcp") == ("", "")  # not a node's address
+    assert len(lg) == 0
+
+
+def test_a_policy_chain_short_enough_not_to_be_hashed_is_named_by_its_chain():
+    """GetLengthLimitedID keeps `cali-pi-<id>` whole when it fits 28 characters: where its first rule
+    carries no `Policy …` comment (a policy with no rules has no first rule; a bundle may be a grep
+    of some lines), the chain name itself names the policy; a hashed one (`cali-pi-_…`) does not."""
+    text = """*filter
+:cali-tw-cali1234567890a - [0:0]
+:cali-pi-sec/allow-db - [0:0]
+:cali-pi-_tTE-E7yY40ogArNVgKt - [0:0]
+[2:120] -A cali-tw-cali1234567890a -m comment --comment "cali:aaaaaaaaaaaaaaaa" -m mark --mark 0x0/0x20000 -j cali-pi-sec/allow-db
+[2:120] -A cali-tw-cali1234567890a -m comment --comment "cali:bbbbbbbbbbbbbbbb" -m mark --mark 0x0/0x20000 -j cali-pi-_tTE-E7yY40ogArNVgKt
+[0:0] -A cali-pi-sec/allow-db -m comment --comment "cali:cccccccccccccccc" -s 10.0.0.5/32 -j MARK --set-xmark 0x10000/0x10000
+[0:0] -A cali-pi-_tTE-E7yY40ogArNVgKt -m comment --comment "cali:dddddddddddddddd" -j MARK --set-xmark 0x10000/0x10000
+COMMIT
+"""
+    df = add_rule_meaning(parse_iptables_save(text.split("\n"), log(), "n1", "f"))
+    rules = df[df.kind == "rule"].set_index("chain")
+    assert (rules.loc["cali-pi-sec/allow-db", "policy"], rules.loc["cali-pi-sec/allow-db", "direction"]) == (
+        "sec/allow-db",
+        "ingress",
+    )
+    assert rules.loc["cali-pi-_tTE-E7yY40ogArNVgKt", "policy"] == ""
+
+
+def test_calico_bpf_routes_dump_is_recognised_by_its_content(tmp_path):
+    """`calico-node -bpf routes dump` saved under any name ("%15v: %s" lines, routes.go dump), after
+    the notice `kubectl exec` prints and a Felix log line: recognised and read; the lines that are
+    not routes do not end the dump."""
+    from calforensics.ingest.layout import classify
+
+    text = (
+        'Defaulted container "calico-node" out of: calico-node, install-cni (init), flexvol-driver (init)\n'
+        'INFO[0000] FIPS mode enabled=false source="main.go:137"\n'
+        "   10.0.1.20/32: local host\n"
+        "   10.48.0.0/26: remote workload in-pool nat-out nh 10.0.1.31\n"
+        " 10.48.0.128/32: local workload in-pool nat-out idx 4\n"
+    )
+    lines = text.splitlines()
+    assert classify("nodes/n1/routes.txt", text.encode()[:64], lines) == "bpf_routes"
+    lg = log()
+    df = parse_bpf_routes(lines, lg)
+    assert df.cidr.tolist() == ["10.0.1.20/32", "10.48.0.0/26", "10.48.0.128/32"]
+    assert (df.next_hop.iloc[1], str(df.ifindex.iloc[2])) == ("10.0.1.31", "4")
+    # the kubectl notice is an anomaly of line 1; the Felix log line is known and passed over
+    assert [(row[3], row[4]) for row in lg.rows] == [("line 1", "unparsed_line")]

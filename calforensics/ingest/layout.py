@@ -133,6 +133,9 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "bpf_nat"
     if re.search(r"\| CATEGORY \|", head):
         return "bpf_counters"
+    # `calico-node -bpf routes dump`: "%15v: %s", the CIDR right-aligned, then the route's words
+    if re.search(r"^\s*[0-9a-fA-F.:]+/\d+: (?:local|remote) (?:host|workload)\b", head, re.M):
+        return "bpf_routes"
     if kubectl.looks_like_pod_listing(lines):
         return "kube_pods"
     if kubectl.looks_like_service_listing(lines):

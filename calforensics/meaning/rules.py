@@ -47,7 +47,9 @@ TIER_END = re.compile(r"End of tier (\S+?)\.")
 SVC_COMMENT = re.compile(
     r"^(?P<spn>\S+?) (?:cluster IP|external IP|loadbalancer IP|has no endpoints|has no local endpoints|"
     r"health check node port)$|^masquerade traffic for (?P<spn2>\S+) external destinations$|"
-    r"^(?P<spn3>\S+) -> (?P<ep>\S+)$"
+    r"^(?P<spn3>\S+) -> (?P<ep>\S+)$|"
+    # the service port name alone: KUBE-NODEPORTS and KUBE-SEP rules (`default/web:http`, older `default/web:`)
+    r"^(?P<spn4>[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]*)?)$"
 )
 ACCEPT_MARK, PASS_MARK, DROP_MARK = 0x10000, 0x20000, 0x40000
 MEANING_COLUMNS = [
@@ -210,8 +212,16 @@ def _row_facts(r: _Rows, out: dict[str, list]) -> dict[tuple, tuple[str, str, st
     for i in range(len(r.chains)):
         ck = out["calico_chain"][i]
         key = (*r.group[i], r.chains[i])
-        if ck in ("profile-in", "profile-out") and key not in chain_policy:
-            chain_policy[key] = (r.chains[i].split("-", 2)[2], "ingress" if ck == "profile-in" else "egress", "profile")
+        if key in chain_policy:
+            continue
+        direction = "ingress" if ck.endswith("-in") else "egress"
+        suffix = r.chains[i].split("-", 2)[2] if r.chains[i].count("-") >= 2 else ""
+        if ck in ("profile-in", "profile-out"):
+            chain_policy[key] = (suffix, direction, "profile")
+        elif ck in ("policy-in", "policy-out") and suffix and not suffix.startswith("_"):
+            # a policy ID short enough not to be hashed (GetLengthLimitedID) is the chain's own suffix:
+            # `<ns>/<name>` (up to v3.28), `<tier>/<name>` (v3.29-v3.31), `<kind>/<ns>/<name>` (v3.32+)
+            chain_policy[key] = (suffix, direction, "policy")
     return chain_policy
 
 
@@ -259,7 +269,7 @@ def _kube_services(r: _Rows, out: dict[str, list]) -> None:
         m = SVC_COMMENT.match(r.comments[i])
         if not m:
             continue
-        spn = (m.group("spn") or m.group("spn2") or m.group("spn3") or "").rstrip(":")
+        spn = (m.group("spn") or m.group("spn2") or m.group("spn3") or m.group("spn4") or "").rstrip(":")
         out["service"][i] = spn
         if m.group("ep"):
             out["endpoint"][i] = m.group("ep")

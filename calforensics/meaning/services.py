@@ -76,6 +76,22 @@ def build_services(
     for r in svc.itertuples(index=False):
         proto = str(r.protocol).lstrip("!") or "tcp"
         out.frontends[(str(r.service_ip), int(r.service_port), proto)] = (str(r.service), "kube-proxy")
+    # NodePorts: `-A KUBE-NODEPORTS … --comment "<spn>" … --dport <port> -j KUBE-EXT-…` (KUBE-SVC-… or
+    # KUBE-XLB-… in older releases), dialled at the nodes' own addresses
+    has = {"chain", "table", "service", "service_port"} <= set(rules.columns)
+    node_port = (
+        rules[
+            (rules["chain"].astype(str) == "KUBE-NODEPORTS")
+            & (rules["service"].astype(str) != "")
+            & (rules["service_port"] >= 0)
+            & (rules["table"].astype(str) == "nat")
+        ]
+        if has
+        else rules.iloc[:0]
+    )
+    for r in node_port.itertuples(index=False):
+        proto = str(r.protocol).lstrip("!") or "tcp"
+        out.node_ports.setdefault((int(r.service_port), proto), (str(r.service), "kube-proxy nodeport"))
     nat = bpf_nat[bpf_nat["frontend_ip"].astype(str) != ""]
     for fe in nat.drop_duplicates(["frontend_ip", "frontend_port", "proto", "svc_id"]).itertuples(index=False):
         proto, port, ip = _proto_name(fe.proto), int(fe.frontend_port), str(fe.frontend_ip)
