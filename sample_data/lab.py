@@ -770,6 +770,21 @@ def flow(name: str, proto: str, src: Pod, sport: int, dst: tuple, verdict: str, 
     }
 
 
+def db_policy_drop(tunnel: str) -> dict:
+    """Where and why the client's connections to db are dropped: after node-b's tunnel device, by
+    the end-of-tier rule of db's cali-tw chain (db's policy admits no pod that exists)."""
+    db, b = pod("db"), NODES[1]
+    return {
+        "node": b.name,
+        "last_seen": {"node": b.name, "interface": tunnel},
+        "missing_at": {"node": b.name, "interface": db.iface},
+        "table": "filter",
+        "chain": f"cali-tw-{db.iface}",
+        "policy": DB_POLICY,
+        "rule_comment": "End of tier default. Drop if no policies passed packet",
+    }
+
+
 def cluster_truth() -> dict:
     """What every run's ground truth says of the cluster itself."""
     web = pod("web")
@@ -849,13 +864,7 @@ def ground_truth(results: dict) -> dict:
                 "dropped",
                 cross,
                 drop={
-                    "node": b.name,
-                    "last_seen": {"node": b.name, "interface": "vxlan.calico"},
-                    "missing_at": {"node": b.name, "interface": db.iface},
-                    "table": "filter",
-                    "chain": f"cali-tw-{db.iface}",
-                    "policy": DB_POLICY,
-                    "rule_comment": "End of tier default. Drop if no policies passed packet",
+                    **db_policy_drop("vxlan.calico"),
                     "min_packets": 2,
                     "client_outcome": results["denied"]["outcome"],
                 },
@@ -918,7 +927,7 @@ def run_dual_scenarios(lab: Lab) -> dict:
 
 
 def dual_ground_truth(results: dict) -> dict:
-    client, bad, web, db = pod("client"), pod("mtu-bad"), pod("web"), pod("db")
+    client, bad, web = pod("client"), pod("mtu-bad"), pod("web")
     a, b = NODES
 
     def cross6(source: Pod) -> list[dict]:
@@ -974,15 +983,7 @@ def dual_ground_truth(results: dict) -> dict:
             (POD6["db"], 5432),
             "dropped",
             cross6(client),
-            drop={
-                "node": b.name,
-                "last_seen": {"node": b.name, "interface": "vxlan-v6.calico"},
-                "missing_at": {"node": b.name, "interface": db.iface},
-                "table": "filter",
-                "chain": f"cali-tw-{db.iface}",
-                "policy": DB_POLICY,
-                "rule_comment": "End of tier default. Drop if no policies passed packet",
-            },
+            drop=db_policy_drop("vxlan-v6.calico"),
         ),
         v6(
             "mtu_v6",

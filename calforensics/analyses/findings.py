@@ -397,8 +397,8 @@ def _capture_shape_headlines(captures: list[dict]) -> list[dict]:
             )
         )
     for c in captures:
+        where = "`-i any` capture" if c["role"] == "any" else f"capture of {c['interface']}"
         if c.get("recorded_filter"):
-            where = "`-i any` capture" if c["role"] == "any" else f"capture of {c['interface']}"
             out.append(
                 _headline(
                     "info",
@@ -408,7 +408,6 @@ def _capture_shape_headlines(captures: list[dict]) -> list[dict]:
                 )
             )
         elif c.get("assumed_filter"):
-            where = "`-i any` capture" if c["role"] == "any" else f"capture of {c['interface']}"
             out.append(
                 _headline(
                     "info",
