@@ -19,7 +19,18 @@ with atheris.instrument_imports():
     import pandas as pd
 
     from calforensics.anomalies import AnomalyLog
-    from calforensics.ingest.parsers import calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
+    from calforensics.ingest.parsers import (
+        calico_bpf,
+        conntrack,
+        iproute,
+        iptables,
+        ipvs,
+        kubectl,
+        nft,
+        platform,
+        sysctl,
+        traces,
+    )
     from calforensics.ingest.parsers.packets import decode_frames
     from calforensics.ingest.parsers.pcap import read_frames
 
@@ -36,6 +47,8 @@ TEXT = [
     calico_bpf.parse_bpf_counters,
     traces.parse_traces,
     kubectl.parse_pod_listing,
+    platform.parse_platform_evidence,
+    ipvs.parse_ipvsadm,
 ]
 
 

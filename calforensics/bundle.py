@@ -28,7 +28,7 @@ from .join.hops import Joined, address_owners, build_hops, second_copies
 from .join.keys import cut_short, header_fingerprints
 from .join.summaries import point_roles
 from .join.wireguard import join_matches, match_wireguard
-from .meaning.dataplane import detect_dataplane, ebpf_nodes
+from .meaning.dataplane import detect_dataplane, peer_redirects
 from .meaning.routing import route_dev
 from .meaning.rules import add_rule_meaning
 from .meaning.services import Services, bpf_nat_legs, build_services
@@ -58,6 +58,8 @@ TABLES = [
     "pods",
     "services",
     "sysctls",
+    "ipvs",
+    "platform_evidence",
     "dataplane",
     "wireguard",
     "anomalies",
@@ -294,7 +296,7 @@ class Bundle:
             threads=threads,
             partitions=partitions,
             services=self.service_index,
-            ebpf_nodes=ebpf_nodes(self.dataplane),
+            peer_redirect=peer_redirects(self.dataplane),
             filtered=filtered_points(self.capture_filters, captures),
         )
         release_freed_memory()
@@ -322,12 +324,20 @@ class Bundle:
     def service_index(self) -> Services:
         """Service lookups from kube-proxy rules, BPF NAT frontends/backends and service listings."""
         node_ips = set(address_owners(self.interfaces, self.routes.iloc[:0]))  # the nodes' own addresses only
-        return build_services(self.rules, self.bpf_nat, self.services, node_ips)
+        return build_services(self.rules, self.bpf_nat, self.services, node_ips, self.ipvs)
 
     @cached_property
     def dataplane(self) -> pd.DataFrame:
         """Per node: eBPF, iptables or nftables dataplane, WireGuard or not, and the evidence."""
-        return detect_dataplane(self.artifacts, self.rules, self.interfaces, self.captures)
+        return detect_dataplane(
+            self.artifacts,
+            self.rules,
+            self.interfaces,
+            self.captures,
+            self.platform_evidence,
+            self.bpf_nat,
+            self.ipvs,
+        )
 
     @property
     def hops(self) -> pd.DataFrame:
@@ -397,6 +407,14 @@ class Bundle:
     @property
     def sysctls(self) -> pd.DataFrame:
         return self._text_table("sysctls")
+
+    @property
+    def ipvs(self) -> pd.DataFrame:
+        return self._text_table("ipvs")
+
+    @property
+    def platform_evidence(self) -> pd.DataFrame:
+        return self._text_table("platform_evidence")
 
     def load_text_tables(self) -> None:
         for table in text_table_names():

@@ -175,6 +175,13 @@ def _print_inventory(inv: dict) -> None:
     for d in inv["dataplane"]:
         wg = " + WireGuard" if d["encryption"] else ""
         out.print(Text(f"  {d['node']}: {d['mode']} dataplane{wg} ({d['evidence']})"))
+        for label, value, source in (
+            ("Calico", d["calico_version"] or "release not stated", d["calico_version_from"]),
+            ("kube-proxy:", d["kube_proxy"], d["kube_proxy_from"]),
+            ("eBPF peer redirect:", d["peer_redirect"], d["peer_redirect_from"]),
+        ):
+            if value:
+                out.print(Text(f"    {label} {value}" + (f" ({source})" if source else "")))
     caps = Table(title="Captures", title_justify="left")
     for col in ("node", "interface", "role", "link", "packets", "start (UTC)", "duration s"):
         caps.add_column(col, justify="right" if col in ("packets", "duration s") else "left")

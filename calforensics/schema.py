@@ -223,7 +223,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("table", "category", "filter, nat, mangle, raw, … (nft: the table name)"),
             ("chain", "string", "chain as dumped"),
             ("position", "int64", "1-based rule position; 0 for the chain row"),
-            ("kind", "category", "rule, or chain (policy and counters of a chain)"),
+            ("kind", "category", "rule, chain (policy and counters of a chain), or element (of an nft set or "
+             "map: the key in match, a verdict map's verdict as target)"),
             ("chain_policy", "category", "ACCEPT/DROP for built-in chains; empty for rules and user chains"),
             ("packets", "int64", "counter; -1 if not dumped"),
             ("bytes", "int64", "counter; -1 if not dumped"),
@@ -252,7 +253,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "category",
                 "Calico policy or profile the rule belongs to or jumps to (from the chain's comment)",
             ),
-            ("policy_kind", "category", "policy or profile"),
+            ("policy_kind", "category", "policy, profile, or policy-group (cali-gi-/cali-go-: the policies it holds)"),
             ("direction", "category", "ingress or egress"),
             ("tier", "category", "tier of an endpoint-chain rule (from 'Start of tier' comments)"),
             (
@@ -265,7 +266,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "drop_kind",
                 "category",
                 "for DROP/REJECT: end_of_tier, no_profile, policy_deny, conntrack_invalid, "
-                "encap_from_workload, no_endpoints, other",
+                "encap_from_workload, no_endpoints, no_local_endpoints, lb_source_range (kube-proxy), other",
             ),
             ("service", "category", "kube-proxy service port name (namespace/name:port)"),
             ("service_ip", "category", "ClusterIP (KUBE-SERVICES rules and their chains)"),
@@ -437,6 +438,47 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("value", "string", "value as printed"),
         ],
     ),
+    "ipvs": (
+        "kube-proxy's IPVS mode: virtual services and their real servers from `ipvsadm -Ln` (with "
+        "`--stats`, `--rate`, `--exact`, or `-S`).",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("kind", "category", "service (a virtual service) or real (one of its real servers)"),
+            ("proto", "category", "tcp, udp, sctp, or fwmark"),
+            ("vip", "string", "virtual address (the ClusterIP, external or node address)"),
+            ("vport", "int64", "virtual port; -1"),
+            ("fwmark", "int64", "firewall mark of a mark-based service; -1"),
+            ("scheduler", "string", "rr, lc, sh, …"),
+            ("flags", "string", "persistent <timeout>, …"),
+            ("backend_ip", "string", "real server address (real rows)"),
+            ("backend_port", "int64", "real server port; -1"),
+            ("forward", "category", "Masq, Route, Tunnel, Local"),
+            ("weight", "int64", "weight; -1"),
+            ("active_conns", "int64", "active connections; -1"),
+            ("inactive_conns", "int64", "inactive connections; -1"),
+            ("conns", "int64", "connections scheduled (--stats); -1"),
+            ("in_packets", "int64", "packets in (--stats; K/M/G/T suffixes multiplied out); -1"),
+            ("out_packets", "int64", "packets out (--stats); -1"),
+            ("in_bytes", "int64", "bytes in (--stats); -1"),
+            ("out_bytes", "int64", "bytes out (--stats); -1"),
+        ],
+    ),
+    "platform_evidence": (
+        "What the bundle says about the software that ran, a statement a row: Calico's version "
+        "(ClusterInformation, calico/node image tags, Felix's start-up log line, `calicoctl version`), Felix "
+        "settings (FelixConfiguration fields and their FELIX_* environment forms) and kube-proxy's mode "
+        "(its KubeProxyConfiguration, its `Using … Proxier` log line).",
+        [
+            ("node", "category", "node the file belongs to (empty for cluster-wide files)"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("kind", "category", "calico_version, felix_setting, kube_proxy_mode"),
+            ("said_by", "string", "what stated it: the field, image or log line"),
+            ("value", "string", "the version (v3.28.0), the setting's value, or the mode"),
+        ],
+    ),
     "pods": (
         "Pods from `kubectl get pods -A -o wide` listings, with the host-side interface Calico gives them.",
         [
@@ -461,6 +503,15 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("policy_chains", "int64", "Calico per-endpoint iptables/nft policy chains (cali-tw-, cali-fw-, …)"),
             ("kube_proxy_chains", "int64", "kube-proxy service chains (KUBE-SERVICES, KUBE-SVC-*)"),
             ("evidence", "string", "what the mode was read from"),
+            ("calico_version", "string", "Calico release that ran (v3.28.0), a range read from the rules' "
+             "dialect (>=v3.30, <=v3.29) or several (v3.28.0..v3.29.1); empty if the bundle does not say"),
+            ("calico_version_from", "string", "where the version was read (file:line), or why it is a range"),
+            ("kube_proxy", "category", "kube-proxy's mode: iptables, ipvs, nftables, replaced (Calico eBPF "
+             "serves services), none, unknown"),
+            ("kube_proxy_from", "string", "where the mode was read"),
+            ("peer_redirect", "string", "eBPF peer redirect: which arrivals skip the destination veth's tap "
+             "(none; host endpoints L2; + local workloads; + L3 tunnels); empty off eBPF"),
+            ("peer_redirect_from", "string", "the version or setting it follows, or the reading assumed"),
         ],
     ),
     "wireguard": (

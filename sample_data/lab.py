@@ -33,6 +33,7 @@ from calforensics.collect.collector import CollectOptions, Collector, pack
 VNI, VXLAN_PORT, VXLAN_MTU, UNDERLAY_MTU = 4096, 4789, 1450, 1500
 POD_CIDR = "192.168.0.0/16"
 CLUSTER_IP, SERVICE_PORT, SERVICE = "10.96.0.50", 80, "default/web:http"
+GONE_IP, GONE_SERVICE = "10.96.0.70", "default/gone:http"  # a service whose pods are all gone: no endpoints
 REQUIRED_TOOLS = ("ip", "bridge", "iptables-restore", "iptables-save", "conntrack", "tcpdump", "sysctl")
 
 
@@ -106,9 +107,10 @@ def rule_hash(chain: str, index: int) -> str:
 
 
 class Lab:
-    def __init__(self, prefix: str | None = None, ipv6: bool = False) -> None:
+    def __init__(self, prefix: str | None = None, ipv6: bool = False, rules: str = "iptables") -> None:
         self.prefix = prefix or f"cflab{os.getpid() % 100000}"
         self.ipv6 = ipv6  # dual stack: no duplicate address detection, so addresses work at once
+        self.rules = rules  # iptables (felix's and kube-proxy's iptables modes) or nft (their nftables modes)
         self.netns: list[str] = []
         self.procs: list[subprocess.Popen] = []
 
@@ -232,7 +234,10 @@ class Lab:
         for pod in PODS:
             self.add_pod(pod)
         for node in NODES:
-            self.in_ns(node.name, "iptables-restore", input_text=felix_rules(node))
+            if self.rules == "nft":
+                self.in_ns(node.name, "nft", "-f", "-", input_text=nft_rules(node))
+            else:
+                self.in_ns(node.name, "iptables-restore", input_text=felix_rules(node))
 
     def add_pod(self, pod: Pod) -> None:
         pns = f"pod-{pod.name}"
@@ -452,11 +457,11 @@ def felix_rules(node: Node, family: int = 4) -> str:
     def endpoint(pod: Pod, port: int) -> str:
         return f"[{ip_of(pod)}]:{port}" if v6 else f"{ip_of(pod)}:{port}"
 
-    def add(table_chain: str, spec: str, comment: str = "") -> None:
+    def add(table_chain: str, spec: str, comment: str = "", felix: bool = False) -> None:
         _, chain = table_chain.split(":")
         rules = chains.setdefault(table_chain, [])
         parts = []
-        if chain.startswith("cali-") or "-j cali-" in spec:  # felix's rules carry its rule hash
+        if felix or chain.startswith("cali-") or "-j cali-" in spec:  # felix's rules carry its rule hash
             parts.append(f'-m comment --comment "cali:{rule_hash(chain, len(rules))}"')
         if comment:
             parts.append(f'-m comment --comment "{comment}"')
@@ -493,11 +498,27 @@ def felix_rules(node: Node, family: int = 4) -> str:
     add("nat:" + svc_chain, f"-j {sep_chain}", f"{SERVICE} -> {endpoint(web, 8080)}")
     add("nat:" + sep_chain, f"-s {ip_of(web)}{host} -j KUBE-MARK-MASQ", SERVICE)
     add("nat:" + sep_chain, f"-p tcp -m tcp -j DNAT --to-destination {endpoint(web, 8080)}", SERVICE)
+    # filter FORWARD as felix and kube-proxy leave it: felix's chain inserted first, kube-proxy's service
+    # checks after it, and felix's accept appended last, so kube-proxy can still reject what policy allowed
     add("filter:FORWARD", "-j cali-FORWARD")
+    add("filter:FORWARD", "-m conntrack --ctstate NEW -j KUBE-SERVICES", "kubernetes service portals")
+    add(
+        "filter:FORWARD",
+        "-m mark --mark 0x10000/0x10000 -j ACCEPT",
+        "Policy explicitly accepted packet.",
+        felix=True,
+    )
+    add("filter:OUTPUT", "-m conntrack --ctstate NEW -j KUBE-SERVICES", "kubernetes service portals")
+    chains.setdefault("filter:KUBE-SERVICES", [])
+    if not v6:
+        add(
+            "filter:KUBE-SERVICES",
+            f"-d {GONE_IP}/32 -p tcp -m tcp --dport {SERVICE_PORT} -j REJECT --reject-with icmp-port-unreachable",
+            f"{GONE_SERVICE} has no endpoints",
+        )
     add("filter:cali-FORWARD", "-j MARK --set-xmark 0x0/0xe0000")
     add("filter:cali-FORWARD", "-i cali+ -j cali-from-wl-dispatch")
     add("filter:cali-FORWARD", "-o cali+ -j cali-to-wl-dispatch")
-    add("filter:cali-FORWARD", "-m mark --mark 0x10000/0x10000 -j ACCEPT", "Policy explicitly accepted packet.")
     for pod in pods:
         add("filter:cali-from-wl-dispatch", f"-i {pod.iface} -g cali-fw-{pod.iface}")
         add("filter:cali-to-wl-dispatch", f"-o {pod.iface} -g cali-tw-{pod.iface}")
@@ -557,6 +578,159 @@ def felix_rules(node: Node, family: int = 4) -> str:
             if tc.startswith(table + ":"):
                 out += rules
         out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def kube_nft_hash(text: str) -> str:
+    """kube-proxy's nftables chain hash (hashAndTruncate): base32(sha256), first 8 characters."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:8]
+
+
+def nft_rules(node: Node) -> str:
+    """`nft -f` input for the same node in nftables mode: Calico's `table ip calico` (felix's nftables
+    dataplane: chains named after the iptables ones with their layer in front, never hashed; workload
+    dispatch by verdict maps; every rule counted) and kube-proxy's `table ip kube-proxy` (its nftables
+    mode: services in verdict maps, chains named `service-<hash>-<ns>/<svc>/<proto>/<port>`, no
+    counters). The same policy, services and drops as felix_rules writes for iptables."""
+    pods = [p for p in PODS if p.node == node.name]
+    web = next(p for p in PODS if p.name == "web")
+    chains: dict[str, list[str]] = {}
+
+    def add(chain: str, rule: str, comment: str = "") -> None:
+        rules = chains.setdefault(chain, [])
+        text = f"cali:{rule_hash(chain, len(rules))};" + (f" {comment}" if comment else "")
+        rules.append(f'{rule} comment "{text}"')
+
+    hooks = {
+        "filter-FORWARD": "type filter hook forward priority filter; policy accept;",
+        "nat-POSTROUTING": "type nat hook postrouting priority srcnat; policy accept;",
+    }
+    add("filter-FORWARD", "counter jump filter-cali-FORWARD")
+    add("filter-FORWARD", "meta mark & 0x00010000 == 0x00010000 counter accept", "Policy explicitly accepted packet.")
+    add("filter-cali-FORWARD", "counter meta mark set meta mark & 0xfff1ffff")
+    add("filter-cali-FORWARD", 'iifname "cali*" counter jump filter-cali-from-wl-dispatch')
+    add("filter-cali-FORWARD", 'oifname "cali*" counter jump filter-cali-to-wl-dispatch')
+    add("filter-cali-from-wl-dispatch", "iifname vmap @filter-cali-from-wl-dispatch")
+    add("filter-cali-from-wl-dispatch", "counter drop", "Unknown interface")
+    add("filter-cali-to-wl-dispatch", "oifname vmap @filter-cali-to-wl-dispatch")
+    add("filter-cali-to-wl-dispatch", "counter drop", "Unknown interface")
+    add("nat-POSTROUTING", "counter jump nat-cali-POSTROUTING")
+    add("nat-cali-POSTROUTING", "counter jump nat-cali-nat-outgoing")
+    add("nat-cali-nat-outgoing", f"ip saddr {POD_CIDR} ip daddr != {POD_CIDR} counter masquerade fully-random")
+    policy_chain = f"filter-cali-pi-{DB_POLICY}"  # nftables names are long enough never to be hashed
+    profiles = set()
+    for pod in pods:
+        profile = f"kns.{pod.namespace}"
+        profiles.add(profile)
+        for chain, prof_chain in (
+            (f"filter-cali-fw-{pod.iface}", f"filter-cali-pro-{profile}"),
+            (f"filter-cali-tw-{pod.iface}", f"filter-cali-pri-{profile}"),
+        ):
+            add(chain, "ct state related,established counter accept")
+            add(chain, "ct state invalid counter drop")
+            add(chain, "counter meta mark set meta mark & 0xfffeffff")
+            if "-fw-" in chain:
+                add(chain, f"udp dport {VXLAN_PORT} counter drop", "Drop VXLAN encapped packets originating in workloads")
+                add(chain, "ip protocol 4 counter drop", "Drop IPinIP encapped packets originating in workloads")
+            if "-tw-" in chain and pod.name == "db":
+                add(chain, "counter meta mark set meta mark & 0xfffdffff", "Start of tier default")
+                add(chain, f"meta mark & 0x00020000 == 0x00000000 counter jump {policy_chain}")
+                add(chain, "meta mark & 0x00010000 == 0x00010000 counter return", "Return if policy accepted")
+                add(
+                    chain,
+                    "meta mark & 0x00020000 == 0x00000000 counter drop",
+                    "End of tier default. Drop if no policies passed packet",
+                )
+            add(chain, f"counter jump {prof_chain}")
+            add(chain, "meta mark & 0x00010000 == 0x00010000 counter return", "Return if profile accepted")
+            add(chain, "counter drop", "Drop if no profiles matched")
+    if any(p.name == "db" for p in pods):
+        add(
+            policy_chain,
+            f"ip saddr {DB_ALLOWED_SOURCE} tcp dport 5432 counter meta mark set meta mark | 0x00010000",
+            f"Policy {DB_POLICY} ingress",
+        )
+        add(policy_chain, "meta mark & 0x00010000 == 0x00010000 counter return")
+    for profile in sorted(profiles):
+        for direction, prefix in (("ingress", "filter-cali-pri-"), ("egress", "filter-cali-pro-")):
+            add(prefix + profile, "counter meta mark set meta mark | 0x00010000", f"Profile {profile} {direction}")
+            add(prefix + profile, "meta mark & 0x00010000 == 0x00010000 counter return")
+    out = ["table ip calico {"]
+    for direction, verdict in (("from", "fw"), ("to", "tw")):
+        elements = ", ".join(f'"{p.iface}" : goto filter-cali-{verdict}-{p.iface}' for p in pods)
+        out += [f"  map filter-cali-{direction}-wl-dispatch {{", "    type ifname : verdict"]
+        out += [f"    elements = {{ {elements} }}"] if elements else []
+        out.append("  }")
+    for chain, rules in chains.items():
+        out.append(f'  chain {chain} {{')
+        out += [f"    {hooks[chain]}"] if chain in hooks else []
+        out += [f"    {r}" for r in rules]
+        out.append("  }")
+    out.append("}")
+
+    # kube-proxy, nftables mode (pkg/proxy/nftables/proxier.go)
+    port_name = SERVICE.split(":")[1]
+    svc = f"default/web/tcp/{port_name}"
+    svc_chain = f"service-{kube_nft_hash(svc)}-{svc}"
+    ep = f"{svc}__{web.ip}/8080"
+    ep_chain = f"endpoint-{kube_nft_hash(ep)}-{ep}"
+    out += [
+        "table ip kube-proxy {",
+        '  comment "rules for kube-proxy"',
+        "  map service-ips {",
+        "    type ipv4_addr . inet_proto . inet_service : verdict",
+        '    comment "ClusterIP, ExternalIP and LoadBalancer IP traffic"',
+        f"    elements = {{ {CLUSTER_IP} . tcp . {SERVICE_PORT} : goto {svc_chain} }}",
+        "  }",
+        "  map no-endpoint-services {",
+        "    type ipv4_addr . inet_proto . inet_service : verdict",
+        '    comment "vmap to drop or reject packets to services with no endpoints"',
+        f'    elements = {{ {GONE_IP} . tcp . {SERVICE_PORT} comment "{GONE_SERVICE}" : goto reject-chain }}',
+        "  }",
+        "  chain mark-for-masquerade {",
+        "    meta mark set meta mark | 0x00004000",
+        "  }",
+        "  chain masquerading {",
+        "    meta mark & 0x00004000 == 0x00000000 return",
+        "    meta mark set meta mark ^ 0x00004000",
+        "    masquerade fully-random",
+        "  }",
+        "  chain services {",
+        "    ip daddr . meta l4proto . th dport vmap @service-ips",
+        "  }",
+        "  chain service-endpoints-check {",
+        "    ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
+        "  }",
+        "  chain reject-chain {",
+        '    comment "helper for @no-endpoint-services / @no-endpoint-nodeports"',
+        "    reject",
+        "  }",
+        "  chain nat-prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        "    jump services",
+        "  }",
+        "  chain nat-output {",
+        "    type nat hook output priority -100; policy accept;",
+        "    jump services",
+        "  }",
+        "  chain nat-postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        "    jump masquerading",
+        "  }",
+        "  chain filter-forward {",
+        "    type filter hook forward priority -110; policy accept;",
+        "    ct state new jump service-endpoints-check",
+        "  }",
+        f"  chain {svc_chain} {{",
+        f"    ip daddr {CLUSTER_IP} tcp dport {SERVICE_PORT} ip saddr != {POD_CIDR} jump mark-for-masquerade",
+        f"    numgen random mod 1 vmap {{ 0 : goto {ep_chain} }}",
+        "  }",
+        f"  chain {ep_chain} {{",
+        f"    ip saddr {web.ip} jump mark-for-masquerade",
+        f"    meta l4proto tcp dnat to {web.ip}:8080",
+        "  }",
+        "}",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -636,7 +810,8 @@ def stray_ack(src, dst, sport, dport):
 
 def run_edge_scenarios(lab: Lab) -> dict:
     """Packets that are not a connection's first: a datagram fragmented by its pod and refragmented
-    by the node for the tunnel, a connection node-b's conntrack forgets mid-stream, and stray ACKs.
+    by the node for the tunnel, a connection node-b's conntrack forgets mid-stream, and stray ACKs;
+    and a connection to a service without endpoints, which kube-proxy's REJECT refuses.
     node-b runs with nf_conntrack_tcp_loose=0, so it calls a segment of no known connection INVALID
     and felix's `--ctstate INVALID -j DROP` rule in the web pod's cali-tw chain drops it."""
     client, web = pod("client"), pod("web")
@@ -665,6 +840,16 @@ def run_edge_scenarios(lab: Lab) -> dict:
         s.sendall(b"after" * 100); time.sleep(1.6)
         print(json.dumps({{"unacked": True}}))""",
         forget,
+    )
+    results["no_endpoints"] = lab.client(
+        "client",
+        f"""
+        s = socket.socket(); s.bind(("0.0.0.0", 0)); port = s.getsockname()[1]; s.settimeout(3)
+        try:
+            s.connect(("{GONE_IP}", {SERVICE_PORT})); outcome = "connected"
+        except OSError as exc:
+            outcome = type(exc).__name__
+        print(json.dumps({{"sport": port, "outcome": outcome}}))""",
     )
     results["stray_ack"] = lab.client(
         "client",
@@ -714,6 +899,25 @@ def edge_ground_truth(results: dict) -> dict:
                 "partial",
                 [*crossing(client), to_web],
                 drop=invalid_drop,
+            ),
+            flow(  # kube-proxy REJECTs it in node-a's filter FORWARD: ICMP port unreachable, connection refused
+                "no_endpoints",
+                "tcp",
+                client,
+                results["no_endpoints"]["sport"],
+                (GONE_IP, SERVICE_PORT),
+                "dropped",
+                [{"node": client.node, "interface": client.iface}],
+                service=GONE_SERVICE,
+                drop={
+                    "node": client.node,
+                    "last_seen": {"node": client.node, "interface": client.iface},
+                    "missing_at": {"node": client.node, "interface": "eth0"},
+                    "table": "filter",
+                    "chain": "KUBE-SERVICES",
+                    "kind": "no_endpoints",
+                    "rule_comment": f"{GONE_SERVICE} has no endpoints",
+                },
             ),
             flow(
                 "stray_ack",
@@ -1023,10 +1227,20 @@ def set_tunnel_mtu(mtu: int) -> None:
 ANY_ONLY = {"dual": ("node-a",)}  # nodes a run captures with `tcpdump -i any` (SLL2) alone, not per interface
 
 
-def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None, scenarios: str = "core") -> Path:
-    """Build the lab, run one set of scenarios (`core`: the samples'; `edge`: fragments and INVALID
-    drops; `dual`: IPv4 and IPv6, node-a captured with `-i any` alone) while collecting, and write
-    the bundle and its ground truth."""
+def run(
+    out_dir: Path,
+    name: str = "lab-vxlan",
+    tunnel_mtu: int | None = None,
+    scenarios: str = "core",
+    rules: str = "iptables",
+) -> Path:
+    """Build the lab, run one set of scenarios (`core`: the samples'; `edge`: fragments, INVALID drops
+    and a service without endpoints; `dual`: IPv4 and IPv6, node-a captured with `-i any` alone) while
+    collecting, and write the bundle and its ground truth. ``rules``: `iptables` (felix's and
+    kube-proxy's iptables modes) or `nft` (Calico's nftables dataplane and kube-proxy's nftables mode;
+    IPv4 scenario sets only)."""
+    if rules == "nft" and scenarios == "dual":
+        raise SystemExit("the nft rule writer covers IPv4 only")
     scenario_run, scenario_truth = SCENARIOS[scenarios]
     if tunnel_mtu is not None:
         set_tunnel_mtu(tunnel_mtu)
@@ -1038,7 +1252,7 @@ def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None, s
     if bundle_dir.exists():
         shutil.rmtree(bundle_dir)
     global PODS
-    lab, pods_before = Lab(ipv6=scenarios == "dual"), PODS
+    lab, pods_before = Lab(ipv6=scenarios == "dual", rules=rules), PODS
     try:
         if scenarios == "dual":  # the pods take the smaller of the two tunnels' MTUs, as Calico sets it
             PODS = [p if p.mtu == UNDERLAY_MTU else Pod(p.namespace, p.name, p.node, p.ip, VXLAN6_MTU) for p in PODS]
@@ -1080,6 +1294,7 @@ def run(out_dir: Path, name: str = "lab-vxlan", tunnel_mtu: int | None = None, s
         listing.parent.mkdir(parents=True, exist_ok=True)
         listing.write_text(pod_listing())
         truth = scenario_truth(results)
+        truth["rules"] = rules
     finally:
         lab.cleanup()
         PODS = pods_before
@@ -1095,7 +1310,8 @@ if __name__ == "__main__":
     mtu = int(args[args.index("--tunnel-mtu") + 1]) if "--tunnel-mtu" in args else None
     name = args[args.index("--name") + 1] if "--name" in args else "lab-vxlan"
     scenarios = args[args.index("--scenarios") + 1] if "--scenarios" in args else "core"
+    rules = args[args.index("--rules") + 1] if "--rules" in args else "iptables"
     out = next(
         (a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))), None
     )
-    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu, scenarios=scenarios))
+    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu, scenarios=scenarios, rules=rules))

@@ -94,6 +94,11 @@ def check_service_dnat(b: calforensics.Bundle, truth: dict) -> None:
         flow["backend_ip"],
         flow["backend_port"],
     )
+    if truth.get("kube_proxy") == "ipvs":  # the real server of the virtual service, from ipvsadm
+        ipvs = b.ipvs
+        real = ipvs[(ipvs.node == flow["dnat_node"]) & (ipvs.kind == "real") & (ipvs.vip == flow["server_ip"])]
+        assert set(zip(real.backend_ip, real.backend_port, strict=True)) == {(flow["backend_ip"], flow["backend_port"])}
+        return None
     rules = b.rules
     sep = rules[
         (rules.node == flow["dnat_node"])
@@ -258,7 +263,8 @@ def check_edge_flows(b: calforensics.Bundle, truth: dict) -> None:
     from calforensics.analyses.overhead import mtu_issues
 
     flows, drops = b.flows, find_drops(b).set_index("flow_id")
-    invalid_lost = 0
+    lost: dict[str, int] = {}
+    counters: dict[str, int] = {}
     for gt in truth["flows"]:
         f = flow_for(b, gt)
         assert (f.server_ip, f.server_port, f.verdict) == (gt["server_ip"], gt["server_port"], gt["verdict"]), gt
@@ -286,9 +292,12 @@ def check_edge_flows(b: calforensics.Bundle, truth: dict) -> None:
                 d["chain"],
             )
             assert row.confidence == "high" and row.packets >= d.get("min_packets", 1)
-            invalid_lost += int(row.packets)
-            counter = int(row.cause_counter_packets)
-    assert invalid_lost <= counter  # the INVALID rule counted every segment lost between the two points
+            if "rule_comment" in d:
+                assert row.cause_rule_comment == d["rule_comment"] and f.service == gt["service"]
+            lost[d["kind"]] = lost.get(d["kind"], 0) + int(row.packets)
+            counters[d["kind"]] = int(row.cause_counter_packets)
+    # the INVALID rule counted every segment lost between the two points, the REJECT every SYN refused
+    assert all(lost[kind] <= counters[kind] for kind in lost) and lost, (lost, counters)
     # no fragment is left over as a port-less flow of its own
     assert not ((flows.proto == "udp") & (flows.client_port == -1)).any()
     assert len(b.datagrams) > 0 and len(b.anomalies) == 0, b.anomalies.head()

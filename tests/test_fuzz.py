@@ -17,7 +17,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calforensics.anomalies import AnomalyLog
-from calforensics.ingest.parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
+from calforensics.ingest.parsers import (
+    bpftool,
+    calico_bpf,
+    conntrack,
+    iproute,
+    iptables,
+    ipvs,
+    kubectl,
+    nft,
+    platform,
+    sysctl,
+    traces,
+)
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -86,11 +98,64 @@ PODS = [
     "NAMESPACE     NAME      READY   STATUS    RESTARTS      AGE   IP             NODE     NOMINATED NODE   READINESS GATES",
     "default       client    1/1     Running   2 (5m ago)    10m   192.168.10.5   node-a   <none>           <none>",
 ]
+NFT_KUBE_PROXY = [  # kube-proxy's nftables mode as `nft -n -a list ruleset` prints it (the lab's kernel)
+    "table ip kube-proxy { # handle 2",
+    '\tcomment "rules for kube-proxy"',
+    "\tmap service-ips { # handle 12",
+    "\t\ttype ipv4_addr . inet_proto . inet_service : verdict",
+    '\t\tcomment "ClusterIP, ExternalIP and LoadBalancer IP traffic"',
+    "\t\telements = { 10.96.0.50 . 6 . 80 : goto service-SUSTUHLJ-default/web/tcp/http,",
+    "\t\t\t     10.96.0.10 . 17 . 53 : goto service-FY5PMXPG-kube-system/kube-dns/udp/dns }",
+    "\t}",
+    "\tmap no-endpoint-services { # handle 13",
+    "\t\ttype ipv4_addr . inet_proto . inet_service : verdict",
+    '\t\telements = { 10.96.0.70 . 6 . 80 comment "default/gone:http" : goto reject-chain }',
+    "\t}",
+    "\tchain reject-chain { # handle 9",
+    '\t\tcomment "helper for @no-endpoint-services / @no-endpoint-nodeports"',
+    "\t\treject # handle 22",
+    "\t}",
+    "\tchain service-SUSTUHLJ-default/web/tcp/http { # handle 10",
+    "\t\tip daddr 10.96.0.50 tcp dport 80 ip saddr != 192.168.0.0/16 jump mark-for-masquerade # handle 26",
+    "\t\tnumgen random mod 2 vmap { 0 : goto endpoint-YKFLT22E-default/web/tcp/http__192.168.20.7/8080,",
+    "\t\t\t1 : goto endpoint-AAAAAAAA-default/web/tcp/http__192.168.20.8/8080 } # handle 27",
+    "\t}",
+    "\tchain endpoint-YKFLT22E-default/web/tcp/http__192.168.20.7/8080 { # handle 11",
+    "\t\tmeta l4proto 6 dnat to 192.168.20.7:8080 # handle 29",
+    "\t}",
+    "}",
+]
+IPVSADM = [  # ipvsadm -Ln, then --stats, as ipvsadm.c prints them
+    "IP Virtual Server version 1.2.1 (size=4096)",
+    "Prot LocalAddress:Port Scheduler Flags",
+    "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+    "TCP  10.96.0.50:80 rr persistent 10800",
+    "  -> 192.168.20.7:8080            Masq    1      2          5",
+    "UDP  [fd00:96::10]:53 rr",
+    "  -> [fd10::1402]:53              Masq    1      0          0",
+    "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes",
+    "  -> RemoteAddress:Port",
+    "TCP  10.96.0.50:80                      12      345      300 123456K     9876M",
+    "  -> 192.168.20.7:8080                  12      345      300 123456K     9876M",
+]
+PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
+    "  spec:",
+    "    calicoVersion: v3.29.2",
+    '{"spec": {"calicoVersion": "v3.30.0", "bpfRedirectToPeer": "L2Only"}}',
+    "    Image:          docker.io/calico/node:v3.29.2",
+    "    bpfRedirectToPeer: Disabled",
+    "      FELIX_BPFENABLED:                   true",
+    '2026-12-01 09:00:01.234 [INFO][52] felix/daemon.go 366: Felix starting up GOMAXPROCS=4 version="v3.29.2"',
+    "      kind: KubeProxyConfiguration",
+    "      mode: ipvs",
+    'I1221 03:23:16.189324       1 server_linux.go:132] "Using iptables Proxier"',
+]
 
 PARSERS = {
     "conntrack": (conntrack.parse_conntrack, SAMPLE_LINES["conntrack-list.txt"]),
     "iptables-save": (iptables.parse_iptables_save, SAMPLE_LINES["iptables-nft-save.txt"]),
     "nft": (nft.parse_nft_ruleset, SAMPLE_LINES["nft-ruleset.txt"]),
+    "nft kube-proxy": (nft.parse_nft_ruleset, NFT_KUBE_PROXY),
     "ip link": (iproute.parse_ip_link, SAMPLE_LINES["ip-link.txt"] + SAMPLE_LINES["ip-addr.txt"]),
     "ip route": (iproute.parse_ip_route, SAMPLE_LINES["ip-route.txt"] + SAMPLE_LINES["ip-route-v6.txt"]),
     "sysctl": (sysctl.parse_sysctls, SAMPLE_LINES["sysctls.txt"]),
@@ -103,6 +168,8 @@ PARSERS = {
     "bpf traces": (traces.parse_traces, BPF_TRACES),
     "kubectl": (kubectl.parse_pod_listing, PODS),
     "kubectl services": (kubectl.parse_service_listing, SERVICES),
+    "platform": (platform.parse_platform_evidence, PLATFORM),
+    "ipvsadm": (ipvs.parse_ipvsadm, IPVSADM),
 }
 
 
@@ -185,8 +252,9 @@ def test_real_lines_parse_without_anomalies_and_damage_is_reported(name):
     clean, log = parse(name, real)
     assert len(clean) > 0 and len(log.rows) == 0, log.rows[:3]
     damaged, damaged_log = parse(name, [*real, "\x00garbage } { = ]", *real])
-    # a trace log is the kernel's log: lines that are not traces are its other messages, not damage
-    assert len(damaged_log.rows) >= 1 or name.endswith("traces")
+    # a trace log is the kernel's log: lines that are not traces are its other messages, not damage;
+    # platform evidence is a few statements in whole documents whose other lines are not its to read
+    assert len(damaged_log.rows) >= 1 or name.endswith("traces") or name == "platform"
     if not name.endswith("json"):
         assert len(damaged) >= len(clean)
 
@@ -540,3 +608,104 @@ def test_calico_bpf_counter_tables_round_trip(iface, counts):
     assert len(log.rows) == 0, log.rows
     got = list(zip(df["interface"], df["category"], df["type"], df["ingress"], df["egress"], df["xdp"], strict=True))
     assert got == [(iface, "Dropped", kind, ingress, egress, -1) for kind, ingress, egress in counts]
+
+
+@SETTINGS
+@given(
+    version=st.tuples(st.integers(3, 3), st.integers(20, 40), st.integers(0, 12)),
+    form=st.sampled_from(["yaml", "json", "image", "felix", "calicoctl"]),
+    redirect=st.sampled_from(["Enabled", "Disabled", "L2Only"]),
+    proxy=st.sampled_from(["iptables", "ipvs", "nftables"]),
+    noise=st.lists(st.text(max_size=60), max_size=5),
+)
+def test_platform_statements_round_trip(version, form, redirect, proxy, noise):
+    """A release, a Felix setting and kube-proxy's mode, each in a form of its own, read back among
+    lines of anything else."""
+    v = "v{}.{}.{}".format(*version)
+    said = {
+        "yaml": f"    calicoVersion: {v}",
+        "json": f'{{"spec": {{"calicoVersion": "{v}"}}}}',
+        "image": f"    Image:          docker.io/calico/node:{v}",
+        "felix": f'2026-01-01 00:00:00.000 [INFO][1] felix/daemon.go 1: Felix starting up GOMAXPROCS=2 version="{v}"',
+        "calicoctl": f"Cluster Calico Version:  {v}",
+    }[form]
+    clean = [x for x in noise if not platform.MARKERS.search(x) and "mode" not in x]
+    lines = [*clean, said, f"    bpfRedirectToPeer: {redirect}", "  kind: KubeProxyConfiguration", f"  mode: {proxy}"]
+    df, _ = parse("platform", lines)
+    got = sorted(zip(df["kind"].astype(str), df["value"].astype(str), strict=True))
+    assert got == sorted([("calico_version", v), ("felix_setting", redirect), ("kube_proxy_mode", proxy)])
+
+
+@SETTINGS
+@given(
+    elements=st.lists(
+        st.tuples(V4, st.sampled_from(["6", "17", "tcp", "udp"]), PORT, st.from_regex(r"[a-z][a-z0-9/-]{0,20}", fullmatch=True)),
+        min_size=1,
+        max_size=8,
+    ),
+    per_line=st.integers(1, 4),
+)
+def test_nft_verdict_map_elements_round_trip(elements, per_line):
+    """A verdict map's elements, over as many lines as nft wraps them onto, parse back to their keys and
+    verdict chains, in order (kube-proxy's nftables mode keeps its services in them)."""
+    items = [f"{ip} . {proto} . {port} : goto service-{target}" for ip, proto, port, target in elements]
+    chunks = [", ".join(items[k : k + per_line]) for k in range(0, len(items), per_line)]
+    body = ",\n\t\t\t     ".join(chunks).split("\n")
+    body[0] = "\t\telements = { " + body[0]
+    body[-1] += " }"
+    lines = ["table ip kube-proxy {", "\tmap service-ips {", "\t\ttype ipv4_addr . inet_proto . inet_service : verdict"]
+    lines += [*body, "\t}", "}"]
+    df, log = parse("nft", lines)
+    assert len(log.rows) == 0, log.rows
+    got = df[df["kind"] == "element"]
+    want = [(f"{ip} . {proto} . {port}", f"service-{target}") for ip, proto, port, target in elements]
+    assert list(zip(got["match"], got["target"], strict=True)) == want and (got["chain"] == "service-ips").all()
+
+
+@SETTINGS
+@given(
+    services=st.lists(
+        st.tuples(
+            st.sampled_from(["TCP", "UDP"]),
+            ADDRESS,
+            PORT,
+            st.lists(st.tuples(ADDRESS, PORT, st.integers(0, 10**13)), max_size=3),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    exact=st.booleans(),
+)
+def test_ipvsadm_stats_round_trip(services, exact):
+    """`ipvsadm -Ln --stats` services and real servers read back: addresses in either family, and
+    statistics printed in full (--exact) or, from 100 million up, in thousands, millions… with a suffix."""
+
+    def printed(n: int) -> str:
+        if exact:  # print_largenum: at least 9 wide, and always a space before
+            return f"{n:{9 if len(str(n)) <= 8 else len(str(n)) + 1}d}"
+        if n < 10**8:
+            return f"{n:9d}"
+        for limit, div, suffix in ((10**9, 10**3, "K"), (10**11, 10**6, "M"), (10**14, 10**9, "G")):
+            if n < limit:
+                return f"{n // div:8d}{suffix}"
+        return f"{n // 10**12:8d}T"
+
+    def shown(n: int) -> int:
+        text = printed(n).strip()
+        return int(text[:-1]) * {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[text[-1]] if text[-1] in "KMGT" else int(text)
+
+    def hostport(ip: str, port: int) -> str:
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+    lines = ["Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes", "  -> RemoteAddress:Port"]
+    want = []
+    for proto, vip, vport, reals in services:
+        lines.append(f"{proto}  {hostport(vip, vport)}".ljust(33) + "".join(printed(7) for _ in range(5)))
+        want.append(("service", proto.lower(), vip, vport, "", -1, 7))
+        for ip, port, stat in reals:
+            lines.append(f"  -> {hostport(ip, port):<28}" + printed(stat) * 5)
+            want.append(("real", proto.lower(), vip, vport, ip, port, shown(stat)))
+    df, log = parse("ipvsadm", lines)
+    assert not log.rows, log.rows
+    got = list(zip(df.kind, df.proto, df.vip, df.vport, df.backend_ip, df.backend_port, df.in_bytes, strict=True))
+    assert got == want

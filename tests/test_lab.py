@@ -41,6 +41,7 @@ def lab_run(tmp_path_factory):
         unavailable(f"the real-kernel lab is not possible here: {reason}")
     import ebpf
     import ipip
+    import ipvs
     import lab
     import wireguard
 
@@ -48,6 +49,7 @@ def lab_run(tmp_path_factory):
     vxlan = lab.run(out)
     ipip_bundle = ipip.convert(vxlan, out / "lab-ipip.tgz")
     ebpf.convert(vxlan, out / "lab-ebpf.tgz")
+    ipvs.convert(vxlan, out / "lab-ipvs.tgz")
     try:  # a second run at Calico's WireGuard MTU, the base of the WireGuard derivation
         base = lab.run(out, name="lab-wg-base", tunnel_mtu=1440)
     finally:
@@ -80,8 +82,8 @@ def test_live_ipip_derivative_matches_ground_truth(lab_run):
         check_bundle(b, truth)
 
 
-@pytest.mark.parametrize("name", ["lab-ebpf", "lab-wireguard"])
-def test_live_ebpf_and_wireguard_derivatives_match_ground_truth(lab_run, name):
+@pytest.mark.parametrize("name", ["lab-ebpf", "lab-wireguard", "lab-ipvs"])
+def test_live_ebpf_wireguard_and_ipvs_derivatives_match_ground_truth(lab_run, name):
     out = lab_run[0]
     truth = json.loads((out / f"{name}.ground_truth.json").read_text())
     with calforensics.open_bundle(out / f"{name}.tgz") as b:
@@ -92,15 +94,19 @@ def test_live_ebpf_and_wireguard_derivatives_match_ground_truth(lab_run, name):
             assert len(data) == len(truth["wireguard"]["pairs"]) * 2
 
 
-def scenario_run(tmp_path_factory, scenarios: str) -> tuple[Path, Path]:
-    """(folder, bundle) of one lab run of a scenario set (`edge`, `dual`) as lab-<set>."""
+def scenario_run(tmp_path_factory, scenarios: str, rules: str = "iptables") -> tuple[Path, Path]:
+    """(folder, bundle) of one lab run of a scenario set (`edge`, `dual`) as lab-<set>, its rules
+    written as iptables (felix's and kube-proxy's iptables modes) or nft (their nftables modes)."""
     reason = lab_unavailable()
     if reason:
         unavailable(f"the real-kernel lab is not possible here: {reason}")
+    if rules == "nft" and not shutil.which("nft"):
+        unavailable("the real-kernel lab's nftables shape needs nft")
     import lab
 
-    out = tmp_path_factory.mktemp(scenarios)
-    return out, lab.run(out, name=f"lab-{scenarios}", scenarios=scenarios)
+    name = f"lab-{scenarios}" + ("-nft" if rules == "nft" else "")
+    out = tmp_path_factory.mktemp(name)
+    return out, lab.run(out, name=name, scenarios=scenarios, rules=rules)
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +117,69 @@ def edge_run(tmp_path_factory):
 def test_live_fragments_and_invalid_drops_match_ground_truth(edge_run):
     """A datagram fragmented by the pod and refragmented by the node for the tunnel is one delivered
     datagram; segments of a connection node-b's conntrack forgot, and stray ACKs, are dropped by the
-    `--ctstate INVALID` rule, with its counter (shapes of the same run: tests/test_capture_shapes.py)."""
+    `--ctstate INVALID` rule, with its counter; a connection to a service without endpoints is refused
+    by kube-proxy's REJECT, named with its service (shapes of the same run: tests/test_capture_shapes.py)."""
     out, bundle = edge_run
     truth = json.loads((out / "lab-edge.ground_truth.json").read_text())
     assert truth["client_results"]["fragmented"]["reply_bytes"] == truth["client_results"]["fragmented"]["bytes"]
+    assert truth["client_results"]["no_endpoints"]["outcome"] == "ConnectionRefusedError"  # kube-proxy's REJECT
     with calforensics.open_bundle(bundle) as b:
         for check in EDGE_CHECKS:
             check(b, truth)
+
+
+@pytest.fixture(scope="module")
+def nft_runs(tmp_path_factory):
+    return {s: scenario_run(tmp_path_factory, s, rules="nft") for s in ("core", "edge")}
+
+
+def rule_answers(bundle: Path, truth: dict) -> dict:
+    """Per ground-truth flow: what the rules let the analysis say (verdict, service, backend, and a
+    drop's cause with its chain as iptables names it, its policy, and whether its counter covers the
+    packets lost), and per node the dataplane and kube-proxy mode."""
+    from groundtruth import flow_for
+
+    from calforensics.analyses.drops import find_drops
+    from calforensics.ingest.parsers.nft import iptables_chain_name
+
+    out = {}
+    with calforensics.open_bundle(bundle) as b:
+        drops = find_drops(b).set_index("flow_id")
+        for gt in truth["flows"]:
+            f = flow_for(b, gt)
+            answer = [f.verdict, f.service, f.backend_ip, int(f.backend_port)]
+            if int(f.flow_id) in drops.index:
+                d = drops.loc[int(f.flow_id)]
+                counted = int(d.cause_counter_packets)
+                answer += [d.cause_kind, d.cause_node, iptables_chain_name(d.cause_chain), d.cause_policy]
+                answer += ["no counter" if counted < 0 else counted >= int(d.packets)]
+            out[gt["name"]] = answer
+        modes = {r.node: (r.mode, r.kube_proxy) for r in b.dataplane.itertuples()}
+        assert len(b.anomalies) == 0, b.anomalies.head()
+    return {"flows": out, "modes": modes}
+
+
+def test_rule_shapes_give_the_same_answer(lab_run, edge_run, nft_runs):
+    """The same runs with their rules written by Calico's nftables dataplane and kube-proxy's nftables
+    mode (real `nft` on the lab's kernel) give the same verdicts, services, backends, drop causes,
+    chains and policies as with iptables. kube-proxy's nftables mode keeps no counters: its service
+    without endpoints is named by a map element, and the answer says there is no counter."""
+    runs = {
+        "core": (lab_run[0] / "lab-vxlan.ground_truth.json", lab_run[1]),
+        "edge": (edge_run[0] / "lab-edge.ground_truth.json", edge_run[1]),
+    }
+    for scenarios, (truth_file, bundle) in runs.items():
+        iptables = rule_answers(bundle, json.loads(truth_file.read_text()))
+        out, nft_bundle = nft_runs[scenarios]
+        nft = rule_answers(nft_bundle, json.loads((out / f"lab-{scenarios}-nft.ground_truth.json").read_text()))
+        assert set(iptables["modes"].values()) == {("iptables", "iptables")}
+        assert set(nft["modes"].values()) == {("nftables", "nftables")}
+        for name, answer in iptables["flows"].items():
+            expected = list(answer)
+            if name == "no_endpoints":
+                assert answer[4:7] == ["no_endpoints", "node-a", "KUBE-SERVICES"] and answer[-1] is True
+                expected[6], expected[-1] = "no-endpoint-services", "no counter"  # a map element, uncounted
+            assert nft["flows"][name] == expected, (scenarios, name)
 
 
 @pytest.fixture(scope="module")

@@ -517,6 +517,71 @@ COMMIT
     assert rules.loc["cali-pi-_tTE-E7yY40ogArNVgKt", "policy"] == ""
 
 
+POLICY_GROUP_V332 = """*filter
+:cali-tw-cali1234567890a - [0:0]
+:cali-gi-Qx1Zq3a9Rv5Tb7Nc2Md4 - [0:0]
+:cali-pi-_AAAAAAAAAAAAAAAAAAA - [0:0]
+:cali-pi-_BBBBBBBBBBBBBBBBBBB - [0:0]
+[5:300] -A cali-tw-cali1234567890a -m comment --comment "cali:aaaaaaaaaaaaaaa1" -m comment --comment "Start of tier default" -j MARK --set-xmark 0x0/0x20000
+[5:300] -A cali-tw-cali1234567890a -m comment --comment "cali:aaaaaaaaaaaaaaa2" -m mark --mark 0x0/0x20000 -j cali-gi-Qx1Zq3a9Rv5Tb7Nc2Md4
+[0:0] -A cali-tw-cali1234567890a -m comment --comment "cali:aaaaaaaaaaaaaaa3" -m comment --comment "Return if policy accepted" -m mark --mark 0x10000/0x10000 -j RETURN
+[5:300] -A cali-tw-cali1234567890a -m comment --comment "cali:aaaaaaaaaaaaaaa4" -m comment --comment "End of tier default. Drop if no policies passed packet" -m mark --mark 0x0/0x20000 -j DROP
+[5:300] -A cali-gi-Qx1Zq3a9Rv5Tb7Nc2Md4 -m comment --comment "cali:bbbbbbbbbbbbbbb1" -m mark --mark 0x0/0x20000 -j cali-pi-_AAAAAAAAAAAAAAAAAAA
+[5:300] -A cali-gi-Qx1Zq3a9Rv5Tb7Nc2Md4 -m comment --comment "cali:bbbbbbbbbbbbbbb2" -m mark ! --mark 0x0/0x30000 -j RETURN
+[5:300] -A cali-gi-Qx1Zq3a9Rv5Tb7Nc2Md4 -m comment --comment "cali:bbbbbbbbbbbbbbb3" -m mark --mark 0x0/0x20000 -j cali-pi-_BBBBBBBBBBBBBBBBBBB
+[0:0] -A cali-pi-_AAAAAAAAAAAAAAAAAAA -m comment --comment "cali:ccccccccccccccc1" -m comment --comment "NetworkPolicy sec/allow-db ingress" -s 10.0.0.5/32 -j MARK --set-xmark 0x10000/0x10000
+[0:0] -A cali-pi-_BBBBBBBBBBBBBBBBBBB -m comment --comment "cali:ccccccccccccccc2" -m comment --comment "KubernetesNetworkPolicy sec/knp-web ingress" -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x10000/0x10000
+COMMIT
+"""
+
+
+def test_policy_group_chains_and_the_v332_comment_dialect():
+    """v3.32 comments a policy chain `<Kind> <ns>/<name> ingress`; a policy-group chain (cali-gi-:
+    policies sharing a selector) stands for the policies it jumps to, so a tier's end drop names them."""
+    df = add_rule_meaning(parse_iptables_save(POLICY_GROUP_V332.split("\n"), log(), "n1", "f"))
+    rules = df[df.kind == "rule"]
+    drop = rules[rules.drop_kind == "end_of_tier"].iloc[0]
+    assert (drop.policy, drop.policy_kind, drop.tier) == ("sec/allow-db, sec/knp-web", "policy", "default")
+    jump = rules[rules.target == "cali-gi-Qx1Zq3a9Rv5Tb7Nc2Md4"].iloc[0]
+    assert (jump.policy, jump.policy_kind, jump.direction) == ("sec/allow-db, sec/knp-web", "policy-group", "ingress")
+    named = rules.drop_duplicates("chain").set_index("chain").policy
+    assert (named["cali-pi-_AAAAAAAAAAAAAAAAAAA"], named["cali-pi-_BBBBBBBBBBBBBBBBBBB"]) == ("sec/allow-db", "sec/knp-web")
+
+
+KUBE_TURN_AWAY = """*nat
+:KUBE-FW-ABCDEFGHIJKLMNOP - [0:0]
+[2:120] -A KUBE-FW-ABCDEFGHIJKLMNOP -m comment --comment "shop/old:http loadbalancer IP" -j KUBE-MARK-DROP
+COMMIT
+*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
+[3:180] -A KUBE-SERVICES -d 10.96.0.70/32 -p tcp -m comment --comment "default/gone:http has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable
+[1:60] -A KUBE-EXTERNAL-SERVICES -p tcp -m comment --comment "default/gone:http has no endpoints" -m addrtype --dst-type LOCAL -m tcp --dport 30070 -j REJECT --reject-with icmp-port-unreachable
+[4:240] -A KUBE-EXTERNAL-SERVICES -d 203.0.113.10/32 -p tcp -m comment --comment "shop/local:http has no local endpoints" -m tcp --dport 80 -j DROP
+[2:120] -A KUBE-PROXY-FIREWALL -d 203.0.113.9/32 -p tcp -m comment --comment "shop/front:http traffic not accepted by KUBE-FW-QRSTUVWXYZ234567" -m tcp --dport 80 -j DROP
+COMMIT
+"""
+
+
+def test_kube_proxy_rules_that_turn_a_frontend_away():
+    """kube-proxy's REJECT of a service without endpoints (and its NodePort), the DROP of one without
+    local endpoints, KUBE-PROXY-FIREWALL's DROP of a source outside a LoadBalancer's ranges, and the
+    older KUBE-FW mark-for-drop: each names its service and kind, at its frontend."""
+    df = add_rule_meaning(parse_iptables_save(KUBE_TURN_AWAY.split("\n"), log(), "n1", "f"))
+    got = {
+        (r.chain, str(r.drop_kind), str(r.service), str(r.service_ip), int(r.service_port))
+        for r in df[df.kind == "rule"].itertuples()
+    }
+    assert got == {
+        ("KUBE-FW-ABCDEFGHIJKLMNOP", "", "shop/old:http", "", -1),
+        ("KUBE-SERVICES", "no_endpoints", "default/gone:http", "10.96.0.70", 80),
+        ("KUBE-EXTERNAL-SERVICES", "no_endpoints", "default/gone:http", "", 30070),
+        ("KUBE-EXTERNAL-SERVICES", "no_local_endpoints", "shop/local:http", "203.0.113.10", 80),
+        ("KUBE-PROXY-FIREWALL", "lb_source_range", "shop/front:http", "203.0.113.9", 80),
+    }
+
+
 def test_calico_bpf_routes_dump_is_recognised_by_its_content(tmp_path):
     """`calico-node -bpf routes dump` saved under any name ("%15v: %s" lines, routes.go dump), after
     the notice `kubectl exec` prints and a Felix log line: recognised and read; the lines that are

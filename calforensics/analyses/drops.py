@@ -1,13 +1,15 @@
 """Drops: where a flow's packets stopped, and what on that path explains it, with typed evidence.
 
 Evidence kinds: `observed` (seen at one capture point, absent at the next while it was capturing),
-`counter` (a DROP/REJECT rule or Calico default drop on that path whose counter moved), `conntrack`
+`counter` (a DROP/REJECT rule or Calico default drop on that path whose counter moved), `rule` (a
+kube-proxy rule or map element that turns the dialled frontend away but keeps no counter), `conntrack`
 (UNREPLIED/INVALID entries), `syn_retries`, `icmp` (errors sent back, e.g. fragmentation needed),
 `bpf_counter` (calico-bpf drop counters of the BPF hooks between the two capture points),
 `bpf_conntrack` (the flow's BPF conntrack entry with the destination's leg not approved),
 `bpf_trace` (BPF debug log verdicts: `DENY due to policy`). Each evidence says its `scope`:
 `per_flow` (about this flow's packets), `cumulative` (a counter since it was attached or zeroed,
-which cannot say which packets or when), or `per_hook` (log lines on the hook without a tuple).
+which cannot say which packets or when), `per_hook` (log lines on the hook without a tuple), or
+`configured` (what a rule matching the flow's frontend says, with no counter to show it acted).
 
 In eBPF mode the hooks come from where tcpdump taps sit (shared eBPF reference A.2, A.4): the tap
 runs before a device's tc ingress program and after its tc egress program, and XDP runs before
@@ -26,6 +28,7 @@ import pandas as pd
 
 from ..bundle import Bundle
 from ..join.summaries import point_labels, role_of
+from ..meaning.rules import calico_chain_kind
 from .blocks import select_hops
 
 DROP_COLUMNS = [
@@ -103,9 +106,13 @@ def _lost_flow_hops(b: Bundle, lost_ids: np.ndarray) -> tuple[dict, dict]:
 def _rule_cause(rules: pd.DataFrame, last_seen: str, missing_at: str, roles: dict) -> tuple[dict | None, dict | None]:
     """The drop rule on the path between two capture points whose counter moved, and its evidence."""
     for node, chain in _candidate_chains(last_seen, missing_at, roles):
-        in_chain = rules[(rules["node"] == node) & (rules["chain"] == chain)]
+        # by what the chain is, not how it is spelt: Calico's nftables mode prefixes its layer
+        # (`filter-cali-tw-<iface>`); the chains it jumps to are named as the dump names them
+        kind, iface = calico_chain_kind(chain)
+        mine = rules[rules["node"] == node]
+        in_chain = mine[(mine["calico_chain"] == kind) & (mine["endpoint_iface"] == iface)]
         targets = set(in_chain["target"].astype(str))
-        related = rules[(rules["node"] == node) & ((rules["chain"] == chain) | rules["chain"].isin(targets))]
+        related = pd.concat([in_chain, mine[mine["chain"].isin(targets)]])
         drops = related[related["action"].isin(["drop", "reject"]) & (related["packets"] > 0)]
         if drops.empty:
             continue
@@ -131,6 +138,52 @@ def _rule_cause(rules: pd.DataFrame, last_seen: str, missing_at: str, roles: dic
         }
         return cause, evidence
     return None, None
+
+
+KUBE_DROP_KINDS = ("no_endpoints", "no_local_endpoints", "lb_source_range")
+
+
+def _service_cause(rules: pd.DataFrame, f) -> tuple[dict | None, dict | None]:
+    """kube-proxy turning the dialled frontend away, on a node the flow crossed: REJECT for a service
+    without endpoints, DROP for one without local endpoints or for a source outside a LoadBalancer's
+    ranges (KUBE-PROXY-FIREWALL; older releases mark the packet in KUBE-FW-… for KUBE-FIREWALL to drop)."""
+    if f.backend_ip:  # DNAT happened: the service had an endpoint for this flow
+        return None, None
+    nodes = {p.partition(":")[0] for p in str(f.path_fwd).split(" > ") if p}
+    kube = rules[
+        rules["node"].astype(str).isin(nodes)
+        & (rules["drop_kind"].isin(KUBE_DROP_KINDS) | (rules["target"].astype(str) == "KUBE-MARK-DROP"))
+    ]
+    if kube.empty:
+        return None, None
+    dport = kube["dport"].astype(str).str.extract(r"^(\d+)", expand=False).fillna("-1").astype(int)
+    dport = dport.where(kube["service_port"] < 0, kube["service_port"])  # an nft map element's key port
+    to_frontend = (kube["service_ip"].astype(str) == str(f.server_ip)) | (
+        (kube["dst"].astype(str) == "") & (dport == int(f.server_port))
+    )
+    by_name = (kube["service"].astype(str) == str(f.service)) & (str(f.service) != "")
+    hit = kube[(to_frontend & ((dport == int(f.server_port)) | (dport < 0))) | by_name]
+    if hit.empty:
+        return None, None
+    r = hit.sort_values("packets", ascending=False).iloc[0]
+    kind = str(r.drop_kind) if str(r.drop_kind) in KUBE_DROP_KINDS else "lb_source_range"
+    cause = {
+        "kind": kind,
+        "node": str(r.node),
+        "table": str(r.table),
+        "chain": str(r.chain),
+        "rule_comment": str(r.comment),
+        "policy": "",
+        "counter_packets": int(r.packets),
+    }
+    verb = "marked for drop" if str(r.target) == "KUBE-MARK-DROP" else str(r.action).upper()
+    what = "element" if str(r.kind) == "element" else "rule"
+    where = f"kube-proxy {verb} {what} in {r.table}/{r.chain} on {r.node} ({r.comment or r.match})"
+    if int(r.packets) < 0:  # kube-proxy's nftables mode counts nothing: the rule says so, no number does
+        evidence = {"kind": "rule", "scope": "configured", "detail": f"{where}; it keeps no counter"}
+    else:
+        evidence = {"kind": "counter", "scope": "cumulative", "detail": f"{where} counted {int(r.packets)} packets"}
+    return cause, evidence
 
 
 @dataclass
@@ -177,7 +230,7 @@ def find_drops(b: Bundle) -> pd.DataFrame:
     }
     look = _Lookups(
         b,
-        rules[(~rules["duplicate"]) & (rules["kind"] == "rule")],
+        rules[(~rules["duplicate"]) & rules["kind"].isin(["rule", "element"])],
         b.point_roles,
         windows,
         conntrack_of,
@@ -194,6 +247,8 @@ def _drop(f, look: _Lookups) -> dict:
     lost_packets, evidence = _observed(f, look)
     stretch = (str(f.last_seen), str(f.missing_at))
     cause, counter = look.rule_cause(stretch)
+    if cause is None:
+        cause, counter = _service_cause(look.rules, f)
     cause = dict(cause) if cause is not None else None
     if counter is not None:
         evidence.append(dict(counter))

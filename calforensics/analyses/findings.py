@@ -17,6 +17,7 @@ import pandas as pd
 from ..bundle import Bundle
 from ..join.keys import SHORT_SNAPLEN
 from ..join.summaries import role_of
+from ..meaning.platform import NEWEST, show
 from . import wireguard
 from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
 
@@ -88,6 +89,12 @@ def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:
                 "mode": str(r.mode),
                 "encryption": str(r.encryption) or None,
                 "evidence": r.evidence,
+                "calico_version": str(r.calico_version) or None,
+                "calico_version_from": str(r.calico_version_from) or None,
+                "kube_proxy": str(r.kube_proxy),
+                "kube_proxy_from": str(r.kube_proxy_from) or None,
+                "peer_redirect": str(r.peer_redirect) or None,
+                "peer_redirect_from": str(r.peer_redirect_from) or None,
             }
             for r in _records(b.dataplane)
         ],
@@ -273,7 +280,10 @@ def _drop_headlines(drops: list[dict]) -> list[dict]:
         where = f"{d['last_seen']['node']}:{d['last_seen']['interface']}" if d["last_seen"] else "?"
         missing = f" before {d['missing_at']['node']}:{d['missing_at']['interface']}" if d["missing_at"] else ""
         why = ""
-        if c.get("chain"):
+        if c.get("kind") in ("no_endpoints", "no_local_endpoints", "lb_source_range"):
+            said = c["rule_comment"] or c["kind"].replace("_", " ")
+            why = f"; kube-proxy: {said} ({c['table']}/{c['chain']} on {c['node']})"
+        elif c.get("chain"):
             why = f"; {c['kind'].replace('_', ' ')} in {c['chain']} on {c['node']}" + (
                 f" (policy {c['policy']})" if c.get("policy") else ""
             )
@@ -318,6 +328,18 @@ def _ebpf_headlines(doc: dict) -> list[dict]:
                 "dataplane",
                 f"Calico eBPF dataplane on {', '.join(ebpf)}: services from BPF NAT, NAT legs from BPF "
                 "conntrack, drops placed on BPF hooks (their counters are cumulative, not per flow)",
+            )
+        )
+    assumed = [d for d in doc["bundle"]["dataplane"] if (d["peer_redirect_from"] or "").startswith("assumed")]
+    if assumed:
+        out.append(
+            _headline(
+                "low",
+                "platform_assumed",
+                f"no Calico release stated for {', '.join(d['node'] for d in assumed)}: eBPF peer redirect read "
+                f"as {show(NEWEST)} defaults ({assumed[0]['peer_redirect']}); v3.28 has none and v3.29-v3.31 less, "
+                "so a bundle with ClusterInformation or calico-node's image tag reads surely",
+                confidence="medium",
             )
         )
     redirected = [f for f in doc["flows"] if f["peer_redirected"]]

@@ -36,7 +36,7 @@ def inventory(
         "bundle": name,
         "nodes": nodes,
         "dataplane": [
-            {"node": str(r.node), "mode": str(r.mode), "encryption": str(r.encryption), "evidence": r.evidence}
+            {c: (str(v) if not isinstance(v, int) else v) for c, v in r._asdict().items()}
             for r in dataplane.itertuples(index=False)
         ],
         "captures": [

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..schema import conform
 from .artifacts import Artifact, LogFor, Tick
-from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, kubectl, nft, sysctl, traces
+from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, ipvs, kubectl, nft, platform, sysctl, traces
 from .parsers.text import read_lines
 
 # which parser builds which table from which artifact kind
@@ -30,6 +30,8 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "kube_pods": ("pods", kubectl.parse_pod_listing),
     "kube_services": ("services", kubectl.parse_service_listing),
     "sysctl": ("sysctls", sysctl.parse_sysctls),
+    "platform": ("platform_evidence", platform.parse_platform_evidence),
+    "ipvs": ("ipvs", ipvs.parse_ipvsadm),
 }
 
 

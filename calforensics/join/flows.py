@@ -30,15 +30,16 @@ def build_flows(
     threads: int = 1,
     partitions: Partitioning | None = None,
     services: Services | None = None,
-    ebpf_nodes: set[str] | frozenset[str] = frozenset(),
+    peer_redirect: dict[str, frozenset[str]] | None = None,
     filtered: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flows, hops with flow_id and direction filled in). Flow summaries are computed per range of
     flows in ``threads`` (a flow's summary depends on its own hops only, so the split changes nothing).
     With ``partitions``, the ranges are partitions on disk, ``threads`` of them summarised at a time,
     and hops are read a block at a time: memory is bounded by the partitions (same tables).
-    ``services`` names dialled addresses (default: kube-proxy's rules only); on ``ebpf_nodes`` a
-    destination veth that missed forward packets of an answered flow is peer redirect, not loss;
+    ``services`` names dialled addresses (default: kube-proxy's rules only); ``peer_redirect``: per eBPF
+    node, the arrivals (meaning.platform.arrival) whose packets its release's peer redirect takes past
+    the destination veth's tap, so a veth that missed some of them is not loss;
     ``filtered``: the capture filters per point, whose silence is no evidence (filters.py)."""
     hops = hops.copy(deep=False)  # copy-on-write: new columns land in this frame only, nothing is copied
     n = len(hops)
@@ -58,7 +59,7 @@ def build_flows(
         hops["flow_id"] = flow
 
     services = services if services is not None else build_services(rules)
-    ctx = FlowContext(services, destination_points(captures, routes), captures, routes, frozenset(ebpf_nodes))
+    ctx = FlowContext(services, destination_points(captures, routes), captures, routes, dict(peer_redirect or {}))
     ctx.filtered = dict(filtered or {})
     flows = pd.DataFrame()
     if n:

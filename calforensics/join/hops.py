@@ -40,13 +40,21 @@ class Joined:
 
 
 # ---- who owns an address ---------------------------------------------------------------------
+SERVICE_DEVICES = {"kube-ipvs0"}
+
+
 def address_owners(interfaces: pd.DataFrame, routes: pd.DataFrame) -> dict[str, str]:
     """IP -> node for node addresses and local pod addresses (/32 routes on cali* devices).
 
-    Addresses claimed by several nodes (link-local gateways, loopback) are left out.
+    Addresses claimed by several nodes (link-local gateways, loopback) are left out, and so are the
+    service addresses kube-proxy's IPVS mode puts on `kube-ipvs0`.
     """
     claims: dict[str, set[str]] = {}
-    for node, addrs in zip(interfaces["node"].astype(str), interfaces["addresses"], strict=True):
+    for node, name, addrs in zip(
+        interfaces["node"].astype(str), interfaces["name"].astype(str), interfaces["addresses"], strict=True
+    ):
+        if name in SERVICE_DEVICES:  # kube-proxy's IPVS dummy holds every ClusterIP, on every node
+            continue
         for cidr in str(addrs).split():
             ip = cidr.split("/")[0]
             claims.setdefault(ip, set()).add(node)

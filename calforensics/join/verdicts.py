@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..meaning.platform import arrival
 from ..meaning.routing import route_dev
 from ..meaning.services import Services
 from .aggregates import per_flow
@@ -21,7 +22,8 @@ class FlowContext:
     dest_points: dict[str, tuple[str, str, int]]
     captures: pd.DataFrame
     routes: pd.DataFrame
-    peer_redirect_nodes: frozenset[str] = frozenset()  # eBPF nodes: the destination veth may not show delivery
+    # eBPF nodes -> the arrivals (platform.arrival) that peer redirect takes past the destination veth's tap
+    peer_redirect: dict[str, frozenset[str]] = field(default_factory=dict)
     point_roles: dict[tuple[str, str], str] = field(default_factory=dict)  # every capture point's (point_roles)
     filtered: dict[str, str] = field(default_factory=dict)  # capture filters by point (filters.py)
 
@@ -110,12 +112,20 @@ def add_verdicts(f: pd.DataFrame, h: dict, hop_dir: np.ndarray, labels: np.ndarr
     watched = np.where(blind, 0, per_flow(h["instance"][first][inside], flow[first][inside], f.index, "nunique", 0))
     fwd, rev = f["packets_fwd"].to_numpy(), f["packets_rev"].to_numpy()
     known = dest_label != ""
-    redirect = np.asarray([bool(d) and d[0] in ctx.peer_redirect_nodes for d in dest], dtype=bool)
     # the destination's policy let the first packets through (they reached its veth); after that BPF
     # redirects to the pod's peer: answered flows, and one-way flows other than TCP (for TCP an
-    # unanswered SYN that reached the pod is a different story: no listener, or the reply lost)
+    # unanswered SYN that reached the pod is a different story: no listener, or the reply lost),
+    # where the node's release redirects packets that arrive the way these did
     one_way = f["proto_num"].to_numpy() != 6
-    redirected = known & redirect & (reached > 0) & (reached < fwd) & ((rev > 0) | one_way)
+    # (an ICMP error about the flow says its missing packets were lost on the way, whatever the release)
+    maybe = known & (reached > 0) & (reached < fwd) & ((rev > 0) | one_way) & (f["icmp_errors"].to_numpy() == 0)
+    maybe &= np.asarray([bool(d) and bool(ctx.peer_redirect.get(d[0])) for d in dest], dtype=bool)
+    redirected = np.zeros(len(f), dtype=bool)
+    paths, clients = f["path_fwd"].to_numpy(), f["client_ip"].to_numpy()
+    for i in np.flatnonzero(maybe):
+        node = dest[i][0]
+        way = arrival(node, str(paths[i]), route_dev(ctx.routes, node, str(clients[i])))
+        redirected[i] = way in ctx.peer_redirect[node]
     f["peer_redirected"] = np.where(redirected, fwd - reached, 0).astype(np.int64)
     tcp_unanswered = (f["proto_num"].to_numpy() == 6) & np.isin(f["conn_state"].to_numpy(), ["S0", "RSTOS0", "SH"])
     conditions = [

@@ -13,7 +13,9 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
+from ..ingest.parsers.nft import iptables_chain_name
 from ..schema import conform
+from .platform import REACH_TEXT, calico_versions, felix_settings, kube_proxy_modes, peer_redirect_reach
 from .routing import WIREGUARD_DEVICES
 
 BPF_KINDS = ("bpf_conntrack", "bpf_nat", "bpf_routes", "bpf_counters", "bpftool")
@@ -22,9 +24,16 @@ POLICY_CHAIN_PREFIXES = ("cali-tw-", "cali-fw-", "cali-pi-", "cali-po-", "cali-t
 
 
 def detect_dataplane(
-    artifacts: pd.DataFrame, rules: pd.DataFrame, interfaces: pd.DataFrame, captures: pd.DataFrame
+    artifacts: pd.DataFrame,
+    rules: pd.DataFrame,
+    interfaces: pd.DataFrame,
+    captures: pd.DataFrame,
+    platform_evidence: pd.DataFrame | None = None,
+    bpf_nat: pd.DataFrame | None = None,
+    ipvs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per node: mode (ebpf, iptables, nftables, mixed, unknown), encryption, and the evidence."""
+    """One row per node: mode (ebpf, iptables, nftables, mixed, unknown), encryption, and the evidence;
+    the Calico release and kube-proxy mode it ran, and the peer redirect that follows (platform.py)."""
     nodes = sorted({str(n) for n in artifacts["node"].astype(str) if n})
     rows = []
     for node in nodes:
@@ -32,9 +41,13 @@ def detect_dataplane(
         names = [PurePosixPath(str(p)).name for p in arts["path"]]
         bpf_files = int(arts["kind"].astype(str).isin(BPF_KINDS).sum()) + sum(n in BPF_LISTINGS for n in names)
         mine = rules[rules["node"].astype(str) == node] if len(rules) else rules
-        chains = set(mine["chain"].astype(str)) if len(mine) else set()
+        # Calico's nftables mode names chains after the iptables ones, its layer in front
+        chains = {iptables_chain_name(c) for c in mine["chain"].astype(str)} if len(mine) else set()
         policy = sorted(c for c in chains if c.startswith(POLICY_CHAIN_PREFIXES))
         kube = sorted(c for c in chains if c.startswith("KUBE-SVC-") or c == "KUBE-SERVICES")
+        if len(mine):  # kube-proxy's nftables mode: its service chains
+            in_kube_table = mine["table"].astype(str) == "kube-proxy"
+            kube += sorted(c for c in set(mine.loc[in_kube_table, "chain"].astype(str)) if c.startswith("service-"))
         nft_only = len(mine) > 0 and set(mine["source"].astype(str)) <= {"nft"}
         devices = set(interfaces.loc[interfaces["node"].astype(str) == node, "name"].astype(str))
         devices |= set(captures.loc[captures["node"].astype(str) == node, "interface"].astype(str))
@@ -68,8 +81,46 @@ def detect_dataplane(
                 "evidence": "; ".join(evidence),
             }
         )
+    if rows:
+        _add_platform(rows, nodes, artifacts, rules, interfaces, platform_evidence, bpf_nat, ipvs)
     return conform(pd.DataFrame(rows), "dataplane")
+
+
+def _add_platform(
+    rows: list[dict],
+    nodes: list[str],
+    artifacts: pd.DataFrame,
+    rules: pd.DataFrame,
+    interfaces: pd.DataFrame,
+    evidence: pd.DataFrame | None,
+    bpf_nat: pd.DataFrame | None,
+    ipvs: pd.DataFrame | None,
+) -> None:
+    evidence = evidence if evidence is not None else pd.DataFrame(columns=["node", "kind"])
+    versions = calico_versions(nodes, evidence, rules, artifacts)
+    settings = felix_settings(nodes, evidence)
+    nat_nodes = set(bpf_nat["node"].astype(str)) if bpf_nat is not None and len(bpf_nat) else set()
+    ipvs_nodes = set(ipvs["node"].astype(str)) if ipvs is not None and len(ipvs) else set()
+    modes = kube_proxy_modes(
+        nodes, evidence, rules, interfaces, {r["node"]: r["mode"] for r in rows}, nat_nodes, ipvs_nodes
+    )
+    for r in rows:
+        node = r["node"]
+        v = versions[node]
+        r["calico_version"], r["calico_version_from"] = v.text, v.source
+        r["kube_proxy"], r["kube_proxy_from"] = modes[node]
+        if r["mode"] == "ebpf":
+            reach, basis = peer_redirect_reach(v, settings[node].get("bpfRedirectToPeer"))
+            r["peer_redirect"], r["peer_redirect_from"] = REACH_TEXT[reach], basis
 
 
 def ebpf_nodes(dataplane: pd.DataFrame) -> set[str]:
     return set(dataplane.loc[dataplane["mode"].astype(str) == "ebpf", "node"].astype(str))
+
+
+def peer_redirects(dataplane: pd.DataFrame) -> dict[str, frozenset[str]]:
+    """node -> the arrivals ("l2", "l3", "wep") whose packets peer redirect takes past the
+    destination veth's tap; eBPF nodes only."""
+    by_text = {text: reach for reach, text in REACH_TEXT.items()}
+    ebpf = dataplane[dataplane["mode"].astype(str) == "ebpf"]
+    return {str(n): by_text.get(str(t), frozenset()) for n, t in zip(ebpf["node"], ebpf["peer_redirect"], strict=True)}

@@ -48,10 +48,30 @@ SVC_COMMENT = re.compile(
     r"^(?P<spn>\S+?) (?:cluster IP|external IP|loadbalancer IP|has no endpoints|has no local endpoints|"
     r"health check node port)$|^masquerade traffic for (?P<spn2>\S+) external destinations$|"
     r"^(?P<spn3>\S+) -> (?P<ep>\S+)$|"
+    # KUBE-PROXY-FIREWALL: a LoadBalancer's loadBalancerSourceRanges turning a source away
+    r"^(?P<spn5>\S+) traffic not accepted by KUBE-FW-\S+$|"
     # the service port name alone: KUBE-NODEPORTS and KUBE-SEP rules (`default/web:http`, older `default/web:`)
     r"^(?P<spn4>[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]*)?)$"
 )
+# kube-proxy's chains that match a service frontend (nat and filter): DNAT jumps, and in filter the
+# REJECT of a service without endpoints and the DROPs of KUBE-PROXY-FIREWALL
+KUBE_FRONT_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL")
 ACCEPT_MARK, PASS_MARK, DROP_MARK = 0x10000, 0x20000, 0x40000
+NFT_CT_INVALID = re.compile(r"\bct state (?:invalid|0x0*1)\b(?!,)")  # `nft -n` prints states as bits
+# kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go): chains named
+# `<kind>-<hash8>-<ns>/<svc>/<proto>/<port name>[__<endpoint ip>/<port>]`, services in verdict maps
+KUBE_NFT_CHAIN = re.compile(
+    r"^(?P<kind>service|external|endpoint|firewall)-[A-Z2-7]{8}-(?P<ns>[^/]+)/(?P<svc>[^/]+)/(?P<proto>[a-z]+)/"
+    r"(?P<port>[^/]*?)(?:__(?P<ep>.+)/(?P<epport>\d+))?$"
+)
+KUBE_NFT_MAPS = {  # map -> (key holds an address, what its elements are)
+    "service-ips": (True, "frontend"),
+    "service-nodeports": (False, "frontend"),
+    "no-endpoint-services": (True, "no_endpoints"),
+    "no-endpoint-nodeports": (False, "no_endpoints"),
+    "firewall-ips": (True, "firewall"),
+}
+PROTO_NUMBERS = {"6": "tcp", "17": "udp", "132": "sctp"}
 MEANING_COLUMNS = [
     "calico_chain",
     "endpoint_iface",
@@ -126,15 +146,19 @@ def _drop_kind(chain_kind: str, comment: str, match: str, action: str) -> str:
     if action not in ("drop", "reject"):
         return ""
     c = comment.lower()
-    if "has no endpoints" in c or "has no local endpoints" in c:
+    if "has no endpoints" in c:
         return "no_endpoints"
+    if "has no local endpoints" in c:
+        return "no_local_endpoints"
+    if "traffic not accepted by kube-fw-" in c:
+        return "lb_source_range"
     if "drop if no policies passed packet" in c or "end of tier" in c:
         return "end_of_tier"
     if "no profiles matched" in c:
         return "no_profile"
     if "encapped packets originating in" in c:
         return "encap_from_workload"
-    if "INVALID" in match:
+    if "INVALID" in match or NFT_CT_INVALID.search(match):
         return "conntrack_invalid"
     if chain_kind in ("policy-in", "policy-out", "profile-in", "profile-out"):
         return "policy_deny"
@@ -181,6 +205,11 @@ def add_rule_meaning(rules: pd.DataFrame) -> pd.DataFrame:
     chain_policy = _row_facts(r, out)
     _endpoint_policies(r, out, chain_policy)
     _kube_services(r, out)
+    protocols = _kube_nft(r, out)
+    if protocols:  # an element's key says its protocol; the parser could not tell a key from a match
+        df["protocol"] = df["protocol"].astype(object)
+        for i, proto in protocols.items():
+            df.iat[i, df.columns.get_loc("protocol")] = proto
     for col in MEANING_COLUMNS:
         df[col] = out[col]
         if col != "service_port":
@@ -233,6 +262,17 @@ def _endpoint_policies(r: _Rows, out: dict[str, list], chain_policy: dict) -> No
     prev_chain: tuple = ()
     tier_policies: list[str] = []
     profiles: list[str] = []
+    # a policy-group chain (cali-gi-/cali-go-: policies sharing a selector) stands for the policies it
+    # jumps to, in order
+    groups: dict[tuple, list[str]] = {}
+    for i in range(len(r.chains)):
+        if out["calico_chain"][i] in ("policy-group-in", "policy-group-out") and r.kinds[i] == "rule":
+            pol = chain_policy.get((*r.group[i], r.targets[i]))
+            if pol and pol[0] not in groups.setdefault((*r.group[i], r.chains[i]), []):
+                groups[(*r.group[i], r.chains[i])].append(pol[0])
+    for key, names in groups.items():
+        ingress = key[-1].startswith("cali-gi-")
+        chain_policy.setdefault(key, (", ".join(names), "ingress" if ingress else "egress", "policy-group"))
     for i in range(len(r.chains)):
         key = (*r.group[i], r.chains[i])
         if key != prev_chain:
@@ -246,7 +286,10 @@ def _endpoint_policies(r: _Rows, out: dict[str, list], chain_policy: dict) -> No
         if pol:
             out["policy"][i], out["direction"][i], out["policy_kind"][i] = pol
             if key not in chain_policy:  # a jump from an endpoint chain
-                (profiles if pol[2] == "profile" else tier_policies).append(pol[0])
+                if pol[2] == "profile":
+                    profiles.append(pol[0])
+                else:
+                    tier_policies += groups.get((*r.group[i], r.targets[i]), [pol[0]])
         elif out["calico_chain"][i] in ("workload-to", "host-endpoint-to"):
             out["direction"][i] = "ingress"
         elif out["calico_chain"][i] in ("workload-from", "host-endpoint-from"):
@@ -269,10 +312,15 @@ def _kube_services(r: _Rows, out: dict[str, list]) -> None:
         m = SVC_COMMENT.match(r.comments[i])
         if not m:
             continue
-        spn = (m.group("spn") or m.group("spn2") or m.group("spn3") or m.group("spn4") or "").rstrip(":")
+        spn = next((m.group(g) for g in ("spn", "spn2", "spn3", "spn4", "spn5") if m.group(g)), "").rstrip(":")
         out["service"][i] = spn
         if m.group("ep"):
             out["endpoint"][i] = m.group("ep")
+        if r.chains[i] in KUBE_FRONT_CHAINS and out["action"][i] in ("drop", "reject"):
+            # kube-proxy turning a frontend away (no endpoints, a source outside the LB's ranges); without
+            # a destination it is a NodePort (`-m addrtype --dst-type LOCAL`)
+            out["service_ip"][i] = str(df["dst"].iat[i]).removesuffix("/32").removesuffix("/128")
+            out["service_port"][i] = int(re.sub(r"\D.*", "", str(df["dport"].iat[i])) or -1)
         if r.chains[i] in ("KUBE-SERVICES", "KUBE-NODEPORTS") and r.targets[i].startswith("KUBE-"):
             vip = str(df["dst"].iat[i]).removesuffix("/32").removesuffix("/128")
             port = int(re.sub(r"\D.*", "", str(df["dport"].iat[i])) or -1)
@@ -297,3 +345,50 @@ def _kube_services(r: _Rows, out: dict[str, list]) -> None:
                 out["service_port"][i] = port
         if r.chains[i].startswith("KUBE-SEP-") and df["to_destination"].iat[i]:
             out["endpoint"][i] = str(df["to_destination"].iat[i])
+
+
+def kube_nft_service(chain: str) -> tuple[str, str, str]:
+    """(service port name, chain kind, endpoint ip:port) of a kube-proxy nftables chain name."""
+    m = KUBE_NFT_CHAIN.match(chain)
+    if not m:
+        return "", "", ""
+    spn = f"{m.group('ns')}/{m.group('svc')}" + (f":{m.group('port')}" if m.group("port") else "")
+    ip, port = m.group("ep") or "", m.group("epport")
+    ep = (f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}") if ip else ""
+    return spn, m.group("kind"), ep
+
+
+def _kube_nft(r: _Rows, out: dict[str, list]) -> dict[int, str]:
+    """kube-proxy's nftables table: services, frontends and endpoints from its chain names and its verdict
+    maps' elements (`<ip> . <proto> . <port> : goto service-…`), services without endpoints from
+    `no-endpoint-services` (an element comment names them; `goto reject-chain` rejects, `drop` drops),
+    LoadBalancer source ranges from its firewall chains. Returns each element row's protocol."""
+    protocols: dict[int, str] = {}
+    for i in range(len(r.chains)):
+        if r.group[i][2] != "kube-proxy":
+            continue
+        spn, kind, ep = kube_nft_service(r.chains[i])
+        if spn:
+            out["service"][i], out["kube_chain"][i] = spn, kind
+            if ep:
+                out["endpoint"][i] = ep
+            if kind == "firewall" and out["action"][i] == "drop":
+                out["drop_kind"][i] = "lb_source_range"
+            continue
+        if r.kinds[i] != "element" or r.chains[i] not in KUBE_NFT_MAPS:
+            continue
+        with_address, what = KUBE_NFT_MAPS[r.chains[i]]
+        key = [k.strip() for k in r.matches[i].split(" . ")]
+        if len(key) != (3 if with_address else 2):
+            continue
+        proto, port = key[-2], key[-1]
+        protocols[i] = PROTO_NUMBERS.get(proto, proto)
+        out["service_port"][i] = int(port) if port.isdigit() else -1
+        if with_address:
+            out["service_ip"][i] = key[0]
+        out["service"][i] = kube_nft_service(r.targets[i])[0] or r.comments[i]
+        out["kube_chain"][i] = "nodeport" if not with_address else ("firewall" if what == "firewall" else "service")
+        if what == "no_endpoints":
+            out["action"][i] = "reject" if r.targets[i] == "reject-chain" else r.targets[i].lower()
+            out["drop_kind"][i] = "no_endpoints" if out["action"][i] in ("drop", "reject") else ""
+    return protocols

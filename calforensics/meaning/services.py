@@ -55,9 +55,12 @@ def build_services(
     bpf_nat: pd.DataFrame | None = None,
     listing: pd.DataFrame | None = None,
     node_ips: set[str] | None = None,
+    ipvs: pd.DataFrame | None = None,
 ) -> Services:
     """``node_ips``: the nodes' addresses, at which NodePort frontends (`255.255.255.255:<port>` in BPF
-    NAT, `80:30080/TCP` in a listing) are dialled. Without ``bpf_nat`` or ``listing``: none."""
+    NAT, `80:30080/TCP` in a listing) are dialled. ``ipvs``: kube-proxy's IPVS virtual services and
+    real servers (`ipvsadm -Ln`), named by the listing where it has them. Without ``bpf_nat``,
+    ``listing`` or ``ipvs``: none."""
     bpf_nat = conform(pd.DataFrame(), "bpf_nat") if bpf_nat is None else bpf_nat
     listing = conform(pd.DataFrame(), "services") if listing is None else listing
     out = Services(node_ips=frozenset(node_ips or ()))
@@ -79,12 +82,19 @@ def build_services(
     # NodePorts: `-A KUBE-NODEPORTS … --comment "<spn>" … --dport <port> -j KUBE-EXT-…` (KUBE-SVC-… or
     # KUBE-XLB-… in older releases), dialled at the nodes' own addresses
     has = {"chain", "table", "service", "service_port"} <= set(rules.columns)
+    # and a NodePort of a service without endpoints: its REJECT in filter KUBE-EXTERNAL-SERVICES
     node_port = (
         rules[
-            (rules["chain"].astype(str) == "KUBE-NODEPORTS")
+            (
+                ((rules["chain"].astype(str) == "KUBE-NODEPORTS") & (rules["table"].astype(str) == "nat"))
+                | (
+                    (rules["chain"].astype(str) == "KUBE-EXTERNAL-SERVICES")
+                    & (rules["dst"].astype(str) == "")
+                    & rules["match"].astype(str).str.contains("--dst-type LOCAL", regex=False)
+                )
+            )
             & (rules["service"].astype(str) != "")
             & (rules["service_port"] >= 0)
-            & (rules["table"].astype(str) == "nat")
         ]
         if has
         else rules.iloc[:0]
@@ -109,6 +119,15 @@ def build_services(
             names.append(name)
     for names in out.backends.values():
         names.sort()
+    if ipvs is not None and len(ipvs):  # IPVS mode: ipvsadm holds no names, the listing does
+        virtual = ipvs[(ipvs["vip"].astype(str) != "") & (ipvs["vport"] >= 0)]
+        for v in virtual.itertuples(index=False):
+            key = (str(v.vip), int(v.vport), str(v.proto))
+            name = named.get(key) or f"ipvs {v.vip}:{int(v.vport)}"
+            if key[0] in out.node_ips:  # a NodePort: the virtual service sits on every node address
+                out.node_ports.setdefault((key[1], key[2]), (by_node_port.get((key[1], key[2]), name), "ipvs"))
+            else:  # (its real servers are not candidates for flows to a backend: IPVS has no connect-time LB)
+                out.frontends.setdefault(key, (name, "ipvs"))
     for key, name in named.items():  # listed services BPF NAT did not show (e.g. no BPF dump)
         out.frontends.setdefault(key, (name, "kubectl listing"))
     return out

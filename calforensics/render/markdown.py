@@ -105,6 +105,8 @@ def _summary(doc: dict) -> list[str]:
             f"{md(d['node'])} {md(d['mode'])}"
             + (f" + {md(d['encryption'])}" if d["encryption"] else "")
             + f" ({md(d['evidence'])})"
+            + f", Calico {md(d['calico_version'] or 'release not stated')}, kube-proxy {md(d['kube_proxy'])}"
+            + (f", peer redirect {md(d['peer_redirect'])} ({md(d['peer_redirect_from'])})" * bool(d["peer_redirect"]))
             for d in b["dataplane"]
         )
         lines += [f"Dataplane: {modes}", ""]

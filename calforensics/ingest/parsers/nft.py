@@ -15,7 +15,8 @@ from ...schema import table_frame
 
 TABLE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*\{")
 CHAIN = re.compile(r"^chain\s+(\S+)\s*\{")
-BLOCK = re.compile(r"^(set|map|flowtable|counter|quota|ct\s+\S+|limit|secmark|synproxy)\s+\S+.*\{\s*$")
+BLOCK = re.compile(r"^(set|map|flowtable|counter|quota|ct\s+\S+|limit|secmark|synproxy)\s+(\S+).*\{\s*(?:#.*)?$")
+ELEMENT_VERDICT = re.compile(r"^(?P<key>.*?)\s*:\s*(?P<verdict>goto \S+|jump \S+|drop|accept|reject|return|continue)$")
 HOOK = re.compile(r"type\s+\S+\s+hook\s+(\S+).*?policy\s+(\w+)")
 COUNTER = re.compile(r"counter packets (\d+) bytes (\d+)")
 COMMENT = re.compile(r'comment\s+"((?:[^"\\]|\\.)*)"')
@@ -26,6 +27,7 @@ VERDICT = re.compile(
     r"(?:comment|$)"
 )
 LAYERS = ("filter-", "nat-", "mangle-", "raw-")
+PROTOCOL_NAMES = {"1": "icmp", "4": "ipencap", "6": "tcp", "17": "udp", "58": "ipv6-icmp", "132": "sctp"}
 
 
 def looks_like_nft(lines: list[str]) -> bool:
@@ -39,22 +41,40 @@ def iptables_chain_name(chain: str) -> str:
     return chain
 
 
+def _braces(s: str) -> int:
+    """Net `{` minus `}` outside quoted strings (comments may hold braces)."""
+    return sum((c == "{") - (c == "}") for c in re.sub(r'"(?:[^"\\]|\\.)*"', "", s))
+
+
 def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
-    """`nft list ruleset`: tables, chains (with their hook and policy) and rules; sets, maps and other
-    blocks are skipped whole."""
+    """`nft list ruleset`: tables, chains (with their hook and policy), rules, and the elements of sets
+    and maps (a verdict map's elements are dispatch rules: kube-proxy's nftables mode keeps its
+    services in them); other blocks are skipped whole. A rule or an element list that spans lines
+    (an anonymous `vmap { … }`) is read as one."""
     rows: list[dict] = []
     family = table = chain = ""
     depth = 0
     skip_depth = -1
     position = 0
+    block: tuple[str, str] | None = None  # (kind, name) of the set or map being read
+    pending, pending_no = "", 0  # a statement continued over lines
     for no, raw in enumerate(lines, 1):
         s = raw.strip()
         if not s or (s.startswith("#") and not s.startswith("# handle")):
             continue
+        if pending:
+            s, no = f"{pending} {s}", pending_no
+            pending = ""
         if skip_depth >= 0:
-            depth += s.count("{") - s.count("}")
+            if block is not None and s.startswith("elements = {"):
+                if _braces(s) > 0:
+                    pending, pending_no = s, no
+                    continue
+                rows += _elements(s, block, family, table, no)
+                continue
+            depth += _braces(s)
             if depth <= skip_depth:
-                skip_depth = -1
+                skip_depth, block = -1, None
             continue
         m = TABLE.match(s)
         if m:
@@ -66,11 +86,18 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
             chain, position = m.group(1), 0
             depth = 2
             continue
-        if depth == 1 and BLOCK.match(s):
+        m = BLOCK.match(s) if depth == 1 else None
+        if m:
             skip_depth = 1
-            depth += s.count("{") - s.count("}")
+            block = (m.group(1), m.group(2)) if m.group(1) in ("set", "map") else None
+            depth += _braces(s)
             if depth <= skip_depth:
-                skip_depth = -1
+                skip_depth, block = -1, None
+            continue
+        if depth == 1 and s.startswith("comment "):  # the table's own comment
+            continue
+        if depth == 2 and _braces(s) > 0:  # a rule whose anonymous set or map goes on below
+            pending, pending_no = s, no
             continue
         if s == "}":
             depth -= 1
@@ -99,11 +126,45 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
                 }
             )
             continue
-        if s.startswith(("type ", "policy ", "devices ", "flags ")):
+        if s.startswith(("type ", "policy ", "devices ", "flags ", "comment ")):  # a chain's own settings
             continue
         position += 1
         rows.append({"line": no, "family": family, "table": table, "chain": chain, **_rule(s, position)})
     return table_frame(rows, "rules", node, artifact)
+
+
+def _elements(s: str, block: tuple[str, str], family: str, table: str, no: int) -> list[dict]:
+    """`elements = { k1 : v1, k2 comment "…" : v2 }` of a set or map, one row each: the key in
+    `match`, a verdict map's verdict as the target (goto/jump chain, or drop, reject, …)."""
+    body = s[s.index("{") + 1 : s.rindex("}")] if "}" in s else s[s.index("{") + 1 :]
+    parts = re.findall(r'(?:[^,"]|"(?:[^"\\]|\\.)*")+', body)
+    out = []
+    for position, part in enumerate((p.strip() for p in parts if p.strip()), 1):
+        comment = COMMENT.search(part)
+        text = COMMENT.sub("", part).strip()
+        row = {
+            "line": no,
+            "family": family,
+            "table": table,
+            "chain": block[1],
+            "position": position,
+            "kind": "element",
+            "comment": comment.group(1).replace('\\"', '"') if comment else "",
+            "source": "nft",
+            "backend": "nft",
+        }
+        m = ELEMENT_VERDICT.match(text) if block[0] == "map" else None
+        if m:
+            verdict = m.group("verdict").split(None, 1)
+            row["match"] = m.group("key").strip()
+            if verdict[0] in ("goto", "jump"):
+                row.update(target=verdict[1], goto=verdict[0] == "goto")
+            else:
+                row["target"] = verdict[0].upper()
+        else:
+            row["match"] = text
+        out.append(row)
+    return out
 
 
 def _rule(s: str, position: int) -> dict:
@@ -163,9 +224,9 @@ def _nft_matches(body: str) -> dict:
         m = re.search(pat, body)
         if m:
             out[key] = ("!" if m.group(1) else "") + m.group(2)
-    m = re.search(r"(?:meta l4proto|ip protocol|ip6 nexthdr)\s+(\S+)", body) or re.search(
+    m = re.search(r"(?:meta l4proto|ip protocol|ip6 nexthdr)\s+(\w+)\b(?! \.)", body) or re.search(
         r"\b(tcp|udp|sctp)\s+dport", body
     )
-    if m:
-        out["protocol"] = m.group(1)
+    if m:  # `nft -n` prints protocol numbers; iptables-save their names
+        out["protocol"] = PROTOCOL_NAMES.get(m.group(1), m.group(1))
     return out

@@ -1,0 +1,121 @@
+"""kube-proxy's modes on the same events: the lab's VXLAN run, and that run rewritten as kube-proxy's
+IPVS mode leaves it (sample_data/ipvs.py: this kernel has no ip_vs), give the same verdicts, paths,
+backends and drops; the service is named by the listing (its port's number, where iptables comments
+carry the port's name). The `ipvsadm` forms are read as ipvsadm.c prints them."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import ROOT, SAMPLES
+from groundtruth import check_bundle, flow_for
+
+import calforensics
+from calforensics.analyses.drops import find_drops
+from calforensics.anomalies import AnomalyLog
+from calforensics.ingest.parsers.ipvs import parse_ipvsadm
+
+sys.path.insert(0, str(ROOT / "sample_data"))
+
+
+@pytest.fixture(scope="module")
+def ipvs_bundle(tmp_path_factory):
+    import ipvs
+
+    out = tmp_path_factory.mktemp("ipvs")
+    return ipvs.convert(SAMPLES / "lab-vxlan.tgz", out / "lab-ipvs.tgz")
+
+
+def answers(bundle, truth: dict) -> dict:
+    out = {}
+    with calforensics.open_bundle(bundle) as b:
+        drops = find_drops(b).set_index("flow_id")
+        for gt in truth["flows"]:
+            f = flow_for(b, gt)
+            answer = [f.verdict, f.path_fwd, f.path_rev, f.backend_ip, int(f.backend_port), f.service.split(":")[0]]
+            if int(f.flow_id) in drops.index:
+                d = drops.loc[int(f.flow_id)]
+                answer += [d.cause_kind, d.cause_chain, d.cause_policy, int(d.cause_counter_packets)]
+            out[gt["name"]] = answer
+    return out
+
+
+def test_ipvs_mode_gives_the_iptables_answer(ipvs_bundle):
+    truth = json.loads(ipvs_bundle.with_name("lab-ipvs.ground_truth.json").read_text())
+    with calforensics.open_bundle(ipvs_bundle) as b:
+        check_bundle(b, truth)  # ground truth: the service's real server from ipvsadm, the flows, the drops
+        dp = b.dataplane.set_index("node")
+        assert set(dp.kube_proxy.astype(str)) == {"ipvs"}
+        assert all("ipvsadm virtual services" in w and "kube-ipvs0" in w for w in dp.kube_proxy_from)
+        # the ClusterIP on kube-ipvs0 is every node's and no node's: a flow to it is not to the node
+        assert "10.96.0.50" not in b.owners
+        cluster_ip = flow_for(b, next(f for f in truth["flows"] if f["name"] == "cluster_ip"))
+        assert (cluster_ip.service, str(cluster_ip.service_via)) == ("default/web:80", "ipvs")
+    vxlan_truth = json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+    assert answers(ipvs_bundle, truth) == answers(SAMPLES / "lab-vxlan.tgz", vxlan_truth)
+
+
+IPVSADM = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.96.0.1:443 rr
+  -> 172.18.0.2:6443              Masq    1      3          0
+TCP  10.96.0.50:80 sh persistent 10800
+  -> 192.168.20.7:8080            Masq    1      2          5
+  -> 192.168.20.8:8080            Masq    0      0          1
+UDP  10.96.0.10:53 rr
+TCP  [fd00:96::50]:80 rr
+  -> [fd10::1407]:8080            Masq    1      0          0
+FWM  5 rr
+"""
+IPVSADM_STATS = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  10.96.0.50:80                      12      345      300 123456K     9876M
+  -> 192.168.20.7:8080                  12      345      300 123456K     9876M
+"""
+IPVSADM_RATE = """Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS
+  -> RemoteAddress:Port
+TCP  10.96.0.50:80                       1        6        5      400      300
+  -> 192.168.20.7:8080                   1        6        5      400      300
+"""
+IPVSADM_SAVE = """-A -t 10.96.0.50:80 -s rr
+-a -t 10.96.0.50:80 -r 192.168.20.7:8080 -m -w 1
+-A -u 10.96.0.10:53 -s rr
+-a -u 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
+"""
+
+
+def parse(text: str):
+    log = AnomalyLog("ipvs", "f")
+    return parse_ipvsadm(text.split("\n"), log, "n1", "f"), log
+
+
+def test_ipvsadm_listing_forms():
+    df, log = parse(IPVSADM)
+    assert not log.rows
+    real = df[df.kind == "real"]
+    got = list(zip(real.proto, real.vip, real.vport, real.backend_ip, real.backend_port, real.weight, real.inactive_conns, strict=True))
+    assert got == [
+        ("tcp", "10.96.0.1", 443, "172.18.0.2", 6443, 1, 0),
+        ("tcp", "10.96.0.50", 80, "192.168.20.7", 8080, 1, 5),
+        ("tcp", "10.96.0.50", 80, "192.168.20.8", 8080, 0, 1),
+        ("tcp", "fd00:96::50", 80, "fd10::1407", 8080, 1, 0),
+    ]
+    services = df[df.kind == "service"].set_index("line")
+    assert services.loc[6, ["scheduler", "flags"]].tolist() == ["sh", "persistent 10800"]
+    assert (services.loc[12, "proto"], services.loc[12, "fwmark"]) == ("fwmark", 5)
+    stats, log = parse(IPVSADM_STATS)  # without --exact, 100 million and more print in thousands, millions…
+    assert not log.rows and stats.in_bytes.tolist() == [123456000] * 2 and stats.out_bytes.tolist() == [9876000000] * 2
+    rate, log = parse(IPVSADM_RATE)
+    assert not log.rows and rate.backend_ip.tolist() == ["", "192.168.20.7"]
+    saved, log = parse(IPVSADM_SAVE)
+    assert not log.rows
+    assert saved[saved.kind == "real"][["proto", "backend_ip", "forward"]].values.tolist() == [
+        ["tcp", "192.168.20.7", "Masq"],
+        ["udp", "10.244.0.2", "Masq"],
+    ]
+    broken, log = parse(IPVSADM.replace("  -> 192.168.20.8:8080            Masq    0      0          1", "  -> 192.168.20.8:8080  Masq x"))
+    assert len(log.rows) == 1 and len(broken) == len(df) - 1  # the damaged line, and only it, is an anomaly
