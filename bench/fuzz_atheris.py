@@ -45,6 +45,8 @@ TEXT = [
     calico_bpf.parse_bpf_nat,
     calico_bpf.parse_bpf_routes,
     calico_bpf.parse_bpf_counters,
+    calico_bpf.parse_bpf_ifstate,
+    calico_bpf.parse_bpf_policy,
     traces.parse_traces,
     kubectl.parse_pod_listing,
     platform.parse_platform_evidence,

@@ -54,6 +54,8 @@ TABLES = [
     "bpf_nat",
     "bpf_routes",
     "bpf_counters",
+    "bpf_ifstate",
+    "bpf_policy",
     "traces",
     "pods",
     "services",
@@ -391,6 +393,14 @@ class Bundle:
     @property
     def bpf_counters(self) -> pd.DataFrame:
         return self._text_table("bpf_counters")
+
+    @property
+    def bpf_ifstate(self) -> pd.DataFrame:
+        return self._text_table("bpf_ifstate")
+
+    @property
+    def bpf_policy(self) -> pd.DataFrame:
+        return self._text_table("bpf_policy")
 
     @property
     def traces(self) -> pd.DataFrame:

@@ -395,6 +395,46 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("xdp", "int64", "XDP; -1 N/A"),
         ],
     ),
+    "bpf_ifstate": (
+        "Calico eBPF interface state (`calico-node -bpf ifstate dump`, text or `--json`): each interface's "
+        "flags and the jump-map indexes of its policy programs.",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line or element"),
+            ("source", "category", "calico-bpf, calico-bpf-json"),
+            ("ifindex", "int64", "interface index"),
+            ("name", "string", "interface name"),
+            ("flags", "string", "workload, host, v4Ready, v6Ready, vxlan, ipip, wg, l3, bond, …"),
+            ("xdp_policy_v4", "int64", "XDP policy program index; -1 none"),
+            ("ingress_policy_v4", "int64", "tc ingress policy program index (for a WEP: the pod's egress policy)"),
+            ("egress_policy_v4", "int64", "tc egress policy program index (for a WEP: the pod's ingress policy)"),
+            ("xdp_policy_v6", "int64", "XDP policy program index, IPv6; -1"),
+            ("ingress_policy_v6", "int64", "tc ingress policy program index, IPv6; -1"),
+            ("egress_policy_v6", "int64", "tc egress policy program index, IPv6; -1"),
+            ("tc_ingress_filter", "int64", "log filter program on tc ingress; -1 none"),
+            ("tc_egress_filter", "int64", "log filter program on tc egress; -1 none"),
+        ],
+    ),
+    "bpf_policy": (
+        "What Calico's eBPF policy programs hold (`calico-node -bpf policy dump <iface> all`): a row per rule "
+        "with its tier, policy, action, match and hit count, and a row per tier end with its action.",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("interface", "string", "interface the program is attached to"),
+            ("hook", "category", "ingress, egress (tc hooks; for a WEP ingress is the pod's egress policy), xdp"),
+            ("tier", "string", "tier"),
+            ("policy_kind", "string", "NetworkPolicy, GlobalNetworkPolicy, … (where the dump says)"),
+            ("policy", "string", "policy name"),
+            ("rule", "string", "rule name or ID"),
+            ("kind", "category", "rule, or end-of-tier"),
+            ("action", "category", "allow, deny, pass, log (rules); the tier's end action"),
+            ("match", "string", "the rule's match summary (current form)"),
+            ("hit_count", "int64", "packets the rule matched (BPF rule counter); -1 not dumped"),
+        ],
+    ),
     "traces": (
         "Rule traces from `iptables -j TRACE` log lines, `nft monitor trace` and Calico's eBPF debug log "
         "(one row per BPF verdict).",

@@ -70,6 +70,28 @@ PODS = [
     Pod("secure", "db", "node-b", "192.168.20.9"),
 ]
 DB_POLICY = "secure/default.db-allow-app"  # allows only 192.168.20.99 (no such pod): the client is denied
+# how felix of each release writes the db policy's chains (formats reference 2.2, 2.5; felix/rules/policy.go):
+# (tier start comment, end-of-tier drop comment, policy ID hashed into the chain name, the policy's name
+# in its first rule's comment, that comment's kind word); kube-proxy's SVC -> SEP comment follows suit
+# (`<spn> -> <endpoint>` today, `<spn>` alone in older releases)
+DIALECTS = {
+    "v3.28": (None, "Drop if no policies passed packet", DB_POLICY, DB_POLICY, "Policy"),
+    "v3.30": (
+        "Start of tier default",
+        "End of tier default. Drop if no policies passed packet",
+        DB_POLICY,
+        DB_POLICY,
+        "Policy",
+    ),
+    "v3.32": (
+        "Start of tier default",
+        "End of tier default. Drop if no policies passed packet",
+        "np/secure/db-allow-app",
+        "secure/db-allow-app",
+        "NetworkPolicy",
+    ),
+}
+DIALECT = "v3.30"  # the samples' (run(dialect=…) writes another)
 DB_ALLOWED_SOURCE = "192.168.20.99/32"
 # the dual-stack run (--scenarios dual): an IPv6 underlay, `vxlan-v6.calico` (70 bytes a packet), pods
 # with an address of each family, ip6tables shaped like felix's and kube-proxy's
@@ -495,7 +517,7 @@ def felix_rules(node: Node, family: int = 4) -> str:
         f"! -s {pod_cidr} -d {cluster_ip}{host} -p tcp -m tcp --dport {SERVICE_PORT} -j KUBE-MARK-MASQ",
         f"{SERVICE} cluster IP",
     )
-    add("nat:" + svc_chain, f"-j {sep_chain}", f"{SERVICE} -> {endpoint(web, 8080)}")
+    add("nat:" + svc_chain, f"-j {sep_chain}", SERVICE if DIALECT == "v3.28" else f"{SERVICE} -> {endpoint(web, 8080)}")
     add("nat:" + sep_chain, f"-s {ip_of(web)}{host} -j KUBE-MARK-MASQ", SERVICE)
     add("nat:" + sep_chain, f"-p tcp -m tcp -j DNAT --to-destination {endpoint(web, 8080)}", SERVICE)
     # filter FORWARD as felix and kube-proxy leave it: felix's chain inserted first, kube-proxy's service
@@ -544,15 +566,16 @@ def felix_rules(node: Node, family: int = 4) -> str:
                 )
                 add(t, "-p ipencap -j DROP", "Drop IPinIP encapped packets originating in workloads")
             if chain.startswith("cali-tw-") and pod.name == "db":
-                pol_chain = length_limited("cali-pi-", DB_POLICY)
-                add(t, "-j MARK --set-xmark 0x0/0x20000", "Start of tier default")
+                tier_start, tier_end, policy_id, policy_name, kind = DIALECTS[DIALECT]
+                pol_chain = length_limited("cali-pi-", policy_id)
+                add(t, "-j MARK --set-xmark 0x0/0x20000", tier_start or "")
                 add(t, f"-m mark --mark 0x0/0x20000 -j {pol_chain}")
                 add(t, "-m mark --mark 0x10000/0x10000 -j RETURN", "Return if policy accepted")
-                add(t, "-m mark --mark 0x0/0x20000 -j DROP", "End of tier default. Drop if no policies passed packet")
+                add(t, "-m mark --mark 0x0/0x20000 -j DROP", tier_end)
                 add(
                     "filter:" + pol_chain,
                     f"-s {allowed} -p tcp -m tcp --dport 5432 -j MARK --set-xmark 0x10000/0x10000",
-                    f"Policy {DB_POLICY} ingress",
+                    f"{kind} {policy_name} ingress",
                 )
                 add("filter:" + pol_chain, "-m mark --mark 0x10000/0x10000 -j RETURN")
             add(t, f"-j {prof_chain}")
@@ -984,8 +1007,8 @@ def db_policy_drop(tunnel: str) -> dict:
         "missing_at": {"node": b.name, "interface": db.iface},
         "table": "filter",
         "chain": f"cali-tw-{db.iface}",
-        "policy": DB_POLICY,
-        "rule_comment": "End of tier default. Drop if no policies passed packet",
+        "policy": DIALECTS[DIALECT][3],
+        "rule_comment": DIALECTS[DIALECT][1],
     }
 
 
@@ -1233,14 +1256,18 @@ def run(
     tunnel_mtu: int | None = None,
     scenarios: str = "core",
     rules: str = "iptables",
+    dialect: str = "v3.30",
 ) -> Path:
     """Build the lab, run one set of scenarios (`core`: the samples'; `edge`: fragments, INVALID drops
     and a service without endpoints; `dual`: IPv4 and IPv6, node-a captured with `-i any` alone) while
     collecting, and write the bundle and its ground truth. ``rules``: `iptables` (felix's and
     kube-proxy's iptables modes) or `nft` (Calico's nftables dataplane and kube-proxy's nftables mode;
-    IPv4 scenario sets only)."""
+    IPv4 scenario sets only). ``dialect``: the felix release whose comments and policy chain names the
+    iptables rules take (DIALECTS: v3.28, v3.30, v3.32)."""
     if rules == "nft" and scenarios == "dual":
         raise SystemExit("the nft rule writer covers IPv4 only")
+    global DIALECT
+    DIALECT, dialect_before = dialect, DIALECT
     scenario_run, scenario_truth = SCENARIOS[scenarios]
     if tunnel_mtu is not None:
         set_tunnel_mtu(tunnel_mtu)
@@ -1294,10 +1321,10 @@ def run(
         listing.parent.mkdir(parents=True, exist_ok=True)
         listing.write_text(pod_listing())
         truth = scenario_truth(results)
-        truth["rules"] = rules
+        truth["rules"], truth["felix_dialect"] = rules, dialect
     finally:
         lab.cleanup()
-        PODS = pods_before
+        PODS, DIALECT = pods_before, dialect_before
     (bundle_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     archive = pack(bundle_dir, out_dir / f"{name}.tgz")
     shutil.copy(bundle_dir / "ground_truth.json", out_dir / f"{name}.ground_truth.json")
@@ -1311,7 +1338,8 @@ if __name__ == "__main__":
     name = args[args.index("--name") + 1] if "--name" in args else "lab-vxlan"
     scenarios = args[args.index("--scenarios") + 1] if "--scenarios" in args else "core"
     rules = args[args.index("--rules") + 1] if "--rules" in args else "iptables"
+    dialect = args[args.index("--dialect") + 1] if "--dialect" in args else "v3.30"
     out = next(
         (a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))), None
     )
-    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu, scenarios=scenarios, rules=rules))
+    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu, scenarios=scenarios, rules=rules, dialect=dialect))

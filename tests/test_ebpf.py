@@ -359,3 +359,83 @@ def test_one_way_udp_after_its_first_packet_is_peer_redirect_not_loss(tmp_path):
         path.unlink()
     with calforensics.open_bundle(tmp_path) as b:
         assert b.flows[b.flows.proto == "udp"].iloc[0].verdict == "partial"
+
+
+# `calico-node -bpf policy dump <iface> all` as policy_debug.go prints it: the current form (tiers,
+# policies and rules with hit counts) and the older one (the program's comments among its instructions)
+POLICY_DUMP_CURRENT = """IfaceName: {iface}
+Hook: ingress
+IfaceName: {iface}
+Hook: egress
+  Tier: default
+    Policy: NetworkPolicy secure/db-allow-app
+      Rule: secure/db-allow-app  Action: allow
+      Match: proto=tcp src={{192.168.20.99/32}} dport={{5432}}
+      Hit count: 0
+    End Policy: NetworkPolicy secure/db-allow-app
+  End Tier: default  (action: deny)
+"""
+POLICY_DUMP_OLDER = """IfaceName: {iface}
+Hook: egress
+Policy Info:
+\t// Start of tier default
+\t// Start of policy secure/default.db-allow-app
+\t// Start of rule secure/default.db-allow-app action:"allow" protocol:{{number:6}}
+\t// Rule MatchID: 0x1a2b3c4d5e6f7081
+allow:
+\tb701000000000000 MovImm64 R1 0
+\t// End of rule secure/default.db-allow-app
+\t// End of policy secure/default.db-allow-app
+\t// End of tier default: deny
+\t9500000000000000 Exit
+"""
+
+
+@pytest.mark.parametrize(
+    "form, policy, hits",
+    [(POLICY_DUMP_CURRENT, "secure/db-allow-app", "0 hit(s) on secure/db-allow-app (allow)"), (POLICY_DUMP_OLDER, "secure/default.db-allow-app", "")],
+)
+def test_policy_dump_names_the_policy_behind_a_bpf_drop(unpacked, form, policy, hits):
+    """BPF counters cannot say which policy dropped: a policy dump of the hook can. The db pod's
+    egress hook runs one tier that ends in deny, and its only rule (allow from a pod that does not
+    exist) counted no hit: that policy is the one behind the drop. Log lines and kubectl's notice
+    around the dump are skipped with an anomaly each."""
+    drop = FLOWS["denied"]["drop"]
+    text = form.format(iface=drop["interface"])
+    text = 'Defaulted container "calico-node" out of: calico-node, install-cni (init)\n' + text
+    text = text.replace("Hook: egress\n", 'Hook: egress\n2026-12-01 09:00:01.234 [INFO][1] felix/bpf.go 12: loading maps\n', 1)
+    (unpacked / "nodes" / drop["node"] / f"bpf-policy-{drop['interface']}.txt").write_text(text)
+    with calforensics.open_bundle(unpacked) as b:
+        d = calforensics.analyze(b).drops.set_index("flow_id").loc[int(flow_for(b, FLOWS["denied"]).flow_id)]
+        assert (d.cause_kind, d.cause_policy) == ("bpf_policy_drop", policy)
+        said = [e["detail"] for e in d.evidence if e["kind"] == "bpf_policy"]
+        assert len(said) == 1 and "tier default ends in deny" in said[0] and hits in said[0]
+        skipped = b.anomalies[b.anomalies.source == "bpf_policy"]
+        assert sorted(skipped.kind.astype(str)) == ["log_line_skipped", "notice_skipped"]
+        rows = b.bpf_policy
+        assert set(rows.kind.astype(str)) == {"rule", "end-of-tier"} and set(rows.hook.astype(str)) == {"egress"}
+
+
+def test_bpf_ifstate_text_and_json():
+    from calforensics.ingest.parsers.calico_bpf import parse_bpf_ifstate
+
+    text = [
+        "INFO[0000] FIPS mode enabled=false source=\"main.go:137\"",
+        "    4 : {flags: workload,v4Ready, XDPPolicyV4: -1, IngressPolicyV4: 3, EgressPolicyV4: 4, XDPPolicyV6: -1, "
+        "IngressPolicyV6: -1, EgressPolicyV6: -1, IngressFilter: -1, EgressFilter: -1, name: calia7a3e029a7b}",
+        "    2 : {flags: host,v4Ready, XDPPolicyV4: 0, IngressPolicyV4: 1, EgressPolicyV4: 2, XDPPolicyV6: -1, "
+        "IngressPolicyV6: -1, EgressPolicyV6: -1, IngressFilter: -1, EgressFilter: -1, name: eth0}",
+    ]
+    log = AnomalyLog("bpf_ifstate", "f")
+    df = parse_bpf_ifstate(text, log, "n", "f")
+    assert [(int(r.ifindex), r.name, r.flags, int(r.ingress_policy_v4), int(r.egress_policy_v4)) for r in df.itertuples()] == [
+        (4, "calia7a3e029a7b", "workload v4Ready", 3, 4),
+        (2, "eth0", "host v4Ready", 1, 2),
+    ]
+    assert [r[4] for r in log.rows] == ["log_line_skipped"]
+    as_json = json.dumps(
+        [{"ifindex": 4, "name": "calia7a3e029a7b", "flags": ["workload", "v4Ready"], "ingress_policy_v4": 3,
+          "egress_policy_v4": 4, "xdp_policy_v4": -1, "tc_ingress_filter": -1, "tc_egress_filter": -1}]
+    )
+    df = parse_bpf_ifstate(as_json.split("\n"), AnomalyLog("bpf_ifstate", "f"), "n", "f")
+    assert (int(df.ifindex[0]), df["flags"][0], int(df.egress_policy_v4[0]), int(df.ingress_policy_v6[0])) == (4, "workload v4Ready", 4, -1)

@@ -125,6 +125,23 @@ NFT_KUBE_PROXY = [  # kube-proxy's nftables mode as `nft -n -a list ruleset` pri
     "\t}",
     "}",
 ]
+BPF_IFSTATE = [  # calico-node -bpf ifstate dump: "%5d : " + Value.String() (felix/bpf/ifstate/map.go)
+    "    4 : {flags: workload,v4Ready, XDPPolicyV4: -1, IngressPolicyV4: 3, EgressPolicyV4: 4, XDPPolicyV6: -1, "
+    "IngressPolicyV6: -1, EgressPolicyV6: -1, IngressFilter: -1, EgressFilter: -1, name: calia7a3e029a7b}",
+    "    2 : {flags: host,v4Ready, XDPPolicyV4: 0, IngressPolicyV4: 1, EgressPolicyV4: 2, XDPPolicyV6: -1, "
+    "IngressPolicyV6: -1, EgressPolicyV6: -1, IngressFilter: -1, EgressFilter: -1, name: eth0}",
+]
+BPF_POLICY = [  # calico-node -bpf policy dump <iface> all (policy_debug.go, current form)
+    "IfaceName: cali3a87a5219a9",
+    "Hook: egress",
+    "  Tier: default",
+    "    Policy: NetworkPolicy secure/db-allow-app",
+    "      Rule: secure/db-allow-app  Action: allow",
+    "      Match: proto=tcp src={192.168.20.99/32} dport={5432}",
+    "      Hit count: 0",
+    "    End Policy: NetworkPolicy secure/db-allow-app",
+    "  End Tier: default  (action: deny)",
+]
 IPVSADM = [  # ipvsadm -Ln, then --stats, as ipvsadm.c prints them
     "IP Virtual Server version 1.2.1 (size=4096)",
     "Prot LocalAddress:Port Scheduler Flags",
@@ -164,6 +181,8 @@ PARSERS = {
     "calico-bpf nat": (calico_bpf.parse_bpf_nat, BPF_NAT),
     "calico-bpf routes": (calico_bpf.parse_bpf_routes, BPF_ROUTES),
     "calico-bpf counters": (calico_bpf.parse_bpf_counters, BPF_COUNTERS),
+    "calico-bpf ifstate": (calico_bpf.parse_bpf_ifstate, BPF_IFSTATE),
+    "calico-bpf policy": (calico_bpf.parse_bpf_policy, BPF_POLICY),
     "traces": (traces.parse_traces, TRACES),
     "bpf traces": (traces.parse_traces, BPF_TRACES),
     "kubectl": (kubectl.parse_pod_listing, PODS),

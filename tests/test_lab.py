@@ -94,9 +94,12 @@ def test_live_ebpf_wireguard_and_ipvs_derivatives_match_ground_truth(lab_run, na
             assert len(data) == len(truth["wireguard"]["pairs"]) * 2
 
 
-def scenario_run(tmp_path_factory, scenarios: str, rules: str = "iptables") -> tuple[Path, Path]:
+def scenario_run(
+    tmp_path_factory, scenarios: str, rules: str = "iptables", dialect: str = "v3.30"
+) -> tuple[Path, Path]:
     """(folder, bundle) of one lab run of a scenario set (`edge`, `dual`) as lab-<set>, its rules
-    written as iptables (felix's and kube-proxy's iptables modes) or nft (their nftables modes)."""
+    written as iptables (felix's and kube-proxy's iptables modes, in a felix release's dialect) or
+    nft (their nftables modes)."""
     reason = lab_unavailable()
     if reason:
         unavailable(f"the real-kernel lab is not possible here: {reason}")
@@ -104,9 +107,9 @@ def scenario_run(tmp_path_factory, scenarios: str, rules: str = "iptables") -> t
         unavailable("the real-kernel lab's nftables shape needs nft")
     import lab
 
-    name = f"lab-{scenarios}" + ("-nft" if rules == "nft" else "")
+    name = f"lab-{scenarios}" + ("-nft" if rules == "nft" else "") + (f"-{dialect}" if dialect != "v3.30" else "")
     out = tmp_path_factory.mktemp(name)
-    return out, lab.run(out, name=name, scenarios=scenarios, rules=rules)
+    return out, lab.run(out, name=name, scenarios=scenarios, rules=rules, dialect=dialect)
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +183,33 @@ def test_rule_shapes_give_the_same_answer(lab_run, edge_run, nft_runs):
                 assert answer[4:7] == ["no_endpoints", "node-a", "KUBE-SERVICES"] and answer[-1] is True
                 expected[6], expected[-1] = "no-endpoint-services", "no counter"  # a map element, uncounted
             assert nft["flows"][name] == expected, (scenarios, name)
+
+
+@pytest.fixture(scope="module")
+def dialect_runs(tmp_path_factory):
+    return {d: scenario_run(tmp_path_factory, "core", dialect=d) for d in ("v3.28", "v3.32")}
+
+
+def test_felix_releases_give_the_same_answer(lab_run, dialect_runs):
+    """The core run with its rules as felix v3.28 writes them (no tier comments, `Drop if no policies
+    passed packet`, kube-proxy's older `<spn>` endpoint comments) and as v3.32 does (`NetworkPolicy
+    <ns>/<name> ingress`, the policy chain hashed from `np/<ns>/<name>`) gives the same verdicts,
+    services, backends and drops, each drop naming the policy as that release names it; the release
+    range the rules allow is read from them."""
+    base = rule_answers(lab_run[1], json.loads((lab_run[0] / "lab-vxlan.ground_truth.json").read_text()))
+    releases = {"v3.28": "<=v3.29", "v3.32": ">=v3.32"}
+    for dialect, (out, bundle) in dialect_runs.items():
+        truth = json.loads((out / f"lab-core-{dialect}.ground_truth.json").read_text())
+        answers = rule_answers(bundle, truth)
+        assert answers["modes"] == base["modes"]
+        for name, answer in base["flows"].items():
+            expected = list(answer)
+            if name == "denied":  # the policy as the release names it
+                expected[7] = next(f for f in truth["flows"] if f["name"] == "denied")["drop"]["policy"]
+            assert answers["flows"][name] == expected, (dialect, name)
+        with calforensics.open_bundle(bundle) as b:
+            versions = dict(zip(b.dataplane.node, b.dataplane.calico_version, strict=True))
+        assert versions["node-b"] == releases[dialect], versions  # node-b holds the policy's chains
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ kube-proxy rule or map element that turns the dialled frontend away but keeps no
 (UNREPLIED/INVALID entries), `syn_retries`, `icmp` (errors sent back, e.g. fragmentation needed),
 `bpf_counter` (calico-bpf drop counters of the BPF hooks between the two capture points),
 `bpf_conntrack` (the flow's BPF conntrack entry with the destination's leg not approved),
-`bpf_trace` (BPF debug log verdicts: `DENY due to policy`). Each evidence says its `scope`:
+`bpf_trace` (BPF debug log verdicts: `DENY due to policy`), `bpf_policy` (what `calico-node -bpf policy
+dump` says the hook's program holds: its deny rules' hit counts, the tiers that end in deny). Each
+evidence says its `scope`:
 `per_flow` (about this flow's packets), `cumulative` (a counter since it was attached or zeroed,
 which cannot say which packets or when), `per_hook` (log lines on the hook without a tuple), or
 `configured` (what a rule matching the flow's frontend says, with no counter to show it acted).
@@ -211,7 +213,12 @@ class _Lookups:
 
     def bpf_cause(self, stretch: tuple[str, str]) -> tuple:
         if stretch not in self.bpf:
-            self.bpf[stretch] = _bpf_counter_cause(self.b.bpf_counters, _bpf_hooks(*stretch, self.roles))
+            cause, evidence = _bpf_counter_cause(self.b.bpf_counters, _bpf_hooks(*stretch, self.roles))
+            if cause is not None:
+                named, said = _bpf_policy_names(self.b.bpf_policy, cause["node"], *cause["chain"].split(" ", 1))
+                cause = {**cause, "policy": named} if named else cause
+                evidence = [*evidence, *said]
+            self.bpf[stretch] = (cause, evidence)
         return self.bpf[stretch]
 
 
@@ -452,6 +459,37 @@ def _bpf_counter_cause(counters: pd.DataFrame, hooks: list[tuple[str, str, str]]
             }
         )
     return cause, evidence
+
+
+def _bpf_policy_names(policy: pd.DataFrame, node: str, iface: str, where: str) -> tuple[str, list[dict]]:
+    """The policies behind a BPF policy drop, from `calico-node -bpf policy dump` of that hook: deny
+    rules that counted hits, else the policies of the tiers that end in deny (none of their rules
+    allowed the packet); and what the dump says, as evidence."""
+    hook = "xdp" if where == "XDP" else where.removeprefix("tc ")
+    mine = policy[
+        (policy["node"].astype(str) == node)
+        & (policy["interface"].astype(str) == iface)
+        & (policy["hook"].astype(str) == hook)
+    ]
+    if mine.empty:
+        return "", []
+    rules = mine[mine["kind"].astype(str) == "rule"]
+    denied = rules[(rules["action"].astype(str) == "deny") & (rules["hit_count"] > 0)]
+    if len(denied):
+        names = list(dict.fromkeys(denied["policy"].astype(str)))
+        hits = ", ".join(f"{r.policy} rule {r.rule} ({int(r.hit_count)} hits)" for r in denied.itertuples())
+        return ", ".join(names), [{"kind": "bpf_policy", "scope": "cumulative", "detail": f"deny {hits}"}]
+    ends = mine[(mine["kind"].astype(str) == "end-of-tier") & (mine["action"].astype(str) == "deny")]
+    tiers = list(dict.fromkeys(ends["tier"].astype(str)))
+    names = list(dict.fromkeys(rules.loc[rules["tier"].astype(str).isin(tiers), "policy"].astype(str)))
+    if not names:
+        return "", []
+    detail = f"{node}:{iface} {where} program: tier {', '.join(tiers)} ends in deny; its policies {', '.join(names)}"
+    allowed = rules[rules["tier"].astype(str).isin(tiers) & (rules["hit_count"] >= 0)]
+    if len(allowed):
+        counted = (f"{int(r.hit_count)} hit(s) on {r.rule} ({r.action})" for r in allowed.itertuples())
+        detail += " counted " + ", ".join(counted)
+    return ", ".join(names), [{"kind": "bpf_policy", "scope": "cumulative", "detail": detail}]
 
 
 def _policy_direction(iface: str, hook: str) -> str:

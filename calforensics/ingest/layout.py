@@ -46,6 +46,8 @@ BPF_PREFIX = {
     "bpf-nat": "bpf_nat",
     "bpf-routes": "bpf_routes",
     "bpf-counters": "bpf_counters",
+    "bpf-ifstate": "bpf_ifstate",
+    "bpf-policy": "bpf_policy",
 }
 # known but not (yet) turned into tables: listed in artifacts as such, never silently
 KNOWN_OTHER = {
@@ -115,6 +117,8 @@ def classify(rel: str, head: bytes, lines: list[str] | None) -> str:
         return "bpftool"
     if name in BY_NAME:
         return BY_NAME[name]
+    if name.startswith("bpf-policy"):  # one dump per interface: bpf-policy-<iface>.txt
+        return "bpf_policy"
     for prefix, kind in BPF_PREFIX.items():
         if name.startswith(prefix) and not name.startswith(prefix + "-"):
             return kind
@@ -143,6 +147,10 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "bpf_nat"
     if re.search(r"\| CATEGORY \|", head):
         return "bpf_counters"
+    if re.search(r"^\s*\d+ : \{flags: ", head, re.M):  # ifstate dump: `%5d : <Value.String()>`
+        return "bpf_ifstate"
+    if re.search(r"^IfaceName: \S+\s*\nHook: \w+", head, re.M):  # policy dump <iface> <hook>
+        return "bpf_policy"
     # `calico-node -bpf routes dump`: "%15v: %s", the CIDR right-aligned, then the route's words
     if re.search(r"^\s*[0-9a-fA-F.:]+/\d+: (?:local|remote) (?:host|workload)\b", head, re.M):
         return "bpf_routes"

@@ -26,6 +26,8 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "bpf_nat": ("bpf_nat", calico_bpf.parse_bpf_nat),
     "bpf_routes": ("bpf_routes", calico_bpf.parse_bpf_routes),
     "bpf_counters": ("bpf_counters", calico_bpf.parse_bpf_counters),
+    "bpf_ifstate": ("bpf_ifstate", calico_bpf.parse_bpf_ifstate),
+    "bpf_policy": ("bpf_policy", calico_bpf.parse_bpf_policy),
     "traces": ("traces", traces.parse_traces),
     "kube_pods": ("pods", kubectl.parse_pod_listing),
     "kube_services": ("services", kubectl.parse_service_listing),

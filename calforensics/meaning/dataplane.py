@@ -18,8 +18,8 @@ from ..schema import conform
 from .platform import REACH_TEXT, calico_versions, felix_settings, kube_proxy_modes, peer_redirect_reach
 from .routing import WIREGUARD_DEVICES
 
-BPF_KINDS = ("bpf_conntrack", "bpf_nat", "bpf_routes", "bpf_counters", "bpftool")
-BPF_LISTINGS = ("bpf-prog.txt", "bpf-maps.txt", "bpf-ifstate.json", "bpf-ifstate.txt", "bpf-arp.json", "bpf-arp.txt")
+BPF_KINDS = ("bpf_conntrack", "bpf_nat", "bpf_routes", "bpf_counters", "bpf_ifstate", "bpf_policy", "bpftool")
+BPF_LISTINGS = ("bpf-prog.txt", "bpf-maps.txt", "bpf-arp.json", "bpf-arp.txt")
 POLICY_CHAIN_PREFIXES = ("cali-tw-", "cali-fw-", "cali-pi-", "cali-po-", "cali-th-", "cali-fh-")
 
 

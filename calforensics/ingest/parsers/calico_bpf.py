@@ -1,4 +1,5 @@
-"""`calico-node -bpf …` (calico-bpf) dumps, text and `--json`: conntrack, nat, routes, counters.
+"""`calico-node -bpf …` (calico-bpf) dumps, text and `--json`: conntrack, nat, routes, counters,
+ifstate, and `policy dump <iface> all`.
 
 Formats from felix/cmd/calico-bpf/commands/*.go and felix/bpf/**/map.go String() methods (shared
 formats reference section 1.3).
@@ -13,7 +14,7 @@ import pandas as pd
 
 from ...anomalies import AnomalyLog
 from ...schema import table_frame
-from .text import LOG_LINE, split_hostport
+from .text import LOG_LINE, preamble, split_hostport
 
 PROTO_NAMES = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMP6": 58, "SCTP": 132}
 CT_TYPES = {0: "normal", 1: "nat-forward", 2: "nat-reverse"}
@@ -37,9 +38,15 @@ def duration_s(text: str) -> float:
     return sum(float(v) * UNIT_S[u] for v, u in parts)
 
 
-def load_json(lines: list[str]) -> object | None:
-    """JSON after any log preamble lines; None if the text is not JSON."""
-    body = [x for x in lines if not LOG_LINE.match(x)]
+def load_json(lines: list[str], log: AnomalyLog | None = None) -> object | None:
+    """JSON after any log preamble lines (each an anomaly in ``log``); None if the text is not JSON."""
+    body = []
+    for no, x in enumerate(lines, 1):
+        if log is not None and x.strip() and preamble(x, no, log):
+            continue
+        if log is None and LOG_LINE.match(x):
+            continue
+        body.append(x)
     text = "\n".join(body).strip()
     start = min([i for i in (text.find("["), text.find("{")) if i >= 0], default=-1)
     if start < 0:
@@ -50,9 +57,13 @@ def load_json(lines: list[str]) -> object | None:
         return None
 
 
+def _looks_json(lines: list[str]) -> bool:
+    return any(x.strip().startswith(("[", "{")) for x in lines[:20])
+
+
 # ---- conntrack -------------------------------------------------------------------------------
 def parse_bpf_conntrack(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
-    data = load_json(lines) if any(x.strip().startswith(("[", "{")) for x in lines[:20]) else None
+    data = load_json(lines, log) if _looks_json(lines) else None
     rows: list[dict] = []
     if isinstance(data, list):
         for i, e in enumerate(data, 1):
@@ -63,7 +74,7 @@ def parse_bpf_conntrack(lines: list[str], log: AnomalyLog, node: str = "", artif
     else:
         for no, line in enumerate(lines, 1):
             s = line.strip()
-            if not s or LOG_LINE.match(s) or s.startswith(("Dumping", "dumped", "Found")):
+            if not s or s.startswith(("Dumping", "dumped", "Found")) or preamble(s, no, log):
                 continue
             rec = _ct_raw(s) if s.startswith("ConntrackKey") else _ct_pretty(s)
             if rec is None:
@@ -171,7 +182,7 @@ def _ct_json(e: dict, i: int) -> dict:
 
 # ---- nat -------------------------------------------------------------------------------------
 def parse_bpf_nat(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
-    data = load_json(lines) if any(x.strip().startswith(("[", "{")) for x in lines[:20]) else None
+    data = load_json(lines, log) if _looks_json(lines) else None
     rows: list[dict] = []
     if isinstance(data, list):
         for i, svc in enumerate(data, 1):
@@ -198,7 +209,7 @@ def parse_bpf_nat(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
         pending: list[tuple] = []
         for no, line in enumerate(lines, 1):
             s = line.rstrip()
-            if not s.strip() or LOG_LINE.match(s.strip()):
+            if not s.strip() or preamble(s, no, log):
                 continue
             m = NAT_FRONTEND.match(s.strip())
             if m:
@@ -237,7 +248,7 @@ def _with_backends(base: dict, backends: list[tuple]) -> list[dict]:
 
 # ---- routes ----------------------------------------------------------------------------------
 def parse_bpf_routes(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
-    data = load_json(lines) if any(x.strip().startswith(("[", "{")) for x in lines[:20]) else None
+    data = load_json(lines, log) if _looks_json(lines) else None
     rows: list[dict] = []
     if isinstance(data, list):
         for i, r in enumerate(data, 1):
@@ -254,7 +265,7 @@ def parse_bpf_routes(lines: list[str], log: AnomalyLog, node: str = "", artifact
                 )
     else:
         for no, line in enumerate(lines, 1):
-            if not line.strip() or LOG_LINE.match(line.strip()):
+            if not line.strip() or preamble(line, no, log):
                 continue
             m = ROUTE_LINE.match(line)
             if not m:
@@ -281,7 +292,7 @@ def parse_bpf_routes(lines: list[str], log: AnomalyLog, node: str = "", artifact
 
 # ---- counters --------------------------------------------------------------------------------
 def parse_bpf_counters(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
-    data = load_json(lines) if any(x.strip().startswith(("[", "{")) for x in lines[:20]) else None
+    data = load_json(lines, log) if _looks_json(lines) else None
     rows: list[dict] = []
     if data is not None:
         for i, entry in enumerate(data if isinstance(data, list) else [data], 1):
@@ -313,7 +324,7 @@ def parse_bpf_counters(lines: list[str], log: AnomalyLog, node: str = "", artifa
                 table, category = [], ""
                 continue
             if not s.startswith("|"):
-                if s and not s.startswith("+") and not LOG_LINE.match(s):
+                if s and not s.startswith("+") and not preamble(s, no, log):
                     log.add(no, "unparsed_line", s[:200])
                 continue
             cells = [c.strip() for c in s.strip("|").split("|")]
@@ -339,3 +350,120 @@ def parse_bpf_counters(lines: list[str], log: AnomalyLog, node: str = "", artifa
             log.add("end", "missing_caption", f"{len(table)} counter rows without a 'dumped <iface> counters.' line")
             rows.extend(table)
     return table_frame(rows, "bpf_counters", node, artifact)
+
+
+# ---- ifstate ---------------------------------------------------------------------------------
+IFSTATE_LINE = re.compile(r"^\s*(\d+)\s*:\s*\{(.*)\}\s*$")
+IFSTATE_FIELDS = {  # Value.String() name -> column (felix/bpf/ifstate/map.go)
+    "XDPPolicyV4": "xdp_policy_v4",
+    "IngressPolicyV4": "ingress_policy_v4",
+    "EgressPolicyV4": "egress_policy_v4",
+    "XDPPolicyV6": "xdp_policy_v6",
+    "IngressPolicyV6": "ingress_policy_v6",
+    "EgressPolicyV6": "egress_policy_v6",
+    "IngressFilter": "tc_ingress_filter",
+    "EgressFilter": "tc_egress_filter",
+}
+
+
+def parse_bpf_ifstate(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """`calico-node -bpf ifstate dump`: `%5d : {flags: workload,v4Ready, XDPPolicyV4: -1, …, name: cali…}`
+    per interface (older releases print fewer fields), or `--json` objects with the same facts."""
+    data = load_json(lines, log) if _looks_json(lines) else None
+    rows: list[dict] = []
+    if isinstance(data, list):
+        for i, e in enumerate(data, 1):
+            if not isinstance(e, dict):
+                log.add(f"element {i}", "unparsed_element", str(e)[:200])
+                continue
+            row = {"line": i, "source": "calico-bpf-json", "ifindex": e.get("ifindex"), "name": e.get("name", "")}
+            row["flags"] = " ".join(str(f) for f in e.get("flags") or [])
+            row.update({col: e.get(col) for col in IFSTATE_FIELDS.values()})
+            rows.append(row)
+    else:
+        for no, line in enumerate(lines, 1):
+            if not line.strip() or preamble(line, no, log):
+                continue
+            m = IFSTATE_LINE.match(line)
+            if not m:
+                log.add(no, "unparsed_line", line.strip()[:200])
+                continue
+            body = m.group(2)
+            row = {"line": no, "source": "calico-bpf", "ifindex": m.group(1)}
+            flags = re.match(r"\s*flags:\s*(\S*?),?(?:\s|$)", body)
+            row["flags"] = " ".join(f for f in (flags.group(1) if flags else "").split(",") if f)
+            name = re.search(r"\bname:\s*([^,}\s]*)", body)
+            row["name"] = name.group(1) if name else ""
+            for key, value in re.findall(r"(\w+):\s*(-?\d+)", body):
+                if key in IFSTATE_FIELDS:
+                    row[IFSTATE_FIELDS[key]] = value
+            rows.append(row)
+    return table_frame(rows, "bpf_ifstate", node, artifact)
+
+
+# ---- policy dump -----------------------------------------------------------------------------
+def parse_bpf_policy(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """`calico-node -bpf policy dump <iface> <hook|all>`: the tiers, policies and rules a BPF policy
+    program holds, a row per rule with its action and hit count, and a row per tier end with its
+    action. Two forms (felix/cmd/calico-bpf/commands/policy_debug.go): the current one (`Tier: t`,
+    `Policy: <Kind> <name>`, `Rule: <name>  Action: deny`, `Match: …`, `Hit count: N`,
+    `End Tier: t  (action: deny)`), and the older one that prints the program's own comments
+    (`// Start of tier t`, `// Start of rule …`, `// End of tier t: deny`) among its instructions."""
+    rows: list[dict] = []
+    iface = hook = tier = policy = ""
+    rule: dict | None = None
+    for no, raw in enumerate(lines, 1):
+        s = raw.strip()
+        if not s or preamble(s, no, log):
+            continue
+        comment = s[2:].strip() if s.startswith("//") else ""
+        if s.startswith("IfaceName:"):
+            iface, tier, policy, rule = s.split(":", 1)[1].strip(), "", "", None
+        elif s.startswith("Hook:"):
+            hook, tier, policy, rule = s.split(":", 1)[1].strip(), "", "", None
+        elif s.startswith(("Error:", "Policy Info:", "#####")) or re.fullmatch(r"[0-9a-f]{16} .*|[\w.-]+:", s):
+            continue  # an error the dump reports, a heading, an instruction or a jump label
+        elif s.startswith("Tier:") or comment.startswith("Start of tier "):
+            tier = (s.split(":", 1)[1] if s.startswith("Tier:") else comment[len("Start of tier ") :]).strip()
+        elif s.startswith("End Tier:") or comment.startswith("End of tier "):
+            m = re.match(r"End Tier:\s*(\S+)(?:\s+\(action: (\w+)\))?", s) or re.match(
+                r"End of tier (\S+?)(?::\s*(\w+))?$", comment
+            )
+            if m:
+                rows.append(_policy_row(no, iface, hook, m.group(1), "", "", "end-of-tier", (m.group(2) or "").lower()))
+            tier, policy = "", ""
+        elif s.startswith("Policy:") or (comment.startswith("Start of ") and not comment.startswith("Start of rule")):
+            policy = (s.split(":", 1)[1] if s.startswith("Policy:") else comment[len("Start of ") :]).strip()
+        elif s.startswith("End Policy:") or (comment.startswith("End of ") and not comment.startswith("End of rule")):
+            policy = ""
+        elif s.startswith("Rule:") or comment.startswith("Start of rule "):
+            m = re.match(r"Rule:\s*(\S+)(?:\s+Action:\s*(\w+))?", s) or re.match(
+                r'Start of rule (\S+)(?:.*?action:"(\w+)")?', comment
+            )
+            name, action = (m.group(1), m.group(2) or "") if m else ("", "")
+            rule = _policy_row(no, iface, hook, tier, policy, name, "rule", action.lower())
+            rows.append(rule)
+        elif s.startswith("Match:") and rule is not None:
+            rule["match"] = s.split(":", 1)[1].strip()
+        elif s.startswith("Hit count:") and rule is not None:
+            rule["hit_count"] = s.split(":", 1)[1].strip()
+        elif comment:
+            continue  # the older form's other comments (matches, MatchIDs) describe its instructions
+        else:
+            log.add(no, "unparsed_line", s[:200])
+    return table_frame(rows, "bpf_policy", node, artifact)
+
+
+def _policy_row(no: int, iface: str, hook: str, tier: str, policy: str, rule: str, kind: str, action: str) -> dict:
+    kind_name, _, name = policy.partition(" ")
+    return {
+        "line": no,
+        "interface": iface,
+        "hook": hook,
+        "tier": tier,
+        "policy_kind": kind_name if name else "",
+        "policy": name or policy,
+        "rule": rule,
+        "kind": kind,
+        "action": action,
+    }

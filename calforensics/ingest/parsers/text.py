@@ -14,6 +14,27 @@ LOG_LINE = re.compile(
 )
 
 
+# what `kubectl exec` prints before a command's output (to the combined output calicoctl keeps)
+KUBECTL_NOTICE = re.compile(
+    r"^(?:Defaulted container \"|Unable to use a TTY|command terminated with exit code \d+|"
+    r"Defaulting container name to )"
+)
+
+
+def preamble(line: str, no: int, log) -> bool:
+    """A log or `kubectl exec` line before or inside a dump (logrus lines of calico-node, calico-bpf,
+    Felix or confd; kubectl's notices): recorded as an anomaly and skipped, never taken for the end
+    of the dump. ``log``: the parser's AnomalyLog."""
+    s = line.strip()
+    if LOG_LINE.match(s):
+        log.add(no, "log_line_skipped", s[:200])
+        return True
+    if KUBECTL_NOTICE.match(s):
+        log.add(no, "notice_skipped", s[:200])
+        return True
+    return False
+
+
 def read_lines(path: str | Path, limit: int = MAX_TEXT_BYTES) -> list[str]:
     """Read a text file as lines: undecodable bytes replaced, CRLF (from `kubectl exec -t`) removed."""
     with open(path, "rb") as fh:
