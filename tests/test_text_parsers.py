@@ -601,5 +601,5 @@ def test_calico_bpf_routes_dump_is_recognised_by_its_content(tmp_path):
     df = parse_bpf_routes(lines, lg)
     assert df.cidr.tolist() == ["10.0.1.20/32", "10.48.0.0/26", "10.48.0.128/32"]
     assert (df.next_hop.iloc[1], str(df.ifindex.iloc[2])) == ("10.0.1.31", "4")
-    # the kubectl notice is an anomaly of line 1; the Felix log line is known and passed over
-    assert [(row[3], row[4]) for row in lg.rows] == [("line 1", "unparsed_line")]
+    # the kubectl notice and the Felix log line are skipped, an anomaly each, and the dump read on
+    assert [(row[3], row[4]) for row in lg.rows] == [("line 1", "notice_skipped"), ("line 2", "log_line_skipped")]
