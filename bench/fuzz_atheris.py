@@ -22,6 +22,7 @@ with atheris.instrument_imports():
     from calforensics.ingest.parsers import (
         calico_bpf,
         conntrack,
+        flowlogs,
         iproute,
         iptables,
         ipvs,
@@ -51,6 +52,7 @@ TEXT = [
     kubectl.parse_pod_listing,
     platform.parse_platform_evidence,
     ipvs.parse_ipvsadm,
+    flowlogs.parse_flow_logs,
 ]
 
 

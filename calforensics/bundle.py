@@ -61,6 +61,7 @@ TABLES = [
     "services",
     "sysctls",
     "ipvs",
+    "flow_logs",
     "platform_evidence",
     "dataplane",
     "wireguard",
@@ -421,6 +422,10 @@ class Bundle:
     @property
     def ipvs(self) -> pd.DataFrame:
         return self._text_table("ipvs")
+
+    @property
+    def flow_logs(self) -> pd.DataFrame:
+        return self._text_table("flow_logs")
 
     @property
     def platform_evidence(self) -> pd.DataFrame:

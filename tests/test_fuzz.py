@@ -21,6 +21,7 @@ from calforensics.ingest.parsers import (
     bpftool,
     calico_bpf,
     conntrack,
+    flowlogs,
     iproute,
     iptables,
     ipvs,
@@ -142,6 +143,19 @@ BPF_POLICY = [  # calico-node -bpf policy dump <iface> all (policy_debug.go, cur
     "    End Policy: NetworkPolicy secure/db-allow-app",
     "  End Tier: default  (action: deny)",
 ]
+FLOW_LOGS = [  # Goldmane's emitter (encoding/json of its Flow struct) and a Calico Enterprise flows.log line
+    '{"Key":{"source_name":"client","source_namespace":"default","source_type":1,"dest_name":"db",'
+    '"dest_namespace":"secure","dest_type":1,"dest_port":5432,"proto":"tcp","reporter":2,"action":2,'
+    '"policies":{"enforced_policies":[{"kind":10,"tier":"default","action":2,"rule_index":-1,"trigger":{"kind":1,'
+    '"namespace":"secure","name":"default.db-allow-app","tier":"default","action":2}}]}},"start_time":1700000000,'
+    '"end_time":1700000015,"packets_out":4}',
+    '{"start_time":1700000000,"end_time":1700000300,"source_ip":"192.168.10.5","source_name":"client",'
+    '"source_name_aggr":"client","source_namespace":"default","source_port":40000,"source_type":"wep",'
+    '"dest_ip":"192.168.20.9","dest_name":"db","dest_name_aggr":"db","dest_namespace":"secure","dest_port":5432,'
+    '"dest_type":"wep","proto":"tcp","action":"deny","reporter":"dst","policies":{"all_policies":'
+    '["0|default|secure/default.db-allow-app|deny|-1"]},"bytes_in":0,"bytes_out":240,"packets_in":0,'
+    '"packets_out":4,"num_flows":1,"num_flows_started":1,"num_flows_completed":0,"host":"node-b"}',
+]
 IPVSADM = [  # ipvsadm -Ln, then --stats, as ipvsadm.c prints them
     "IP Virtual Server version 1.2.1 (size=4096)",
     "Prot LocalAddress:Port Scheduler Flags",
@@ -189,6 +203,7 @@ PARSERS = {
     "kubectl services": (kubectl.parse_service_listing, SERVICES),
     "platform": (platform.parse_platform_evidence, PLATFORM),
     "ipvsadm": (ipvs.parse_ipvsadm, IPVSADM),
+    "flow logs": (flowlogs.parse_flow_logs, FLOW_LOGS),
 }
 
 

@@ -2,7 +2,8 @@
 
 In: a Bundle's tables (the joined hops and flows with the node state behind them). Out: an Analysis
 (result.py): drops with cause, evidence and confidence (drops.py), overhead and MTU trouble
-(overhead.py), latency (latency.py), WireGuard sessions (wireguard.py) and the findings document
+(overhead.py), latency (latency.py), WireGuard sessions (wireguard.py), Calico flow logs matched to
+the captured flows (flow_logs.py) and the findings document
 (findings.py). Must not: read files, change the bundle's tables, or format anything for a reader.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from ..bundle import Bundle
 from ..runtime.memory import release_freed_memory
 from ..runtime.parallel import thread_map
-from . import drops, latency, overhead, wireguard
+from . import drops, flow_logs, latency, overhead, wireguard
 from .findings import build_findings
 from .result import SCHEMA_VERSION, Analysis
 
@@ -37,8 +38,9 @@ def analyze(bundle: Bundle) -> Analysis:
     # a table would log its anomalies twice)
     bundle.load_text_tables()
     bundle.flows  # noqa: B018
+    matches = flow_logs.match_flow_logs(bundle)
     work = [
-        lambda: {"drops": drops.find_drops(bundle)},
+        lambda: {"drops": drops.find_drops(bundle, matches)},
         lambda: _overhead(bundle, owners),
         lambda: _latency(bundle),
     ]
@@ -47,7 +49,9 @@ def analyze(bundle: Bundle) -> Analysis:
     for part in thread_map(threads, lambda fn: fn(), work):
         results.update(part)
     release_freed_memory()  # what the threads freed stays in their heaps otherwise, unused by the report
-    a = Analysis(bundle=bundle, wireguard_sessions=wireguard.sessions(bundle.wireguard), **results)
+    a = Analysis(
+        bundle=bundle, wireguard_sessions=wireguard.sessions(bundle.wireguard), flow_log_matches=matches, **results
+    )
     a.findings = build_findings(a)
     return a
 

@@ -6,6 +6,7 @@ kube-proxy rule or map element that turns the dialled frontend away but keeps no
 (UNREPLIED/INVALID entries), `syn_retries`, `icmp` (errors sent back, e.g. fragmentation needed),
 `bpf_counter` (calico-bpf drop counters of the BPF hooks between the two capture points),
 `bpf_conntrack` (the flow's BPF conntrack entry with the destination's leg not approved),
+`flow_log` (Calico's flow log entries of the flow: their verdict and the policies that denied),
 `bpf_trace` (BPF debug log verdicts: `DENY due to policy`), `bpf_policy` (what `calico-node -bpf policy
 dump` says the hook's program holds: its deny rules' hit counts, the tiers that end in deny). Each
 evidence says its `scope`:
@@ -31,6 +32,7 @@ import pandas as pd
 from ..bundle import Bundle
 from ..join.summaries import point_labels, role_of
 from ..meaning.rules import calico_chain_kind
+from . import flow_logs
 from .blocks import select_hops
 
 DROP_COLUMNS = [
@@ -203,6 +205,7 @@ class _Lookups:
     bpf_conntrack_of: dict
     denies_of: dict
     anonymous_denies: dict
+    flow_logs: pd.DataFrame = field(default_factory=pd.DataFrame)  # flow_logs.match_flow_logs
     causes: dict = field(default_factory=dict)
     bpf: dict = field(default_factory=dict)
 
@@ -222,8 +225,10 @@ class _Lookups:
         return self.bpf[stretch]
 
 
-def find_drops(b: Bundle) -> pd.DataFrame:
-    """One row per dropped or partly lost flow: where, by which rule or hook, the evidence, and how sure."""
+def find_drops(b: Bundle, flow_log_matches: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per dropped or partly lost flow: where, by which rule or hook, the evidence, and how sure.
+    ``flow_log_matches``: the flow log entries of each flow (flow_logs.match_flow_logs; found here if
+    not given)."""
     flows = b.flows
     lost = flows[flows["verdict"].isin(["dropped", "partial"])]
     rules = b.rules
@@ -244,6 +249,7 @@ def find_drops(b: Bundle) -> pd.DataFrame:
         seen_at,
         icmp_errors,
         *_bpf_per_flow_state(b.bpf_conntrack, b.traces),
+        flow_logs=flow_log_matches if flow_log_matches is not None else flow_logs.match_flow_logs(b),
     )
     return pd.DataFrame([_drop(f, look) for f in lost.itertuples(index=False)], columns=DROP_COLUMNS)
 
@@ -271,6 +277,20 @@ def _drop(f, look: _Lookups) -> dict:
     evidence += per_flow
     if cause is None and bpf_cause is not None:
         cause = dict(bpf_cause)
+    logged, denied_by = flow_logs.evidence(look.flow_logs, int(f.flow_id)) if len(look.flow_logs) else ([], "")
+    evidence += logged
+    if denied_by and cause is not None and not cause.get("policy"):
+        cause["policy"] = denied_by  # Calico's flow log names the policy the dataplane state does not
+    elif denied_by and cause is None:
+        cause = {
+            "kind": "flow_log_deny",
+            "node": "",
+            "table": "",
+            "chain": "",
+            "rule_comment": "",
+            "policy": denied_by,
+            "counter_packets": -1,
+        }
     corroborated = any(e["scope"] == "per_flow" and e["kind"].startswith("bpf_") for e in per_flow)
     if cause is not None and cause["counter_packets"] >= lost_packets and (cause["table"] != "bpf" or corroborated):
         confidence = "high"

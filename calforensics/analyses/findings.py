@@ -18,7 +18,7 @@ from ..bundle import Bundle
 from ..join.keys import SHORT_SNAPLEN
 from ..join.summaries import role_of
 from ..meaning.platform import NEWEST, show
-from . import wireguard
+from . import flow_logs, wireguard
 from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
 
 
@@ -72,6 +72,11 @@ def build_findings(a: Analysis) -> dict:
         "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions, len(b.wireguard_unpaired_plaintexts)),
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
         "link_scope_flows": int((flows["scope"] == "link").sum()),
+        "flow_logs": {
+            "entries": len(b.flow_logs),
+            "matched_flows": int(a.flow_log_matches["flow_id"].nunique()) if len(a.flow_log_matches) else 0,
+            "disagreements": flow_logs.disagreements(a.flow_log_matches, flows),
+        },
     }
     doc["findings"] = _headlines(a, doc)
     return doc
@@ -247,6 +252,7 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
         *_clock_headlines(doc["clock_offsets"]),
         *_ebpf_headlines(doc),
         *_wireguard_headlines(doc["wireguard"]),
+        *_flow_log_headlines(doc.get("flow_logs", {}).get("disagreements", [])),
         *_context_headlines(doc),
         *_capture_shape_headlines(doc["bundle"]["captures"]),
     ]
@@ -366,6 +372,24 @@ def _ebpf_headlines(doc: dict) -> list[dict]:
                 "medium",
             )
         )
+    return out
+
+
+def _flow_log_headlines(disagreements: list[dict]) -> list[dict]:
+    """Where Calico's flow logs and the captures disagree about a flow."""
+    out = []
+    for d in disagreements:
+        if d["said"] == "allowed":
+            title = (
+                f"flow {d['flow_id']}: the captures show it {d['verdict']}, but Calico's flow logs "
+                f"({d['reporters']} reporter) say allowed: lost after policy, or the logs speak of other packets"
+            )
+        else:
+            title = (
+                f"flow {d['flow_id']}: Calico's flow logs ({d['reporters']} reporter) say {d['said']}, but the "
+                "captures show it delivered: a policy changed in between, or the logs speak of other connections"
+            )
+        out.append(_headline("medium", "flow_log_disagrees", title, d["flow_id"], "medium"))
     return out
 
 

@@ -25,6 +25,7 @@ class Analysis:
     latency_samples: pd.DataFrame
     latency_flows: pd.DataFrame
     wireguard_sessions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    flow_log_matches: pd.DataFrame = field(default_factory=pd.DataFrame)  # flow_logs.match_flow_logs
     findings: dict = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:

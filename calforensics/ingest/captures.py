@@ -4,7 +4,6 @@ capture, node and interface columns written beside the decoded ones, a run of ro
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +15,7 @@ from ..runtime.parallel import narrow_codes
 from .artifacts import Artifact, LogFor, Tick
 from .layout import interface_role
 from .parsers.pcap import FrameIndex
+from .parsers.text import load_json_bounded
 from .parsers.wireguard import WG_PORTS, message_headers
 
 LINKTYPE_NAMES = {
@@ -82,7 +82,7 @@ def add_capture_windows(caps: pd.DataFrame, metadata: list[Artifact], root: Path
     windows = {}
     for art in metadata:
         try:
-            meta = json.loads((root / art.path).read_text(errors="replace"))
+            meta = load_json_bounded((root / art.path).read_text(errors="replace"))
             cap = meta.get("capture", {})
             windows[art.node] = (int(cap.get("start_ns", -1)), int(cap.get("stop_ns", -1)))
             art.rows, art.status = 1, "parsed"

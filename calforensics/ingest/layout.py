@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from .parsers import bpftool, conntrack, iproute, iptables, ipvs, kubectl, nft, platform, sysctl, traces
+from .parsers import bpftool, conntrack, flowlogs, iproute, iptables, ipvs, kubectl, nft, platform, sysctl, traces
 from .parsers.pcap import sniff_capture
 
 # exact file names (lower case) from calicoctl node/cluster diags and our collector
@@ -166,6 +166,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "traces"
     if sysctl.looks_like_sysctl(lines):
         return "sysctl"
+    if flowlogs.looks_like_flow_logs(lines):
+        return "flow_logs"
     if platform.looks_like_platform(lines) or _platform_name(name):
         return "platform"
     return "unrecognised"

@@ -11,7 +11,20 @@ import pandas as pd
 
 from ..schema import conform
 from .artifacts import Artifact, LogFor, Tick
-from .parsers import bpftool, calico_bpf, conntrack, iproute, iptables, ipvs, kubectl, nft, platform, sysctl, traces
+from .parsers import (
+    bpftool,
+    calico_bpf,
+    conntrack,
+    flowlogs,
+    iproute,
+    iptables,
+    ipvs,
+    kubectl,
+    nft,
+    platform,
+    sysctl,
+    traces,
+)
 from .parsers.text import read_lines
 
 # which parser builds which table from which artifact kind
@@ -34,6 +47,7 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "sysctl": ("sysctls", sysctl.parse_sysctls),
     "platform": ("platform_evidence", platform.parse_platform_evidence),
     "ipvs": ("ipvs", ipvs.parse_ipvsadm),
+    "flow_logs": ("flow_logs", flowlogs.parse_flow_logs),
 }
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from ...anomalies import AnomalyLog
 from ...schema import table_frame
 from .calico_bpf import CT_TYPES
+from .text import check_json_bounds
 
 HEX_ROW = re.compile(r"^(?:[0-9a-f]{2}\s+)*[0-9a-f]{2}$")
 CT_FLAG_NAMES = {
@@ -191,9 +192,13 @@ BARE_HEX = re.compile(r"(?<=[:\[,\s])(0x[0-9a-fA-F]+)(?=[\s,\]}])")
 
 def _json_entries(text: str, log: AnomalyLog) -> list[tuple[int, bytes | dict, bytes | dict]]:
     try:
+        check_json_bounds(text)
         data = json.loads(BARE_HEX.sub(r'"\1"', text), object_pairs_hook=_flatten)
     except json.JSONDecodeError as exc:
         log.add(exc.lineno, "bad_json", exc.msg)
+        return []
+    except ValueError as exc:  # too large or too deep to parse safely
+        log.add("document", "json_refused", str(exc)[:200])
         return []
     if isinstance(data, list) and data and isinstance(data[0], dict) and "elements" in data[0]:
         data = [e for m in data for e in m.get("elements", [])]

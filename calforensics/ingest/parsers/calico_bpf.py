@@ -7,14 +7,13 @@ formats reference section 1.3).
 
 from __future__ import annotations
 
-import json
 import re
 
 import pandas as pd
 
 from ...anomalies import AnomalyLog
 from ...schema import table_frame
-from .text import LOG_LINE, preamble, split_hostport
+from .text import LOG_LINE, load_json_bounded, preamble, split_hostport
 
 PROTO_NAMES = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMP6": 58, "SCTP": 132}
 CT_TYPES = {0: "normal", 1: "nat-forward", 2: "nat-reverse"}
@@ -52,8 +51,10 @@ def load_json(lines: list[str], log: AnomalyLog | None = None) -> object | None:
     if start < 0:
         return None
     try:
-        return json.loads(text[start:])
-    except json.JSONDecodeError:
+        return load_json_bounded(text[start:])
+    except ValueError as exc:  # malformed, too large or too deep
+        if log is not None and ("bound" in str(exc) or "deeper" in str(exc)):
+            log.add("document", "json_refused", str(exc)[:200])
         return None
 
 

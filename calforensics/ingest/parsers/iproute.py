@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pandas as pd
 
 from ...anomalies import AnomalyLog
 from ...schema import table_frame
+from .text import load_json_bounded
 
 LINK_HEAD = re.compile(r"^(\d+):\s+([^:@\s]+)(?:@([^:\s]+))?:\s+<([^>]*)>(.*)$")
 ROUTE_TYPES = {
@@ -47,7 +47,7 @@ def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
     text = "\n".join(lines).strip()
     if text.startswith("["):
         try:
-            for i, e in enumerate(json.loads(text), 1):
+            for i, e in enumerate(load_json_bounded(text), 1):
                 info = e.get("linkinfo") or {}
                 data = info.get("info_data") or {}
                 rows.append(
@@ -66,7 +66,7 @@ def parse_ip_link(lines: list[str], log: AnomalyLog, node: str = "", artifact: s
                         "addresses": " ".join(f"{a.get('local')}/{a.get('prefixlen')}" for a in e.get("addr_info", [])),
                     }
                 )
-        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+        except (ValueError, AttributeError, TypeError) as exc:  # malformed, too large or too deep
             log.add("file", "bad_json", str(exc))
     else:
         cur: dict | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -54,3 +55,30 @@ def split_hostport(s: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         return s, -1
     return host, int(port)
+
+
+MAX_JSON_BYTES = 256 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def load_json_bounded(text: str, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """json.loads with the bounds archives have: a document over ``max_bytes`` or nested deeper than
+    ``max_depth`` is refused with ValueError before it is parsed (a deep one would exhaust the
+    parser's recursion). Malformed JSON raises ValueError too (JSONDecodeError is one)."""
+    check_json_bounds(text, max_bytes, max_depth)
+    return json.loads(text)
+
+
+def check_json_bounds(text: str, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """ValueError if a JSON document is over ``max_bytes`` or nested deeper than ``max_depth``."""
+    if len(text) > max_bytes:
+        raise ValueError(f"JSON document of {len(text)} bytes is over the {max_bytes}-byte bound")
+    depth = deepest = 0
+    for m in JSON_BRACKET.finditer(JSON_STRING.sub('""', text)):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
