@@ -217,7 +217,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("node", "category", "node"),
             ("artifact", "string", "file"),
             ("line", "int64", "line"),
-            ("source", "category", "program that wrote the dump (iptables-save, iptables-nft-save, nft, …)"),
+            ("source", "category", "program that wrote the dump (iptables-save, iptables-nft-save, nft, nft-json, …)"),
             ("backend", "category", "legacy or nft"),
             ("family", "category", "ipv4, ipv6, or the nft family"),
             ("table", "category", "filter, nat, mangle, raw, … (nft: the table name)"),

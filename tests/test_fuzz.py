@@ -169,6 +169,19 @@ IPVSADM = [  # ipvsadm -Ln, then --stats, as ipvsadm.c prints them
     "TCP  10.96.0.50:80                      12      345      300 123456K     9876M",
     "  -> 192.168.20.7:8080                  12      345      300 123456K     9876M",
 ]
+NFT_JSON = [  # `nft -j list ruleset` as the lab's kernel prints it (one document)
+    '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, '
+    '{"table": {"family": "ip", "name": "calico", "handle": 1}}, '
+    '{"chain": {"family": "ip", "table": "calico", "name": "filter-FORWARD", "handle": 1, "type": "filter", '
+    '"hook": "forward", "prio": 0, "policy": "accept"}}, '
+    '{"rule": {"family": "ip", "table": "calico", "chain": "filter-cali-tw-cali3a87a5219a9", "handle": 59, '
+    '"comment": "cali:dUDug0XetTiHckat; End of tier default. Drop if no policies passed packet", "expr": '
+    '[{"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, 131072]}, "right": 0}}, '
+    '{"counter": {"packets": 4, "bytes": 240}}, {"drop": null}]}}, '
+    '{"map": {"family": "ip", "name": "service-ips", "table": "kube-proxy", "type": ["ipv4_addr", "inet_proto", '
+    '"inet_service"], "handle": 12, "map": "verdict", "elem": [[{"concat": ["10.96.0.50", "tcp", 80]}, '
+    '{"goto": {"target": "service-SUSTUHLJ-default/web/tcp/http"}}]]}}]}'
+]
 PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
     "  spec:",
     "    calicoVersion: v3.29.2",
@@ -187,6 +200,7 @@ PARSERS = {
     "iptables-save": (iptables.parse_iptables_save, SAMPLE_LINES["iptables-nft-save.txt"]),
     "nft": (nft.parse_nft_ruleset, SAMPLE_LINES["nft-ruleset.txt"]),
     "nft kube-proxy": (nft.parse_nft_ruleset, NFT_KUBE_PROXY),
+    "nft json": (nft.parse_nft_ruleset, NFT_JSON),
     "ip link": (iproute.parse_ip_link, SAMPLE_LINES["ip-link.txt"] + SAMPLE_LINES["ip-addr.txt"]),
     "ip route": (iproute.parse_ip_route, SAMPLE_LINES["ip-route.txt"] + SAMPLE_LINES["ip-route-v6.txt"]),
     "sysctl": (sysctl.parse_sysctls, SAMPLE_LINES["sysctls.txt"]),

@@ -1,5 +1,7 @@
 """Text parsers, fed lines in the exact forms given in the shared formats reference."""
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -603,3 +605,51 @@ def test_calico_bpf_routes_dump_is_recognised_by_its_content(tmp_path):
     assert (df.next_hop.iloc[1], str(df.ifindex.iloc[2])) == ("10.0.1.31", "4")
     # the kubectl notice and the Felix log line are skipped, an anomaly each, and the dump read on
     assert [(row[3], row[4]) for row in lg.rows] == [("line 1", "notice_skipped"), ("line 2", "log_line_skipped")]
+
+
+def test_nft_json_reads_as_the_text_form(tmp_path):
+    """`nft -j list ruleset` and `nft -n -a list ruleset` of the same ruleset on the real kernel (the lab's
+    node-b rules in Calico's and kube-proxy's nftables modes) give the same rows and meaning; a bundle
+    holding both counts the rules once."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT, unavailable
+
+    if os.geteuid() != 0 or not shutil.which("nft"):
+        unavailable("needs root and nft to load a ruleset into a network namespace")
+    sys.path.insert(0, str(ROOT / "sample_data"))
+    import lab
+
+    ns = f"cfnftjson{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=lab.nft_rules(lab.NODES[1]), text=True, check=True)
+        text = subprocess.run(["ip", "netns", "exec", ns, "nft", "-n", "-a", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+        as_json = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    cols = ["table", "chain", "kind", "position", "target", "goto", "packets", "comment", "rule_hash", "action", "drop_kind",
+            "policy", "tier", "service", "service_ip", "service_port", "endpoint", "protocol", "dport", "src", "to_destination",
+            "calico_chain", "endpoint_iface"]
+    forms = []
+    for body in (text, as_json):
+        lg = log()
+        df = add_rule_meaning(parse_nft_ruleset(body.split("\n"), lg, "node-b", "f"))
+        assert not lg.rows, lg.rows[:3]
+        forms.append(df[cols].astype(str).sort_values(["table", "chain", "kind", "position"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(forms[0], forms[1])
+    assert {"end_of_tier", "conntrack_invalid", "no_endpoints"} <= set(forms[1].drop_kind)
+    assert "default/web:http" in set(forms[1].service) and "192.168.20.7:8080" in set(forms[1].endpoint)
+    node = tmp_path / "nodes" / "node-b"
+    node.mkdir(parents=True)
+    (node / "nft-ruleset.txt").write_text(text)
+    (node / "nft-ruleset.json").write_text(as_json)
+    import calforensics
+
+    with calforensics.open_bundle(tmp_path) as b:
+        rules = b.rules[b.rules.kind.astype(str) != "chain"]
+        assert set(b.artifacts.kind.astype(str)) == {"nft"}
+        assert rules.duplicate.sum() == (~rules.duplicate).sum() > 0  # the JSON rows repeat the text's
+        assert set(rules[~rules.duplicate].source.astype(str)) == {"nft"}

@@ -117,14 +117,21 @@ def _merge_interfaces(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mark_nft_duplicates(rules: pd.DataFrame) -> pd.DataFrame:
-    """Flag nft rows of tables that an iptables-nft-save dump of the same node already shows."""
+    """Flag nft rows of tables that an iptables-nft-save dump of the same node already shows, and
+    `nft -j` rows of tables the node's text ruleset already shows."""
     rules = rules.copy()
     saved = rules[rules["source"].astype(str).str.contains("tables") & (rules["backend"].astype(str) == "nft")]
     family = saved["family"].astype(str).map({"ipv4": "ip", "ipv6": "ip6"})
     seen = set(zip(saved["node"].astype(str), family, saved["table"].astype(str), strict=True))
-    nft_rows = rules["source"].astype(str) == "nft"
-    keys = zip(rules["node"].astype(str), rules["family"].astype(str), rules["table"].astype(str), strict=True)
-    rules["duplicate"] = [bool(is_nft and key in seen) for is_nft, key in zip(nft_rows, keys, strict=True)]
+    nft_rows = rules["source"].astype(str).isin(["nft", "nft-json"])
+    keys = list(zip(rules["node"].astype(str), rules["family"].astype(str), rules["table"].astype(str), strict=True))
+    # the same ruleset saved as text and as `nft -j` JSON: the JSON rows repeat the text's
+    as_text = {k for k, src in zip(keys, rules["source"].astype(str), strict=True) if src == "nft"}
+    json_rows = rules["source"].astype(str) == "nft-json"
+    rules["duplicate"] = [
+        bool(is_nft and (key in seen or (is_json and key in as_text)))
+        for is_nft, is_json, key in zip(nft_rows, json_rows, keys, strict=True)
+    ]
     return rules
 
 

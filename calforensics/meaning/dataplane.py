@@ -48,7 +48,7 @@ def detect_dataplane(
         if len(mine):  # kube-proxy's nftables mode: its service chains
             in_kube_table = mine["table"].astype(str) == "kube-proxy"
             kube += sorted(c for c in set(mine.loc[in_kube_table, "chain"].astype(str)) if c.startswith("service-"))
-        nft_only = len(mine) > 0 and set(mine["source"].astype(str)) <= {"nft"}
+        nft_only = len(mine) > 0 and set(mine["source"].astype(str)) <= {"nft", "nft-json"}
         devices = set(interfaces.loc[interfaces["node"].astype(str) == node, "name"].astype(str))
         devices |= set(captures.loc[captures["node"].astype(str) == node, "interface"].astype(str))
         wg = sorted(d for d in devices if d in WIREGUARD_DEVICES)

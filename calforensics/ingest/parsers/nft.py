@@ -1,4 +1,5 @@
-"""`nft list ruleset` (optionally `-n -a`, with counters) into the same rule rows as iptables-save.
+"""`nft list ruleset` (optionally `-n -a`, with counters; or `-j`, JSON) into the same rule rows as
+iptables-save.
 
 Calico's nftables mode names regular chains after the iptables ones, prefixed by the layer
 (`filter-cali-tw-<iface>`); :func:`iptables_chain_name` undoes that so the Calico meaning applies.
@@ -12,6 +13,7 @@ import pandas as pd
 
 from ...anomalies import AnomalyLog
 from ...schema import table_frame
+from .text import load_json_bounded
 
 TABLE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*\{")
 CHAIN = re.compile(r"^chain\s+(\S+)\s*\{")
@@ -31,7 +33,7 @@ PROTOCOL_NAMES = {"1": "icmp", "4": "ipencap", "6": "tcp", "17": "udp", "58": "i
 
 
 def looks_like_nft(lines: list[str]) -> bool:
-    return any(TABLE.match(x.strip()) for x in lines[:200])
+    return any(TABLE.match(x.strip()) for x in lines[:200]) or looks_like_nft_json(lines)
 
 
 def iptables_chain_name(chain: str) -> str:
@@ -51,6 +53,8 @@ def parse_nft_ruleset(lines: list[str], log: AnomalyLog, node: str = "", artifac
     and maps (a verdict map's elements are dispatch rules: kube-proxy's nftables mode keeps its
     services in them); other blocks are skipped whole. A rule or an element list that spans lines
     (an anonymous `vmap { … }`) is read as one."""
+    if looks_like_nft_json(lines):
+        return parse_nft_json(lines, log, node, artifact)
     rows: list[dict] = []
     family = table = chain = ""
     depth = 0
@@ -230,3 +234,159 @@ def _nft_matches(body: str) -> dict:
     if m:  # `nft -n` prints protocol numbers; iptables-save their names
         out["protocol"] = PROTOCOL_NAMES.get(m.group(1), m.group(1))
     return out
+
+
+# ---- `nft -j list ruleset` ----------------------------------------------------------------------
+VERDICTS = ("accept", "drop", "reject", "return", "continue", "queue")
+
+
+def looks_like_nft_json(lines: list[str]) -> bool:
+    return '"nftables"' in "".join(lines[:3])[:200]
+
+
+def parse_nft_json(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """`nft -j list ruleset` (libnftables-json(5)) into the rows the text form gives: chains with their
+    hook and policy, rules with their counter, verdict, comment and matches (rendered as nft prints
+    them, so the same meaning applies), and the elements of maps and sets."""
+    try:
+        doc = load_json_bounded("\n".join(lines))
+    except ValueError as exc:
+        log.add("document", "bad_json", str(exc)[:200])
+        return table_frame([], "rules", node, artifact)
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        log.add("document", "bad_json", "no nftables list")
+        return table_frame([], "rules", node, artifact)
+    rows: list[dict] = []
+    positions: dict[tuple, int] = {}
+    for i, item in enumerate(items, 1):
+        if not isinstance(item, dict) or len(item) != 1:
+            log.add(f"element {i}", "unparsed_element", str(item)[:200])
+            continue
+        (kind, body), = item.items()
+        if kind in ("metainfo", "table") or not isinstance(body, dict):
+            continue
+        where = {"line": i, "family": body.get("family", ""), "table": body.get("table", "")}
+        try:
+            if kind == "chain":
+                if body.get("hook"):
+                    rows.append(
+                        {**where, "chain": body.get("name", ""), "position": 0, "kind": "chain",
+                         "chain_policy": str(body.get("policy", "")).upper(), "source": "nft-json", "backend": "nft"}
+                    )
+            elif kind in ("map", "set"):
+                for position, elem in enumerate(body.get("elem") or [], 1):
+                    rows.append({**where, "chain": body.get("name", ""), "position": position, **_json_element(elem)})
+            elif kind == "rule":
+                key = (where["family"], where["table"], body.get("chain", ""))
+                positions[key] = positions.get(key, 0) + 1
+                rows.append({**where, "chain": body.get("chain", ""), **_json_rule(body, positions[key])})
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            log.add(f"element {i}", "unparsed_element", f"{exc}: {str(item)[:160]}")
+    return table_frame(rows, "rules", node, artifact)
+
+
+def _json_element(elem: object) -> dict:
+    value, verdict = (elem[0], elem[1]) if isinstance(elem, list) and len(elem) == 2 else (elem, None)
+    comment = ""
+    if isinstance(value, dict) and "elem" in value:
+        comment = str(value["elem"].get("comment", ""))
+        value = value["elem"].get("val")
+    row = {"kind": "element", "match": _render(value), "comment": comment, "source": "nft-json", "backend": "nft"}
+    if isinstance(verdict, dict):
+        (name, arg), = verdict.items()
+        if name in ("goto", "jump"):
+            row.update(target=arg["target"], goto=name == "goto")
+        else:
+            row["target"] = name.upper()
+    return row
+
+
+def _json_rule(body: dict, position: int) -> dict:
+    """A rule's statements: matches rendered as text, the counter, and the verdict or NAT statement."""
+    text, target, args, goto, counter = [], "", "", False, None
+    for stmt in body.get("expr") or []:
+        (name, arg), = stmt.items()
+        if name == "match":
+            op = "" if arg.get("op") in ("==", "in") else f"{arg.get('op')} "
+            text.append(f"{_render(arg.get('left'))} {op}{_render(arg.get('right'))}")
+        elif name == "counter":
+            counter = arg
+            text.append(f"counter packets {arg.get('packets', 0)} bytes {arg.get('bytes', 0)}")
+        elif name in ("jump", "goto"):
+            target, goto = arg["target"], name == "goto"
+            text.append(f"{name} {target}")
+        elif name in VERDICTS:
+            target = name.upper()
+            text.append(name)
+        elif name in ("dnat", "snat"):
+            target = name.upper()
+            args = f"{arg.get('addr', '')}" + (f":{arg['port']}" if "port" in arg else "")
+            text.append(f"{name} to {args}")
+        elif name == "masquerade":
+            target = "MASQUERADE"
+            text.append("masquerade")
+        elif name == "vmap":
+            text.append(f"{_render(arg.get('key'))} vmap {_render(arg.get('data'))}")
+        else:
+            text.append(f"{name} {_render(arg)}".strip())
+    comment = str(body.get("comment", ""))
+    rule_hash, human = "", comment
+    if comment.startswith("cali:"):
+        rule_hash, _, human = comment[5:].partition(";")
+        human = human.strip()
+    match_text = " ".join(text)
+    return {
+        "position": position,
+        "kind": "rule",
+        "packets": counter.get("packets") if counter else None,
+        "bytes": counter.get("bytes") if counter else None,
+        "target": target,
+        "goto": goto,
+        "target_args": args,
+        "match": match_text,
+        "comment": human,
+        "rule_hash": rule_hash,
+        "source": "nft-json",
+        "backend": "nft",
+        "to_destination": args if target == "DNAT" else "",
+        **_nft_matches(match_text),
+    }
+
+
+def _render(value: object) -> str:
+    """A JSON expression as `nft` prints it, near enough for the matches read from it."""
+    if isinstance(value, dict):
+        if "payload" in value:
+            p = value["payload"]
+            return f"{p.get('protocol', '')} {p.get('field', '')}".strip()
+        if "meta" in value:
+            return f"meta {value['meta'].get('key', '')}"
+        if "ct" in value:
+            return f"ct {value['ct'].get('key', '')}"
+        if "concat" in value:
+            return " . ".join(_render(v) for v in value["concat"])
+        if "set" in value:
+            return "{ " + ", ".join(_render(v) for v in value["set"]) + " }"
+        if "prefix" in value:
+            return f"{value['prefix'].get('addr')}/{value['prefix'].get('len')}"
+        if "range" in value:
+            return "-".join(_render(v) for v in value["range"])
+        if "goto" in value or "jump" in value:
+            (name, arg), = value.items()
+            return f"{name} {arg.get('target', '')}"
+        for op in ("&", "|", "^"):
+            if op in value:
+                left, right = value[op]
+                right_text = f"0x{right:08x}" if isinstance(right, int) else _render(right)
+                return f"{_render(left)} {op} {right_text}"
+        if "numgen" in value:
+            return f"numgen {value['numgen'].get('mode', '')} mod {value['numgen'].get('mod', '')}"
+        return " ".join(f"{k} {_render(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        if len(value) == 2 and not isinstance(value[0], (dict, list)) and isinstance(value[1], dict):
+            return f"{_render(value[0])} : {_render(value[1])}"  # an anonymous map's element
+        return ", ".join(_render(v) for v in value)
+    if value is None:
+        return ""
+    return str(value)
