@@ -24,6 +24,7 @@ with atheris.instrument_imports():
         conntrack,
         flowlogs,
         iproute,
+        ipset,
         iptables,
         ipvs,
         kubectl,
@@ -53,6 +54,7 @@ TEXT = [
     platform.parse_platform_evidence,
     ipvs.parse_ipvsadm,
     flowlogs.parse_flow_logs,
+    ipset.parse_ipset,
 ]
 
 

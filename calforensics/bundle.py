@@ -61,6 +61,7 @@ TABLES = [
     "services",
     "sysctls",
     "ipvs",
+    "ipsets",
     "flow_logs",
     "platform_evidence",
     "dataplane",
@@ -327,7 +328,7 @@ class Bundle:
     def service_index(self) -> Services:
         """Service lookups from kube-proxy rules, BPF NAT frontends/backends and service listings."""
         node_ips = set(address_owners(self.interfaces, self.routes.iloc[:0]))  # the nodes' own addresses only
-        return build_services(self.rules, self.bpf_nat, self.services, node_ips, self.ipvs)
+        return build_services(self.rules, self.bpf_nat, self.services, node_ips, self.ipvs, self.ipsets)
 
     @cached_property
     def dataplane(self) -> pd.DataFrame:
@@ -340,6 +341,7 @@ class Bundle:
             self.platform_evidence,
             self.bpf_nat,
             self.ipvs,
+            self.ipsets,
         )
 
     @property
@@ -422,6 +424,10 @@ class Bundle:
     @property
     def ipvs(self) -> pd.DataFrame:
         return self._text_table("ipvs")
+
+    @property
+    def ipsets(self) -> pd.DataFrame:
+        return self._text_table("ipsets")
 
     @property
     def flow_logs(self) -> pd.DataFrame:

@@ -505,6 +505,20 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("out_bytes", "int64", "bytes out (--stats); -1"),
         ],
     ),
+    "ipsets": (
+        "Members of the node's ipsets (`ipset list`): kube-proxy's IPVS-mode frontends (KUBE-CLUSTER-IP, "
+        "KUBE-EXTERNAL-IP, KUBE-LOAD-BALANCER, KUBE-NODE-PORT-*) and Calico's selector sets (cali40…).",
+        [
+            ("node", "category", "node"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line"),
+            ("set", "string", "set name"),
+            ("type", "string", "hash:ip,port, hash:net, bitmap:port, …"),
+            ("member", "string", "the member as listed (10.96.0.10,udp:53; 192.168.0.0/16; 30080)"),
+            ("options", "string", "what follows it (timeout, packets and bytes counters, …)"),
+            ("comment", "string", "the member's comment, if the set keeps them"),
+        ],
+    ),
     "flow_logs": (
         "Calico flow logs saved beside the bundle, from Goldmane (Calico Open Source's flow logs API: "
         "endpoints by pod name) or Calico Enterprise/Cloud (with addresses), one row per flow log entry.",

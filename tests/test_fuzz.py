@@ -23,6 +23,7 @@ from calforensics.ingest.parsers import (
     conntrack,
     flowlogs,
     iproute,
+    ipset,
     iptables,
     ipvs,
     kubectl,
@@ -182,6 +183,18 @@ NFT_JSON = [  # `nft -j list ruleset` as the lab's kernel prints it (one documen
     '"inet_service"], "handle": 12, "map": "verdict", "elem": [[{"concat": ["10.96.0.50", "tcp", 80]}, '
     '{"goto": {"target": "service-SUSTUHLJ-default/web/tcp/http"}}]]}}]}'
 ]
+IPSET = [  # ipset list, as ipset prints it
+    "Name: KUBE-CLUSTER-IP",
+    "Type: hash:ip,port",
+    "Revision: 6",
+    "Header: family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x5e2a1f6c",
+    "Size in memory: 408",
+    "References: 2",
+    "Number of entries: 2",
+    "Members:",
+    "10.96.0.50,tcp:80",
+    '192.168.10.5 timeout 30 packets 4 bytes 240 comment "default/client"',
+]
 PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
     "  spec:",
     "    calicoVersion: v3.29.2",
@@ -217,6 +230,7 @@ PARSERS = {
     "kubectl services": (kubectl.parse_service_listing, SERVICES),
     "platform": (platform.parse_platform_evidence, PLATFORM),
     "ipvsadm": (ipvs.parse_ipvsadm, IPVSADM),
+    "ipset": (ipset.parse_ipset, IPSET),
     "flow logs": (flowlogs.parse_flow_logs, FLOW_LOGS),
 }
 

@@ -119,3 +119,95 @@ def test_ipvsadm_listing_forms():
     ]
     broken, log = parse(IPVSADM.replace("  -> 192.168.20.8:8080            Masq    0      0          1", "  -> 192.168.20.8:8080  Masq x"))
     assert len(log.rows) == 1 and len(broken) == len(df) - 1  # the damaged line, and only it, is an anomaly
+
+
+IPSET_LIST = """Name: KUBE-CLUSTER-IP
+Type: hash:ip,port
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x5e2a1f6c
+Size in memory: 408
+References: 2
+Number of entries: 2
+Members:
+10.96.0.50,tcp:80
+10.96.0.10,udp:53
+
+Name: KUBE-NODE-PORT-TCP
+Type: bitmap:port
+Revision: 3
+Header: range 0-65535
+Size in memory: 8268
+References: 1
+Number of entries: 1
+Members:
+30080
+
+Name: cali40s:LrVD8vMIGQDyv8Y7sPFB1Ge
+Type: hash:net
+Revision: 7
+Header: family inet hashsize 1024 maxelem 1048576 comment bucketsize 12 initval 0x1c2b3a4d
+Size in memory: 552
+References: 1
+Number of entries: 1
+Members:
+192.168.10.5 comment "default/client"
+"""
+
+
+def test_ipset_list_and_ipvs_mode_without_ipvsadm(ipvs_bundle, tmp_path):
+    """`ipset list` as ipset prints it; an IPVS-mode bundle without ipvsadm still names its frontends
+    and its mode from kube-proxy's sets."""
+    import tarfile
+
+    from calforensics.ingest.parsers.ipset import parse_ipset
+
+    log = AnomalyLog("ipsets", "f")
+    df = parse_ipset([*IPSET_LIST.split("\n"), "stray line"], log, "n1", "f")
+    assert list(zip(df["set"], df.member, df.comment, strict=True)) == [
+        ("KUBE-CLUSTER-IP", "10.96.0.50,tcp:80", ""),
+        ("KUBE-CLUSTER-IP", "10.96.0.10,udp:53", ""),
+        ("KUBE-NODE-PORT-TCP", "30080", ""),
+        ("cali40s:LrVD8vMIGQDyv8Y7sPFB1Ge", "192.168.10.5", "default/client"),
+    ]
+    assert [r[4] for r in log.rows] == ["unparsed_line"]
+    with tarfile.open(ipvs_bundle) as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-ipvs"
+    for path in root.glob("nodes/*/ipvsadm*.txt"):
+        path.unlink()
+    truth = json.loads(ipvs_bundle.with_name("lab-ipvs.ground_truth.json").read_text())
+    gt = next(f for f in truth["flows"] if f["name"] == "cluster_ip")
+    with calforensics.open_bundle(root) as b:
+        assert set(b.dataplane.kube_proxy.astype(str)) == {"ipvs"} and len(b.ipsets) > 0
+        f = flow_for(b, gt)
+        assert (f.service, str(f.service_via), f.backend_ip) == (gt["service"], "ipset", gt["backend_ip"])
+
+
+KUBE_FRONTENDS = """*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-EXT-AAAAAAAAAAAAAAAA - [0:0]
+:KUBE-FW-BBBBBBBBBBBBBBBB - [0:0]
+:KUBE-SVC-CCCCCCCCCCCCCCCC - [0:0]
+-A KUBE-SERVICES -d 10.96.7.7/32 -p tcp -m comment --comment "shop/front:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-CCCCCCCCCCCCCCCC
+-A KUBE-SERVICES -d 198.51.100.7/32 -p tcp -m comment --comment "shop/front:http external IP" -m tcp --dport 80 -j KUBE-EXT-AAAAAAAAAAAAAAAA
+-A KUBE-SERVICES -d 203.0.113.9/32 -p tcp -m comment --comment "shop/front:http loadbalancer IP" -m tcp --dport 80 -j KUBE-FW-BBBBBBBBBBBBBBBB
+-A KUBE-NODEPORTS -p tcp -m comment --comment "shop/front:http" -m tcp --dport 31080 -j KUBE-EXT-AAAAAAAAAAAAAAAA
+-A KUBE-EXT-AAAAAAAAAAAAAAAA -j KUBE-SVC-CCCCCCCCCCCCCCCC
+-A KUBE-FW-BBBBBBBBBBBBBBBB -j KUBE-EXT-AAAAAAAAAAAAAAAA
+COMMIT
+"""
+
+
+def test_every_frontend_of_a_service_is_named():
+    """ClusterIP, external IP, LoadBalancer IP and NodePort of one service, in kube-proxy's iptables
+    mode: each dialled address names it."""
+    from calforensics.ingest.parsers.iptables import parse_iptables_save
+    from calforensics.meaning.rules import add_rule_meaning
+    from calforensics.meaning.services import build_services
+
+    rules = add_rule_meaning(parse_iptables_save(KUBE_FRONTENDS.split("\n"), AnomalyLog("r", "f"), "n1", "f"))
+    services = build_services(rules, node_ips={"10.0.0.11"})
+    for address, port in (("10.96.7.7", 80), ("198.51.100.7", 80), ("203.0.113.9", 80), ("10.0.0.11", 31080)):
+        assert services.dialled(address, port, "tcp")[0] == "shop/front:http", address
+    assert services.dialled("10.0.0.12", 31080, "tcp") == ("", "")  # not a node address

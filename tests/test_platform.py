@@ -292,3 +292,26 @@ def test_arrival_from_path_or_route():
     assert arrival("a", "a:calia > a:calic", "calia") == "wep"
     assert arrival("b", "a:calia > b:calib", "wireguard.cali") == "l3"
     assert arrival("b", "a:calia > b:calib", "vxlan.calico") == "l2"
+
+
+def test_inspect_shows_each_nodes_release_mode_and_dataplane_with_evidence():
+    """`calforensics inspect` on the eBPF sample: per node the dataplane, the Calico release read from
+    ClusterInformation (file and line), kube-proxy replaced by BPF NAT, and the peer redirect that follows."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "calforensics.cli", "inspect", str(SAMPLES / "lab-ebpf.tgz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for node in ("node-a", "node-b"):
+        block = out.split(f"  {node}: ", 1)[1].split("\n  ", 4)
+        text = "\n".join(block[:4])
+        assert text.startswith("ebpf dataplane"), text
+        assert "Calico v3.32.0 (ClusterInformation calicoVersion in lab-ebpf/cluster/crd/clusterinformations" in text
+        assert "kube-proxy: replaced (no kube-proxy chains; Calico's BPF NAT holds the services)" in text
+        assert "eBPF peer redirect: from host endpoints' L2 and L3 devices and local workloads" in text

@@ -10,7 +10,20 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from .parsers import bpftool, conntrack, flowlogs, iproute, iptables, ipvs, kubectl, nft, platform, sysctl, traces
+from .parsers import (
+    bpftool,
+    conntrack,
+    flowlogs,
+    iproute,
+    ipset,
+    iptables,
+    ipvs,
+    kubectl,
+    nft,
+    platform,
+    sysctl,
+    traces,
+)
 from .parsers.pcap import sniff_capture
 
 # exact file names (lower case) from calicoctl node/cluster diags and our collector
@@ -38,6 +51,9 @@ BY_NAME = {
     "ipv6_addr": "ip_link",
     "ip-route.txt": "ip_route",
     "ip-route-v6.txt": "ip_route",
+    "ipsets": "ipset",
+    "ipset-list.txt": "ipset",
+    "ipset_container": "ipset",
     "ipv4_route": "ip_route",
     "ipv6_route": "ip_route",
 }
@@ -53,9 +69,6 @@ BPF_PREFIX = {
 KNOWN_OTHER = {
     "date",
     "hostname",
-    "ipsets",
-    "ipset-list.txt",
-    "ipset_container",
     "netstat",
     "ss",
     "tc-qdisc.txt",
@@ -136,6 +149,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "nft"
     if ipvs.looks_like_ipvsadm(lines):
         return "ipvs"
+    if ipset.looks_like_ipset(lines):
+        return "ipset"
     if conntrack.looks_like_conntrack(lines):
         return "conntrack"
     if bpftool.looks_like_bpftool(lines):

@@ -17,6 +17,7 @@ from .parsers import (
     conntrack,
     flowlogs,
     iproute,
+    ipset,
     iptables,
     ipvs,
     kubectl,
@@ -47,6 +48,7 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "sysctl": ("sysctls", sysctl.parse_sysctls),
     "platform": ("platform_evidence", platform.parse_platform_evidence),
     "ipvs": ("ipvs", ipvs.parse_ipvsadm),
+    "ipset": ("ipsets", ipset.parse_ipset),
     "flow_logs": ("flow_logs", flowlogs.parse_flow_logs),
 }
 

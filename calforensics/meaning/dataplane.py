@@ -31,6 +31,7 @@ def detect_dataplane(
     platform_evidence: pd.DataFrame | None = None,
     bpf_nat: pd.DataFrame | None = None,
     ipvs: pd.DataFrame | None = None,
+    ipsets: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per node: mode (ebpf, iptables, nftables, mixed, unknown), encryption, and the evidence;
     the Calico release and kube-proxy mode it ran, and the peer redirect that follows (platform.py)."""
@@ -82,7 +83,7 @@ def detect_dataplane(
             }
         )
     if rows:
-        _add_platform(rows, nodes, artifacts, rules, interfaces, platform_evidence, bpf_nat, ipvs)
+        _add_platform(rows, nodes, artifacts, rules, interfaces, platform_evidence, bpf_nat, ipvs, ipsets)
     return conform(pd.DataFrame(rows), "dataplane")
 
 
@@ -95,12 +96,15 @@ def _add_platform(
     evidence: pd.DataFrame | None,
     bpf_nat: pd.DataFrame | None,
     ipvs: pd.DataFrame | None,
+    ipsets: pd.DataFrame | None = None,
 ) -> None:
     evidence = evidence if evidence is not None else pd.DataFrame(columns=["node", "kind"])
     versions = calico_versions(nodes, evidence, rules, artifacts)
     settings = felix_settings(nodes, evidence)
     nat_nodes = set(bpf_nat["node"].astype(str)) if bpf_nat is not None and len(bpf_nat) else set()
     ipvs_nodes = set(ipvs["node"].astype(str)) if ipvs is not None and len(ipvs) else set()
+    if ipsets is not None and len(ipsets):  # IPVS mode's frontend set, as `ipset list` shows it
+        ipvs_nodes |= set(ipsets.loc[ipsets["set"].astype(str) == "KUBE-CLUSTER-IP", "node"].astype(str))
     modes = kube_proxy_modes(
         nodes, evidence, rules, interfaces, {r["node"]: r["mode"] for r in rows}, nat_nodes, ipvs_nodes
     )

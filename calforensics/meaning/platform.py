@@ -157,7 +157,7 @@ def peer_redirect_reach(version: VersionReading, setting: tuple[str, str] | None
     if v is None:
         v, basis = NEWEST, f"assumed: the bundle states no Calico release, {show(NEWEST)} defaults read"
     if v < (3, 29, 0):
-        return frozenset(), basis + " (no peer redirect before v3.29)"
+        return frozenset(), basis + ", no peer redirect before v3.29"
     wep = {"wep"} if v >= (3, 31, 0) else set()
     value = (setting or ("", ""))[0].lower()
     if value == "disabled":
@@ -165,8 +165,8 @@ def peer_redirect_reach(version: VersionReading, setting: tuple[str, str] | None
     if value == "l2only":
         return frozenset({"l2", *wep}), f"{setting[1]}; {basis}" if setting else basis
     if value == "enabled" or v >= (3, 32, 0):
-        return frozenset({"l2", "l3", *wep}), f"{setting[1]}; {basis}" if setting else basis + " (default Enabled)"
-    return frozenset({"l2", *wep}), basis + " (default L2Only)"
+        return frozenset({"l2", "l3", *wep}), f"{setting[1]}; {basis}" if setting else basis + ", default Enabled"
+    return frozenset({"l2", *wep}), basis + ", default L2Only"
 
 
 def kube_proxy_modes(
@@ -196,7 +196,7 @@ def kube_proxy_modes(
             why = "; ".join(
                 w
                 for w, present in (
-                    ("ipvsadm virtual services", node in (ipvs_nodes or set())),
+                    ("ipvsadm virtual services or the KUBE-CLUSTER-IP ipset", node in (ipvs_nodes or set())),
                     ("kube-ipvs0 device", "kube-ipvs0" in devices),
                     ("KUBE-CLUSTER-IP ipset in rules", "KUBE-CLUSTER-IP" in matches),
                 )

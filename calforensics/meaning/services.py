@@ -10,6 +10,7 @@ B.1-B.2).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -18,6 +19,7 @@ from ..schema import conform
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 NODEPORT_WILDCARD = "255.255.255.255"
+KUBE_FRONTEND_SETS = ("KUBE-CLUSTER-IP", "KUBE-EXTERNAL-IP", "KUBE-EXTERNAL-IP-LOCAL", "KUBE-LOAD-BALANCER")
 
 Key = tuple[str, int, str]  # (address, port, protocol name)
 
@@ -56,11 +58,13 @@ def build_services(
     listing: pd.DataFrame | None = None,
     node_ips: set[str] | None = None,
     ipvs: pd.DataFrame | None = None,
+    ipsets: pd.DataFrame | None = None,
 ) -> Services:
     """``node_ips``: the nodes' addresses, at which NodePort frontends (`255.255.255.255:<port>` in BPF
     NAT, `80:30080/TCP` in a listing) are dialled. ``ipvs``: kube-proxy's IPVS virtual services and
-    real servers (`ipvsadm -Ln`), named by the listing where it has them. Without ``bpf_nat``,
-    ``listing`` or ``ipvs``: none."""
+    real servers (`ipvsadm -Ln`), named by the listing where it has them; ``ipsets``: the same mode's
+    frontend sets (KUBE-CLUSTER-IP, …; KUBE-NODE-PORT-TCP/-UDP/-SCTP), for bundles without ipvsadm.
+    Without ``bpf_nat``, ``listing``, ``ipvs`` or ``ipsets``: none."""
     bpf_nat = conform(pd.DataFrame(), "bpf_nat") if bpf_nat is None else bpf_nat
     listing = conform(pd.DataFrame(), "services") if listing is None else listing
     out = Services(node_ips=frozenset(node_ips or ()))
@@ -128,6 +132,17 @@ def build_services(
                 out.node_ports.setdefault((key[1], key[2]), (by_node_port.get((key[1], key[2]), name), "ipvs"))
             else:  # (its real servers are not candidates for flows to a backend: IPVS has no connect-time LB)
                 out.frontends.setdefault(key, (name, "ipvs"))
+    if ipsets is not None and len(ipsets):
+        for r in ipsets[ipsets["set"].astype(str).isin(KUBE_FRONTEND_SETS)].itertuples(index=False):
+            m = re.fullmatch(r"\[?([0-9A-Fa-f.:]+)\]?,(tcp|udp|sctp):(\d+)", str(r.member))
+            if m:
+                key = (m.group(1), int(m.group(3)), m.group(2))
+                out.frontends.setdefault(key, (named.get(key) or f"ipvs {key[0]}:{key[1]}", "ipset"))
+        for r in ipsets[ipsets["set"].astype(str).str.startswith("KUBE-NODE-PORT-")].itertuples(index=False):
+            proto = str(r.set).rsplit("-", 1)[-1].lower()
+            if str(r.member).isdigit() and proto in ("tcp", "udp", "sctp"):
+                key2 = (int(r.member), proto)
+                out.node_ports.setdefault(key2, (by_node_port.get(key2) or f"nodeport {key2[0]}/{proto}", "ipset"))
     for key, name in named.items():  # listed services BPF NAT did not show (e.g. no BPF dump)
         out.frontends.setdefault(key, (name, "kubectl listing"))
     return out
