@@ -211,3 +211,40 @@ def test_every_frontend_of_a_service_is_named():
     for address, port in (("10.96.7.7", 80), ("198.51.100.7", 80), ("203.0.113.9", 80), ("10.0.0.11", 31080)):
         assert services.dialled(address, port, "tcp")[0] == "shop/front:http", address
     assert services.dialled("10.0.0.12", 31080, "tcp") == ("", "")  # not a node address
+
+
+OLDER_TURN_AWAY = """*nat
+:KUBE-XLB-DDDDDDDDDDDDDDDD - [0:0]
+:KUBE-FW-EEEEEEEEEEEEEEEE - [0:0]
+[3:180] -A KUBE-XLB-DDDDDDDDDDDDDDDD -m comment --comment "shop/local:http has no local endpoints" -j KUBE-MARK-DROP
+[2:120] -A KUBE-FW-EEEEEEEEEEEEEEEE -m comment --comment "shop/front:http loadbalancer IP" -j KUBE-MARK-DROP
+COMMIT
+"""
+
+
+@pytest.mark.parametrize(
+    "service, kind, chain, counted",
+    [
+        ("shop/local:http", "no_local_endpoints", "KUBE-XLB-DDDDDDDDDDDDDDDD", 3),
+        ("shop/front:http", "lb_source_range", "KUBE-FW-EEEEEEEEEEEEEEEE", 2),
+    ],
+)
+def test_older_kube_proxy_mark_drop_is_named_by_what_it_turns_away(service, kind, chain, counted):
+    """Older kube-proxy marks packets for KUBE-FIREWALL to drop (KUBE-MARK-DROP): from its KUBE-XLB chain
+    for a service with no local endpoints, from its KUBE-FW chain for a source outside a LoadBalancer's
+    ranges. A flow dialling the service and never answered is put down to the rule that marked it."""
+    from types import SimpleNamespace
+
+    from calforensics.analyses.drops import _service_cause
+    from calforensics.ingest.parsers.iptables import parse_iptables_save
+    from calforensics.meaning.rules import add_rule_meaning
+
+    rules = add_rule_meaning(parse_iptables_save(OLDER_TURN_AWAY.split("\n"), AnomalyLog("r", "f"), "node-a", "f"))
+    flow = SimpleNamespace(
+        backend_ip="", path_fwd="node-a:eth0", server_ip="203.0.113.9", server_port=80, service=service
+    )
+    cause, evidence = _service_cause(rules[rules.kind == "rule"], flow)
+    assert (cause["kind"], cause["chain"], cause["counter_packets"]) == (kind, chain, counted)
+    assert "marked for drop" in evidence["detail"] and service in evidence["detail"]
+    other = SimpleNamespace(**{**vars(flow), "service": "shop/other:http"})
+    assert _service_cause(rules[rules.kind == "rule"], other) == (None, None)

@@ -170,7 +170,11 @@ def _service_cause(rules: pd.DataFrame, f) -> tuple[dict | None, dict | None]:
     if hit.empty:
         return None, None
     r = hit.sort_values("packets", ascending=False).iloc[0]
-    kind = str(r.drop_kind) if str(r.drop_kind) in KUBE_DROP_KINDS else "lb_source_range"
+    said = str(r.comment).lower()
+    kind = str(r.drop_kind) if str(r.drop_kind) in KUBE_DROP_KINDS else (
+        "no_local_endpoints" if "has no local endpoints" in said else "no_endpoints" if "has no endpoints" in said
+        else "lb_source_range"  # KUBE-FW-… marking a source outside the LoadBalancer's ranges
+    )
     cause = {
         "kind": kind,
         "node": str(r.node),
