@@ -118,10 +118,6 @@ def _add_platform(
             r["peer_redirect"], r["peer_redirect_from"] = REACH_TEXT[reach], basis
 
 
-def ebpf_nodes(dataplane: pd.DataFrame) -> set[str]:
-    return set(dataplane.loc[dataplane["mode"].astype(str) == "ebpf", "node"].astype(str))
-
-
 def peer_redirects(dataplane: pd.DataFrame) -> dict[str, frozenset[str]]:
     """node -> the arrivals ("l2", "l3", "wep") whose packets peer redirect takes past the
     destination veth's tap; eBPF nodes only."""
