@@ -217,7 +217,9 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("node", "category", "node"),
             ("artifact", "string", "file"),
             ("line", "int64", "line"),
-            ("source", "category", "program that wrote the dump (iptables-save, iptables-nft-save, nft, nft-json, …)"),
+            ("source", "category", "program that wrote the dump (iptables-save, iptables-nft-save, nft, nft-json, "
+             "iptables -S, iptables -L, iptables-save (no headers): the last three without *table headers, the "
+             "table told from the chain)"),
             ("backend", "category", "legacy or nft"),
             ("family", "category", "ipv4, ipv6, or the nft family"),
             ("table", "category", "filter, nat, mangle, raw, … (nft: the table name)"),

@@ -195,6 +195,23 @@ IPSET = [  # ipset list, as ipset prints it
     "10.96.0.50,tcp:80",
     '192.168.10.5 timeout 30 packets 4 bytes 240 comment "default/client"',
 ]
+IPTABLES_S = [  # iptables -S as the lab's kernel prints it: no table headers
+    "-P FORWARD ACCEPT",
+    "-N cali-tw-cali3a87a5219a9",
+    '-A FORWARD -m comment --comment "cali:MqxUPRsgvEGUAOEW" -j cali-FORWARD',
+    '-A KUBE-SERVICES -d 10.96.0.70/32 -p tcp -m comment --comment "default/gone:http has no endpoints" -m tcp '
+    "--dport 80 -j REJECT --reject-with icmp-port-unreachable",
+    '-A cali-tw-cali3a87a5219a9 -m comment --comment "cali:dnXGRJh1csT7W47w" -m conntrack --ctstate INVALID -j DROP',
+]
+IPTABLES_L = [  # iptables -L -n -v -x --line-numbers, likewise
+    "Chain FORWARD (policy ACCEPT 0 packets, 0 bytes)",
+    "num      pkts      bytes target     prot opt in     out     source               destination",
+    "1           0        0 cali-FORWARD  0    --  *      *       0.0.0.0/0            0.0.0.0/0            /* cali:MqxUPRsgvEGUAOEW */",
+    "Chain KUBE-SERVICES (2 references)",
+    "num      pkts      bytes target     prot opt in     out     source               destination",
+    "1           3      180 REJECT     6    --  *      *       0.0.0.0/0            10.96.0.70           "
+    "/* default/gone:http has no endpoints */ tcp dpt:80 reject-with icmp-port-unreachable",
+]
 PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
     "  spec:",
     "    calicoVersion: v3.29.2",
@@ -211,6 +228,8 @@ PLATFORM = [  # cluster resources, a pod description and logs, in the forms plat
 PARSERS = {
     "conntrack": (conntrack.parse_conntrack, SAMPLE_LINES["conntrack-list.txt"]),
     "iptables-save": (iptables.parse_iptables_save, SAMPLE_LINES["iptables-nft-save.txt"]),
+    "iptables -S": (iptables.parse_iptables_save, IPTABLES_S),
+    "iptables -L": (iptables.parse_iptables_save, IPTABLES_L),
     "nft": (nft.parse_nft_ruleset, SAMPLE_LINES["nft-ruleset.txt"]),
     "nft kube-proxy": (nft.parse_nft_ruleset, NFT_KUBE_PROXY),
     "nft json": (nft.parse_nft_ruleset, NFT_JSON),

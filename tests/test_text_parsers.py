@@ -653,3 +653,83 @@ def test_nft_json_reads_as_the_text_form(tmp_path):
         assert set(b.artifacts.kind.astype(str)) == {"nft"}
         assert rules.duplicate.sum() == (~rules.duplicate).sum() > 0  # the JSON rows repeat the text's
         assert set(rules[~rules.duplicate].source.astype(str)) == {"nft"}
+
+
+def test_iptables_text_forms_read_as_iptables_save(tmp_path):
+    """The lab's node-b rules loaded into a namespace of the real kernel and printed every way people
+    paste them: `iptables -S`, `iptables -L -n -v -x --line-numbers`, `iptables -L -n` (each table in
+    turn, concatenated, as a runbook does) and a grep of `iptables-save -c` lines. Each reads as
+    `iptables-save -c` does: the same rules, targets, comments, policies, services and drops; only the
+    built-in chains' entry jumps, which the text does not place, stay in table "" (and an anomaly says so),
+    and `-L` without `-v` prints no interfaces."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT, unavailable
+
+    if os.geteuid() != 0 or not shutil.which("iptables-restore"):
+        unavailable("needs root and iptables to load rules into a network namespace")
+    sys.path.insert(0, str(ROOT / "sample_data"))
+    import lab
+
+    ns = f"cfiptforms{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+
+    def run(*argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=True).stdout
+
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], input=lab.felix_rules(lab.NODES[1]), text=True, check=True)
+        save = run("iptables-save", "-c")
+        forms = {
+            "-S": "".join(run("iptables", "-t", t, "-S") for t in ("filter", "nat", "raw")),
+            "-L -v -x": "".join(run("iptables", "-t", t, "-L", "-n", "-v", "-x", "--line-numbers") for t in ("filter", "nat", "raw")),
+            "-L": "".join(run("iptables", "-t", t, "-L", "-n") for t in ("filter", "nat", "raw")),
+            "grep": "\n".join(x for x in save.splitlines() if "-A " in x),
+        }
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    cols = ["table", "chain", "target", "goto", "comment", "rule_hash", "action", "drop_kind", "policy", "tier", "service",
+            "service_ip", "service_port", "endpoint", "protocol", "dport", "src", "dst", "in_iface", "out_iface",
+            "to_destination", "calico_chain", "endpoint_iface"]
+    expected = add_rule_meaning(parse_iptables_save(save.split("\n"), log(), "node-b", "f"))
+    expected = expected[expected.kind == "rule"][cols].astype(str)
+    shared = expected.chain.isin(["PREROUTING", "POSTROUTING", "OUTPUT", "FORWARD", "cali-PREROUTING"])
+    for name, text in forms.items():
+        lg = log()
+        got = add_rule_meaning(parse_iptables_save(text.split("\n"), lg, "node-b", "f"))
+        got = got[got.kind == "rule"][cols].astype(str)
+        if name == "-L":  # without -v the listing prints no interfaces
+            got[["in_iface", "out_iface"]] = expected[["in_iface", "out_iface"]].iloc[:0].reindex(got.index).fillna("")
+        assert [r[4] for r in lg.rows] == ["table_unknown"], (name, lg.rows[:3])
+        placed = got[got.table != ""]
+        key = cols[1:]
+        want = expected.copy()
+        if name == "-L":
+            want[["in_iface", "out_iface"]] = ""
+        want = want[want.set_index(key).index.isin(placed.set_index(key).index)]
+        pd.testing.assert_frame_equal(
+            placed.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True), obj=name
+        )
+        assert len(got) == len(expected) and set(got[got.table == ""].chain) <= set(expected[shared].chain), name
+        assert {"end_of_tier", "no_endpoints", "conntrack_invalid"} <= set(got.drop_kind), name
+
+
+IPTABLES_L_SHORT = """Chain cali-tw-cali3a87a5219a9 (1 references)
+ pkts bytes target     prot opt in     out     source               destination
+ 123K   45M ACCEPT     all  --  *      *       0.0.0.0/0            0.0.0.0/0            /* cali:AAAAAAAAAAAAAAAA */ ctstate RELATED,ESTABLISHED
+    4   240 DROP       all  --  *      *       0.0.0.0/0            0.0.0.0/0            /* cali:BBBBBBBBBBBBBBBB */ /* End of tier default. Drop if no policies passed packet */ mark match 0x0/0x20000
+    0     0            all  --  *      *       10.0.0.0/8           0.0.0.0/0            /* cali:CCCCCCCCCCCCCCCC */
+"""
+
+
+def test_iptables_listing_counters_without_exact_and_a_rule_without_target():
+    """Without -x, `iptables -L -v` shortens counters (123K, 45M); a rule with no target leaves its
+    column empty; the chain's felix prefix places it in filter."""
+    lg = log()
+    df = add_rule_meaning(parse_iptables_save(IPTABLES_L_SHORT.split("\n"), lg, "n1", "f"))
+    rules = df[df.kind == "rule"]
+    assert rules.packets.tolist() == [123000, 4, 0] and rules.bytes.tolist() == [45000000, 240, 0]
+    assert rules.target.tolist() == ["ACCEPT", "DROP", ""] and rules.src.tolist() == ["", "", "10.0.0.0/8"]
+    assert set(rules.table) == {"filter"} and rules.drop_kind.tolist()[1] == "end_of_tier" and not lg.rows
