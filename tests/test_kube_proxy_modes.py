@@ -113,6 +113,9 @@ def test_ipvsadm_listing_forms():
     assert not log.rows and rate.backend_ip.tolist() == ["", "192.168.20.7"]
     saved, log = parse(IPVSADM_SAVE)
     assert not log.rows
+    from calforensics.ingest.layout import sniff_text  # `ipvsadm -S` is not taken for `iptables -S`
+
+    assert sniff_text("rules", IPVSADM_SAVE.split("\n")) == "ipvs"
     assert saved[saved.kind == "real"][["proto", "backend_ip", "forward"]].values.tolist() == [
         ["tcp", "192.168.20.7", "Masq"],
         ["udp", "10.244.0.2", "Masq"],
