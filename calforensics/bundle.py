@@ -444,7 +444,10 @@ class Bundle:
     @property
     def artifacts(self) -> pd.DataFrame:
         """Every file in the bundle: what it was recognised as, node, rows produced, anomalies."""
-        return conform(pd.DataFrame([a.__dict__ for a in self.artifacts_list]), "artifacts")
+        return conform(
+            pd.DataFrame([{k: v for k, v in a.__dict__.items() if k != "parts"} for a in self.artifacts_list]),
+            "artifacts",
+        )
 
     @property
     def anomalies(self) -> pd.DataFrame:

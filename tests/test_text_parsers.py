@@ -733,3 +733,59 @@ def test_iptables_listing_counters_without_exact_and_a_rule_without_target():
     assert rules.packets.tolist() == [123000, 4, 0] and rules.bytes.tolist() == [45000000, 240, 0]
     assert rules.target.tolist() == ["ACCEPT", "DROP", ""] and rules.src.tolist() == ["", "", "10.0.0.0/8"]
     assert set(rules.table) == {"filter"} and rules.drop_kind.tolist()[1] == "end_of_tier" and not lg.rows
+
+
+def test_one_file_of_several_iproute2_commands(tmp_path):
+    """`ip link; ip route; ip rule; ip neigh; ip -d link; ip -s link; ip addr; bridge fdb` into one file on
+    the real kernel: the links and addresses go to the interfaces table, the routes to the routes table,
+    whatever the file is named; the other commands' lines are known, not errors."""
+    import shutil
+    import subprocess
+
+    from conftest import unavailable
+
+    import calforensics
+
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        unavailable("needs root and iproute2 for a network namespace")
+    ns = f"cfipmix{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+
+    def run(*argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=True).stdout
+
+    try:
+        run("ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        run("ip", "link", "set", "v0", "up")
+        run("ip", "addr", "add", "10.9.0.1/24", "dev", "v0")
+        run("ip", "route", "add", "10.8.0.0/16", "via", "10.9.0.254")
+        run("ip", "neigh", "add", "10.9.0.254", "lladdr", "02:00:00:00:00:01", "dev", "v0", "nud", "permanent")
+        text = "".join(
+            run(*cmd)
+            for cmd in (
+                ("ip", "link"),
+                ("ip", "route"),
+                ("ip", "rule"),
+                ("ip", "neigh"),
+                ("ip", "-d", "link"),
+                ("ip", "-s", "link"),
+                ("ip", "addr"),
+                *((("bridge", "fdb"),) if shutil.which("bridge") else ()),
+            )
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    for name in ("ip-route.txt", "ip-link.txt", "network.txt"):
+        node = tmp_path / name / "nodes" / "n1"
+        node.mkdir(parents=True)
+        (node / name).write_text(text)
+        with calforensics.open_bundle(tmp_path / name) as b:
+            interfaces = b.interfaces.set_index("name")
+            assert set(interfaces.index) == {"lo", "v0", "v1"}, name
+            assert "10.9.0.1/24" in interfaces.loc["v0", "addresses"].split()
+            assert sorted(b.routes.dst) == ["10.8.0.0/16", "10.9.0.0/24"], name
+            assert b.routes.set_index("dst").loc["10.8.0.0/16", "via"] == "10.9.0.254"
+            assert len(b.anomalies) == 0, (name, b.anomalies.head())
+            art = b.artifacts.set_index("path").loc[f"nodes/n1/{name}"]
+            # what each table took adds up: 2 routes, and 3 interfaces in each of the four link listings
+            assert (art.rows, art.anomalies, art.status) == (2 + 4 * 3, 0, "parsed"), name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..anomalies import AnomalyLog
@@ -28,17 +28,22 @@ class Artifact:
     anomalies: int = 0
     status: str = "pending"  # pending, parsed, no_data, skipped
     detail: str = ""  # why it was skipped or gave nothing usable
+    parts: dict = field(default_factory=dict, repr=False)  # (rows, anomalies) per table it fed
 
-    def finish(self, rows: int, log: AnomalyLog, lines: list[str] | None) -> None:
-        """Record what parsing gave; a file that gave no rows says what it held instead."""
+    def finish(self, rows: int, log: AnomalyLog, lines: list[str] | None, table: str = "") -> None:
+        """Record what parsing gave; a file that gave no rows says what it held instead. A file read
+        for several tables (one command's output after another's) adds up what each table took."""
+        self.parts[table] = (rows, len(log))
+        rows = sum(r for r, _ in self.parts.values())
         self.rows = rows
-        self.anomalies = len(log)
+        self.anomalies = sum(a for _, a in self.parts.values())
         self.status = "parsed"
+        self.detail = ""
         if rows == 0 and lines is not None:
             text = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
             if text and not log.rows:
                 log.add(1, "no_data", f"no {self.kind} data; file says: {text[0][:200]}")
-                self.anomalies = len(log)
+                self.anomalies += 1
             self.status = "no_data"
             self.detail = f"no {self.kind} data" + (f"; file says: {text[0][:200]}" if text else ": only blank lines")
 

@@ -53,6 +53,27 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
 }
 
 
+IPROUTE_SECTION = {"interfaces": "link", "routes": "route"}  # table -> the iproute2 output it takes
+IPROUTE_KINDS = ("ip_link", "ip_route")
+
+
+def table_kind(table: str) -> str:
+    """The artifact kind whose parser builds ``table`` (for the iproute2 tables, which take sections)."""
+    return next(kind for kind, (t, _) in TEXT_TABLES.items() if t == table) if table in IPROUTE_SECTION else ""
+
+
+def _section_lines(lines: list[str], table: str, own: bool) -> list[str] | None:
+    """The lines of an iproute2 file that this table reads, the others blanked so line numbers hold:
+    its own command's output, and (for the file's own table, so they are reported once) lines no
+    command starts. None when a file of the other kind holds none of this table's output."""
+    kinds = iproute.sections(lines)
+    wanted = IPROUTE_SECTION[table]
+    if not own and wanted not in kinds:
+        return None
+    keep = {wanted, ""} if own else {wanted}
+    return [line if kind in keep else "" for line, kind in zip(lines, kinds, strict=True)]
+
+
 def text_table_names() -> list[str]:
     """Every table that text dumps feed, once each, in TEXT_TABLES order."""
     return list(dict.fromkeys(t for t, _ in TEXT_TABLES.values()))
@@ -70,14 +91,21 @@ def read_text_table(
     (asked for after this table's own files, so anomaly logs keep the order they are opened in)."""
     frames = []
     mine = [a for a in arts if TEXT_TABLES.get(a.kind, ("",))[0] == table]
+    if table in IPROUTE_SECTION:  # one iproute2 command's output after another's: each to its own table
+        mine += [a for a in arts if a.kind in IPROUTE_KINDS and a not in mine]
     for i, art in enumerate(mine):
         tick(f"reading {table}", i, len(mine))
         lines = read_lines(root / art.path)
+        if table in IPROUTE_SECTION:
+            lines = _section_lines(lines, table, own=TEXT_TABLES[art.kind][0] == table)
+            if lines is None:
+                continue
         log = log_for(table, art)
-        df = TEXT_TABLES[art.kind][1](lines, log, art.node, art.path)
+        parse = TEXT_TABLES[table_kind(table) if table in IPROUTE_SECTION else art.kind][1]
+        df = parse(lines, log, art.node, art.path)
         if art.kind == "conntrack" and PurePosixPath(art.path).name == "nf_conntrack" and len(df):
             df["form"] = pd.Categorical(["proc"] * len(df))
-        art.finish(len(df), log, lines)
+        art.finish(len(df), log, lines, table)
         frames.append(df)
     result = _concat([*frames, *bpftool_frames()], table)
     if table == "rules":

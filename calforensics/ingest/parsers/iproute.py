@@ -29,6 +29,44 @@ ROUTE_START = re.compile(
 )
 
 
+# the first line of each iproute2 command's output, for files that hold several one after another
+RULE_HEAD = re.compile(r"^\d+:\s+(?:not\s+)?from\s")  # ip rule
+NEIGH_HEAD = re.compile(  # ip neigh
+    r"^\S+ dev \S+ .*\b(?:REACHABLE|STALE|DELAY|PROBE|FAILED|INCOMPLETE|NOARP|PERMANENT|NONE)\s*$|^\S+ dev \S+ lladdr "
+)
+FDB_HEAD = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5} (?:dev \S+|vlan |master )")  # bridge fdb
+
+
+def sections(lines: list[str]) -> list[str]:
+    """Which command's output each line is: "link" (`ip link`, `ip addr`, `-d`, `-s`), "route",
+    "rule", "neigh", "fdb", or "" for a line no command starts; an indented line (a link's details,
+    a route's next hops) belongs to the line above."""
+    out: list[str] = []
+    current = ""
+    for line in lines:
+        s = line.rstrip()
+        if not s.strip():
+            out.append("")
+            continue
+        if line[:1].isspace() and current:
+            out.append(current)
+            continue
+        if LINK_HEAD.match(s):
+            current = "link"
+        elif RULE_HEAD.match(s):
+            current = "rule"
+        elif NEIGH_HEAD.match(s):
+            current = "neigh"
+        elif FDB_HEAD.match(s):
+            current = "fdb"
+        elif ROUTE_START.match(s + " "):
+            current = "route"
+        else:
+            current = ""
+        out.append(current)
+    return out
+
+
 def looks_like_ip_link(lines: list[str]) -> bool:
     return any(LINK_HEAD.match(x) for x in lines[:10])
 
