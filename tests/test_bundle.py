@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, SAMPLES
 from pktutil import eth, tcp4, write_pcap
 
 import calforensics
@@ -398,3 +398,63 @@ def test_nothing_lost_silently_counts_match_the_input(tmp_path):
     shown = json.loads(run_cli("inspect", tmp_path / "b", "--packets", "--json").stdout)
     by_path = {a["path"]: a for a in shown["artifacts"]}
     assert (by_path[cap.name]["rows"], by_path[cap.name]["anomalies"]) == (len(frames), 1 + len(damaged))
+
+
+def test_sosreports_of_each_node_read_as_the_collector_bundle(tmp_path):
+    """The VXLAN sample's state as two sosreports lay it out (`sosreport-<host>-<date>-<random>/
+    sos_commands/<plugin>/<command line>`, the node named by `sos_commands/host/hostname`), with the
+    captures beside them: the same nodes, tables and answers as the collector's layout."""
+    import tarfile
+
+    from groundtruth import flow_for
+
+    with tarfile.open(SAMPLE) as tar:
+        tar.extractall(tmp_path / "orig", filter="data")
+    orig = tmp_path / "orig" / "lab-vxlan"
+    sos_names = {  # sos plugins' file names for the commands the collector ran
+        "iptables-nft-save.txt": "networking/iptables-save",
+        "ip-addr.txt": "networking/ip_-d_address",
+        "ip-link.txt": "networking/ip_-s_-d_link",
+        "ip-route.txt": "networking/ip_route_show_table_all",
+        "ip-route-v6.txt": "networking/ip_-6_route_show_table_all",
+        "conntrack-list.txt": "networking/conntrack_-L_-o_extended",
+        "sysctls.txt": "kernel/sysctl_-a",
+    }
+    bundle = tmp_path / "incident"
+    for node_dir in sorted((orig / "nodes").iterdir()):
+        node = node_dir.name
+        sos = bundle / f"sosreport-{node}-2026-12-08-xkcdabc"
+        for src, dst in sos_names.items():
+            target = sos / "sos_commands" / dst
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((node_dir / src).read_bytes())
+        (sos / "sos_commands" / "host").mkdir(parents=True)
+        (sos / "sos_commands" / "host" / "hostname").write_text(f"{node}\n")
+        (bundle / "captures" / node).mkdir(parents=True)
+        for pcap in (node_dir / "pcaps").iterdir():
+            (bundle / "captures" / node / pcap.name).write_bytes(pcap.read_bytes())
+        (bundle / "captures" / node / "metadata.json").write_bytes((node_dir / "metadata.json").read_bytes())
+    truth = json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+    answers = []
+    for root in (orig, bundle):
+        with calforensics.open_bundle(root) as b:
+            assert b.nodes == ["node-a", "node-b"]
+            drops = calforensics.analyze(b).drops.set_index("flow_id")
+            per_flow = {}
+            for gt in truth["flows"]:
+                f = flow_for(b, gt)
+                d = drops.loc[int(f.flow_id)] if int(f.flow_id) in drops.index else None
+                per_flow[gt["name"]] = (f.verdict, f.path_fwd, f.service, f.backend_ip, None if d is None else (d.cause_kind, d.cause_chain, d.cause_policy))
+            saved = b.rules[b.rules.artifact.str.endswith(("iptables-nft-save.txt", "/iptables-save"))]
+            rules = sorted(zip(saved.node, saved.table, saved.chain, saved.target, saved.comment, strict=True))
+            answers.append((per_flow, rules, len(b.routes), len(b.conntrack), sorted(b.interfaces.name)))
+    assert answers[0] == answers[1]
+
+
+def test_sosreport_node_from_its_folder_name_without_a_hostname_file():
+    from calforensics.ingest.layout import node_of, sos_hostname
+
+    assert sos_hostname("sosreport-worker-3.example-2026-12-08-abcdefg") == "worker-3.example"
+    assert sos_hostname("sosreport-node-a-case42-2026-12-08-xk1") == "node-a-case42"
+    assert node_of("sosreport-node-b-2026-12-08-zz/sos_commands/networking/ip_route_show_table_all") == "node-b"
+    assert node_of("sos_commands/networking/ip_route", sos_hosts={"": "node-c"}) == "node-c"

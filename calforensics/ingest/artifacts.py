@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from ..anomalies import AnomalyLog
 from .archive import Materialized
-from .layout import classify, node_of
+from .layout import SOS_HOSTNAME_FILES, classify, node_of
 
 TEXT_SNIFF_BYTES = 64 * 1024
 SKIPPED_BECAUSE = {
@@ -56,14 +56,19 @@ def find_artifacts(mat: Materialized) -> list[Artifact]:
     """Every file of the materialised bundle, with its node and kind (by path and by content)."""
     root = mat.root
     hostname = ""  # calicoctl node diags name their node only in diagnostics/hostname
+    sos_hosts: dict[str, str] = {}  # a sosreport's folder -> the hostname it records
     for rel in mat.files:
         if PurePosixPath(rel).name == "hostname" and "diagnostics" in PurePosixPath(rel).parts:
-            first = (root / rel).read_text(errors="replace").strip().splitlines()
-            hostname = first[0].strip() if first else ""
+            hostname = _first_line(root / rel)
+        for tail in SOS_HOSTNAME_FILES:
+            if rel == tail or rel.endswith("/" + tail):
+                sos_hosts.setdefault(rel[: -len(tail)].rstrip("/"), _first_line(root / rel))
     arts = []
     tops = {PurePosixPath(rel).parts[0] for rel in mat.files}
     # an archive's single top-level folder (`calico-diagnostics-…/`) names the bundle, not a node
     strip = len(tops) == 1 and all(len(PurePosixPath(r).parts) > 1 for r in mat.files)
+    # a sosreport given as its own folder: every file outside `nodes/` is that host's
+    whole_sos = sos_hosts.get("") if any(r.startswith("sos_commands/") for r in mat.files) else None
     for rel in mat.files:
         full = root / rel
         size = full.stat().st_size
@@ -75,16 +80,25 @@ def find_artifacts(mat: Materialized) -> list[Artifact]:
         kind = classify(rel, head, lines)
         if size == 0:
             kind = "empty"
-        art = Artifact(rel, node_of(rel, hostname, skip_root=strip), kind, size)
+        node = node_of(rel, hostname, skip_root=strip, sos_hosts=sos_hosts)
+        if whole_sos is not None and "nodes" not in PurePosixPath(rel).parts[:-1]:
+            node = whole_sos
+        art = Artifact(rel, node, kind, size)
         if kind in ("other", "unrecognised", "empty"):
             art.status, art.rows, art.detail = "skipped", 0, SKIPPED_BECAUSE[kind]
         arts.append(art)
     return arts
 
 
+def _first_line(path: Path) -> str:
+    with open(path, "rb") as fh:
+        first = fh.read(256).decode("utf-8", errors="replace").strip().splitlines()
+    return first[0].strip() if first else ""
+
+
 def bundle_name(p: Path) -> str:
     name = p.name
-    for suffix in (".tar.gz", ".tgz", ".tar", ".pcapng", ".pcap"):
+    for suffix in (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tar", ".pcapng", ".pcap"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name or "bundle"

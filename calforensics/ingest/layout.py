@@ -99,8 +99,29 @@ TUNNEL_IFACES = {
 UPLINK = re.compile(r"^(eth|ens|enp|eno|bond|wlan|en\w)\S*$")
 
 
-def node_of(rel: str, diag_hostname: str = "", skip_root: bool = False) -> str:
-    """Node of a file: `nodes/<node>/…`, the hostname of a node-diags bundle, else the nearest folder.
+SOS_HOSTNAME_FILES = ("sos_commands/host/hostname", "sos_commands/general/hostname", "etc/hostname")
+SOS_FOLDER = re.compile(r"^sosreport-(.+?)(?:-\d{4}-\d{2}-\d{2}-\w+|-\d{8,})?$")
+
+
+def sos_root(rel: str) -> str:
+    """The sosreport a file belongs to: the folder holding its `sos_commands/` ("" if none)."""
+    parts = PurePosixPath(rel).parts
+    for i, part in enumerate(parts[:-1]):
+        if part == "sos_commands" or (part.startswith("sosreport-") and i + 1 < len(parts) - 1):
+            return "/".join(parts[:i]) if part == "sos_commands" else "/".join(parts[: i + 1])
+    return ""
+
+
+def sos_hostname(root: str) -> str:
+    """A sosreport's node from its folder name (`sosreport-<host>[-<label>]-<date>-<random>`), when the
+    report has no hostname file to say it."""
+    m = SOS_FOLDER.match(PurePosixPath(root).name) if root else None
+    return m.group(1) if m else ""
+
+
+def node_of(rel: str, diag_hostname: str = "", skip_root: bool = False, sos_hosts: dict | None = None) -> str:
+    """Node of a file: `nodes/<node>/…`, the hostname of a node-diags bundle or of the sosreport it is
+    in (``sos_hosts``: sosreport folder -> hostname), else the nearest folder.
 
     ``skip_root`` drops an archive's single top-level folder (`calico-diagnostics-…/`), which names
     the bundle rather than a node.
@@ -109,6 +130,9 @@ def node_of(rel: str, diag_hostname: str = "", skip_root: bool = False) -> str:
     for i, part in enumerate(parts[:-1]):
         if part == "nodes" and i + 1 < len(parts) - 1:
             return parts[i + 1]
+    root = sos_root(rel)
+    if root or (parts and parts[0] == "sos_commands"):
+        return (sos_hosts or {}).get(root) or sos_hostname(root) or diag_hostname
     if "diagnostics" in parts[:-1]:
         return diag_hostname
     if "cluster" in parts[:-1]:  # cluster-wide listings (cluster diags' cluster/…)
