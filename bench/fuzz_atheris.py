@@ -30,6 +30,7 @@ with atheris.instrument_imports():
         kubectl,
         nft,
         platform,
+        resources,
         sysctl,
         traces,
     )
@@ -55,6 +56,8 @@ TEXT = [
     ipvs.parse_ipvsadm,
     flowlogs.parse_flow_logs,
     ipset.parse_ipset,
+    resources.parse_pod_resources,
+    resources.parse_service_resources,
 ]
 
 

@@ -650,6 +650,7 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("cluster_ip", "string", "ClusterIP; empty for headless services"),
             ("external_ip", "string", "external IPs as listed"),
             ("port", "int64", "service port"),
+            ("port_name", "string", "the port's name (`-o yaml`/`-o json` only; kube-proxy names the port by it)"),
             ("node_port", "int64", "NodePort; -1"),
             ("protocol", "string", "tcp, udp or sctp"),
         ],

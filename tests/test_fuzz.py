@@ -29,6 +29,7 @@ from calforensics.ingest.parsers import (
     kubectl,
     nft,
     platform,
+    resources,
     sysctl,
     traces,
 )
@@ -212,6 +213,23 @@ IPTABLES_L = [  # iptables -L -n -v -x --line-numbers, likewise
     "1           3      180 REJECT     6    --  *      *       0.0.0.0/0            10.96.0.70           "
     "/* default/gone:http has no endpoints */ tcp dpt:80 reject-with icmp-port-unreachable",
 ]
+RESOURCES = [  # kubectl get services,pods -o yaml
+    "apiVersion: v1",
+    "items:",
+    "- apiVersion: v1",
+    "  kind: Service",
+    "  metadata: {name: web, namespace: default}",
+    "  spec:",
+    "    clusterIP: 10.96.0.50",
+    "    ports:",
+    "    - {name: http, port: 80, protocol: TCP, targetPort: 8080}",
+    "- apiVersion: v1",
+    "  kind: Pod",
+    "  metadata: {name: client, namespace: default}",
+    "  spec: {nodeName: node-a}",
+    "  status: {phase: Running, podIP: 192.168.10.5}",
+    "kind: List",
+]
 PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
     "  spec:",
     "    calicoVersion: v3.29.2",
@@ -250,6 +268,8 @@ PARSERS = {
     "platform": (platform.parse_platform_evidence, PLATFORM),
     "ipvsadm": (ipvs.parse_ipvsadm, IPVSADM),
     "ipset": (ipset.parse_ipset, IPSET),
+    "resources pods json": (resources.parse_pod_resources, RESOURCES),
+    "resources services json": (resources.parse_service_resources, RESOURCES),
     "flow logs": (flowlogs.parse_flow_logs, FLOW_LOGS),
 }
 

@@ -129,7 +129,7 @@ def test_version_reads_per_node_and_says_where(tmp_path):
         assert dp.loc["node-b", "calico_version"] == "v3.28.1"
         assert "calico-node-x7k2p.txt:5" in dp.loc["node-b", "calico_version_from"]
         kinds = dict(zip(b.artifacts.path.str.rsplit("/", n=1).str[-1], b.artifacts.kind.astype(str), strict=True))
-        assert kinds["calico-node-x7k2p.txt"] == kinds["clusterinformations.crd.projectcalico.org.yaml"] == "platform"
+        assert kinds["calico-node-x7k2p.txt"] == "platform" and kinds["clusterinformations.crd.projectcalico.org.yaml"] == "kube_resources"
         inv = b.inventory()
     assert {d["node"]: d["calico_version"] for d in inv["dataplane"]} == {"node-a": "v3.30.0", "node-b": "v3.28.1"}
 

@@ -30,9 +30,12 @@ class Artifact:
     detail: str = ""  # why it was skipped or gave nothing usable
     parts: dict = field(default_factory=dict, repr=False)  # (rows, anomalies) per table it fed
 
-    def finish(self, rows: int, log: AnomalyLog, lines: list[str] | None, table: str = "") -> None:
+    def finish(
+        self, rows: int, log: AnomalyLog, lines: list[str] | None, table: str = "", quiet: bool = False
+    ) -> None:
         """Record what parsing gave; a file that gave no rows says what it held instead. A file read
-        for several tables (one command's output after another's) adds up what each table took."""
+        for several tables (one command's output after another's, resources of several kinds) adds
+        up what each table took; ``quiet``: such a file is not an anomaly for a table it has nothing for."""
         self.parts[table] = (rows, len(log))
         rows = sum(r for r, _ in self.parts.values())
         self.rows = rows
@@ -41,7 +44,7 @@ class Artifact:
         self.detail = ""
         if rows == 0 and lines is not None:
             text = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
-            if text and not log.rows:
+            if text and not log.rows and not quiet:
                 log.add(1, "no_data", f"no {self.kind} data; file says: {text[0][:200]}")
                 self.anomalies += 1
             self.status = "no_data"

@@ -21,6 +21,7 @@ from .parsers import (
     kubectl,
     nft,
     platform,
+    resources,
     sysctl,
     traces,
 )
@@ -207,6 +208,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "sysctl"
     if flowlogs.looks_like_flow_logs(lines):
         return "flow_logs"
+    if resources.looks_like_resources(lines):
+        return "kube_resources"
     if platform.looks_like_platform(lines) or _platform_name(name):
         return "platform"
     return "unrecognised"

@@ -23,6 +23,7 @@ from .parsers import (
     kubectl,
     nft,
     platform,
+    resources,
     sysctl,
     traces,
 )
@@ -53,6 +54,14 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
 }
 
 
+# kinds of file that feed several tables, and the parser each table reads them with
+MULTI_TABLES: dict[str, dict[str, Callable]] = {
+    "kube_resources": {
+        "pods": resources.parse_pod_resources,
+        "services": resources.parse_service_resources,
+        "platform_evidence": platform.parse_platform_evidence,
+    }
+}
 IPROUTE_SECTION = {"interfaces": "link", "routes": "route"}  # table -> the iproute2 output it takes
 IPROUTE_KINDS = ("ip_link", "ip_route")
 
@@ -93,6 +102,7 @@ def read_text_table(
     mine = [a for a in arts if TEXT_TABLES.get(a.kind, ("",))[0] == table]
     if table in IPROUTE_SECTION:  # one iproute2 command's output after another's: each to its own table
         mine += [a for a in arts if a.kind in IPROUTE_KINDS and a not in mine]
+    mine += [a for a in arts if table in MULTI_TABLES.get(a.kind, {})]
     for i, art in enumerate(mine):
         tick(f"reading {table}", i, len(mine))
         lines = read_lines(root / art.path)
@@ -101,11 +111,14 @@ def read_text_table(
             if lines is None:
                 continue
         log = log_for(table, art)
-        parse = TEXT_TABLES[table_kind(table) if table in IPROUTE_SECTION else art.kind][1]
+        if art.kind in MULTI_TABLES:
+            parse = MULTI_TABLES[art.kind][table]
+        else:
+            parse = TEXT_TABLES[table_kind(table) if table in IPROUTE_SECTION else art.kind][1]
         df = parse(lines, log, art.node, art.path)
         if art.kind == "conntrack" and PurePosixPath(art.path).name == "nf_conntrack" and len(df):
             df["form"] = pd.Categorical(["proc"] * len(df))
-        art.finish(len(df), log, lines, table)
+        art.finish(len(df), log, lines, table, quiet=art.kind in MULTI_TABLES)
         frames.append(df)
     result = _concat([*frames, *bpftool_frames()], table)
     if table == "rules":

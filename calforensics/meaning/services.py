@@ -71,7 +71,8 @@ def build_services(
     named: dict[Key, str] = {}
     by_node_port: dict[tuple[int, str], str] = {}
     for r in listing.itertuples(index=False):
-        label = f"{r.namespace}/{r.name}:{int(r.port)}"
+        # as kube-proxy names a service port where the port's name is known (`-o yaml`), else by number
+        label = f"{r.namespace}/{r.name}:{getattr(r, 'port_name', '') or int(r.port)}"
         if r.cluster_ip:
             named[(str(r.cluster_ip), int(r.port), str(r.protocol))] = label
         for ip in str(r.external_ip).split(","):

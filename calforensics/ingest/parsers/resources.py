@@ -1,0 +1,140 @@
+"""Kubernetes resources saved as `kubectl get … -o yaml` or `-o json` (cluster diags' cluster/kubernetes/,
+runbooks' dumps): pods and services into the tables their listings also feed, with what only the full
+objects carry (every pod address, the service ports' names that kube-proxy's comments use).
+
+YAML is read with a safe loader that also refuses aliases (a document of anchors can expand without
+bound) and nesting past MAX_DEPTH, after a size bound; JSON goes through the same bounds
+(text.load_json_bounded). A `kind: List` is read item by item.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import yaml
+
+from ...anomalies import AnomalyLog
+from ...schema import table_frame
+from .kubectl import calico_interface
+from .text import MAX_JSON_BYTES, MAX_JSON_DEPTH, load_json_bounded, preamble
+
+KIND = re.compile(r'^\s*"?kind"?\s*:\s*"?(\w+)', re.M)
+API_VERSION = re.compile(r'^\s*"?apiVersion"?\s*:', re.M)
+
+
+def looks_like_resources(lines: list[str]) -> bool:
+    head = "\n".join(lines[:60])
+    return bool(API_VERSION.search(head)) and bool(KIND.search(head))
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader without aliases and with a nesting bound."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("aliases are not read (a document of anchors can expand without bound)")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_JSON_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_documents(lines: list[str], log: AnomalyLog) -> list[dict]:
+    """Every resource object in the text: JSON or YAML documents, List items unwrapped. What cannot
+    be read safely is one anomaly, and nothing from that document."""
+    body = [x for no, x in enumerate(lines, 1) if not (x.strip() and preamble(x, no, log))]
+    text = "\n".join(body)
+    if len(text) > MAX_JSON_BYTES:
+        log.add("document", "refused", f"{len(text)} bytes is over the {MAX_JSON_BYTES}-byte bound")
+        return []
+    docs: list = []
+    try:
+        if text.lstrip().startswith(("{", "[")):
+            docs = [load_json_bounded(text)]
+        else:
+            docs = list(yaml.load_all(text, Loader=_BoundedLoader))  # a SafeLoader: no object construction
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
+        log.add("document", "bad_document", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return []
+    out: list[dict] = []
+    for doc in docs:
+        items = doc if isinstance(doc, list) else [doc]
+        for item in items:
+            listed = isinstance(item, dict) and isinstance(item.get("items"), list)
+            if listed and str(item.get("kind", "")).endswith("List"):
+                out += [i for i in item["items"] if isinstance(i, dict)]
+            elif isinstance(item, dict):
+                out.append(item)
+    return out
+
+
+def _meta(obj: dict) -> tuple[str, str]:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+
+
+def parse_pod_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """Pods: a row per address (status.podIPs: both families in a dual-stack cluster)."""
+    rows = []
+    for obj in load_documents(lines, log):
+        if obj.get("kind") != "Pod":
+            continue
+        namespace, name = _meta(obj)
+        status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        ips = [str(p.get("ip")) for p in status.get("podIPs") or [] if isinstance(p, dict) and p.get("ip")]
+        ips = ips or ([str(status["podIP"])] if status.get("podIP") else [""])
+        for ip in ips:
+            rows.append(
+                {
+                    "line": -1,
+                    "namespace": namespace,
+                    "name": name,
+                    "status": str(status.get("phase", "")),
+                    "ip": ip,
+                    "pod_node": str(spec.get("nodeName", "")),
+                    "interface": calico_interface(namespace, name),
+                }
+            )
+    return table_frame(rows, "pods", node, artifact)
+
+
+def parse_service_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """Services: a row per port, with its name (kube-proxy names a service port `<ns>/<svc>:<port name>`),
+    the cluster IPs, external IPs and load-balancer ingress addresses."""
+    rows = []
+    for obj in load_documents(lines, log):
+        if obj.get("kind") != "Service":
+            continue
+        namespace, name = _meta(obj)
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+        cluster_ips = [str(x) for x in spec.get("clusterIPs") or [spec.get("clusterIP")] if x and x != "None"]
+        ingress = (status.get("loadBalancer") or {}).get("ingress") or [] if isinstance(status, dict) else []
+        external = [str(x) for x in spec.get("externalIPs") or []] + [
+            str(x["ip"]) for x in ingress if isinstance(x, dict) and x.get("ip")
+        ]
+        for port in spec.get("ports") or []:
+            if not isinstance(port, dict) or not str(port.get("port", "")).isdigit():
+                log.add("document", "unparsed_element", f"service {namespace}/{name}: port {str(port)[:120]}")
+                continue
+            for ip in cluster_ips or [""]:
+                rows.append(
+                    {
+                        "line": -1,
+                        "namespace": namespace,
+                        "name": name,
+                        "type": str(spec.get("type", "ClusterIP")),
+                        "cluster_ip": ip,
+                        "external_ip": ",".join(external),
+                        "port": int(port["port"]),
+                        "port_name": str(port.get("name", "")),
+                        "node_port": int(port["nodePort"]) if str(port.get("nodePort", "")).isdigit() else -1,
+                        "protocol": str(port.get("protocol", "TCP")).lower(),
+                    }
+                )
+    return table_frame(rows, "services", node, artifact)

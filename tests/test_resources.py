@@ -1,0 +1,134 @@
+"""Kubernetes resources as `kubectl get … -o yaml` and `-o json` save them: pods and services read
+into the tables their listings feed, with what only the full objects carry (every pod address, the
+services' port names), read safely (no aliases, bounded nesting), and used: an eBPF bundle's
+services named as kube-proxy names them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+from conftest import SAMPLES
+from groundtruth import flow_for
+
+import calforensics
+from calforensics.anomalies import AnomalyLog
+from calforensics.ingest.parsers.resources import parse_pod_resources, parse_service_resources
+
+SERVICES_YAML = """apiVersion: v1
+items:
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: web
+    namespace: default
+  spec:
+    clusterIP: 10.96.0.50
+    clusterIPs:
+    - 10.96.0.50
+    ports:
+    - name: http
+      port: 80
+      protocol: TCP
+      targetPort: 8080
+    selector:
+      app: web
+    type: ClusterIP
+  status:
+    loadBalancer: {}
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: front
+    namespace: shop
+  spec:
+    clusterIP: 10.96.7.7
+    externalIPs:
+    - 198.51.100.7
+    ports:
+    - name: http
+      nodePort: 31080
+      port: 80
+      protocol: TCP
+    type: LoadBalancer
+  status:
+    loadBalancer:
+      ingress:
+      - ip: 203.0.113.9
+- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: client
+    namespace: default
+  spec:
+    nodeName: node-a
+  status:
+    phase: Running
+    podIP: 192.168.10.5
+    podIPs:
+    - ip: 192.168.10.5
+    - ip: fd10::a05
+kind: List
+metadata:
+  resourceVersion: ""
+"""
+
+
+def parse(fn, text: str):
+    log = AnomalyLog("resources", "f")
+    return fn(text.split("\n"), log, "", "f"), log
+
+
+def test_pods_and_services_from_yaml_and_json():
+    services, log = parse(parse_service_resources, SERVICES_YAML)
+    assert not log.rows
+    got = list(zip(services.namespace, services.name, services.cluster_ip, services.port, services.port_name,
+                   services.node_port, services.external_ip, strict=True))
+    assert got == [
+        ("default", "web", "10.96.0.50", 80, "http", -1, ""),
+        ("shop", "front", "10.96.7.7", 80, "http", 31080, "198.51.100.7,203.0.113.9"),
+    ]
+    pods, log = parse(parse_pod_resources, SERVICES_YAML)
+    assert not log.rows and pods[["ip", "pod_node", "interface"]].values.tolist() == [
+        ["192.168.10.5", "node-a", "calia7a3e029a7b"],
+        ["fd10::a05", "node-a", "calia7a3e029a7b"],
+    ]
+    import yaml
+
+    as_json = json.dumps(yaml.safe_load(SERVICES_YAML), indent=2)  # `-o json` of the same objects
+    assert parse(parse_service_resources, as_json)[0].equals(services)
+    assert parse(parse_pod_resources, as_json)[0].equals(pods)
+
+
+def test_unsafe_documents_are_refused_with_an_anomaly():
+    laughs = "a: &a ['x','x']\nb: &b [*a,*a]\nc: &c [*b,*b]\nkind: Service\napiVersion: v1\n"
+    deep = "apiVersion: v1\nkind: Pod\nspec: " + "[" * 300 + "]" * 300 + "\n"
+    tagged = "apiVersion: v1\nkind: Pod\nspec: !!python/object/apply:os.system ['true']\n"
+    for text, said in ((laughs, "aliases"), (deep, "deeper"), (tagged, "")):
+        df, log = parse(parse_pod_resources, text)
+        assert len(df) == 0 and [r[4] for r in log.rows] == ["bad_document"], text[:40]
+        assert said in log.rows[0][5]
+
+
+def test_an_ebpf_bundles_services_named_as_kube_proxy_names_them(tmp_path):
+    """The eBPF sample with `kubectl get services -o yaml` in place of its listing: the UDP flow's BPF
+    NAT frontend is named by the service port's name, `default/echo:udp`, not its number."""
+    with tarfile.open(SAMPLES / "lab-ebpf.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-ebpf"
+    (root / "cluster" / "kubernetes" / "services.txt").unlink()
+    (root / "cluster" / "kubernetes" / "services.yaml").write_text(
+        SERVICES_YAML.replace("name: front", "name: echo").replace("namespace: shop", "namespace: default")
+        .replace("clusterIP: 10.96.7.7", "clusterIP: 10.96.0.60")
+        .replace("- name: http\n      nodePort: 31080\n      port: 80\n      protocol: TCP", "- name: udp\n      port: 9000\n      protocol: UDP")
+    )
+    truth = json.loads((SAMPLES / "lab-ebpf.ground_truth.json").read_text())
+    gt = next(f for f in truth["flows"] if f["name"] == "udp")
+    with calforensics.open_bundle(root) as b:
+        kinds = dict(zip(b.artifacts.path, b.artifacts.kind.astype(str), strict=True))
+        assert kinds["cluster/kubernetes/services.yaml"] == "kube_resources"
+        f = flow_for(b, gt)
+        assert (f.service, str(f.service_via)) == ("default/echo:udp", "bpf-nat")
+        assert b.services.set_index("name").loc["web", "port_name"] == "http"
+    shutil.rmtree(tmp_path)
