@@ -268,8 +268,8 @@ PARSERS = {
     "platform": (platform.parse_platform_evidence, PLATFORM),
     "ipvsadm": (ipvs.parse_ipvsadm, IPVSADM),
     "ipset": (ipset.parse_ipset, IPSET),
-    "resources pods json": (resources.parse_pod_resources, RESOURCES),
-    "resources services json": (resources.parse_service_resources, RESOURCES),
+    "resources pods": (resources.parse_pod_resources, RESOURCES),
+    "resources services": (resources.parse_service_resources, RESOURCES),
     "flow logs": (flowlogs.parse_flow_logs, FLOW_LOGS),
 }
 
@@ -356,7 +356,7 @@ def test_real_lines_parse_without_anomalies_and_damage_is_reported(name):
     # a trace log is the kernel's log: lines that are not traces are its other messages, not damage;
     # platform evidence is a few statements in whole documents whose other lines are not its to read
     assert len(damaged_log.rows) >= 1 or name.endswith("traces") or name == "platform"
-    if not name.endswith("json"):
+    if not name.endswith("json") and not name.startswith("resources"):  # one document: damage spoils it whole
         assert len(damaged) >= len(clean)
 
 
