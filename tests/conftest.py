@@ -10,6 +10,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 CORPUS = Path(os.environ.get("CALFORENSICS_CORPUS", ROOT.parent / "shared" / "corpus"))
+REALWORLD = Path(os.environ.get("CALFORENSICS_REALWORLD", ROOT.parent / "shared" / "realworld"))
 SAMPLES = ROOT / "sample_data"
 SAMPLE = SAMPLES / "lab-vxlan.tgz"
 
@@ -27,6 +28,14 @@ def corpus() -> Path:
     if not (CORPUS / "MANIFEST.tsv").exists():
         unavailable(f"corpus not found at {CORPUS} (set CALFORENSICS_CORPUS)")
     return CORPUS
+
+
+@pytest.fixture
+def realworld() -> Path:
+    """Real outputs from other people's nodes (../shared/realworld, with their provenance in MANIFEST.tsv)."""
+    if not (REALWORLD / "MANIFEST.tsv").exists():
+        unavailable(f"real-world outputs not found at {REALWORLD} (set CALFORENSICS_REALWORLD)")
+    return REALWORLD
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ SVC_COMMENT = re.compile(
 )
 # kube-proxy's chains that match a service frontend (nat and filter): DNAT jumps, and in filter the
 # REJECT of a service without endpoints and the DROPs of KUBE-PROXY-FIREWALL
+KUBE_SERVICE_CHAINS = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-", "KUBE-SEP-")  # one service's
 KUBE_FRONT_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL")
 ACCEPT_MARK, PASS_MARK, DROP_MARK = 0x10000, 0x20000, 0x40000
 NFT_CT_INVALID = re.compile(r"\bct state (?:invalid|0x0*1)\b(?!,)")  # `nft -n` prints states as bits
@@ -325,7 +326,9 @@ def _kube_services(r: _Rows, out: dict[str, list]) -> None:
             vip = str(df["dst"].iat[i]).removesuffix("/32").removesuffix("/128")
             port = int(re.sub(r"\D.*", "", str(df["dport"].iat[i])) or -1)
             out["service_ip"][i], out["service_port"][i] = vip, port
-            if r.chains[i] == "KUBE-SERVICES":
+            if not r.targets[i].startswith(KUBE_SERVICE_CHAINS):
+                pass  # a shared helper (KUBE-MARK-MASQ, …) serves every service: it is none of theirs
+            elif r.chains[i] == "KUBE-SERVICES":
                 svc_of_chain[(*r.group[i], r.targets[i])] = (spn, vip, port)
             else:
                 svc_of_chain.setdefault((*r.group[i], r.targets[i]), (spn, "", port))
@@ -333,7 +336,7 @@ def _kube_services(r: _Rows, out: dict[str, list]) -> None:
     for _ in range(2):
         for i in range(n):
             key = (*r.group[i], r.chains[i])
-            if key in svc_of_chain and r.kinds[i] == "rule" and r.targets[i].startswith("KUBE-"):
+            if key in svc_of_chain and r.kinds[i] == "rule" and r.targets[i].startswith(KUBE_SERVICE_CHAINS):
                 svc_of_chain.setdefault((*r.group[i], r.targets[i]), svc_of_chain[key])
     for i in range(n):
         info = svc_of_chain.get((*r.group[i], r.chains[i]))
