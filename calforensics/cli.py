@@ -197,11 +197,13 @@ def _print_inventory(inv: dict) -> None:
         )
     out.print(caps)
     arts = Table(title="Artifacts", title_justify="left")
-    for col in ("path", "node", "kind", "rows", "anomalies", "status", "why"):
+    for col in ("path", "node", "kind", "form", "rows", "anomalies", "status", "why"):
         arts.add_column(col, justify="right" if col in ("rows", "anomalies") else "left")
     for a in inv["artifacts"]:
         counts = (str(a["rows"]), str(a["anomalies"]))
-        arts.add_row(Text(a["path"]), Text(a["node"]), a["kind"], *counts, a["status"], Text(a["detail"]))
+        arts.add_row(
+            Text(a["path"]), Text(a["node"]), a["kind"], a.get("form", ""), *counts, a["status"], Text(a["detail"])
+        )
     out.print(arts)
     an = inv["anomalies"]
     if an["total"]:

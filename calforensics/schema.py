@@ -43,11 +43,17 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "kind",
                 "category",
                 "what it was recognised as: pcap, iptables, ip6tables, nft, conntrack, ip_link, ip_route, "
-                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpftool, traces, kube_pods, kube_services, sysctl, "
-                "metadata, "
+                "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpf_ifstate, bpf_policy, bpftool, traces, "
+                "kube_pods, kube_services, kube_resources, sysctl, metadata, platform, ipvs, ipset, flow_logs, "
                 "other, empty, unrecognised",
             ),
             ("size", "int64", "bytes"),
+            (
+                "form",
+                "string",
+                "which of its kind's forms it came in: iptables-save -c, iptables -S, iptables -L -v, nft -j list "
+                "ruleset, conntrack -E, /proc/net/nf_conntrack, calico-bpf --json, kubectl -o yaml, pcapng, …",
+            ),
             ("rows", "int64", "rows (or frames) it produced; -1 while not yet parsed"),
             ("anomalies", "int64", "anomaly rows it produced"),
             (

@@ -458,3 +458,26 @@ def test_sosreport_node_from_its_folder_name_without_a_hostname_file():
     assert sos_hostname("sosreport-node-a-case42-2026-12-08-xk1") == "node-a-case42"
     assert node_of("sosreport-node-b-2026-12-08-zz/sos_commands/networking/ip_route_show_table_all") == "node-b"
     assert node_of("sos_commands/networking/ip_route", sos_hosts={"": "node-c"}) == "node-c"
+
+
+def test_inspect_names_the_form_each_file_came_in(tmp_path):
+    """Every file's form beside its kind: which of several forms of one kind it was read as."""
+    import tarfile
+
+    with tarfile.open(SAMPLE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan" / "nodes" / "node-a"
+    save = (root / "iptables-nft-save.txt").read_text()
+    (root / "rules-S.txt").write_text("-P FORWARD ACCEPT\n" + "\n".join(x.split("] ", 1)[1] for x in save.splitlines() if "] -A " in x))
+    (root / "rules-grep.txt").write_text("\n".join(x for x in save.splitlines() if "KUBE-" in x and " -A " in x))
+    r = run_cli("inspect", tmp_path / "lab-vxlan", "--json")
+    assert r.returncode == 0, r.stderr
+    forms = {a["path"].rsplit("/", 1)[-1]: (a["kind"], a["form"]) for a in json.loads(r.stdout)["artifacts"] if a["node"] == "node-a"}
+    assert forms["iptables-nft-save.txt"] == ("iptables", "iptables-save -c")
+    assert forms["rules-S.txt"] == ("iptables", "iptables -S")
+    assert forms["rules-grep.txt"] == ("iptables", "iptables-save lines (no headers)")
+    assert forms["nft-ruleset.txt"] == ("nft", "nft list ruleset")
+    assert forms["conntrack-list.txt"] == ("conntrack", "conntrack -L -o extended")
+    assert forms["eth0.pcap"] == ("pcap", "pcap") and forms["ip-link.txt"] == ("ip_link", "ip link/addr")
+    r = run_cli("inspect", tmp_path / "lab-vxlan")
+    assert "iptables -S" in r.stdout and "form" in r.stdout

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from ..anomalies import AnomalyLog
 from .archive import Materialized
-from .layout import SOS_HOSTNAME_FILES, classify, node_of
+from .layout import SOS_HOSTNAME_FILES, classify, form_of, node_of
 
 TEXT_SNIFF_BYTES = 64 * 1024
 SKIPPED_BECAUSE = {
@@ -24,6 +24,7 @@ class Artifact:
     node: str
     kind: str
     size: int
+    form: str = ""  # which of its kind's forms (`iptables -L`, `nft -j list ruleset`, …): layout.form_of
     rows: int = -1  # -1 until parsed
     anomalies: int = 0
     status: str = "pending"  # pending, parsed, no_data, skipped
@@ -86,7 +87,7 @@ def find_artifacts(mat: Materialized) -> list[Artifact]:
         node = node_of(rel, hostname, skip_root=strip, sos_hosts=sos_hosts)
         if whole_sos is not None and "nodes" not in PurePosixPath(rel).parts[:-1]:
             node = whole_sos
-        art = Artifact(rel, node, kind, size)
+        art = Artifact(rel, node, kind, size, form_of(kind, head, lines, rel))
         if kind in ("other", "unrecognised", "empty"):
             art.status, art.rows, art.detail = "skipped", 0, SKIPPED_BECAUSE[kind]
         arts.append(art)

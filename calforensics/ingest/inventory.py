@@ -60,6 +60,7 @@ def inventory(
                 "path": r.path,
                 "node": r.node,
                 "kind": r.kind,
+                "form": str(r.form),
                 "size": int(r.size),
                 "rows": int(r.rows),
                 "anomalies": int(r.anomalies),

@@ -237,3 +237,56 @@ def interface_role(name: str, uplinks: set[str] | None = None) -> str:
     if UPLINK.match(name):
         return "uplink"
     return "other"
+
+
+def form_of(kind: str, head: bytes, lines: list[str] | None, name: str = "") -> str:
+    """The form a recognised file came in, as the person who saved it would name the command: which of
+    a kind's several forms (iptables-save or `iptables -S` or `-L`; nft text or `-j`; text or JSON …)."""
+    text = "\n".join(lines[:400]) if lines else ""
+    first = next((x.strip() for x in (lines or []) if x.strip() and not x.startswith("#")), "")
+    if kind == "pcap":
+        return "pcapng" if head[:4] == b"\x0a\x0d\x0d\x0a" else "pcap"
+    if kind in ("iptables", "ip6tables"):
+        if lines and iptables.looks_like_iptables_listing(lines):
+            return "iptables -L" + (" -v" if re.search(r"^\s*(?:num\s+)?pkts\s+bytes", text, re.M) else "")
+        if re.search(r"^\*(filter|nat|mangle|raw|security)\s*$", text, re.M):
+            return "iptables-save -c" if re.search(r"^\[\d+:\d+\] -A ", text, re.M) else "iptables-save"
+        return "iptables -S" if re.search(r"^-[PN] ", text, re.M) else "iptables-save lines (no headers)"
+    if kind == "nft":
+        return "nft -j list ruleset" if lines and nft.looks_like_nft_json(lines) else "nft list ruleset"
+    if kind == "conntrack":
+        if first.startswith("<?xml") or first.startswith("<conntrack"):
+            return "conntrack -o xml"
+        if first.startswith(("[NEW]", "[UPDATE]", "[DESTROY]")) or re.search(r"^\s*\[\d+\.\d+\]\s+\[", text, re.M):
+            return "conntrack -E"
+        if PurePosixPath(name).name == "nf_conntrack":
+            return "/proc/net/nf_conntrack"
+        return "conntrack -L -o extended" if re.match(r"^ipv[46]\s+\d+\s", first) else "conntrack -L"
+    if kind.startswith("bpf_") or kind == "bpftool":
+        json_form = first.startswith(("[", "{")) or bool(re.search(r"^\s*[\[{]", text[:200], re.M))
+        if kind == "bpftool":
+            return "bpftool map dump (JSON)" if json_form else "bpftool map dump"
+        return "calico-bpf --json" if json_form else "calico-bpf text"
+    if kind == "ip_link":
+        return "ip -j link/addr" if first.startswith("[") else "ip link/addr"
+    if kind == "kube_resources":
+        return "kubectl -o json" if first.startswith(("{", "[")) else "kubectl -o yaml"
+    if kind == "flow_logs":
+        return "Goldmane JSON" if re.search(r'"[Kk]ey"\s*:', text) else "Calico Enterprise JSON"
+    if kind == "traces":
+        if "bpf_trace_printk" in text:
+            return "Calico BPF debug log"
+        return "nft monitor trace" if "trace id " in text else "iptables TRACE (kernel log)"
+    if kind == "ipvs":
+        if re.search(r"^-A ", text, re.M):
+            return "ipvsadm -S"
+        return "ipvsadm -Ln --stats" if "InPkts" in text else "ipvsadm -Ln --rate" if "CPS" in text else "ipvsadm -Ln"
+    return {
+        "ip_route": "ip route",
+        "ipset": "ipset list",
+        "sysctl": "sysctl -a",
+        "kube_pods": "kubectl get pods",
+        "kube_services": "kubectl get services",
+        "platform": "version and setting statements",
+        "metadata": "calforensics collect metadata",
+    }.get(kind, "")
