@@ -58,6 +58,7 @@ TEXT = [
     ipset.parse_ipset,
     resources.parse_pod_resources,
     resources.parse_service_resources,
+    resources.parse_policy_resources,
 ]
 
 

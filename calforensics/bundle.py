@@ -62,6 +62,7 @@ TABLES = [
     "sysctls",
     "ipvs",
     "ipsets",
+    "network_policies",
     "flow_logs",
     "platform_evidence",
     "dataplane",
@@ -428,6 +429,10 @@ class Bundle:
     @property
     def ipsets(self) -> pd.DataFrame:
         return self._text_table("ipsets")
+
+    @property
+    def network_policies(self) -> pd.DataFrame:
+        return self._text_table("network_policies")
 
     @property
     def flow_logs(self) -> pd.DataFrame:

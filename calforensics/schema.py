@@ -527,6 +527,24 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("comment", "string", "the member's comment, if the set keeps them"),
         ],
     ),
+    "network_policies": (
+        "Network policies as saved with `kubectl get … -o yaml|json` (Kubernetes NetworkPolicy, Calico "
+        "NetworkPolicy and GlobalNetworkPolicy, staged ones): what each selects and its rules, a line each.",
+        [
+            ("node", "category", "node the file belongs to (empty for cluster-wide files)"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "-1 (an object of a document)"),
+            ("kind", "category", "KubernetesNetworkPolicy, NetworkPolicy, GlobalNetworkPolicy, Staged…"),
+            ("namespace", "string", "namespace (empty for global policies)"),
+            ("name", "string", "name"),
+            ("tier", "string", "Calico tier (default for Kubernetes policies)"),
+            ("order", "float64", "Calico order; -1 when not set"),
+            ("selector", "string", "endpoints it applies to (Calico selector, or podSelector as one)"),
+            ("types", "string", "ingress, egress"),
+            ("ingress", "string", "its ingress rules, `; `-separated (no rule with Ingress in types: denies all)"),
+            ("egress", "string", "its egress rules, likewise"),
+        ],
+    ),
     "flow_logs": (
         "Calico flow logs saved beside the bundle, from Goldmane (Calico Open Source's flow logs API: "
         "endpoints by pod name) or Calico Enterprise/Cloud (with addresses), one row per flow log entry.",

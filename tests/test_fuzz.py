@@ -230,6 +230,20 @@ RESOURCES = [  # kubectl get services,pods -o yaml
     "  status: {phase: Running, podIP: 192.168.10.5}",
     "kind: List",
 ]
+RESOURCES_POLICIES = [  # kubectl get networkpolicies -A -o yaml
+    "apiVersion: v1",
+    "items:",
+    "- apiVersion: networking.k8s.io/v1",
+    "  kind: NetworkPolicy",
+    "  metadata: {name: web-from-client, namespace: default}",
+    "  spec:",
+    "    podSelector: {matchLabels: {app: web}}",
+    "    policyTypes: [Ingress]",
+    "    ingress:",
+    "    - from: [{podSelector: {matchLabels: {app: client}}}]",
+    "      ports: [{port: 8080, protocol: TCP}]",
+    "kind: List",
+]
 PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
     "  spec:",
     "    calicoVersion: v3.29.2",
@@ -270,6 +284,7 @@ PARSERS = {
     "ipset": (ipset.parse_ipset, IPSET),
     "resources pods": (resources.parse_pod_resources, RESOURCES),
     "resources services": (resources.parse_service_resources, RESOURCES),
+    "resources policies": (resources.parse_policy_resources, RESOURCES_POLICIES),
     "flow logs": (flowlogs.parse_flow_logs, FLOW_LOGS),
 }
 

@@ -132,3 +132,88 @@ def test_an_ebpf_bundles_services_named_as_kube_proxy_names_them(tmp_path):
         assert (f.service, str(f.service_via)) == ("default/echo:udp", "bpf-nat")
         assert b.services.set_index("name").loc["web", "port_name"] == "http"
     shutil.rmtree(tmp_path)
+
+
+POLICIES_YAML = """apiVersion: v1
+items:
+- apiVersion: projectcalico.org/v3
+  kind: NetworkPolicy
+  metadata:
+    name: default.db-allow-app
+    namespace: secure
+  spec:
+    tier: default
+    order: 100
+    selector: app == 'db'
+    types:
+    - Ingress
+    ingress:
+    - action: Allow
+      protocol: TCP
+      source:
+        nets:
+        - 192.168.20.99/32
+      destination:
+        ports:
+        - 5432
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata:
+    name: web-from-client
+    namespace: default
+  spec:
+    podSelector:
+      matchLabels:
+        app: web
+    policyTypes:
+    - Ingress
+    ingress:
+    - from:
+      - podSelector:
+          matchLabels:
+            app: client
+      ports:
+      - port: 8080
+        protocol: TCP
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata:
+    name: deny-all
+    namespace: quiet
+  spec:
+    podSelector: {}
+    policyTypes:
+    - Ingress
+kind: List
+metadata:
+  resourceVersion: ""
+"""
+
+
+def test_network_policies_and_the_drop_that_quotes_them(tmp_path):
+    """Calico and Kubernetes network policies read into one table, a line per rule; the VXLAN sample's
+    policy drop quotes the policy its end-of-tier rule names: what it selects and that no rule allowed."""
+    from calforensics.ingest.parsers.resources import parse_policy_resources
+
+    df, log = parse(parse_policy_resources, POLICIES_YAML)
+    assert not log.rows
+    got = {r.name: (r.kind, r.namespace, r.selector, r.ingress) for r in df.itertuples()}
+    assert got == {
+        "default.db-allow-app": ("NetworkPolicy", "secure", "app == 'db'", "allow tcp from nets 192.168.20.99/32 to ports 5432"),
+        "web-from-client": ("KubernetesNetworkPolicy", "default", "app == 'web'", "allow from pods app == 'client' on TCP/8080"),
+        "deny-all": ("KubernetesNetworkPolicy", "quiet", "all()", "no rule: denies all"),
+    }
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    (root / "cluster" / "kubernetes").mkdir(parents=True, exist_ok=True)
+    (root / "cluster" / "kubernetes" / "networkpolicies.yaml").write_text(POLICIES_YAML)
+    truth = json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+    gt = next(f for f in truth["flows"] if f["name"] == "denied")
+    with calforensics.open_bundle(root) as b:
+        d = calforensics.analyze(b).drops.set_index("flow_id").loc[int(flow_for(b, gt).flow_id)]
+        quoted = [e["detail"] for e in d.evidence if e["kind"] == "policy"]
+        assert quoted == [
+            "NetworkPolicy secure/default.db-allow-app (tier default) selects app == 'db': none of its rules allowed "
+            "the packet; ingress: allow tcp from nets 192.168.20.99/32 to ports 5432; egress: no egress rules"
+        ]

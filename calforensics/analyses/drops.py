@@ -7,6 +7,7 @@ kube-proxy rule or map element that turns the dialled frontend away but keeps no
 `bpf_counter` (calico-bpf drop counters of the BPF hooks between the two capture points),
 `bpf_conntrack` (the flow's BPF conntrack entry with the destination's leg not approved),
 `flow_log` (Calico's flow log entries of the flow: their verdict and the policies that denied),
+`policy` (the saved policy objects behind a drop's policy: what each selects, its rules),
 `bpf_trace` (BPF debug log verdicts: `DENY due to policy`), `bpf_policy` (what `calico-node -bpf policy
 dump` says the hook's program holds: its deny rules' hit counts, the tiers that end in deny). Each
 evidence says its `scope`:
@@ -295,6 +296,8 @@ def _drop(f, look: _Lookups) -> dict:
             "policy": denied_by,
             "counter_packets": -1,
         }
+    if cause is not None and cause.get("policy"):
+        evidence += _policy_quotes(look.b.network_policies, cause["policy"], cause.get("kind", ""))
     corroborated = any(e["scope"] == "per_flow" and e["kind"].startswith("bpf_") for e in per_flow)
     if cause is not None and cause["counter_packets"] >= lost_packets and (cause["table"] != "bpf" or corroborated):
         confidence = "high"
@@ -514,6 +517,40 @@ def _bpf_policy_names(policy: pd.DataFrame, node: str, iface: str, where: str) -
         counted = (f"{int(r.hit_count)} hit(s) on {r.rule} ({r.action})" for r in allowed.itertuples())
         detail += " counted " + ", ".join(counted)
     return ", ".join(names), [{"kind": "bpf_policy", "scope": "cumulative", "detail": detail}]
+
+
+def _policy_names(name: str) -> set[tuple[str, str]]:
+    """(namespace, name) pairs a dataplane's name for a policy may stand for: `<ns>/<tier>.<name>` and
+    `<ns>/knp.default.<name>` (felix up to v3.31), `[<kind>/]<ns>/<name>` (v3.32), `<tier>.<name>` global."""
+    parts = name.strip().split("/")
+    if parts and parts[0] in ("np", "gnp", "snp", "sgnp", "sknp", "knp", "kcnp") and len(parts) > 1:
+        parts = parts[1:]
+    ns, bare = (parts[0], "/".join(parts[1:])) if len(parts) > 1 else ("", parts[0])
+    out = {(ns, bare)}
+    for prefix in ("knp.default.", "staged:"):
+        if bare.startswith(prefix):
+            out.add((ns, bare[len(prefix) :]))
+    if "." in bare:
+        out.add((ns, bare.split(".", 1)[1]))  # without its tier
+    return out
+
+
+def _policy_quotes(policies: pd.DataFrame, named: str, kind: str) -> list[dict]:
+    """The saved policy objects behind a drop's policies, quoted: what each selects and the rules of
+    the direction that dropped (for an end-of-tier drop: none of them allowed the packet)."""
+    if policies.empty:
+        return []
+    out = []
+    for name in (n.strip() for n in named.split(",") if n.strip()):
+        keys = _policy_names(name)
+        pairs = zip(policies["namespace"].astype(str), policies["name"].astype(str), strict=True)
+        hit = policies[[pair in keys for pair in pairs]]
+        for p in hit.drop_duplicates(["kind", "namespace", "name"]).itertuples(index=False):
+            rules = f"ingress: {p.ingress or 'no ingress rules'}; egress: {p.egress or 'no egress rules'}"
+            what = f"{p.kind} {p.namespace + '/' if p.namespace else ''}{p.name} (tier {p.tier}) selects {p.selector}"
+            why = " none of its rules allowed the packet;" if kind in ("end_of_tier", "bpf_policy_drop") else ""
+            out.append({"kind": "policy", "scope": "configured", "detail": f"{what}:{why} {rules}"})
+    return out
 
 
 def _policy_direction(iface: str, hook: str) -> str:

@@ -59,6 +59,7 @@ MULTI_TABLES: dict[str, dict[str, Callable]] = {
     "kube_resources": {
         "pods": resources.parse_pod_resources,
         "services": resources.parse_service_resources,
+        "network_policies": resources.parse_policy_resources,
         "platform_evidence": platform.parse_platform_evidence,
     }
 }
@@ -84,8 +85,10 @@ def _section_lines(lines: list[str], table: str, own: bool) -> list[str] | None:
 
 
 def text_table_names() -> list[str]:
-    """Every table that text dumps feed, once each, in TEXT_TABLES order."""
-    return list(dict.fromkeys(t for t, _ in TEXT_TABLES.values()))
+    """Every table that text dumps feed, once each, in TEXT_TABLES order (then those only the
+    several-table kinds feed)."""
+    names = [t for t, _ in TEXT_TABLES.values()] + [t for tables in MULTI_TABLES.values() for t in tables]
+    return list(dict.fromkeys(names))
 
 
 def read_text_table(

@@ -138,3 +138,105 @@ def parse_service_resources(lines: list[str], log: AnomalyLog, node: str = "", a
                     }
                 )
     return table_frame(rows, "services", node, artifact)
+
+
+POLICY_KINDS = {"NetworkPolicy", "GlobalNetworkPolicy", "StagedNetworkPolicy", "StagedGlobalNetworkPolicy"}
+
+
+def parse_policy_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """Network policies (Kubernetes NetworkPolicy, Calico NetworkPolicy and GlobalNetworkPolicy, staged
+    ones too): what each selects and, per direction, its rules in one readable line each, so a drop
+    can quote the rules of the policy behind it."""
+    rows = []
+    for obj in load_documents(lines, log):
+        kind = str(obj.get("kind", ""))
+        if kind not in POLICY_KINDS:
+            continue
+        namespace, name = _meta(obj)
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        calico = "projectcalico.org" in str(obj.get("apiVersion", ""))
+        if kind == "NetworkPolicy" and not calico:
+            kind = "KubernetesNetworkPolicy"
+        if kind.startswith("Global") or kind == "StagedGlobalNetworkPolicy":
+            namespace = ""
+        rules = {
+            d: [_calico_rule(r) if calico else _k8s_rule(r, d) for r in spec.get(d) or [] if isinstance(r, dict)]
+            for d in ("ingress", "egress")
+        }
+        types = [str(t).lower() for t in spec.get("types") or spec.get("policyTypes") or []]
+        rows.append(
+            {
+                "line": -1,
+                "kind": kind,
+                "namespace": namespace,
+                "name": name,
+                "tier": str(spec.get("tier", "default") if calico else "default"),
+                "order": float(spec["order"]) if isinstance(spec.get("order"), (int, float)) else -1.0,
+                "selector": str(spec.get("selector", "")) if calico else _k8s_selector(spec.get("podSelector")),
+                "types": ",".join(types),
+                "ingress": "; ".join(rules["ingress"]) or ("no rule: denies all" if "ingress" in types else ""),
+                "egress": "; ".join(rules["egress"]) or ("no rule: denies all" if "egress" in types else ""),
+            }
+        )
+    return table_frame(rows, "network_policies", node, artifact)
+
+
+def _k8s_selector(selector: object) -> str:
+    if not isinstance(selector, dict):
+        return "all()"
+    terms = [f"{k} == '{v}'" for k, v in (selector.get("matchLabels") or {}).items()]
+    for e in selector.get("matchExpressions") or []:
+        if isinstance(e, dict):
+            terms.append(f"{e.get('key')} {str(e.get('operator', '')).lower()} {e.get('values', [])}")
+    return " && ".join(terms) or "all()"
+
+
+def _ports(ports: object) -> str:
+    out = []
+    for p in ports if isinstance(ports, list) else []:
+        if isinstance(p, dict):
+            end = f"-{p['endPort']}" if p.get("endPort") else ""
+            out.append(f"{p.get('protocol', 'TCP')}/{p.get('port', '*')}{end}")
+        else:
+            out.append(str(p))
+    return ",".join(out)
+
+
+def _k8s_rule(rule: dict, direction: str) -> str:
+    peers = []
+    for peer in rule.get("from" if direction == "ingress" else "to") or []:
+        if not isinstance(peer, dict):
+            continue
+        if isinstance(peer.get("ipBlock"), dict):
+            block = peer["ipBlock"]
+            peers.append(f"{block.get('cidr')}" + (f" except {block.get('except')}" if block.get("except") else ""))
+            continue
+        pods = _k8s_selector(peer["podSelector"]) if "podSelector" in peer else ""
+        spaces = _k8s_selector(peer["namespaceSelector"]) if "namespaceSelector" in peer else ""
+        said = (f"pods {pods}" if pods else "", f"namespaces {spaces}" if spaces else "")
+        peers.append(" in ".join(x for x in said if x))
+    side = "from" if direction == "ingress" else "to"
+    text = f"allow {side} " + (" or ".join(peers) if peers else "anywhere")
+    ports = _ports(rule.get("ports"))
+    return text + (f" on {ports}" if ports else "")
+
+
+def _calico_rule(rule: dict) -> str:
+    parts = [str(rule.get("action", "Allow")).lower()]
+    if rule.get("protocol"):
+        parts.append(str(rule["protocol"]).lower())
+    for side in ("source", "destination"):
+        end = rule.get(side) if isinstance(rule.get(side), dict) else {}
+        said = []
+        for key in ("selector", "namespaceSelector", "serviceAccounts", "services"):
+            if end.get(key):
+                said.append(f"{key} {end[key]}")
+        if end.get("nets"):
+            said.append("nets " + ",".join(map(str, end["nets"])))
+        if end.get("notNets"):
+            said.append("not nets " + ",".join(map(str, end["notNets"])))
+        if end.get("ports"):
+            said.append("ports " + ",".join(map(str, end["ports"])))
+        if said:
+            parts.append(("from " if side == "source" else "to ") + " ".join(said))
+    return " ".join(parts)
