@@ -59,6 +59,7 @@ TEXT = [
     resources.parse_pod_resources,
     resources.parse_service_resources,
     resources.parse_policy_resources,
+    resources.parse_pool_resources,
 ]
 
 

@@ -63,6 +63,7 @@ TABLES = [
     "ipvs",
     "ipsets",
     "network_policies",
+    "ip_pools",
     "flow_logs",
     "platform_evidence",
     "dataplane",
@@ -429,6 +430,10 @@ class Bundle:
     @property
     def ipsets(self) -> pd.DataFrame:
         return self._text_table("ipsets")
+
+    @property
+    def ip_pools(self) -> pd.DataFrame:
+        return self._text_table("ip_pools")
 
     @property
     def network_policies(self) -> pd.DataFrame:

@@ -527,6 +527,20 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("comment", "string", "the member's comment, if the set keeps them"),
         ],
     ),
+    "ip_pools": (
+        "Calico IP pools as saved with `-o yaml|json`: the encapsulation and NAT their pods' traffic should get.",
+        [
+            ("node", "category", "node the file belongs to (empty for cluster-wide files)"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "-1 (an object of a document)"),
+            ("name", "string", "pool name"),
+            ("cidr", "string", "the pool's CIDR"),
+            ("ipip_mode", "category", "Never, Always, CrossSubnet"),
+            ("vxlan_mode", "category", "Never, Always, CrossSubnet"),
+            ("nat_outgoing", "bool", "SNAT for traffic leaving the pools"),
+            ("disabled", "bool", "no new addresses from it"),
+        ],
+    ),
     "network_policies": (
         "Network policies as saved with `kubectl get … -o yaml|json` (Kubernetes NetworkPolicy, Calico "
         "NetworkPolicy and GlobalNetworkPolicy, staged ones): what each selects and its rules, a line each.",

@@ -244,6 +244,15 @@ RESOURCES_POLICIES = [  # kubectl get networkpolicies -A -o yaml
     "      ports: [{port: 8080, protocol: TCP}]",
     "kind: List",
 ]
+RESOURCES_POOLS = [  # calicoctl get ippools -o yaml
+    "apiVersion: projectcalico.org/v3",
+    "items:",
+    "- apiVersion: projectcalico.org/v3",
+    "  kind: IPPool",
+    "  metadata: {name: default-ipv4-ippool}",
+    "  spec: {cidr: 192.168.0.0/16, ipipMode: Never, vxlanMode: Always, natOutgoing: true}",
+    "kind: IPPoolList",
+]
 PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
     "  spec:",
     "    calicoVersion: v3.29.2",
@@ -285,6 +294,7 @@ PARSERS = {
     "resources pods": (resources.parse_pod_resources, RESOURCES),
     "resources services": (resources.parse_service_resources, RESOURCES),
     "resources policies": (resources.parse_policy_resources, RESOURCES_POLICIES),
+    "resources pools": (resources.parse_pool_resources, RESOURCES_POOLS),
     "flow logs": (flowlogs.parse_flow_logs, FLOW_LOGS),
 }
 

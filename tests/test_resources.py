@@ -217,3 +217,47 @@ def test_network_policies_and_the_drop_that_quotes_them(tmp_path):
             "NetworkPolicy secure/default.db-allow-app (tier default) selects app == 'db': none of its rules allowed "
             "the packet; ingress: allow tcp from nets 192.168.20.99/32 to ports 5432; egress: no egress rules"
         ]
+
+
+POOLS_YAML = """apiVersion: v1
+items:
+- apiVersion: crd.projectcalico.org/v1
+  kind: IPPool
+  metadata:
+    name: default-ipv4-ippool
+  spec:
+    blockSize: 26
+    cidr: 192.168.0.0/16
+    ipipMode: {ipip}
+    natOutgoing: true
+    nodeSelector: all()
+    vxlanMode: {vxlan}
+kind: List
+metadata:
+  resourceVersion: ""
+"""
+
+
+def test_ip_pool_encapsulation_checked_against_the_captures(tmp_path):
+    """The VXLAN sample's pods cross nodes in VXLAN: a pool that says so raises nothing; one that says
+    IPIP Always, or no encapsulation, is told apart from what the captures show; CrossSubnet is not judged."""
+    from calforensics.ingest.parsers.resources import parse_pool_resources
+
+    pools, log = parse(parse_pool_resources, POOLS_YAML.format(ipip="Never", vxlan="Always"))
+    assert not log.rows and pools[["cidr", "ipip_mode", "vxlan_mode", "nat_outgoing"]].values.tolist() == [
+        ["192.168.0.0/16", "Never", "Always", True]
+    ]
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    (root / "cluster" / "crd").mkdir(parents=True, exist_ok=True)
+    pool_file = root / "cluster" / "crd" / "ippools.crd.projectcalico.org.yaml"
+    said = {}
+    for ipip, vxlan in (("Never", "Always"), ("Always", "Never"), ("Never", "Never"), ("Never", "CrossSubnet")):
+        pool_file.write_text(POOLS_YAML.format(ipip=ipip, vxlan=vxlan))
+        with calforensics.open_bundle(root) as b:
+            a = calforensics.analyze(b)
+            said[(ipip, vxlan)] = [h["title"] for h in a.findings["findings"] if h["kind"] == "ip_pool_encapsulation"]
+    assert said[("Never", "Always")] == said[("Never", "CrossSubnet")] == []
+    assert len(said[("Always", "Never")]) == 1 and "ipipMode Always" in said[("Always", "Never")][0]
+    assert "in vxlan" in said[("Always", "Never")][0] and "in vxlan" in said[("Never", "Never")][0]

@@ -18,7 +18,7 @@ from ..bundle import Bundle
 from ..join.keys import SHORT_SNAPLEN
 from ..join.summaries import role_of
 from ..meaning.platform import NEWEST, show
-from . import flow_logs, wireguard
+from . import flow_logs, overhead, wireguard
 from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
 
 
@@ -72,6 +72,7 @@ def build_findings(a: Analysis) -> dict:
         "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions, len(b.wireguard_unpaired_plaintexts)),
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
         "link_scope_flows": int((flows["scope"] == "link").sum()),
+        "ip_pools": overhead.pool_mismatches(b, a.flow_overhead),
         "flow_logs": {
             "entries": len(b.flow_logs),
             "matched_flows": int(a.flow_log_matches["flow_id"].nunique()) if len(a.flow_log_matches) else 0,
@@ -253,6 +254,7 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
         *_ebpf_headlines(doc),
         *_wireguard_headlines(doc["wireguard"]),
         *_flow_log_headlines(doc.get("flow_logs", {}).get("disagreements", [])),
+        *_pool_headlines(doc.get("ip_pools", [])),
         *_context_headlines(doc),
         *_capture_shape_headlines(doc["bundle"]["captures"]),
     ]
@@ -370,6 +372,22 @@ def _ebpf_headlines(doc: dict) -> list[dict]:
                 "service with connect-time load balancing (the ClusterIP never shows on the wire), or directly",
                 mine[0]["id"],
                 "medium",
+            )
+        )
+    return out
+
+
+def _pool_headlines(mismatches: list[dict]) -> list[dict]:
+    """IP pools whose pods' traffic between nodes was not encapsulated as the pool says."""
+    out = []
+    for m in mismatches:
+        seen = ", ".join(f"{n} flow(s) {'bare' if t == 'none' else 'in ' + t}" for t, n in sorted(m["seen"].items()))
+        out.append(
+            _headline(
+                "medium",
+                "ip_pool_encapsulation",
+                f"IP pool {m['pool']} ({m['cidr']}, {m['modes']}): its pods' traffic between nodes went {seen}",
+                confidence="medium",
             )
         )
     return out

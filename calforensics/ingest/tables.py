@@ -60,6 +60,7 @@ MULTI_TABLES: dict[str, dict[str, Callable]] = {
         "pods": resources.parse_pod_resources,
         "services": resources.parse_service_resources,
         "network_policies": resources.parse_policy_resources,
+        "ip_pools": resources.parse_pool_resources,
         "platform_evidence": platform.parse_platform_evidence,
     }
 }

@@ -240,3 +240,25 @@ def _calico_rule(rule: dict) -> str:
         if said:
             parts.append(("from " if side == "source" else "to ") + " ".join(said))
     return " ".join(parts)
+
+
+def parse_pool_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """Calico IP pools (`kubectl get ippools.crd.projectcalico.org -o yaml`, `calicoctl get ippools -o
+    yaml`): the encapsulation and NAT their pods' traffic should get."""
+    rows = []
+    for obj in load_documents(lines, log):
+        if obj.get("kind") != "IPPool":
+            continue
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        rows.append(
+            {
+                "line": -1,
+                "name": _meta(obj)[1],
+                "cidr": str(spec.get("cidr", "")),
+                "ipip_mode": str(spec.get("ipipMode", "Never") or "Never"),
+                "vxlan_mode": str(spec.get("vxlanMode", "Never") or "Never"),
+                "nat_outgoing": bool(spec.get("natOutgoing", False)),
+                "disabled": bool(spec.get("disabled", False)),
+            }
+        )
+    return table_frame(rows, "ip_pools", node, artifact)
