@@ -65,12 +65,8 @@ MULTI_TABLES: dict[str, dict[str, Callable]] = {
     }
 }
 IPROUTE_SECTION = {"interfaces": "link", "routes": "route"}  # table -> the iproute2 output it takes
+IPROUTE_PARSER = {"interfaces": iproute.parse_ip_link, "routes": iproute.parse_ip_route}
 IPROUTE_KINDS = ("ip_link", "ip_route")
-
-
-def table_kind(table: str) -> str:
-    """The artifact kind whose parser builds ``table`` (for the iproute2 tables, which take sections)."""
-    return next(kind for kind, (t, _) in TEXT_TABLES.items() if t == table) if table in IPROUTE_SECTION else ""
 
 
 def _section_lines(lines: list[str], table: str, own: bool) -> list[str] | None:
@@ -118,7 +114,7 @@ def read_text_table(
         if art.kind in MULTI_TABLES:
             parse = MULTI_TABLES[art.kind][table]
         else:
-            parse = TEXT_TABLES[table_kind(table) if table in IPROUTE_SECTION else art.kind][1]
+            parse = IPROUTE_PARSER[table] if table in IPROUTE_SECTION else TEXT_TABLES[art.kind][1]
         df = parse(lines, log, art.node, art.path)
         if art.kind == "conntrack" and PurePosixPath(art.path).name == "nf_conntrack" and len(df):
             df["form"] = pd.Categorical(["proc"] * len(df))

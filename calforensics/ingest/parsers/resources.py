@@ -10,6 +10,7 @@ bound) and nesting past MAX_DEPTH, after a size bound; JSON goes through the sam
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import pandas as pd
 import yaml
@@ -51,14 +52,9 @@ def load_documents(lines: list[str], log: AnomalyLog) -> list[dict]:
     if len(text) > MAX_JSON_BYTES:
         log.add("document", "refused", f"{len(text)} bytes is over the {MAX_JSON_BYTES}-byte bound")
         return []
-    docs: list = []
-    try:
-        if text.lstrip().startswith(("{", "[")):
-            docs = [load_json_bounded(text)]
-        else:
-            docs = list(yaml.load_all(text, Loader=_BoundedLoader))  # a SafeLoader: no object construction
-    except (ValueError, yaml.YAMLError, RecursionError) as exc:
-        log.add("document", "bad_document", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    docs, error = _parsed(text)
+    if error:
+        log.add("document", "bad_document", error)
         return []
     out: list[dict] = []
     for doc in docs:
@@ -70,6 +66,18 @@ def load_documents(lines: list[str], log: AnomalyLog) -> list[dict]:
             elif isinstance(item, dict):
                 out.append(item)
     return out
+
+
+@lru_cache(maxsize=4)
+def _parsed(text: str) -> tuple[tuple, str]:
+    """(documents, error) of a resources file. One file feeds several tables (pods, services,
+    policies, pools), each reading it in turn: it is parsed once. The documents are only read."""
+    try:
+        if text.lstrip().startswith(("{", "[")):
+            return (load_json_bounded(text),), ""
+        return tuple(yaml.load_all(text, Loader=_BoundedLoader)), ""  # a SafeLoader: no object construction
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
+        return (), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def _meta(obj: dict) -> tuple[str, str]:
