@@ -52,6 +52,11 @@ TEXT = [
     calico_bpf.parse_bpf_policy,
     traces.parse_traces,
     kubectl.parse_pod_listing,
+    kubectl.parse_service_listing,
+    kubectl.parse_endpoint_listing,
+    kubectl.parse_node_listing,
+    kubectl.parse_pool_listing,
+    kubectl.parse_policy_listing,
     platform.parse_platform_evidence,
     ipvs.parse_ipvsadm,
     flowlogs.parse_flow_logs,
@@ -60,6 +65,8 @@ TEXT = [
     resources.parse_service_resources,
     resources.parse_policy_resources,
     resources.parse_pool_resources,
+    resources.parse_endpoint_resources,
+    resources.parse_node_resources,
 ]
 
 

@@ -59,6 +59,8 @@ TABLES = [
     "traces",
     "pods",
     "services",
+    "endpoints",
+    "cluster_nodes",
     "sysctls",
     "ipvs",
     "ipsets",
@@ -324,12 +326,13 @@ class Bundle:
     @cached_property
     def owners(self) -> dict[str, str]:
         """IP -> node for node addresses and local pod addresses (`join.address_owners`)."""
-        return address_owners(self.interfaces, self.routes)
+        return address_owners(self.interfaces, self.routes, self.cluster_nodes, self.pods, self.nodes)
 
     @cached_property
     def service_index(self) -> Services:
         """Service lookups from kube-proxy rules, BPF NAT frontends/backends and service listings."""
-        node_ips = set(address_owners(self.interfaces, self.routes.iloc[:0]))  # the nodes' own addresses only
+        # the nodes' own addresses only
+        node_ips = set(address_owners(self.interfaces, self.routes.iloc[:0], self.cluster_nodes, None, self.nodes))
         return build_services(self.rules, self.bpf_nat, self.services, node_ips, self.ipvs, self.ipsets)
 
     @cached_property
@@ -418,6 +421,14 @@ class Bundle:
     @property
     def services(self) -> pd.DataFrame:
         return self._text_table("services")
+
+    @property
+    def endpoints(self) -> pd.DataFrame:
+        return self._text_table("endpoints")
+
+    @property
+    def cluster_nodes(self) -> pd.DataFrame:
+        return self._text_table("cluster_nodes")
 
     @property
     def sysctls(self) -> pd.DataFrame:

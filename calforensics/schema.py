@@ -44,7 +44,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "category",
                 "what it was recognised as: pcap, iptables, ip6tables, nft, conntrack, ip_link, ip_route, "
                 "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpf_ifstate, bpf_policy, bpftool, traces, "
-                "kube_pods, kube_services, kube_resources, sysctl, metadata, platform, ipvs, ipset, flow_logs, "
+                "kube_listing (kubectl/calicoctl get tables), kube_resources, sysctl, metadata, platform, ipvs, "
+                "ipset, flow_logs, "
                 "other, empty, unrecognised",
             ),
             ("size", "int64", "bytes"),
@@ -223,16 +224,24 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("node", "category", "node"),
             ("artifact", "string", "file"),
             ("line", "int64", "line"),
-            ("source", "category", "program that wrote the dump (iptables-save, iptables-nft-save, nft, nft-json, "
-             "iptables -S, iptables -L, iptables-save (no headers): the last three without *table headers, the "
-             "table told from the chain)"),
+            (
+                "source",
+                "category",
+                "program that wrote the dump (iptables-save, iptables-nft-save, nft, nft-json, "
+                "iptables -S, iptables -L, iptables-save (no headers): the last three without *table headers, the "
+                "table told from the chain)",
+            ),
             ("backend", "category", "legacy or nft"),
             ("family", "category", "ipv4, ipv6, or the nft family"),
             ("table", "category", "filter, nat, mangle, raw, … (nft: the table name)"),
             ("chain", "string", "chain as dumped"),
             ("position", "int64", "1-based rule position; 0 for the chain row"),
-            ("kind", "category", "rule, chain (policy and counters of a chain), or element (of an nft set or "
-             "map: the key in match, a verdict map's verdict as target)"),
+            (
+                "kind",
+                "category",
+                "rule, chain (policy and counters of a chain), or element (of an nft set or "
+                "map: the key in match, a verdict map's verdict as target)",
+            ),
             ("chain_policy", "category", "ACCEPT/DROP for built-in chains; empty for rules and user chains"),
             ("packets", "int64", "counter; -1 if not dumped"),
             ("bytes", "int64", "counter; -1 if not dumped"),
@@ -528,26 +537,28 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ],
     ),
     "ip_pools": (
-        "Calico IP pools as saved with `-o yaml|json`: the encapsulation and NAT their pods' traffic should get.",
+        "Calico IP pools (`calicoctl get ippools [-o wide]`, `-o yaml|json`): the encapsulation and NAT their "
+        "pods' traffic should get.",
         [
             ("node", "category", "node the file belongs to (empty for cluster-wide files)"),
             ("artifact", "string", "file"),
-            ("line", "int64", "-1 (an object of a document)"),
+            ("line", "int64", "line (listings); -1 for an object of a document"),
             ("name", "string", "pool name"),
             ("cidr", "string", "the pool's CIDR"),
-            ("ipip_mode", "category", "Never, Always, CrossSubnet"),
-            ("vxlan_mode", "category", "Never, Always, CrossSubnet"),
+            ("ipip_mode", "category", "Never, Always, CrossSubnet; empty when not listed (no -o wide)"),
+            ("vxlan_mode", "category", "Never, Always, CrossSubnet; empty when not listed"),
             ("nat_outgoing", "bool", "SNAT for traffic leaving the pools"),
             ("disabled", "bool", "no new addresses from it"),
         ],
     ),
     "network_policies": (
-        "Network policies as saved with `kubectl get … -o yaml|json` (Kubernetes NetworkPolicy, Calico "
+        "Network policies as saved with `kubectl|calicoctl get … -o yaml|json`, or listed (selectors only) "
+        "(Kubernetes NetworkPolicy, Calico "
         "NetworkPolicy and GlobalNetworkPolicy, staged ones): what each selects and its rules, a line each.",
         [
             ("node", "category", "node the file belongs to (empty for cluster-wide files)"),
             ("artifact", "string", "file"),
-            ("line", "int64", "-1 (an object of a document)"),
+            ("line", "int64", "line (listings); -1 for an object of a document"),
             ("kind", "category", "KubernetesNetworkPolicy, NetworkPolicy, GlobalNetworkPolicy, Staged…"),
             ("namespace", "string", "namespace (empty for global policies)"),
             ("name", "string", "name"),
@@ -608,7 +619,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ],
     ),
     "pods": (
-        "Pods from `kubectl get pods -A -o wide` listings, with the host-side interface Calico gives them.",
+        "Pods from `kubectl get pods` listings (addresses and nodes with `-o wide`) and `-o yaml|json`, and "
+        "Calico workload endpoints (`calicoctl get workloadendpoints`), with the pod's host-side interface.",
         [
             ("node", "category", "node the listing file belongs to (empty for cluster-wide files)"),
             ("artifact", "string", "file"),
@@ -618,7 +630,54 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("status", "string", "phase as listed"),
             ("ip", "string", "pod IP"),
             ("pod_node", "string", "node the pod runs on"),
-            ("interface", "string", '`cali` + sha1("namespace.pod")[:11]: its workload interface'),
+            (
+                "interface",
+                "string",
+                'its workload interface: as a workload endpoint names it, else `cali` + sha1("namespace.pod")[:11]',
+            ),
+        ],
+    ),
+    "endpoints": (
+        "Service backends from Endpoints and EndpointSlices (`kubectl get endpoints|endpointslices`, "
+        "`-o yaml|json`): one row per backend address and port, ready or not.",
+        [
+            ("node", "category", "node the file belongs to (empty for cluster-wide files)"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line (listings); -1 for an object of a document"),
+            ("namespace", "string", "namespace"),
+            ("service", "string", "service (an EndpointSlice listing does not name it: empty)"),
+            ("slice", "string", "EndpointSlice name; empty for Endpoints"),
+            ("address", "string", "backend address"),
+            ("port", "int64", "backend port; -1"),
+            ("port_name", "string", "the port's name (the service port it serves)"),
+            ("protocol", "string", "tcp, udp, sctp; empty when not said"),
+            (
+                "ready",
+                "category",
+                "ready, not_ready, terminating, unknown (an EndpointSlice listing shows "
+                "every address; an Endpoints listing only the ready ones)",
+            ),
+            ("target", "string", "namespace/pod behind the address"),
+            ("target_node", "string", "node of that pod"),
+        ],
+    ),
+    "cluster_nodes": (
+        "Cluster nodes from `kubectl get nodes [-o wide]`, `calicoctl get nodes -o wide` and `-o yaml|json` "
+        "(Kubernetes Nodes with Calico's annotations, Calico Nodes): the addresses each node owns.",
+        [
+            ("node", "category", "node the file belongs to (empty for cluster-wide files)"),
+            ("artifact", "string", "file"),
+            ("line", "int64", "line (listings); -1 for an object of a document"),
+            ("kind", "category", "Node (Kubernetes) or CalicoNode"),
+            ("name", "string", "node name"),
+            ("status", "string", "Ready, NotReady (with its roles' text in a listing)"),
+            ("internal_ip", "string", "InternalIP addresses, space-separated"),
+            ("external_ip", "string", "ExternalIP addresses"),
+            ("calico_ip", "string", "the address (CIDR) Calico uses for the node (BGP IPv4/IPv6 address)"),
+            ("tunnel_ips", "string", "its IPIP, VXLAN and WireGuard interface addresses"),
+            ("pod_cidrs", "string", "podCIDRs"),
+            ("kernel_version", "string", "kernel"),
+            ("container_runtime", "string", "container runtime"),
         ],
     ),
     "dataplane": (
@@ -631,15 +690,39 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("policy_chains", "int64", "Calico per-endpoint iptables/nft policy chains (cali-tw-, cali-fw-, …)"),
             ("kube_proxy_chains", "int64", "kube-proxy service chains (KUBE-SERVICES, KUBE-SVC-*)"),
             ("evidence", "string", "what the mode was read from"),
-            ("calico_version", "string", "Calico release that ran (v3.28.0), a range read from the rules' "
-             "dialect (>=v3.30, <=v3.29) or several (v3.28.0..v3.29.1); empty if the bundle does not say"),
+            (
+                "calico_version",
+                "string",
+                "Calico release that ran (v3.28.0), a range read from the rules' "
+                "dialect (>=v3.30, <=v3.29) or several (v3.28.0..v3.29.1); empty if the bundle does not say",
+            ),
             ("calico_version_from", "string", "where the version was read (file:line), or why it is a range"),
-            ("kube_proxy", "category", "kube-proxy's mode: iptables, ipvs, nftables, replaced (Calico eBPF "
-             "serves services), none, unknown"),
+            (
+                "kube_proxy",
+                "category",
+                "kube-proxy's mode: iptables, ipvs, nftables, replaced (Calico eBPF serves services), none, unknown",
+            ),
             ("kube_proxy_from", "string", "where the mode was read"),
-            ("peer_redirect", "string", "eBPF peer redirect: which arrivals skip the destination veth's tap "
-             "(none; host endpoints L2; + local workloads; + L3 tunnels); empty off eBPF"),
+            (
+                "peer_redirect",
+                "string",
+                "eBPF peer redirect: which arrivals skip the destination veth's tap "
+                "(none; host endpoints L2; + local workloads; + L3 tunnels); empty off eBPF",
+            ),
             ("peer_redirect_from", "string", "the version or setting it follows, or the reading assumed"),
+            (
+                "mtu_configured",
+                "string",
+                "MTUs the configuration sets (FelixConfiguration vxlanMTU, ipipMTU, "
+                "wireguardMTU[V6], calicoNetwork.mtu, veth_mtu), `name=value` space-separated; empty: Calico "
+                "detects them from the host's MTU",
+            ),
+            (
+                "chain_insert_mode",
+                "string",
+                "FelixConfiguration chainInsertMode: Insert (Calico's rules first in "
+                "the built-in chains, the default) or Append (after the rules already there); empty when not said",
+            ),
         ],
     ),
     "wireguard": (
@@ -677,7 +760,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ],
     ),
     "services": (
-        "Kubernetes services from `kubectl get services -A` listings: one row per service port.",
+        "Kubernetes services from `kubectl get services` listings and `-o yaml|json`: one row per service "
+        "port (and per cluster IP of a dual-stack service).",
         [
             ("node", "category", "node the listing file belongs to (empty for cluster-wide files)"),
             ("artifact", "string", "file"),

@@ -101,6 +101,32 @@ PODS = [
     "NAMESPACE     NAME      READY   STATUS    RESTARTS      AGE   IP             NODE     NOMINATED NODE   READINESS GATES",
     "default       client    1/1     Running   2 (5m ago)    10m   192.168.10.5   node-a   <none>           <none>",
 ]
+ENDPOINT_LISTINGS = [  # kubectl get endpoints, then endpointslices (one file may hold several tables)
+    "NAMESPACE   NAME   ENDPOINTS                                   AGE",
+    "shop        web    192.168.20.7:8080,[fd10::7]:8080            3d",
+    "",
+    "NAMESPACE   NAME        ADDRESSTYPE   PORTS     ENDPOINTS                     AGE",
+    "shop        web-x7k2p   IPv4          8080      192.168.20.7,192.168.20.8     3d",
+]
+NODE_LISTINGS = [
+    "NAME     STATUS   ROLES           AGE   VERSION   INTERNAL-IP   EXTERNAL-IP   OS-IMAGE             KERNEL-VERSION",
+    "node-a   Ready    control-plane   9d    v1.31.1   172.18.0.2    <none>        Ubuntu 24.04.1 LTS   6.8.0-45-generic",
+    "",
+    "NAME     ASN       IPV4            IPV6",
+    "node-b   (64512)   172.18.0.3/16   ",
+]
+CALICO_LISTINGS = [  # calicoctl get ippools -o wide, workloadendpoints, networkpolicies -o wide
+    "NAME                  CIDR             NAT    IPIPMODE   VXLANMODE   DISABLED   DISABLEBGPEXPORT   SELECTOR",
+    "default-ipv4-ippool   192.168.0.0/16   true   Never      Always      false      false              all()",
+]
+WEP_LISTING = [
+    "NAMESPACE   WORKLOAD   NODE     NETWORKS          INTERFACE",
+    "shop        web-1      node-b   192.168.20.7/32   cali0123456789a",
+]
+POLICY_LISTING = [
+    "NAMESPACE   NAME                   TIER      ORDER   SELECTOR",
+    "secure      default.db-allow-app   default   100     app == 'db'",
+]
 NFT_KUBE_PROXY = [  # kube-proxy's nftables mode as `nft -n -a list ruleset` prints it (the lab's kernel)
     "table ip kube-proxy { # handle 2",
     '\tcomment "rules for kube-proxy"',
@@ -253,13 +279,43 @@ RESOURCES_POOLS = [  # calicoctl get ippools -o yaml
     "  spec: {cidr: 192.168.0.0/16, ipipMode: Never, vxlanMode: Always, natOutgoing: true}",
     "kind: IPPoolList",
 ]
+RESOURCES_ENDPOINTS = [  # kubectl get endpoints,endpointslices -o yaml
+    "apiVersion: v1",
+    "items:",
+    "- apiVersion: v1",
+    "  kind: Endpoints",
+    "  metadata: {name: web, namespace: shop}",
+    "  subsets:",
+    "  - addresses: [{ip: 192.168.20.7, nodeName: node-b, targetRef: {kind: Pod, name: web-1}}]",
+    "    notReadyAddresses: [{ip: 192.168.20.9}]",
+    "    ports: [{name: http, port: 8080, protocol: TCP}]",
+    "- apiVersion: discovery.k8s.io/v1",
+    "  kind: EndpointSlice",
+    "  metadata: {name: web-x7k2p, namespace: shop, labels: {kubernetes.io/service-name: web}}",
+    "  endpoints: [{addresses: [192.168.20.7], conditions: {ready: true}}]",
+    "  ports: [{name: http, port: 8080}]",
+    "kind: List",
+]
+RESOURCES_NODES = [  # kubectl get nodes -o yaml (with Calico's annotations)
+    "apiVersion: v1",
+    "kind: Node",
+    "metadata:",
+    "  name: node-a",
+    "  annotations: {projectcalico.org/IPv4Address: 172.18.0.2/16, projectcalico.org/IPv4VXLANTunnelAddr: 192.168.10.0}",
+    "status:",
+    "  addresses: [{type: InternalIP, address: 172.18.0.2}]",
+]
 PLATFORM = [  # cluster resources, a pod description and logs, in the forms platform.py reads
     "  spec:",
     "    calicoVersion: v3.29.2",
     '{"spec": {"calicoVersion": "v3.30.0", "bpfRedirectToPeer": "L2Only"}}',
     "    Image:          docker.io/calico/node:v3.29.2",
     "    bpfRedirectToPeer: Disabled",
+    "    vxlanMTU: 1450",
+    "    chainInsertMode: Append",
+    '  veth_mtu: "1440"',
     "      FELIX_BPFENABLED:                   true",
+    "      FELIX_IPINIPMTU:                    1480",
     '2026-12-01 09:00:01.234 [INFO][52] felix/daemon.go 366: Felix starting up GOMAXPROCS=4 version="v3.29.2"',
     "      kind: KubeProxyConfiguration",
     "      mode: ipvs",
@@ -288,6 +344,13 @@ PARSERS = {
     "bpf traces": (traces.parse_traces, BPF_TRACES),
     "kubectl": (kubectl.parse_pod_listing, PODS),
     "kubectl services": (kubectl.parse_service_listing, SERVICES),
+    "kubectl endpoints": (kubectl.parse_endpoint_listing, ENDPOINT_LISTINGS),
+    "kubectl nodes": (kubectl.parse_node_listing, NODE_LISTINGS),
+    "calicoctl ippools": (kubectl.parse_pool_listing, CALICO_LISTINGS),
+    "calicoctl workloadendpoints": (kubectl.parse_pod_listing, WEP_LISTING),
+    "calicoctl policies": (kubectl.parse_policy_listing, POLICY_LISTING),
+    "resources endpoints": (resources.parse_endpoint_resources, RESOURCES_ENDPOINTS),
+    "resources nodes": (resources.parse_node_resources, RESOURCES_NODES),
     "platform": (platform.parse_platform_evidence, PLATFORM),
     "ipvsadm": (ipvs.parse_ipvsadm, IPVSADM),
     "ipset": (ipset.parse_ipset, IPSET),

@@ -131,6 +131,52 @@ def test_live_fragments_and_invalid_drops_match_ground_truth(edge_run):
             check(b, truth)
 
 
+GONE_ENDPOINTS = """apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: gone-8xk2q
+  namespace: default
+  labels: {kubernetes.io/service-name: gone}
+addressType: IPv4
+endpoints:
+- addresses: [192.168.20.77]
+  conditions: {ready: false}
+  nodeName: node-b
+  targetRef: {kind: Pod, name: gone-0, namespace: default}
+ports:
+- {name: http, port: 8080, protocol: TCP}
+"""
+
+
+def test_a_refused_service_quotes_its_saved_backends(edge_run, tmp_path):
+    """kube-proxy refuses the service without endpoints; with the service's EndpointSlice saved beside
+    the bundle, the drop quotes it: one backend, not ready. Saved listings that do not name the
+    service say there was no backend for it."""
+    import tarfile
+
+    out, bundle = edge_run
+    truth = json.loads((out / "lab-edge.ground_truth.json").read_text())
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = next(p for p in tmp_path.iterdir() if p.is_dir())
+    (root / "cluster" / "kubernetes").mkdir(parents=True, exist_ok=True)
+    saved = root / "cluster" / "kubernetes" / "endpointslices.yaml"
+    quoted = {}
+    for case, text in (("slice", GONE_ENDPOINTS), ("other", GONE_ENDPOINTS.replace("gone", "kept"))):
+        saved.write_text(text)
+        with calforensics.open_bundle(root) as b:
+            from groundtruth import flow_for
+
+            gt = next(f for f in truth["flows"] if f["name"] == "no_endpoints")
+            drop = calforensics.analyze(b).drops.set_index("flow_id").loc[int(flow_for(b, gt).flow_id)]
+            assert drop.cause_kind == "no_endpoints"
+            quoted[case] = [e["detail"] for e in drop.evidence if e["kind"] == "endpoints"]
+    assert quoted["slice"] == [
+        "EndpointSlice default/gone-8xk2q (cluster/kubernetes/endpointslices.yaml) lists 1 not ready: 192.168.20.77"
+    ]
+    assert quoted["other"] == ["the saved Endpoints and EndpointSlices list no backend for default/gone"]
+
+
 @pytest.fixture(scope="module")
 def nft_runs(tmp_path_factory):
     return {s: scenario_run(tmp_path_factory, s, rules="nft") for s in ("core", "edge")}

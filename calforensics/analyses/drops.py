@@ -172,9 +172,16 @@ def _service_cause(rules: pd.DataFrame, f) -> tuple[dict | None, dict | None]:
         return None, None
     r = hit.sort_values("packets", ascending=False).iloc[0]
     said = str(r.comment).lower()
-    kind = str(r.drop_kind) if str(r.drop_kind) in KUBE_DROP_KINDS else (
-        "no_local_endpoints" if "has no local endpoints" in said else "no_endpoints" if "has no endpoints" in said
-        else "lb_source_range"  # KUBE-FW-… marking a source outside the LoadBalancer's ranges
+    kind = (
+        str(r.drop_kind)
+        if str(r.drop_kind) in KUBE_DROP_KINDS
+        else (
+            "no_local_endpoints"
+            if "has no local endpoints" in said
+            else "no_endpoints"
+            if "has no endpoints" in said
+            else "lb_source_range"  # KUBE-FW-… marking a source outside the LoadBalancer's ranges
+        )
     )
     cause = {
         "kind": kind,
@@ -298,6 +305,8 @@ def _drop(f, look: _Lookups) -> dict:
         }
     if cause is not None and cause.get("policy"):
         evidence += _policy_quotes(look.b.network_policies, cause["policy"], cause.get("kind", ""))
+    if f.service and not f.backend_ip:  # the frontend was never translated: what backends were saved
+        evidence += _endpoint_quotes(look.b.endpoints, str(f.service))
     corroborated = any(e["scope"] == "per_flow" and e["kind"].startswith("bpf_") for e in per_flow)
     if cause is not None and cause["counter_packets"] >= lost_packets and (cause["table"] != "bpf" or corroborated):
         confidence = "high"
@@ -550,6 +559,37 @@ def _policy_quotes(policies: pd.DataFrame, named: str, kind: str) -> list[dict]:
             what = f"{p.kind} {p.namespace + '/' if p.namespace else ''}{p.name} (tier {p.tier}) selects {p.selector}"
             why = " none of its rules allowed the packet;" if kind in ("end_of_tier", "bpf_policy_drop") else ""
             out.append({"kind": "policy", "scope": "configured", "detail": f"{what}:{why} {rules}"})
+    return out
+
+
+def _endpoint_quotes(endpoints: pd.DataFrame, service: str) -> list[dict]:
+    """The saved Endpoints / EndpointSlices of a service whose frontend was never translated: how
+    many backends each listed and how many of them were ready (none ready: nothing to DNAT to)."""
+    if endpoints.empty:
+        return []
+    namespace, _, name = service.partition(":")[0].rpartition("/")
+    namespace = namespace or "default"
+    # an EndpointSlice listing does not name its service; its slices are named <service>-<suffix>
+    unnamed = (endpoints["service"].astype(str) == "") & endpoints["slice"].astype(str).str.startswith(name + "-")
+    mine = endpoints[(endpoints["namespace"].astype(str) == namespace) & ((endpoints["service"] == name) | unnamed)]
+    out = []
+    for (artifact, slice_name), rows in mine.groupby(["artifact", "slice"], sort=False):
+        backends = rows.drop_duplicates("address")
+        ready = backends["ready"].astype(str).value_counts().to_dict()
+        states = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(ready.items()))
+        what = f"EndpointSlice {namespace}/{slice_name}" if slice_name else f"Endpoints {namespace}/{name}"
+        listed = " ".join(sorted(backends["address"].astype(str)))[:300]
+        out.append(
+            {"kind": "endpoints", "scope": "configured", "detail": f"{what} ({artifact}) lists {states}: {listed}"}
+        )
+    if mine.empty and len(endpoints):
+        out.append(
+            {
+                "kind": "endpoints",
+                "scope": "configured",
+                "detail": f"the saved Endpoints and EndpointSlices list no backend for {namespace}/{name}",
+            }
+        )
     return out
 
 

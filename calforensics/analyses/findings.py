@@ -101,6 +101,8 @@ def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:
                 "kube_proxy_from": str(r.kube_proxy_from) or None,
                 "peer_redirect": str(r.peer_redirect) or None,
                 "peer_redirect_from": str(r.peer_redirect_from) or None,
+                "mtu_configured": str(r.mtu_configured) or None,
+                "chain_insert_mode": str(r.chain_insert_mode) or None,
             }
             for r in _records(b.dataplane)
         ],
@@ -310,7 +312,7 @@ def _drop_headlines(drops: list[dict]) -> list[dict]:
 
 
 def _mtu_headlines(issues: list[dict]) -> list[dict]:
-    serious = ("icmp_frag_needed", "exceeds_tunnel_mtu", "tunnel_mtu_too_large")
+    serious = ("icmp_frag_needed", "exceeds_tunnel_mtu", "tunnel_mtu_too_large", "configured_mtu_too_large")
     return [
         _headline("high" if m["kind"] in serious else "medium", f"mtu:{m['kind']}", m["detail"], m["flow_id"])
         for m in issues

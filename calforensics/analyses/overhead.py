@@ -44,6 +44,15 @@ TUNNEL_DEVICE_HEADROOM = {
     "wg-v6.cali": 80,
 }
 
+# the device each configured tunnel MTU is for (felix sets the device's MTU from it)
+MTU_SETTING_DEVICE = {
+    "vxlanMTU": "vxlan.calico",
+    "vxlanMTUV6": "vxlan-v6.calico",
+    "ipipMTU": "tunl0",
+    "wireguardMTU": "wireguard.cali",
+    "wireguardMTUV6": "wg-v6.cali",
+}
+
 
 def encapsulated(b: Bundle, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
     """Each encapsulated packet once (its first encapsulated sighting), with its outer and inner sizes,
@@ -163,6 +172,7 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
         *_exceeds_tunnel_mtu(first, pk, at, tmtu),
         *_mss_too_large(first, pk, tmtu),
         *_tunnel_devices_too_big(b),
+        *_configured_mtus(b),
         *_conntrack_fill(b),
     ]
     return pd.DataFrame(rows, columns=MTU_COLUMNS)
@@ -407,6 +417,42 @@ def _tunnel_devices_too_big(b: Bundle) -> list[dict]:
     return out
 
 
+def _configured_mtus(b: Bundle) -> list[dict]:
+    """Tunnel MTUs the configuration sets (FelixConfiguration vxlanMTU, ipipMTU, wireguardMTU) that leave
+    no room for the encapsulation on the node's uplink, or that its tunnel device does not have (set
+    after Felix last applied it, or overridden per node)."""
+    ifs = b.interfaces
+    uplinks = capture_uplinks(ifs)
+    out = []
+    for r in b.dataplane.itertuples(index=False):
+        node = str(r.node)
+        mine = ifs[(ifs["node"].astype(str) == node) & (ifs["mtu"] > 0)]
+        host = mine[mine["name"].isin(uplinks.get(node, set()))]["mtu"]
+        device_mtu = dict(zip(mine["name"].astype(str), mine["mtu"].astype(int), strict=True))
+        for setting, value in (x.split("=", 1) for x in str(r.mtu_configured).split()):
+            device = MTU_SETTING_DEVICE.get(setting)
+            if device is None or not value.isdigit() or int(value) == 0:  # 0: Calico detects it
+                continue
+            mtu, headroom = int(value), TUNNEL_DEVICE_HEADROOM[device]
+            if len(host) and mtu + headroom > int(host.min()):
+                detail = (
+                    f"configured {setting} {mtu} on {node}: with {device}'s {headroom} bytes of encapsulation "
+                    f"a full-size packet exceeds the host MTU {int(host.min())} (at most {int(host.min()) - headroom})"
+                )
+                out.append(_config_row("configured_mtu_too_large", node, device, mtu, detail))
+            if device in device_mtu and device_mtu[device] != mtu:
+                detail = (
+                    f"configured {setting} {mtu}, but {device} on {node} has MTU {device_mtu[device]} "
+                    "(the setting changed after Felix set the device, or a per-node setting overrides it)"
+                )
+                out.append(_config_row("configured_mtu_not_applied", node, device, device_mtu[device], detail))
+    return out
+
+
+def _config_row(kind: str, node: str, device: str, mtu: int, detail: str) -> dict:
+    return {"kind": kind, "flow_id": -1, "node": node, "interface": device, "mtu": mtu, "packets": 0, "detail": detail}
+
+
 def _mtu_of(nodes: pd.Series, tmtu: dict[str, int]) -> np.ndarray:
     """The tunnel MTU of each row's node; infinity where the node has no tunnel device."""
     return np.asarray([tmtu.get(str(n), np.inf) for n in nodes], dtype=float)
@@ -429,7 +475,7 @@ def pool_mismatches(b: Bundle, flow_overhead: pd.DataFrame) -> list[dict]:
     """IP pools whose pods' traffic between nodes was not encapsulated as the pool says: a pool in
     VXLAN (or IPIP) mode `Always` whose crossing flows went another way or bare, or a pool in neither
     mode whose flows were tunnelled. CrossSubnet may go either way and is not judged; WireGuard hides
-    the encapsulation and is not judged either."""
+    the encapsulation and is not judged either, nor a pool listed without its modes."""
     pools = b.ip_pools
     if pools.empty:
         return []
@@ -438,13 +484,15 @@ def pool_mismatches(b: Bundle, flow_overhead: pd.DataFrame) -> list[dict]:
     crossing = flows[nodes_crossed > 1]
     types = flow_overhead.groupby("flow_id")["type"].agg(lambda t: set(map(str, t))).to_dict()
     out = []
+    # a pool saved twice (listed and as YAML): once, with its modes where any form had them
+    pools = pools.sort_values("vxlan_mode", key=lambda m: m.astype(str) == "").drop_duplicates(["name", "cidr"])
     for p in pools[~pools["disabled"].astype(bool)].itertuples(index=False):
         try:
             net = ipaddress.ip_network(str(p.cidr), strict=False)
         except ValueError:
             continue
         modes = {"vxlan": str(p.vxlan_mode), "ipip": str(p.ipip_mode)}
-        if "CrossSubnet" in modes.values():
+        if "CrossSubnet" in modes.values() or "" in modes.values():  # "": a listing without -o wide
             continue
         expected = {t for mode, m in modes.items() if m == "Always" for t in POOL_TYPES[mode]} or {"none"}
         seen: dict[str, int] = {}

@@ -194,10 +194,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
     # `calico-node -bpf routes dump`: "%15v: %s", the CIDR right-aligned, then the route's words
     if re.search(r"^\s*[0-9a-fA-F.:]+/\d+: (?:local|remote) (?:host|workload)\b", head, re.M):
         return "bpf_routes"
-    if kubectl.looks_like_pod_listing(lines):
-        return "kube_pods"
-    if kubectl.looks_like_service_listing(lines):
-        return "kube_services"
+    if kubectl.looks_like_listing(lines):
+        return "kube_listing"
     if iproute.looks_like_ip_link(lines):
         return "ip_link"
     if iproute.looks_like_ip_route(lines):
@@ -269,6 +267,8 @@ def form_of(kind: str, head: bytes, lines: list[str] | None, name: str = "") -> 
         return "calico-bpf --json" if json_form else "calico-bpf text"
     if kind == "ip_link":
         return "ip -j link/addr" if first.startswith("[") else "ip link/addr"
+    if kind == "kube_listing" and lines:
+        return kubectl.listing_form(lines)
     if kind == "kube_resources":
         return "kubectl -o json" if first.startswith(("{", "[")) else "kubectl -o yaml"
     if kind == "flow_logs":
@@ -285,8 +285,6 @@ def form_of(kind: str, head: bytes, lines: list[str] | None, name: str = "") -> 
         "ip_route": "ip route",
         "ipset": "ipset list",
         "sysctl": "sysctl -a",
-        "kube_pods": "kubectl get pods",
-        "kube_services": "kubectl get services",
         "platform": "version and setting statements",
         "metadata": "calforensics collect metadata",
     }.get(kind, "")

@@ -44,8 +44,6 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "bpf_ifstate": ("bpf_ifstate", calico_bpf.parse_bpf_ifstate),
     "bpf_policy": ("bpf_policy", calico_bpf.parse_bpf_policy),
     "traces": ("traces", traces.parse_traces),
-    "kube_pods": ("pods", kubectl.parse_pod_listing),
-    "kube_services": ("services", kubectl.parse_service_listing),
     "sysctl": ("sysctls", sysctl.parse_sysctls),
     "platform": ("platform_evidence", platform.parse_platform_evidence),
     "ipvs": ("ipvs", ipvs.parse_ipvsadm),
@@ -59,10 +57,13 @@ MULTI_TABLES: dict[str, dict[str, Callable]] = {
     "kube_resources": {
         "pods": resources.parse_pod_resources,
         "services": resources.parse_service_resources,
+        "endpoints": resources.parse_endpoint_resources,
+        "cluster_nodes": resources.parse_node_resources,
         "network_policies": resources.parse_policy_resources,
         "ip_pools": resources.parse_pool_resources,
         "platform_evidence": platform.parse_platform_evidence,
-    }
+    },
+    "kube_listing": kubectl.LISTING_PARSERS,  # `kubectl get` / `calicoctl get` tables, by their titles
 }
 IPROUTE_SECTION = {"interfaces": "link", "routes": "route"}  # table -> the iproute2 output it takes
 IPROUTE_PARSER = {"interfaces": iproute.parse_ip_link, "routes": iproute.parse_ip_route}

@@ -43,11 +43,19 @@ class Joined:
 SERVICE_DEVICES = {"kube-ipvs0"}
 
 
-def address_owners(interfaces: pd.DataFrame, routes: pd.DataFrame) -> dict[str, str]:
+def address_owners(
+    interfaces: pd.DataFrame,
+    routes: pd.DataFrame,
+    nodes: pd.DataFrame | None = None,
+    pods: pd.DataFrame | None = None,
+    known: list[str] | None = None,
+) -> dict[str, str]:
     """IP -> node for node addresses and local pod addresses (/32 routes on cali* devices).
 
     Addresses claimed by several nodes (link-local gateways, loopback) are left out, and so are the
-    service addresses kube-proxy's IPVS mode puts on `kube-ipvs0`.
+    service addresses kube-proxy's IPVS mode puts on `kube-ipvs0`. Cluster resources (``nodes``:
+    their addresses; ``pods``: where each runs) fill in addresses the nodes' own state does not
+    show, named as the bundle names its nodes (``known``); they never override that state.
     """
     claims: dict[str, set[str]] = {}
     for node, name, addrs in zip(
@@ -58,19 +66,53 @@ def address_owners(interfaces: pd.DataFrame, routes: pd.DataFrame) -> dict[str, 
         for cidr in str(addrs).split():
             ip = cidr.split("/")[0]
             claims.setdefault(ip, set()).add(node)
-    pods = routes[routes["dev"].astype(str).str.startswith("cali") & (routes["type"] == "unicast")]
-    for node, dst in zip(pods["node"].astype(str), pods["dst"], strict=True):
+    local = routes[routes["dev"].astype(str).str.startswith("cali") & (routes["type"] == "unicast")]
+    for node, dst in zip(local["node"].astype(str), local["dst"], strict=True):
         ip = str(dst).split("/")[0]
         if str(dst).endswith("/32") or "/" not in str(dst):
             claims.setdefault(ip, set()).add(node)
     out = {}
-    for ip, nodes in claims.items():
+    for ip, owners in claims.items():
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             continue
-        if len(nodes) == 1 and not (addr.is_loopback or addr.is_link_local):
-            out[ip] = next(iter(nodes))
+        if len(owners) == 1 and not (addr.is_loopback or addr.is_link_local):
+            out[ip] = next(iter(owners))
+    for ip, node in resource_owners(nodes, pods, known or []).items():
+        if ip not in claims:
+            out[ip] = node
+    return out
+
+
+def resource_owners(nodes: pd.DataFrame | None, pods: pd.DataFrame | None, known: list[str]) -> dict[str, str]:
+    """IP -> node as cluster resources say: nodes' addresses (InternalIP, Calico's address, tunnel
+    addresses) and running pods' addresses. A node the bundle names by its short host name (a
+    resource says `node-a.example.internal`) gets the bundle's name."""
+    short = {k.split(".")[0]: k for k in known}
+
+    def named(node: str) -> str:
+        return node if node in known or not node else short.get(node.split(".")[0], node)
+
+    claims: dict[str, set[str]] = {}
+    if nodes is not None and len(nodes):
+        cols = ("internal_ip", "external_ip", "calico_ip", "tunnel_ips")
+        for r in nodes.itertuples(index=False):
+            for ip in " ".join(str(getattr(r, c)) for c in cols).split():
+                claims.setdefault(ip.split("/")[0], set()).add(named(str(r.name)))
+    if pods is not None and len(pods):
+        gone = pods["status"].astype(str).isin(["Succeeded", "Failed", "Completed", "Evicted"])
+        for ip, node in zip(pods.loc[~gone, "ip"].astype(str), pods.loc[~gone, "pod_node"].astype(str), strict=True):
+            if ip and node:
+                claims.setdefault(ip, set()).add(named(node))
+    out = {}
+    for ip, owners in claims.items():
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        if len(owners) == 1 and not (addr.is_loopback or addr.is_link_local or addr.is_unspecified):
+            out[ip] = next(iter(owners))
     return out
 
 

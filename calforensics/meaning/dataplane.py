@@ -20,6 +20,8 @@ from .routing import WIREGUARD_DEVICES
 
 BPF_KINDS = ("bpf_conntrack", "bpf_nat", "bpf_routes", "bpf_counters", "bpf_ifstate", "bpf_policy", "bpftool")
 BPF_LISTINGS = ("bpf-prog.txt", "bpf-maps.txt", "bpf-arp.json", "bpf-arp.txt")
+# configured MTUs, in the order shown (FelixConfiguration's tunnel MTUs, the operator's, the manifests' veth MTU)
+MTU_SETTINGS = ("vxlanMTU", "vxlanMTUV6", "ipipMTU", "wireguardMTU", "wireguardMTUV6", "calicoNetwork.mtu", "veth_mtu")
 POLICY_CHAIN_PREFIXES = ("cali-tw-", "cali-fw-", "cali-pi-", "cali-po-", "cali-th-", "cali-fh-")
 
 
@@ -113,6 +115,9 @@ def _add_platform(
         v = versions[node]
         r["calico_version"], r["calico_version_from"] = v.text, v.source
         r["kube_proxy"], r["kube_proxy_from"] = modes[node]
+        said = settings[node]
+        r["mtu_configured"] = " ".join(f"{k}={said[k][0]}" for k in MTU_SETTINGS if k in said)
+        r["chain_insert_mode"] = said.get("chainInsertMode", ("", ""))[0]
         if r["mode"] == "ebpf":
             reach, basis = peer_redirect_reach(v, settings[node].get("bpfRedirectToPeer"))
             r["peer_redirect"], r["peer_redirect_from"] = REACH_TEXT[reach], basis

@@ -11,8 +11,10 @@ same facts come in all of them:
 - `Felix starting up … version="v3.28.0"` — Felix's first log line (felix/daemon/daemon.go), unless
   it says `release="CNX"` (Enterprise);
 - `Cluster Calico Version: v3.28.0` — `calicoctl version`;
-- Felix settings: FelixConfiguration fields (`bpfEnabled`, `bpfRedirectToPeer`, `nftablesMode`),
-  their `FELIX_*` environment forms, and the operator's `linuxDataplane`;
+- Felix settings: FelixConfiguration fields (`bpfEnabled`, `bpfRedirectToPeer`, `nftablesMode`,
+  the tunnel MTUs `vxlanMTU`/`ipipMTU`/`wireguardMTU`[`V6`], `chainInsertMode`, `iptablesBackend`),
+  their `FELIX_*` environment forms, the operator's `linuxDataplane` and `calicoNetwork.mtu`, and
+  the manifests' `veth_mtu` (calico-config);
 - kube-proxy's mode: its KubeProxyConfiguration's `mode:` (the kube-proxy ConfigMap; empty means
   iptables on Linux) and its `Using <mode> Proxier` log line (cmd/kube-proxy/app/server_linux.go).
 """
@@ -33,17 +35,29 @@ CALICO_VERSION = [
     ("calicoctl version", re.compile(r"^\s*Cluster Calico Version:\s*" + VERSION)),
 ]
 FELIX_START = re.compile(r"Felix starting up\b.*\bversion=\\?\"?" + VERSION)
-FELIX_SETTINGS = {  # FelixConfiguration field (lower case) -> setting name
-    "bpfenabled": "bpfEnabled",
-    "bpfredirecttopeer": "bpfRedirectToPeer",
-    "nftablesmode": "nftablesMode",
-    "linuxdataplane": "linuxDataplane",
-}
-SETTING = re.compile(
-    r'^\s*-?\s*"?(bpfEnabled|bpfRedirectToPeer|nftablesMode|linuxDataplane)"?\s*:\s*"?([\w-]+)"?\s*,?\s*$'
-)
-ENV_INLINE = re.compile(r"^\s*(FELIX_(?:BPFENABLED|BPFREDIRECTTOPEER|NFTABLESMODE))\s*[:=]\s*\"?([\w-]+)\"?\s*$", re.I)
-ENV_NAME = re.compile(r'^\s*-?\s*"?name"?\s*:\s*"?(FELIX_(?:BPFENABLED|BPFREDIRECTTOPEER|NFTABLESMODE))"?', re.I)
+# FelixConfiguration fields read, and their FELIX_* environment names where they differ (felix/config
+# config_params.go: the environment name is the parameter's name upper-cased, IpInIpMtu for ipipMTU)
+FELIX_FIELDS = [
+    "bpfEnabled",
+    "bpfRedirectToPeer",
+    "nftablesMode",
+    "linuxDataplane",
+    "vxlanMTU",
+    "vxlanMTUV6",
+    "ipipMTU",
+    "wireguardMTU",
+    "wireguardMTUV6",
+    "chainInsertMode",
+    "iptablesBackend",
+]
+FELIX_SETTINGS = {f.lower(): f for f in FELIX_FIELDS} | {"ipinipmtu": "ipipMTU"}  # env name -> field
+_ENVS = "|".join(sorted({k.upper() for k in FELIX_SETTINGS if k != "linuxdataplane"}))
+SETTING = re.compile(r'^\s*-?\s*"?(' + "|".join(FELIX_FIELDS) + r')"?\s*:\s*"?([\w-]+)"?\s*,?\s*$')
+ENV_INLINE = re.compile(r"^\s*(FELIX_(?:" + _ENVS + r"))\s*[:=]\s*\"?([\w-]+)\"?\s*$", re.I)
+ENV_NAME = re.compile(r'^\s*-?\s*"?name"?\s*:\s*"?(FELIX_(?:' + _ENVS + r'))"?\s*,?\s*$', re.I)
+# the MTU Calico's manifests give every pod veth (calico-config ConfigMap) and the operator's Installation
+VETH_MTU = re.compile(r'^\s*"?veth_mtu"?\s*:\s*"?(\d+)"?\s*,?\s*$')
+INSTALLATION_MTU = re.compile(r'^\s*"?mtu"?\s*:\s*(\d+)\s*,?\s*$')
 ENV_VALUE = re.compile(r'^\s*"?value"?\s*:\s*"?([\w-]+)"?\s*,?\s*$')
 KUBE_PROXY_CONFIG = "kubeproxy.config.k8s.io"
 PROXY_MODE_LINE = re.compile(r'^\s*mode:\s*"?(\w*)"?\s*$')
@@ -51,7 +65,7 @@ PROXY_MODE_ESCAPED = re.compile(r'\\nmode:\s*(?:\\")?(\w*)(?:\\")?\\n')  # insid
 PROXIER_LOG = re.compile(r"Using (iptables|ipvs|nftables|kernelspace|userspace) Proxier")
 MARKERS = re.compile(
     r"calicoVersion|calico/node:v|Felix starting up|Cluster Calico Version|FelixConfiguration|bpfRedirectToPeer|"
-    r"FELIX_BPF|KubeProxyConfiguration|kubeproxy\.config\.k8s\.io|Proxier|linuxDataplane"
+    r"FELIX_BPF|KubeProxyConfiguration|kubeproxy\.config\.k8s\.io|Proxier|linuxDataplane|veth_mtu|FELIX_\w*MTU"
 )
 
 
@@ -65,6 +79,7 @@ def parse_platform_evidence(lines: list[str], log: AnomalyLog, node: str = "", a
     it, and the value. Everything else in the file is not this parser's to read and is passed over."""
     rows: list[dict] = []
     proxy_config = any(KUBE_PROXY_CONFIG in x or "KubeProxyConfiguration" in x for x in lines)
+    installation = any(re.search(r'"?kind"?\s*:\s*"?Installation\b', x) for x in lines)
     pending_env = ""
     for no, raw in enumerate(lines, 1):
         line = raw[:4096]
@@ -77,6 +92,10 @@ def parse_platform_evidence(lines: list[str], log: AnomalyLog, node: str = "", a
         m = SETTING.match(line)
         if m:
             rows.append(_row(no, "felix_setting", m.group(1), m.group(2)))
+        m = VETH_MTU.match(line) or (INSTALLATION_MTU.match(line) if installation else None)
+        if m:
+            said = "veth_mtu" if "veth_mtu" in line else "calicoNetwork.mtu"
+            rows.append(_row(no, "felix_setting", said, m.group(1)))
         m = ENV_INLINE.match(line)
         if m:
             rows.append(_row(no, "felix_setting", _env_setting(m.group(1)), m.group(2)))

@@ -1,6 +1,8 @@
-"""Kubernetes resources saved as `kubectl get … -o yaml` or `-o json` (cluster diags' cluster/kubernetes/,
-runbooks' dumps): pods and services into the tables their listings also feed, with what only the full
-objects carry (every pod address, the service ports' names that kube-proxy's comments use).
+"""Kubernetes and Calico resources saved as `kubectl get … -o yaml|json` or `calicoctl get … -o
+yaml|json` (cluster diags' cluster/kubernetes/ and cluster/crd/, runbooks' dumps): pods, workload
+endpoints, services, Endpoints and EndpointSlices, nodes, network policies and IP pools into the
+tables their listings also feed, with what only the full objects carry (every pod address, the
+service ports' names that kube-proxy's comments use, backends that are not ready, policy rules).
 
 YAML is read with a safe loader that also refuses aliases (a document of anchors can expand without
 bound) and nesting past MAX_DEPTH, after a size bound; JSON goes through the same bounds
@@ -85,10 +87,22 @@ def _meta(obj: dict) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
 
+def _dict(obj: dict, key: str) -> dict:
+    return obj.get(key) if isinstance(obj.get(key), dict) else {}
+
+
+def _calico(obj: dict) -> bool:
+    return "projectcalico.org" in str(obj.get("apiVersion", ""))
+
+
 def parse_pod_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
-    """Pods: a row per address (status.podIPs: both families in a dual-stack cluster)."""
+    """Pods: a row per address (status.podIPs: both families in a dual-stack cluster). Calico's
+    WorkloadEndpoints too: a pod's addresses and the host-side interface Calico gave it."""
     rows = []
     for obj in load_documents(lines, log):
+        if obj.get("kind") == "WorkloadEndpoint":
+            rows += _workload_endpoint(obj)
+            continue
         if obj.get("kind") != "Pod":
             continue
         namespace, name = _meta(obj)
@@ -109,6 +123,25 @@ def parse_pod_resources(lines: list[str], log: AnomalyLog, node: str = "", artif
                 }
             )
     return table_frame(rows, "pods", node, artifact)
+
+
+def _workload_endpoint(obj: dict) -> list[dict]:
+    namespace, name = _meta(obj)
+    spec = _dict(obj, "spec")
+    pod = str(spec.get("pod") or spec.get("workload") or name)
+    nets = [str(n).split("/")[0] for n in spec.get("ipNetworks") or [] if n]
+    return [
+        {
+            "line": -1,
+            "namespace": namespace,
+            "name": pod,
+            "status": "",
+            "ip": ip,
+            "pod_node": str(spec.get("node", "")),
+            "interface": str(spec.get("interfaceName") or calico_interface(namespace, pod)),
+        }
+        for ip in nets or [""]
+    ]
 
 
 def parse_service_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
@@ -270,3 +303,127 @@ def parse_pool_resources(lines: list[str], log: AnomalyLog, node: str = "", arti
             }
         )
     return table_frame(rows, "ip_pools", node, artifact)
+
+
+def parse_endpoint_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """Endpoints (subsets: ready `addresses`, `notReadyAddresses`, ports) and EndpointSlices (each
+    endpoint's `conditions.ready`, the service in label kubernetes.io/service-name): a row per backend
+    address and port, ready or not, with the pod and node behind it."""
+    rows = []
+    for obj in load_documents(lines, log):
+        kind = obj.get("kind")
+        if kind not in ("Endpoints", "EndpointSlice"):
+            continue
+        namespace, name = _meta(obj)
+        if kind == "Endpoints":
+            for subset in obj.get("subsets") or []:
+                if not isinstance(subset, dict):
+                    continue
+                ports = _endpoint_ports(subset.get("ports"))
+                for ready, key in (("ready", "addresses"), ("not_ready", "notReadyAddresses")):
+                    for a in subset.get(key) or []:
+                        if isinstance(a, dict) and a.get("ip"):
+                            rows += _backend_rows(namespace, name, "", str(a["ip"]), ports, ready, a)
+            continue
+        service = str(_dict(_dict(obj, "metadata"), "labels").get("kubernetes.io/service-name", ""))
+        ports = _endpoint_ports(obj.get("ports"))
+        for e in obj.get("endpoints") or []:
+            if not isinstance(e, dict):
+                continue
+            state = _dict(e, "conditions")
+            ready = "unknown" if "ready" not in state else "ready" if state.get("ready") else "not_ready"
+            if state.get("terminating"):
+                ready = "terminating"
+            for address in e.get("addresses") or []:
+                rows += _backend_rows(namespace, service, name, str(address), ports, ready, e)
+    return table_frame(rows, "endpoints", node, artifact)
+
+
+def _endpoint_ports(ports: object) -> list[tuple[int, str, str]]:
+    out = []
+    for p in ports if isinstance(ports, list) else []:
+        if isinstance(p, dict):
+            port = int(p["port"]) if str(p.get("port", "")).isdigit() else -1
+            out.append((port, str(p.get("name", "") or ""), str(p.get("protocol", "TCP")).lower()))
+    return out or [(-1, "", "")]
+
+
+def _backend_rows(
+    namespace: str, service: str, slice_name: str, address: str, ports: list, ready: str, entry: dict
+) -> list[dict]:
+    target = _dict(entry, "targetRef")
+    pod = f"{target.get('namespace', namespace)}/{target['name']}" if target.get("name") else ""
+    return [
+        {
+            "line": -1,
+            "namespace": namespace,
+            "service": service,
+            "slice": slice_name,
+            "address": address,
+            "port": port,
+            "port_name": port_name,
+            "protocol": protocol,
+            "ready": ready,
+            "target": pod,
+            "target_node": str(entry.get("nodeName", "") or ""),
+        }
+        for port, port_name, protocol in ports
+    ]
+
+
+# Calico's annotations on Kubernetes nodes (libcalico-go's k8s node conversion) and its Node fields
+NODE_ANNOTATIONS = {
+    "projectcalico.org/IPv4Address": "calico_ip",
+    "projectcalico.org/IPv6Address": "calico_ip",
+    "projectcalico.org/IPv4VXLANTunnelAddr": "tunnel_ips",
+    "projectcalico.org/IPv6VXLANTunnelAddr": "tunnel_ips",
+    "projectcalico.org/IPv4IPIPTunnelAddr": "tunnel_ips",
+    "projectcalico.org/IPv4WireguardInterfaceAddr": "tunnel_ips",
+    "projectcalico.org/IPv6WireguardInterfaceAddr": "tunnel_ips",
+}
+
+
+def parse_node_resources(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
+    """Kubernetes Nodes (status.addresses, podCIDRs, Calico's address annotations) and Calico Nodes
+    (spec.bgp addresses, tunnel addresses, WireGuard interface addresses): a row per node."""
+    rows = []
+    for obj in load_documents(lines, log):
+        if obj.get("kind") != "Node":
+            continue
+        _, name = _meta(obj)
+        spec, status = _dict(obj, "spec"), _dict(obj, "status")
+        found: dict[str, list[str]] = {"calico_ip": [], "tunnel_ips": []}
+        if _calico(obj):
+            bgp, wireguard = _dict(spec, "bgp"), _dict(spec, "wireguard")
+            found["calico_ip"] += [str(bgp[k]) for k in ("ipv4Address", "ipv6Address") if bgp.get(k)]
+            tunnels = [bgp.get("ipv4IPIPTunnelAddr"), spec.get("ipv4VXLANTunnelAddr"), spec.get("ipv6VXLANTunnelAddr")]
+            tunnels += [wireguard.get("interfaceIPv4Address"), wireguard.get("interfaceIPv6Address")]
+            found["tunnel_ips"] += [str(t) for t in tunnels if t]
+            addresses = [a for a in spec.get("addresses") or [] if isinstance(a, dict)]
+        else:
+            notes = _dict(_dict(obj, "metadata"), "annotations")
+            for key, column in NODE_ANNOTATIONS.items():
+                if notes.get(key):
+                    found[column].append(str(notes[key]))
+            addresses = [a for a in status.get("addresses") or [] if isinstance(a, dict)]
+        by_type: dict[str, list[str]] = {}
+        for a in addresses:
+            by_type.setdefault(str(a.get("type", "")), []).append(str(a.get("address", "")))
+        ready = [c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"]
+        info = _dict(status, "nodeInfo")
+        rows.append(
+            {
+                "line": -1,
+                "kind": "CalicoNode" if _calico(obj) else "Node",
+                "name": name,
+                "status": ("Ready" if str(ready[0].get("status")) == "True" else "NotReady") if ready else "",
+                "internal_ip": " ".join(by_type.get("InternalIP", []) + by_type.get("CalicoNodeIP", [])),
+                "external_ip": " ".join(by_type.get("ExternalIP", [])),
+                "calico_ip": " ".join(found["calico_ip"]),
+                "tunnel_ips": " ".join(found["tunnel_ips"]),
+                "pod_cidrs": " ".join(str(c) for c in spec.get("podCIDRs") or [spec.get("podCIDR")] if c),
+                "kernel_version": str(info.get("kernelVersion", "")),
+                "container_runtime": str(info.get("containerRuntimeVersion", "")),
+            }
+        )
+    return table_frame(rows, "cluster_nodes", node, artifact)
