@@ -50,7 +50,7 @@ STATES = {
 }
 EVENT_TS = re.compile(r"^\[(\d+)\.(\d{1,9})\]\s*")
 KTIMESTAMP = re.compile(r"\[(start|stop)=([^\]]*)\]")
-SUMMARY = re.compile(r"conntrack v[\d.]+ \(conntrack-tools\): (\d+) flow entries have been shown")
+SUMMARY = re.compile(r"conntrack v[\d.]+ \(conntrack-tools\): (\d+) flow (?:entries|events) have been shown")
 TOOL_ERROR = re.compile(r"conntrack v[\d.]+ \(conntrack-tools\): (.*)|^Try `conntrack -h'|^conntrack: ")
 
 
