@@ -22,6 +22,7 @@ with atheris.instrument_imports():
     from calforensics.ingest.parsers import (
         calico_bpf,
         conntrack,
+        crictl,
         flowlogs,
         iproute,
         ipset,
@@ -67,6 +68,7 @@ TEXT = [
     resources.parse_pool_resources,
     resources.parse_endpoint_resources,
     resources.parse_node_resources,
+    crictl.parse_crictl_inspect,
 ]
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from .anomalies import AnomalyLog, anomalies_frame
 from .ingest import captures as capture_tables
 from .ingest.archive import Limits, Materialized, materialize
-from .ingest.artifacts import Artifact, bundle_name, find_artifacts
+from .ingest.artifacts import Artifact, bundle_name, find_artifacts, place_packet_captures
 from .ingest.inventory import inventory
 from .ingest.parsers.packets import VXLAN_PORTS, decode_capture, decode_columns
 from .ingest.parsers.pcap import FrameIndex, read_frames
@@ -114,6 +114,8 @@ class Bundle:
         self._text: dict[str, pd.DataFrame] = {}
         self._frames: dict[str, FrameIndex] = {}
         self.artifacts_list = find_artifacts(self._mat)
+        # PacketCapture files name their pod, not always their node: placed before any table uses the nodes
+        place_packet_captures(self.artifacts_list, self._mat.root, lambda: self.pods, self._log, self._bundle_log)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

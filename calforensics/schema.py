@@ -44,8 +44,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 "category",
                 "what it was recognised as: pcap, iptables, ip6tables, nft, conntrack, ip_link, ip_route, "
                 "bpf_conntrack, bpf_nat, bpf_routes, bpf_counters, bpf_ifstate, bpf_policy, bpftool, traces, "
-                "kube_listing (kubectl/calicoctl get tables), kube_resources, sysctl, metadata, platform, ipvs, "
-                "ipset, flow_logs, "
+                "kube_listing (kubectl/calicoctl get, crictl pods tables), kube_resources, crictl_inspect, sysctl, "
+                "metadata, platform, ipvs, ipset, flow_logs, "
                 "other, empty, unrecognised",
             ),
             ("size", "int64", "bytes"),

@@ -21,6 +21,7 @@ from calforensics.ingest.parsers import (
     bpftool,
     calico_bpf,
     conntrack,
+    crictl,
     flowlogs,
     iproute,
     ipset,
@@ -122,6 +123,21 @@ CALICO_LISTINGS = [  # calicoctl get ippools -o wide, workloadendpoints, network
 WEP_LISTING = [
     "NAMESPACE   WORKLOAD   NODE     NETWORKS          INTERFACE",
     "shop        web-1      node-b   192.168.20.7/32   cali0123456789a",
+]
+CRICTL_PODS = [  # crictl pods (cri-tools' tabwriter: minwidth 20, padding 3)
+    "POD ID              CREATED          STATE   NAME   NAMESPACE   ATTEMPT   RUNTIME",
+    "7f3c2a1b9d8e4       12 minutes ago   Ready   web    default     0         (default)",
+]
+CRICTL_INSPECTP = [  # crictl inspectp (-o json)
+    "{",
+    '  "status": {',
+    '    "id": "9e1d",',
+    '    "metadata": {"attempt": 0, "name": "web", "namespace": "default", "uid": "b4c1"},',
+    '    "state": "SANDBOX_READY",',
+    '    "network": {"additionalIps": [{"ip": "fd10::7"}], "ip": "192.168.20.7"}',
+    "  },",
+    '  "info": {"pid": 4242}',
+    "}",
 ]
 POLICY_LISTING = [
     "NAMESPACE   NAME                   TIER      ORDER   SELECTOR",
@@ -349,6 +365,8 @@ PARSERS = {
     "calicoctl ippools": (kubectl.parse_pool_listing, CALICO_LISTINGS),
     "calicoctl workloadendpoints": (kubectl.parse_pod_listing, WEP_LISTING),
     "calicoctl policies": (kubectl.parse_policy_listing, POLICY_LISTING),
+    "crictl pods": (kubectl.parse_pod_listing, CRICTL_PODS),
+    "crictl inspectp json": (crictl.parse_crictl_inspect, CRICTL_INSPECTP),
     "resources endpoints": (resources.parse_endpoint_resources, RESOURCES_ENDPOINTS),
     "resources nodes": (resources.parse_node_resources, RESOURCES_NODES),
     "platform": (platform.parse_platform_evidence, PLATFORM),

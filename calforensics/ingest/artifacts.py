@@ -6,9 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import pandas as pd
+
 from ..anomalies import AnomalyLog
 from .archive import Materialized
-from .layout import SOS_HOSTNAME_FILES, classify, form_of, node_of
+from .layout import SOS_HOSTNAME_FILES, classify, form_of, node_of, packet_capture_file, workload_endpoint_node
+from .parsers.resources import packet_capture_nodes
+from .parsers.text import read_lines
 
 TEXT_SNIFF_BYTES = 64 * 1024
 SKIPPED_BECAUSE = {
@@ -106,3 +110,33 @@ def bundle_name(p: Path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name or "bundle"
+
+
+def place_packet_captures(
+    arts: list[Artifact], root: Path, pods: Callable[[], pd.DataFrame], log_for: LogFor, log: AnomalyLog
+) -> None:
+    """PacketCapture files named by a pod rather than by a workload endpoint (whose name holds the
+    node) say no node: the saved PacketCapture's status names it, else the pod listing of the
+    interface's pod (``pods``: the pods table, read only when needed). What neither says keeps its
+    folder's name, and an anomaly says so."""
+    named = [(art, packet_capture_file(art.path)) for art in arts if art.kind == "pcap"]
+    unplaced = [(art, captured) for art, captured in named if captured and not workload_endpoint_node(captured[0])]
+    if not unplaced:
+        return
+    statuses: dict[str, str] = {}
+    for art in (a for a in arts if a.kind == "kube_resources"):
+        statuses |= packet_capture_nodes(read_lines(root / art.path), log_for("resources", art))
+    located = pods()
+    located = located[located["pod_node"].astype(str) != ""]
+    interfaces = dict(zip(located["interface"].astype(str), located["pod_node"].astype(str), strict=True))
+    for art, (endpoint, iface) in unplaced:
+        node = statuses.get(PurePosixPath(art.path).name) or interfaces.get(iface, "")
+        if node:
+            art.node = node
+        else:
+            log.add(
+                art.path,
+                "node_unknown",
+                f"PacketCapture file of {endpoint} on {iface}: no saved PacketCapture status or pod listing "
+                f"names its node; read as node {art.node!r}",
+            )

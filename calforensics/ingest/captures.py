@@ -13,7 +13,7 @@ import pandas as pd
 from ..runtime.memory import WRITE_BACK_ROWS, write_back
 from ..runtime.parallel import narrow_codes
 from .artifacts import Artifact, LogFor, Tick
-from .layout import interface_role
+from .layout import interface_role, packet_capture_file
 from .parsers.pcap import FrameIndex
 from .parsers.text import load_json_bounded
 from .parsers.wireguard import WG_PORTS, message_headers
@@ -282,6 +282,11 @@ def _code(categories: dict[str, int], label: str) -> int:
 
 
 def _capture_stem(rel: str) -> str:
+    """The interface a capture file's name says: the file name without its extension, or the
+    interface of a PacketCapture file (`<endpoint>_<cali…>.pcap`)."""
+    captured = packet_capture_file(rel)
+    if captured:
+        return captured[1]
     name = PurePosixPath(rel).name
     for suffix in (".pcapng", ".pcap", ".cap"):
         if name.endswith(suffix):

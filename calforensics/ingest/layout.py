@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from .parsers import (
     bpftool,
     conntrack,
+    crictl,
     flowlogs,
     iproute,
     ipset,
@@ -87,7 +88,7 @@ PLATFORM_PREFIXES = (
     "calico-node-",
     "kube-proxy-",
 )
-CONTAINER_DIRS = {"pcaps", "bpf-maps", "logs", "diagnostics", "captures", "state"}
+CONTAINER_DIRS = {"pcaps", "bpf-maps", "logs", "diagnostics", "captures", "state", "host", "tmp"}
 TUNNEL_IFACES = {
     "tunl0",
     "vxlan.calico",
@@ -120,6 +121,31 @@ def sos_hostname(root: str) -> str:
     return m.group(1) if m else ""
 
 
+# `kubectl debug node/<node>` names its pod node-debugger-<node>-<5 random characters> (kubectl's
+# debug.go); files copied out of it keep the host's paths under /host
+NODE_DEBUGGER = re.compile(r"^node-debugger-(.+)-[a-z0-9]{5}$")
+# Calico Enterprise/Cloud PacketCapture: "{workload endpoint name}_{host network interface}.pcap", a
+# rotated file with an index after it (tigera/api PacketCaptureFile); the host-side interface is
+# Calico's: a prefix and 11 hex digits
+PACKET_CAPTURE_FILE = re.compile(r"^(?P<endpoint>.+)_(?P<iface>[a-z]{2,5}[0-9a-f]{11})(?:[-_.]\d+)?\.pcap(?:\.\d+)?$")
+WEP_SEPARATOR = re.compile(r"(?<!-)-(?!-)")
+
+
+def packet_capture_file(rel: str) -> tuple[str, str] | None:
+    """(workload endpoint, interface) of a PacketCapture file, by its name."""
+    m = PACKET_CAPTURE_FILE.match(PurePosixPath(rel).name)
+    return (m.group("endpoint"), m.group("iface")) if m else None
+
+
+def workload_endpoint_node(name: str) -> str:
+    """The node in a workload endpoint's name, `<node>-<orchestrator>-<workload>-<endpoint>` with each
+    part's own dashes doubled (libcalico-go names: node-a, k8s, web-1, eth0 -> node--a-k8s-web--1-eth0)."""
+    parts = WEP_SEPARATOR.split(name)
+    if len(parts) >= 4 and parts[1] in ("k8s", "cni", "libnetwork", "openstack"):
+        return parts[0].replace("--", "-")
+    return ""
+
+
 def node_of(rel: str, diag_hostname: str = "", skip_root: bool = False, sos_hosts: dict | None = None) -> str:
     """Node of a file: `nodes/<node>/…`, the hostname of a node-diags bundle or of the sosreport it is
     in (``sos_hosts``: sosreport folder -> hostname), else the nearest folder.
@@ -138,6 +164,13 @@ def node_of(rel: str, diag_hostname: str = "", skip_root: bool = False, sos_host
         return diag_hostname
     if "cluster" in parts[:-1]:  # cluster-wide listings (cluster diags' cluster/…)
         return ""
+    captured = packet_capture_file(rel)
+    if captured and workload_endpoint_node(captured[0]):
+        return workload_endpoint_node(captured[0])
+    for part in parts[:-1]:
+        debugger = NODE_DEBUGGER.match(part)
+        if debugger:
+            return debugger.group(1)
     folders = parts[1:-1] if skip_root else parts[:-1]
     for part in reversed(folders):
         if part not in CONTAINER_DIRS and not part.startswith(("calico-diagnostics-", "diags-")):
@@ -208,6 +241,8 @@ def sniff_text(name: str, lines: list[str]) -> str:
         return "traces"
     if sysctl.looks_like_sysctl(lines):
         return "sysctl"
+    if crictl.looks_like_crictl_inspect(lines):
+        return "crictl_inspect"
     if flowlogs.looks_like_flow_logs(lines):
         return "flow_logs"
     if resources.looks_like_resources(lines):
@@ -247,7 +282,8 @@ def form_of(kind: str, head: bytes, lines: list[str] | None, name: str = "") -> 
     text = "\n".join(lines[:400]) if lines else ""
     first = next((x.strip() for x in (lines or []) if x.strip() and not x.startswith("#")), "")
     if kind == "pcap":
-        return "pcapng" if head[:4] == b"\x0a\x0d\x0d\x0a" else "pcap"
+        container = "pcapng" if head[:4] == b"\x0a\x0d\x0d\x0a" else "pcap"
+        return f"{container} (Calico PacketCapture)" if packet_capture_file(name) else container
     if kind in ("iptables", "ip6tables"):
         tool = kind  # ip6tables prints every form as iptables does
         if lines and iptables.looks_like_iptables_listing(lines):
@@ -290,6 +326,7 @@ def form_of(kind: str, head: bytes, lines: list[str] | None, name: str = "") -> 
         "ip_route": "ip route",
         "ipset": "ipset list",
         "sysctl": "sysctl -a",
+        "crictl_inspect": "crictl inspectp",
         "platform": "version and setting statements",
         "metadata": "calforensics collect metadata",
     }.get(kind, "")

@@ -15,6 +15,7 @@ from .parsers import (
     bpftool,
     calico_bpf,
     conntrack,
+    crictl,
     flowlogs,
     iproute,
     ipset,
@@ -49,6 +50,7 @@ TEXT_TABLES: dict[str, tuple[str, Callable]] = {
     "ipvs": ("ipvs", ipvs.parse_ipvsadm),
     "ipset": ("ipsets", ipset.parse_ipset),
     "flow_logs": ("flow_logs", flowlogs.parse_flow_logs),
+    "crictl_inspect": ("pods", crictl.parse_crictl_inspect),
 }
 
 

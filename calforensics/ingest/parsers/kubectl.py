@@ -40,6 +40,8 @@ SHAPES: list[tuple[str, frozenset[str]]] = [
     ("kubernetes_policies", frozenset({"NAME", "POD-SELECTOR"})),
     ("calico_policies", frozenset({"NAME", "TIER"})),
     ("calico_policies", frozenset({"NAME", "ORDER", "SELECTOR"})),  # calicoctl before tiers were listed
+    ("crictl_pods", frozenset({"POD ID", "STATE", "NAME", "NAMESPACE"})),  # cri-tools cmd/crictl/sandbox.go
+    ("crictl_pods", frozenset({"SANDBOX ID", "NAME", "STATE"})),  # crictl before v1.11
 ]
 # which of our tables each listed resource feeds
 FEEDS = {
@@ -53,6 +55,7 @@ FEEDS = {
     "ip_pools": "ip_pools",
     "kubernetes_policies": "network_policies",
     "calico_policies": "network_policies",
+    "crictl_pods": "pods",
 }
 LISTING_TABLES = list(dict.fromkeys(FEEDS.values()))
 # cells the printers never leave empty (they print `<none>`, `<unset>` or a default instead): a row
@@ -68,6 +71,7 @@ NEVER_EMPTY = {
     "workload_endpoints": ("WORKLOAD", "NODE", "INTERFACE"),
     "kubernetes_policies": ("NAME", "POD-SELECTOR"),
     "calico_policies": ("NAME",),
+    "crictl_pods": ("NAME", "STATE"),
 }
 OBJECT_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9._:]*[A-Za-z0-9])?")  # a Kubernetes object's name
 MORE = re.compile(r"\s*\+ (\d+) more\.\.\.$")
@@ -100,6 +104,7 @@ COMMANDS = {  # the command that prints each listed resource
     "workload_endpoints": "calicoctl get workloadendpoints",
     "kubernetes_policies": "kubectl get networkpolicies",
     "calico_policies": "calicoctl get networkpolicies",
+    "crictl_pods": "crictl pods",
 }
 WIDE_TITLE = {  # a column only `-o wide` adds, per listed resource
     "pods": "IP",
@@ -195,11 +200,16 @@ def _bad(log: AnomalyLog, no: int, values: dict[str, str]) -> None:
 
 
 def parse_pod_listing(lines: list[str], log: AnomalyLog, node: str = "", artifact: str = "") -> pd.DataFrame:
-    """`kubectl get pods [-A] [-o wide]` (IP and NODE only with -o wide) and `calicoctl get
-    workloadendpoints [-o wide]` (whose INTERFACE is the pod's host-side veth, as Calico named it)."""
+    """`kubectl get pods [-A] [-o wide]` (IP and NODE only with -o wide), `calicoctl get
+    workloadendpoints [-o wide]` (whose INTERFACE is the pod's host-side veth, as Calico named it) and
+    a node's `crictl pods` (its pods run on the node the file was collected on)."""
     rows: list[dict] = []
     for no, resource, v in _rows(lines, log, "pods"):
         namespace = v.get("NAMESPACE", "") or "default"
+        if resource == "crictl_pods":  # the node's own sandboxes: the file's node runs them
+            state = {"SANDBOX_READY": "Ready", "SANDBOX_NOTREADY": "NotReady"}.get(v["STATE"], v["STATE"])
+            rows.append(_pod(no, namespace, _name(v), state, "", node, ""))
+            continue
         if resource == "workload_endpoints":
             name = _name(v, "WORKLOAD")
             nets = [n.split("/")[0] for n in v.get("NETWORKS", "").split(",") if n]

@@ -427,3 +427,18 @@ def parse_node_resources(lines: list[str], log: AnomalyLog, node: str = "", arti
             }
         )
     return table_frame(rows, "cluster_nodes", node, artifact)
+
+
+def packet_capture_nodes(lines: list[str], log: AnomalyLog) -> dict[str, str]:
+    """File name -> node from saved Calico Enterprise/Cloud PacketCapture resources (status.files: the
+    node, directory and file names of each capture), to place the files `calicoctl captured-packets
+    copy` brings back without saying which node wrote them."""
+    out: dict[str, str] = {}
+    for obj in load_documents(lines, log):
+        if obj.get("kind") != "PacketCapture":
+            continue
+        for entry in _dict(obj, "status").get("files") or []:
+            if isinstance(entry, dict) and entry.get("node"):
+                for name in entry.get("fileNames") or []:
+                    out[str(name)] = str(entry["node"])
+    return out

@@ -1,0 +1,128 @@
+"""Bundle layouts other tools leave: Calico Enterprise/Cloud PacketCapture files as `calicoctl
+captured-packets copy` brings them back (`<workload endpoint>_<interface>.pcap`, flat, no node), files
+copied out of a `kubectl debug node/<node>` pod (its pod is node-debugger-<node>-<5 characters>, the
+host's files under /host), and a node's crictl outputs (`crictl pods`, `crictl inspectp`).
+
+The VXLAN sample re-laid out in those shapes gives the same capture points and the same flows as the
+collector's own layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+from conftest import SAMPLES
+
+import calforensics
+from calforensics.anomalies import AnomalyLog
+from calforensics.ingest.layout import packet_capture_file, workload_endpoint_node
+from calforensics.ingest.parsers.crictl import parse_crictl_inspect
+from calforensics.ingest.parsers.kubectl import calico_interface
+
+PACKET_CAPTURE = """apiVersion: projectcalico.org/v3
+kind: PacketCapture
+metadata: {{name: incident, namespace: default}}
+spec: {{selector: all()}}
+status:
+  files:
+  - directory: /var/log/calico/pcap/default/incident
+    fileNames: [mtu-bad_{iface}.pcap]
+    node: node-a
+    state: Finished
+"""
+
+CRICTL_PODS = """POD ID              CREATED          STATE   NAME   NAMESPACE   ATTEMPT   RUNTIME
+7f3c2a1b9d8e4       12 minutes ago   Ready   web    default     0         (default)
+"""
+
+
+def crictl_inspectp(name: str, namespace: str, ip: str) -> str:
+    """One pod sandbox as `crictl inspectp` prints it (-o json, its default): the CRI status and info."""
+    status = {
+        "id": "9e1d" + "0" * 60,
+        "metadata": {"attempt": 0, "name": name, "namespace": namespace, "uid": "b4c1"},
+        "state": "SANDBOX_READY",
+        "createdAt": "2026-12-08T03:00:00.000000000Z",
+        "network": {"additionalIps": [], "ip": ip},
+        "linux": {"namespaces": {"options": {"ipc": "POD", "network": "POD", "pid": "CONTAINER"}}},
+        "labels": {"io.kubernetes.pod.name": name},
+    }
+    return json.dumps({"status": status, "info": {"pid": 4242, "runtimeSpec": {}}}, indent=2) + "\n"
+
+
+def test_names_of_packet_capture_files_and_workload_endpoints():
+    assert packet_capture_file("x/web-1_cali0123456789a.pcap") == ("web-1", "cali0123456789a")
+    assert packet_capture_file("node--a-k8s-web--1-eth0_eni0123456789a-1700000000.pcap")[1] == "eni0123456789a"
+    assert packet_capture_file("eth0.pcap") is None and packet_capture_file("my_capture.pcap") is None
+    assert workload_endpoint_node("node--a-k8s-web--1-eth0") == "node-a"
+    assert workload_endpoint_node("ip--10--0--0--5.ec2.internal-k8s-db-eth0") == "ip-10-0-0-5.ec2.internal"
+    assert workload_endpoint_node("web-1") == ""
+
+
+def test_crictl_inspectp_in_its_forms():
+    both = crictl_inspectp("web", "default", "192.168.20.7") + crictl_inspectp("db", "secure", "192.168.20.9")
+    log = AnomalyLog("crictl", "f")
+    pods = parse_crictl_inspect(both.split("\n"), log, "node-b", "f")
+    assert not log.rows
+    assert pods[["namespace", "name", "status", "ip", "pod_node"]].values.tolist() == [
+        ["default", "web", "Ready", "192.168.20.7", "node-b"],
+        ["secure", "db", "Ready", "192.168.20.9", "node-b"],
+    ]
+    table = "ID: 9e1d00\nName: web\nUID: b4c1\nNamespace: default\nAttempt: 0\nStatus: SANDBOX_READY\n"
+    table += "Created: 2026-12-08 03:00:00 +0000 UTC\nIP Address: 192.168.20.7\nLabels:\n\tapp -> web\n"
+    again = parse_crictl_inspect(table.split("\n"), log, "node-b", "f")
+    assert again[["name", "ip", "interface"]].values.tolist() == [["web", "192.168.20.7", calico_interface("default", "web")]]
+    cut = parse_crictl_inspect((both[: len(both) // 2 + 40]).split("\n"), log, "node-b", "f")
+    assert len(cut) == 1 and [r[4] for r in log.rows] == ["bad_json"]
+
+
+def relaid(tmp_path, placed: bool):
+    """The VXLAN sample with its workload captures as PacketCapture files in one flat folder and node-a's
+    uplink capture copied out of a node debugger pod; ``placed``: with what names their nodes."""
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    nodes = root / "nodes"
+    captured = root / "captured"
+    captured.mkdir()
+    ifaces = {pod: calico_interface(ns, pod) for ns, pod in [("default", "client"), ("default", "mtu-bad"), ("default", "web"), ("secure", "db")]}
+    moves = {
+        ("node-a", ifaces["client"]): captured / f"node--a-k8s-client-eth0_{ifaces['client']}.pcap",
+        ("node-a", ifaces["mtu-bad"]): captured / f"mtu-bad_{ifaces['mtu-bad']}.pcap",
+        ("node-b", ifaces["web"]): captured / f"web_{ifaces['web']}.pcap",
+        ("node-b", ifaces["db"]): captured / f"db_{ifaces['db']}-1765162800.pcap",  # a rotated file
+        ("node-a", "eth0"): root / "node-debugger-node-a-x7k2p" / "host" / "tmp" / "eth0.pcap",
+    }
+    for (node, iface), target in moves.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(nodes / node / "pcaps" / f"{iface}.pcap", target)
+    if placed:
+        (captured / "packetcapture.yaml").write_text(PACKET_CAPTURE.format(iface=ifaces["mtu-bad"]))
+        (nodes / "node-b" / "crictl-pods.txt").write_text(CRICTL_PODS)
+        (nodes / "node-b" / "crictl-inspectp.json").write_text(crictl_inspectp("db", "secure", "192.168.20.9"))
+    return root
+
+
+def answers(path):
+    with calforensics.open_bundle(path) as b:
+        caps = sorted(zip(b.captures.node.astype(str), b.captures.interface.astype(str), b.captures.role.astype(str), strict=True))
+        flows = sorted(
+            zip(b.flows.proto, b.flows.client_ip, b.flows.server_ip, b.flows.server_port, b.flows.verdict, strict=True)
+        )
+        anomalies = b.anomalies
+        forms = dict(zip(b.artifacts.path, b.artifacts.form, strict=True))
+    return caps, flows, anomalies, forms
+
+
+def test_packet_capture_debugger_and_crictl_layouts_give_the_same_answer(tmp_path):
+    base_caps, base_flows, _, _ = answers(SAMPLES / "lab-vxlan.tgz")
+    caps, flows, anomalies, forms = answers(relaid(tmp_path / "placed", placed=True))
+    assert caps == base_caps and flows == base_flows
+    assert "node_unknown" not in set(anomalies.kind)
+    assert sum(f == "pcap (Calico PacketCapture)" for f in forms.values()) == 4
+    # without the PacketCapture status and the node's crictl outputs, the pod-named files' nodes are
+    # not known: each says so, and is read as the folder's
+    caps, _, anomalies, _ = answers(relaid(tmp_path / "bare", placed=False))
+    unknown = anomalies[anomalies.kind == "node_unknown"]
+    assert len(unknown) == 3 and {n for n, _, _ in caps} == {"node-a", "node-b", "captured"}
