@@ -126,3 +126,65 @@ def test_packet_capture_debugger_and_crictl_layouts_give_the_same_answer(tmp_pat
     caps, _, anomalies, _ = answers(relaid(tmp_path / "bare", placed=False))
     unknown = anomalies[anomalies.kind == "node_unknown"]
     assert len(unknown) == 3 and {n for n, _, _ in caps} == {"node-a", "node-b", "captured"}
+
+
+def test_every_file_cluster_diags_writes_is_known(tmp_path):
+    """`calicoctl cluster diags` as calicoctl/commands/cluster/diags.go writes it: `kubectl get … -o wide`
+    and `-o yaml` of the cluster's resources and Calico's CRDs, `kubectl get all` of calico-system,
+    `kubectl version -o yaml`, per node the dataplane dumps, CNI logs and each Calico pod's log and
+    description. Every file is recognised (read, or known and listed as `other`), none `unrecognised`,
+    and the listings feed their tables."""
+    from test_kube_listings import ENDPOINTS_YAML, NODES_YAML, PODS_WIDE, tabwrite
+
+    root = tmp_path / "calico-diagnostics-20261208_030000"
+    files = {
+        "cluster/version.yaml": "clientVersion:\n  gitVersion: v1.31.1\nserverVersion:\n  gitVersion: v1.31.1\n",
+        "cluster/kubernetes/pods.txt": "\n".join(tabwrite(PODS_WIDE)) + "\n",
+        "cluster/kubernetes/endpoints.yaml": ENDPOINTS_YAML,
+        "cluster/kubernetes/endpoints.txt": "\n".join(
+            tabwrite([["NAMESPACE", "NAME", "ENDPOINTS", "AGE"], ["shop", "web", "192.168.20.7:8080,192.168.20.8:8080", "3d"]])
+        ),
+        "cluster/kubernetes/nodes.yaml": NODES_YAML,
+        "cluster/kubernetes/namespaces.txt": "\n".join(tabwrite([["NAME", "STATUS", "AGE"], ["shop", "Active", "9d"]])),
+        "cluster/kubernetes/deployments.txt": "\n".join(
+            tabwrite([["NAMESPACE", "NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], ["shop", "web", "2/2", "2", "2", "3d"]])
+        ),
+        "cluster/crd/ippools.crd.projectcalico.org.txt": "\n".join(
+            tabwrite([["NAME", "CREATED AT"], ["default-ipv4-ippool", "2026-12-01T10:00:00Z"]])
+        ),
+        "cluster/calico-system/calico-system.txt": "\n\n".join(
+            "\n".join(tabwrite(table))
+            for table in (
+                [
+                    ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"],
+                    ["pod/calico-node-x7k2p", "1/1", "Running", "0", "9d", "172.18.0.2", "node-a", "<none>", "<none>"],
+                ],
+                [
+                    ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR"],
+                    ["service/calico-typha", "ClusterIP", "10.96.0.88", "<none>", "5473/TCP", "9d", "k8s-app=calico-typha"],
+                ],
+                [
+                    ["NAME", "DESIRED", "CURRENT", "READY", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES"],
+                    ["daemonset.apps/calico-node", "2", "2", "2", "2", "9d", "calico-node", "docker.io/calico/node:v3.30.2"],
+                ],
+            )
+        ),
+        "nodes/node-a/calico-system/calico-node-x7k2p.log": "2026-12-08 03:00:00.000 [INFO][1] felix/int_dataplane.go 1: ready\n",
+        "nodes/node-a/calico-cni.log": "2026-12-08 03:00:00.000 [INFO][1] cni-plugin/plugin.go 100: Calico CNI ADD\n",
+        "nodes/node-a/ip-rule.txt": "0:\tfrom all lookup local\n",
+        "nodes/node-a/bpf-ipsets.txt": "IP set 0x1234\n  10.0.0.1/32\n",
+        "nodes/node-a/tc-qdisc.txt": "qdisc noqueue 0: dev lo root refcnt 2\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    with calforensics.open_bundle(root) as b:
+        b.load_text_tables()
+        kinds = dict(zip(b.artifacts.path, b.artifacts.kind.astype(str), strict=True))
+        assert "unrecognised" not in kinds.values(), kinds
+        assert kinds["cluster/calico-system/calico-system.txt"] == "kube_listing"
+        assert "calico-node-x7k2p" in set(b.pods.name) and "calico-typha" in set(b.services.name)
+        assert set(b.endpoints.address) == {"192.168.20.7", "192.168.20.8", "192.168.20.9"}
+        assert set(b.cluster_nodes.name) == {"node-a.example.internal", "node-b"}
+        # the release from calico-node's image in `kubectl get all -o wide`
+        assert b.dataplane.set_index("node").loc["node-a", "calico_version"] == "v3.30.2"

@@ -74,6 +74,8 @@ KNOWN_OTHER = {
     "netstat",
     "ss",
     "tc-qdisc.txt",
+    "bpf-ipsets.txt",  # calico-node -bpf ipsets dump (cluster diags)
+    "version.yaml",  # kubectl version -o yaml (cluster diags)
     "ip-rule.txt",
     "ip-neigh.txt",
     "bpf-prog.txt",
@@ -197,7 +199,10 @@ def classify(rel: str, head: bytes, lines: list[str] | None) -> str:
         return "other"
     if lines is None:
         return "unrecognised"
-    return sniff_text(name, lines)
+    kind = sniff_text(name, lines)
+    if kind == "unrecognised" and (name.endswith(".log") or kubectl.looks_like_other_listing(lines)):
+        return "other"  # logs (cluster diags' CNI logs) and kubectl listings of what no table reads
+    return kind
 
 
 def sniff_text(name: str, lines: list[str]) -> str:

@@ -65,7 +65,8 @@ MULTI_TABLES: dict[str, dict[str, Callable]] = {
         "ip_pools": resources.parse_pool_resources,
         "platform_evidence": platform.parse_platform_evidence,
     },
-    "kube_listing": kubectl.LISTING_PARSERS,  # `kubectl get` / `calicoctl get` tables, by their titles
+    # `kubectl get` / `calicoctl get` tables, by their titles; `get all -o wide` shows calico-node's image
+    "kube_listing": {**kubectl.LISTING_PARSERS, "platform_evidence": platform.parse_platform_evidence},
 }
 IPROUTE_SECTION = {"interfaces": "link", "routes": "route"}  # table -> the iproute2 output it takes
 IPROUTE_PARSER = {"interfaces": iproute.parse_ip_link, "routes": iproute.parse_ip_route}

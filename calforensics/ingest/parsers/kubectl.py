@@ -93,6 +93,12 @@ def looks_like_listing(lines: list[str]) -> bool:
     return any((shape_of(x) or ("",))[0] for x in lines[:5] if x.strip())
 
 
+def looks_like_other_listing(lines: list[str]) -> bool:
+    """A kubectl table of a resource no table reads (namespaces, deployments, a CRD without printer
+    columns: `NAME   CREATED AT`)."""
+    return any(shape_of(x) for x in lines[:5] if x.strip())
+
+
 COMMANDS = {  # the command that prints each listed resource
     "pods": "kubectl get pods",
     "services": "kubectl get services",
@@ -126,25 +132,31 @@ def listing_form(lines: list[str]) -> str:
             resource, cells = shaped
             wide = " -o wide" if WIDE_TITLE.get(resource, "-") in {c for c, _ in cells} else ""
             forms.append(COMMANDS[resource] + wide)
+        elif shaped:
+            forms.append("tables of other resources (not read)")
     return ", ".join(dict.fromkeys(forms))
 
 
 @lru_cache(maxsize=4)
 def _read(text: str) -> tuple[dict[str, list[tuple[int, dict[str, str]]]], tuple[tuple[int, str], ...]]:
-    """Rows by resource, as (line, {title: cell}), and the lines that stand under no title."""
+    """Rows by resource, as (line, {title: cell}), and the lines that stand under no title. The rows of
+    a table of something no table reads (`kubectl get all`'s deployments) are passed over: the
+    artifact's form says the file holds such tables."""
     rows: dict[str, list[tuple[int, dict[str, str]]]] = {}
     orphans: list[tuple[int, str]] = []
     cells: list[tuple[str, int]] = []
-    resource = ""
+    resource, titled = "", False
     for no, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         shaped = shape_of(line)
         if shaped:
-            resource, cells = shaped
+            (resource, cells), titled = shaped, True
             continue
-        if not resource:  # before any title, or under the title of a table we do not read
+        if not titled:  # before any title: not a listing's line
             orphans.append((no, line.strip()[:200]))
+            continue
+        if not resource:
             continue
         values = {}
         for i, (title, start) in enumerate(cells):
