@@ -616,6 +616,8 @@ SCHEMAS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("kind", "category", "calico_version, felix_setting, kube_proxy_mode"),
             ("said_by", "string", "what stated it: the field, image or log line"),
             ("value", "string", "the version (v3.28.0), the setting's value, or the mode"),
+            ("scope", "string", "the node a per-node FelixConfiguration (`node.<name>`) sets it for; empty: "
+             "every node the file speaks for"),
         ],
     ),
     "pods": (

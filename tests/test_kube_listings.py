@@ -383,3 +383,32 @@ def test_a_bundle_reads_listings_of_every_kind(tmp_path):
         assert arts.loc["pods.txt", "form"] == "kubectl get pods -o wide"
         assert (len(b.pods), len(b.ip_pools), len(b.endpoints)) == (3, 1, 1)
         assert len(b.anomalies) == 0
+
+
+def test_a_per_node_felix_configuration_speaks_for_its_node(tmp_path):
+    """FelixConfiguration `default` sets vxlanMTU for every node, `node.node-b` its own; node-b's
+    calico-node environment (FELIX_CHAININSERTMODE in its description) outranks both, as in Felix."""
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    (root / "cluster" / "crd").mkdir(parents=True, exist_ok=True)
+    (root / "cluster" / "crd" / "felixconfigurations.crd.projectcalico.org.yaml").write_text(
+        "apiVersion: v1\nitems:\n"
+        "- apiVersion: crd.projectcalico.org/v1\n  kind: FelixConfiguration\n  metadata:\n    name: default\n"
+        "  spec:\n    vxlanMTU: 1450\n    chainInsertMode: Insert\n"
+        "- apiVersion: crd.projectcalico.org/v1\n  kind: FelixConfiguration\n  metadata:\n    name: node.node-b\n"
+        "  spec:\n    vxlanMTU: 1400\n    chainInsertMode: Append\n"
+        "kind: List\nmetadata:\n  resourceVersion: ''\n"
+    )
+    (root / "nodes" / "node-b" / "calico-system").mkdir(parents=True)
+    (root / "nodes" / "node-b" / "calico-system" / "calico-node-x7k2p.txt").write_text(
+        "Name:             calico-node-x7k2p\nNamespace:        calico-system\nContainers:\n  calico-node:\n"
+        "    Environment:\n      FELIX_CHAININSERTMODE:              Insert\n"
+    )
+    with calforensics.open_bundle(root) as b:
+        dp = b.dataplane.set_index("node")
+        assert dp.loc["node-a", ["mtu_configured", "chain_insert_mode"]].tolist() == ["vxlanMTU=1450", "Insert"]
+        assert dp.loc["node-b", ["mtu_configured", "chain_insert_mode"]].tolist() == ["vxlanMTU=1400", "Insert"]
+        issues = calforensics.analyze(b).mtu_issues
+        # node-b's vxlan.calico has 1450, not the 1400 its own configuration says
+        assert issues.loc[issues.kind == "configured_mtu_not_applied", "node"].tolist() == ["node-b"]

@@ -136,9 +136,17 @@ def _dialect_range(node: str, rules: pd.DataFrame, artifacts: pd.DataFrame) -> V
 
 
 def felix_settings(nodes: list[str], evidence: pd.DataFrame) -> dict[str, dict[str, tuple[str, str]]]:
-    """node -> {setting: (value, where)}; a node's own statement wins over the cluster's."""
+    """node -> {setting: (value, where)}; a node's own statement wins over the cluster's: a per-node
+    FelixConfiguration (`node.<name>`) over `default`, and the node's FELIX_* environment over both,
+    as Felix itself ranks them."""
     said = evidence[evidence["kind"].astype(str) == "felix_setting"] if len(evidence) else evidence
     out: dict[str, dict[str, tuple[str, str]]] = {n: {} for n in nodes}
+    short = {n.split(".")[0]: n for n in nodes}
+    if len(said):  # a per-node FelixConfiguration speaks for its node wherever the file was found
+        scope = said["scope"].astype(str).map(lambda s: s if s in out else short.get(s.split(".")[0], s))
+        said = said.assign(node=scope.where(scope != "", said["node"].astype(str)))
+        # within a node's own: the datastore's node.<name> first, its environment (pod description) after
+        said = said.sort_values("scope", key=lambda s: s.astype(str) == "", kind="stable")
     for scope_node in ("", *nodes):  # cluster-wide first, then each node's own over it
         rows = said[said["node"].astype(str) == scope_node] if len(said) else said
         for r in rows.itertuples(index=False):

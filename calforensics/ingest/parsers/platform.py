@@ -55,6 +55,9 @@ _ENVS = "|".join(sorted({k.upper() for k in FELIX_SETTINGS if k != "linuxdatapla
 SETTING = re.compile(r'^\s*-?\s*"?(' + "|".join(FELIX_FIELDS) + r')"?\s*:\s*"?([\w-]+)"?\s*,?\s*$')
 ENV_INLINE = re.compile(r"^\s*(FELIX_(?:" + _ENVS + r"))\s*[:=]\s*\"?([\w-]+)\"?\s*$", re.I)
 ENV_NAME = re.compile(r'^\s*-?\s*"?name"?\s*:\s*"?(FELIX_(?:' + _ENVS + r'))"?\s*,?\s*$', re.I)
+# a FelixConfiguration named node.<node> holds that node's own settings, over `default`'s
+NODE_CONFIG_NAME = re.compile(r'^\s*"?name"?\s*:\s*"?node\.([\w.-]+?)"?\s*,?\s*$')
+DOCUMENT_START = re.compile(r'^(?:---|\s*-?\s*"?apiVersion"?\s*:)')
 # the MTU Calico's manifests give every pod veth (calico-config ConfigMap) and the operator's Installation
 VETH_MTU = re.compile(r'^\s*"?veth_mtu"?\s*:\s*"?(\d+)"?\s*,?\s*$')
 INSTALLATION_MTU = re.compile(r'^\s*"?mtu"?\s*:\s*(\d+)\s*,?\s*$')
@@ -81,8 +84,14 @@ def parse_platform_evidence(lines: list[str], log: AnomalyLog, node: str = "", a
     proxy_config = any(KUBE_PROXY_CONFIG in x or "KubeProxyConfiguration" in x for x in lines)
     installation = any(re.search(r'"?kind"?\s*:\s*"?Installation\b', x) for x in lines)
     pending_env = ""
+    scope = ""  # the node a per-node FelixConfiguration (`node.<name>`) is for
     for no, raw in enumerate(lines, 1):
         line = raw[:4096]
+        if DOCUMENT_START.match(line):
+            scope = ""
+        m = NODE_CONFIG_NAME.match(line)
+        if m:
+            scope = m.group(1)
         for what, pattern in CALICO_VERSION:
             for m in pattern.finditer(line):
                 rows.append(_row(no, "calico_version", what, "v" + m.group(1)))
@@ -91,7 +100,7 @@ def parse_platform_evidence(lines: list[str], log: AnomalyLog, node: str = "", a
             rows.append(_row(no, "calico_version", "Felix starting up", "v" + m.group(1)))
         m = SETTING.match(line)
         if m:
-            rows.append(_row(no, "felix_setting", m.group(1), m.group(2)))
+            rows.append(_row(no, "felix_setting", m.group(1), m.group(2), scope))
         m = VETH_MTU.match(line) or (INSTALLATION_MTU.match(line) if installation else None)
         if m:
             said = "veth_mtu" if "veth_mtu" in line else "calicoNetwork.mtu"
@@ -121,5 +130,5 @@ def _env_setting(env: str) -> str:
     return FELIX_SETTINGS.get(env.upper().removeprefix("FELIX_").lower(), env)
 
 
-def _row(line: int, kind: str, what: str, value: str) -> dict:
-    return {"line": line, "kind": kind, "said_by": what, "value": value}
+def _row(line: int, kind: str, what: str, value: str, scope: str = "") -> dict:
+    return {"line": line, "kind": kind, "said_by": what, "value": value, "scope": scope}
