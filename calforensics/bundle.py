@@ -113,7 +113,7 @@ class Bundle:
         self._logs: dict[tuple[str, str], AnomalyLog] = {}
         self._text: dict[str, pd.DataFrame] = {}
         self._frames: dict[str, FrameIndex] = {}
-        self.artifacts_list = find_artifacts(self._mat)
+        self.artifacts_list = find_artifacts(self._mat, self.name)
         # PacketCapture files name their pod, not always their node: placed before any table uses the nodes
         place_packet_captures(self.artifacts_list, self._mat.root, lambda: self.pods, self._log, self._bundle_log)
 

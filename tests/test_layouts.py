@@ -188,3 +188,39 @@ def test_every_file_cluster_diags_writes_is_known(tmp_path):
         assert set(b.cluster_nodes.name) == {"node-a.example.internal", "node-b"}
         # the release from calico-node's image in `kubectl get all -o wide`
         assert b.dataplane.set_index("node").loc["node-a", "calico_version"] == "v3.30.2"
+
+
+def test_a_flat_folder_of_one_nodes_command_outputs(tmp_path):
+    """One node's files saved side by side, each named by the command that printed it, no node folder:
+    the node is what its `hostname` file says (else the folder's name), and its state reads as in the
+    collector's layout."""
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    node_a = tmp_path / "lab-vxlan" / "nodes" / "node-a"
+    flat = tmp_path / "incident-1234"
+    flat.mkdir()
+    names = {
+        "iptables-nft-save.txt": "iptables-save_-c",
+        "ip-route.txt": "ip_route_show_table_all",
+        "ip-link.txt": "ip_-d_link",
+        "ip-addr.txt": "ip_addr",
+        "conntrack-list.txt": "conntrack_-L_-o_extended",
+        "sysctls.txt": "sysctl_-a",
+    }
+    for src, dst in names.items():
+        shutil.copy(node_a / src, flat / dst)
+    for pcap in (node_a / "pcaps").iterdir():
+        shutil.copy(pcap, flat / pcap.name)
+    with calforensics.open_bundle(tmp_path / "lab-vxlan") as b:
+        want_caps = sorted(b.captures.loc[b.captures.node == "node-a", "interface"].astype(str))
+        mine = b.rules[(b.rules.node == "node-a") & (b.rules.backend.astype(str) == "nft")]
+        want_rules = len(mine[mine.source.astype(str) != "nft"])
+        want_mode = b.dataplane.set_index("node").loc["node-a", "mode"]
+    for hostname, node in (("", "incident-1234"), ("node-a\n", "node-a")):
+        if hostname:
+            (flat / "hostname").write_text(hostname)
+        with calforensics.open_bundle(flat) as b:
+            assert b.nodes == [node]
+            assert sorted(b.captures.interface.astype(str)) == want_caps
+            assert len(b.rules) == want_rules and b.dataplane["mode"].tolist() == [want_mode]
+            assert "unrecognised" not in set(b.artifacts.kind.astype(str))

@@ -60,8 +60,18 @@ LogFor = Callable[[str, Artifact], AnomalyLog]  # the anomaly log of (source, ar
 Tick = Callable[[str, int, int], None]  # progress: (what, done, total)
 
 
-def find_artifacts(mat: Materialized) -> list[Artifact]:
-    """Every file of the materialised bundle, with its node and kind (by path and by content)."""
+# kinds of file that hold one node's state (the others: cluster-wide listings and resources, logs)
+NODE_KINDS = {
+    "pcap", "iptables", "ip6tables", "nft", "conntrack", "ip_link", "ip_route", "bpf_conntrack", "bpf_nat",
+    "bpf_routes", "bpf_counters", "bpf_ifstate", "bpf_policy", "bpftool", "traces", "sysctl", "ipvs", "ipset",
+    "metadata", "crictl_inspect",
+}  # fmt: skip
+
+
+def find_artifacts(mat: Materialized, name: str = "") -> list[Artifact]:
+    """Every file of the materialised bundle, with its node and kind (by path and by content). A flat
+    folder of one node's command outputs names no node: its node is what its `hostname` file says,
+    else the bundle's ``name``."""
     root = mat.root
     hostname = ""  # calicoctl node diags name their node only in diagnostics/hostname
     sos_hosts: dict[str, str] = {}  # a sosreport's folder -> the hostname it records
@@ -95,6 +105,12 @@ def find_artifacts(mat: Materialized) -> list[Artifact]:
         if kind in ("other", "unrecognised", "empty"):
             art.status, art.rows, art.detail = "skipped", 0, SKIPPED_BECAUSE[kind]
         arts.append(art)
+    own = [a for a in arts if a.kind in NODE_KINDS]
+    if len(mat.files) > 1 and own and not any(a.node for a in arts):
+        top = [r for r in mat.files if PurePosixPath(r).name == "hostname" and len(PurePosixPath(r).parts) <= 2]
+        node = _first_line(root / top[0]) if top else name
+        for art in own:
+            art.node = node
     return arts
 
 
