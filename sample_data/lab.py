@@ -834,7 +834,9 @@ def stray_ack(src, dst, sport, dport):
 def run_edge_scenarios(lab: Lab) -> dict:
     """Packets that are not a connection's first: a datagram fragmented by its pod and refragmented
     by the node for the tunnel, a connection node-b's conntrack forgets mid-stream, and stray ACKs;
-    and a connection to a service without endpoints, which kube-proxy's REJECT refuses.
+    and a connection to a service without endpoints, which kube-proxy's REJECT refuses; and a
+    connection from a pod to node-b's own address, outside the pod CIDR, which node-a masquerades
+    (felix's cali-nat-outgoing rule for a natOutgoing pool).
     node-b runs with nf_conntrack_tcp_loose=0, so it calls a segment of no known connection INVALID
     and felix's `--ctstate INVALID -j DROP` rule in the web pod's cali-tw chain drops it."""
     client, web = pod("client"), pod("web")
@@ -874,6 +876,21 @@ def run_edge_scenarios(lab: Lab) -> dict:
             outcome = type(exc).__name__
         print(json.dumps({{"sport": port, "outcome": outcome}}))""",
     )
+    b = NODES[1]
+    node_server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns(b.name), sys.executable, "-c", NODE_SERVER.format(ip=b.ip, port=EGRESS_PORT)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(node_server)
+    assert node_server.stdout is not None and node_server.stdout.readline().strip() == "ready"
+    results["egress"] = lab.client(
+        "client",
+        f"""
+        s = socket.create_connection(("{b.ip}", {EGRESS_PORT}), timeout=5); port = s.getsockname()[1]
+        s.sendall(b"out" * 100); data = s.recv(65535); s.close()
+        print(json.dumps({{"sport": port, "reply_bytes": len(data)}}))""",
+    )
     results["stray_ack"] = lab.client(
         "client",
         STRAY_ACK
@@ -885,6 +902,15 @@ for _ in range(3):
 print(json.dumps({{"sport": sport, "sent": 3}}))""",
     )
     return results
+
+
+EGRESS_PORT = 7070
+NODE_SERVER = r"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("{ip}", {port})); s.listen()
+print("ready", flush=True)
+c, _ = s.accept(); c.sendall(c.recv(65535)); c.close()
+"""
 
 
 def edge_ground_truth(results: dict) -> dict:
@@ -941,6 +967,16 @@ def edge_ground_truth(results: dict) -> dict:
                     "kind": "no_endpoints",
                     "rule_comment": f"{GONE_SERVICE} has no endpoints",
                 },
+            ),
+            flow(  # masqueraded on its way out of node-a: node-b sees node-a's address
+                "egress",
+                "tcp",
+                client,
+                results["egress"]["sport"],
+                (b.ip, EGRESS_PORT),
+                "delivered",
+                [{"node": client.node, "interface": client.iface}, {"node": client.node, "interface": "eth0"}, {"node": b.name, "interface": "eth0"}],
+                snat_ip=NODES[0].ip,
             ),
             flow(
                 "stray_ack",

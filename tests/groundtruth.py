@@ -227,6 +227,7 @@ def check_flows(b: calforensics.Bundle, truth: dict) -> None:
             }
         else:
             assert f.backend_ip == "" and f.service == ""
+        assert f.snat_ip == gt.get("snat_ip", ""), gt["name"]  # masqueraded on the way out, or not at all
         if gt["verdict"] == "delivered":
             back = " > ".join(f"{h['node']}:{h['interface']}" for h in reversed(gt["path"]))
             assert f.path_rev == back and f.packets_rev > 0, gt["name"]

@@ -177,6 +177,34 @@ def test_a_refused_service_quotes_its_saved_backends(edge_run, tmp_path):
     assert quoted["other"] == ["the saved Endpoints and EndpointSlices list no backend for default/gone"]
 
 
+def test_ip_pool_nat_outgoing_checked_against_the_egress_flow(edge_run, tmp_path):
+    """node-a masquerades its pod's connection to node-b's own address (felix's cali-nat-outgoing): a
+    pool that says natOutgoing true raises nothing, one that says false names that flow."""
+    import tarfile
+
+    out, bundle = edge_run
+    truth = json.loads((out / "lab-edge.ground_truth.json").read_text())
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = next(p for p in tmp_path.iterdir() if p.is_dir())
+    (root / "cluster" / "crd").mkdir(parents=True, exist_ok=True)
+    said = {}
+    for nat in ("true", "false"):
+        (root / "cluster" / "crd" / "ippools.yaml").write_text(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: default-ipv4-ippool}\n"
+            f"spec: {{cidr: 192.168.0.0/16, vxlanMode: Always, ipipMode: Never, natOutgoing: {nat}}}\n"
+        )
+        with calforensics.open_bundle(root) as b:
+            from groundtruth import flow_for
+
+            egress = int(flow_for(b, next(f for f in truth["flows"] if f["name"] == "egress")).flow_id)
+            said[nat] = calforensics.analyze(b).findings["ip_pool_nat"]
+    assert said["true"] == []
+    assert [(m["pool"], m["nat_outgoing"], m["flow_ids"], m["said"]) for m in said["false"]] == [
+        ("default-ipv4-ippool", False, [egress], "were masqueraded")
+    ]
+
+
 @pytest.fixture(scope="module")
 def nft_runs(tmp_path_factory):
     return {s: scenario_run(tmp_path_factory, s, rules="nft") for s in ("core", "edge")}

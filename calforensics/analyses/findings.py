@@ -18,7 +18,7 @@ from ..bundle import Bundle
 from ..join.keys import SHORT_SNAPLEN
 from ..join.summaries import role_of
 from ..meaning.platform import NEWEST, show
-from . import flow_logs, overhead, wireguard
+from . import flow_logs, pools, wireguard
 from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
 
 
@@ -72,7 +72,8 @@ def build_findings(a: Analysis) -> dict:
         "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions, len(b.wireguard_unpaired_plaintexts)),
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
         "link_scope_flows": int((flows["scope"] == "link").sum()),
-        "ip_pools": overhead.pool_mismatches(b, a.flow_overhead),
+        "ip_pools": pools.pool_mismatches(b, a.flow_overhead),
+        "ip_pool_nat": pools.pool_nat_mismatches(b),
         "flow_logs": {
             "entries": len(b.flow_logs),
             "matched_flows": int(a.flow_log_matches["flow_id"].nunique()) if len(a.flow_log_matches) else 0,
@@ -257,6 +258,7 @@ def _headlines(a: Analysis, doc: dict) -> list[dict]:
         *_wireguard_headlines(doc["wireguard"]),
         *_flow_log_headlines(doc.get("flow_logs", {}).get("disagreements", [])),
         *_pool_headlines(doc.get("ip_pools", [])),
+        *_pool_nat_headlines(doc.get("ip_pool_nat", [])),
         *_context_headlines(doc),
         *_capture_shape_headlines(doc["bundle"]["captures"]),
     ]
@@ -393,6 +395,21 @@ def _pool_headlines(mismatches: list[dict]) -> list[dict]:
             )
         )
     return out
+
+
+def _pool_nat_headlines(mismatches: list[dict]) -> list[dict]:
+    """IP pools whose pods' flows out of the pools were not masqueraded as natOutgoing says."""
+    return [
+        _headline(
+            "medium",
+            "ip_pool_nat_outgoing",
+            f"IP pool {m['pool']} ({m['cidr']}, natOutgoing {str(m['nat_outgoing']).lower()}): {m['flows']} flow(s) of "
+            f"its pods to addresses outside the pools {m['said']}",
+            m["flow_ids"][0],
+            "medium",
+        )
+        for m in mismatches
+    ]
 
 
 def _flow_log_headlines(disagreements: list[dict]) -> list[dict]:

@@ -7,8 +7,6 @@ counted once, at its first encapsulated sighting.
 
 from __future__ import annotations
 
-import ipaddress
-
 import numpy as np
 import pandas as pd
 
@@ -466,53 +464,3 @@ def _tunnel_mtus(b: Bundle) -> dict[str, int]:
         & (ifs["mtu"] > 0)
     ]
     return {str(n): int(m) for n, m in tun.groupby("node", observed=True)["mtu"].min().items()}
-
-
-POOL_TYPES = {"ipip": ("ipip",), "vxlan": ("vxlan", "vxlan-ipv6")}
-
-
-def pool_mismatches(b: Bundle, flow_overhead: pd.DataFrame) -> list[dict]:
-    """IP pools whose pods' traffic between nodes was not encapsulated as the pool says: a pool in
-    VXLAN (or IPIP) mode `Always` whose crossing flows went another way or bare, or a pool in neither
-    mode whose flows were tunnelled. CrossSubnet may go either way and is not judged; WireGuard hides
-    the encapsulation and is not judged either, nor a pool listed without its modes."""
-    pools = b.ip_pools
-    if pools.empty:
-        return []
-    flows = b.flows
-    nodes_crossed = flows["path_fwd"].astype(str).map(lambda p: len({x.split(":", 1)[0] for x in p.split(" > ") if x}))
-    crossing = flows[nodes_crossed > 1]
-    types = flow_overhead.groupby("flow_id")["type"].agg(lambda t: set(map(str, t))).to_dict()
-    out = []
-    # a pool saved twice (listed and as YAML): once, with its modes where any form had them
-    pools = pools.sort_values("vxlan_mode", key=lambda m: m.astype(str) == "").drop_duplicates(["name", "cidr"])
-    for p in pools[~pools["disabled"].astype(bool)].itertuples(index=False):
-        try:
-            net = ipaddress.ip_network(str(p.cidr), strict=False)
-        except ValueError:
-            continue
-        modes = {"vxlan": str(p.vxlan_mode), "ipip": str(p.ipip_mode)}
-        if "CrossSubnet" in modes.values() or "" in modes.values():  # "": a listing without -o wide
-            continue
-        expected = {t for mode, m in modes.items() if m == "Always" for t in POOL_TYPES[mode]} or {"none"}
-        seen: dict[str, int] = {}
-        for f in crossing.itertuples(index=False):
-            ends = [str(f.client_ip), str(f.backend_ip or f.server_ip)]
-            if not any(_in(net, ip) for ip in ends):
-                continue
-            got = types.get(int(f.flow_id), set()) or {"none"}
-            if "wireguard" in got:
-                continue
-            for t in got - expected:
-                seen[t] = seen.get(t, 0) + 1
-        if seen:
-            mode = ", ".join(f"{k}Mode {v}" for k, v in modes.items())
-            out.append({"pool": str(p.name), "cidr": str(p.cidr), "modes": mode, "seen": seen})
-    return out
-
-
-def _in(net, ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip) in net
-    except ValueError:
-        return False
