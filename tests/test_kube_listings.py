@@ -412,3 +412,28 @@ def test_a_per_node_felix_configuration_speaks_for_its_node(tmp_path):
         issues = calforensics.analyze(b).mtu_issues
         # node-b's vxlan.calico has 1450, not the 1400 its own configuration says
         assert issues.loc[issues.kind == "configured_mtu_not_applied", "node"].tolist() == ["node-b"]
+
+
+def test_without_a_tunnel_device_the_configured_mtu_judges_the_packets(tmp_path):
+    """The VXLAN sample's mtu-bad pod sends DF datagrams of 1500 bytes into the 1450-byte overlay. With
+    node-a's interface dumps taken away the overlay's MTU is unknown and nothing is said; a saved
+    FelixConfiguration's vxlanMTU for the pool's VXLAN gives it back, and the finding says so."""
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    for name in ("ip-link.txt", "ip-addr.txt"):
+        (root / "nodes" / "node-a" / name).unlink()
+    said = {}
+    for case in ("bare", "configured"):
+        if case == "configured":
+            (root / "cluster" / "crd").mkdir(parents=True, exist_ok=True)
+            (root / "cluster" / "crd" / "felixconfigurations.yaml").write_text(FELIX_YAML.format(mtu=1450))
+            (root / "cluster" / "crd" / "ippools.yaml").write_text(
+                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n"
+                "spec: {cidr: 192.168.0.0/16, vxlanMode: Always, ipipMode: Never, natOutgoing: true}\n"
+            )
+        with calforensics.open_bundle(root) as b:
+            issues = calforensics.analyze(b).mtu_issues
+            said[case] = issues[(issues.kind == "exceeds_tunnel_mtu") & (issues.node == "node-a")].detail.tolist()
+    assert said["bare"] == []
+    assert len(said["configured"]) == 1 and "tunnel MTU 1450 on node-a (configured vxlanMTU" in said["configured"][0]

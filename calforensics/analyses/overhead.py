@@ -163,12 +163,12 @@ def mtu_issues(b: Bundle, owners: dict[str, str]) -> pd.DataFrame:
     pk = b.packets
     first = _size_candidates(b)
     at = first["packet"].to_numpy()  # packet columns are gathered by row, not merged on an index
-    tmtu = _tunnel_mtus(b)
+    tmtu, said = _tunnel_mtus(b)
     rows = [
         *_frag_needed(first, pk, owners),
         *_fragmented(b, first, pk, at),
-        *_exceeds_tunnel_mtu(first, pk, at, tmtu),
-        *_mss_too_large(first, pk, tmtu),
+        *_exceeds_tunnel_mtu(first, pk, at, tmtu, said),
+        *_mss_too_large(first, pk, tmtu, said),
         *_tunnel_devices_too_big(b),
         *_configured_mtus(b),
         *_conntrack_fill(b),
@@ -319,7 +319,9 @@ def _fragmented_datagrams(b: Bundle, flows: set[int]) -> list[dict]:
     ]
 
 
-def _exceeds_tunnel_mtu(first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray, tmtu: dict[str, int]) -> list[dict]:
+def _exceeds_tunnel_mtu(
+    first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray, tmtu: dict[str, int], said: dict[str, str]
+) -> list[dict]:
     """Packets with DF bigger than the tunnel they must cross (TCP excluded: GSO/TSO super-packets
     are segmented before the wire, so their captured size says nothing about the path)."""
     big = first[
@@ -339,13 +341,14 @@ def _exceeds_tunnel_mtu(first: pd.DataFrame, pk: pd.DataFrame, at: np.ndarray, t
                 "mtu": int(mtu),
                 "packets": len(g),
                 "detail": f"{len(g)} packet(s) of {int(g['ip_len'].max())} bytes with DF from {r.src} "
-                f"(pod interface {r.interface}) exceed the tunnel MTU {int(mtu)} on {r.node}",
+                f"(pod interface {r.interface}) exceed the tunnel MTU {int(mtu)} on {r.node}"
+                + (f" ({said[str(r.node)]})" if str(r.node) in said else ""),
             }
         )
     return rows
 
 
-def _mss_too_large(first: pd.DataFrame, pk: pd.DataFrame, tmtu: dict[str, int]) -> list[dict]:
+def _mss_too_large(first: pd.DataFrame, pk: pd.DataFrame, tmtu: dict[str, int], said: dict[str, str]) -> list[dict]:
     """MSS announced in SYNs larger than the tunnel allows."""
     syn = first[(first["proto"] == 6) & ((first["tcp_flags"] & 0x12) == 0x02)]
     syn = syn.assign(tcp_mss=pk["tcp_mss"].to_numpy()[syn["packet"].to_numpy()])
@@ -362,7 +365,7 @@ def _mss_too_large(first: pd.DataFrame, pk: pd.DataFrame, tmtu: dict[str, int]) 
                 "mtu": mtu,
                 "packets": 1,
                 "detail": f"SYN from {r.src} announces MSS {int(r.tcp_mss)}, more than the tunnel MTU {mtu} "
-                f"allows ({mtu - 40})",
+                f"allows ({mtu - 40})" + (f" ({said[str(r.node)]})" if str(r.node) in said else ""),
             }
         )
     return rows
@@ -456,11 +459,29 @@ def _mtu_of(nodes: pd.Series, tmtu: dict[str, int]) -> np.ndarray:
     return np.asarray([tmtu.get(str(n), np.inf) for n in nodes], dtype=float)
 
 
-def _tunnel_mtus(b: Bundle) -> dict[str, int]:
-    """Per node, the MTU of its Calico tunnel device (vxlan.calico, tunl0, wireguard.cali)."""
+def _tunnel_mtus(b: Bundle) -> tuple[dict[str, int], dict[str, str]]:
+    """Per node, the MTU of its Calico tunnel device (vxlan.calico, tunl0, wireguard.cali); where the
+    bundle has no such device, the tunnel MTU its configuration sets for the IP pools' encapsulation
+    (FelixConfiguration vxlanMTU, ipipMTU, wireguardMTU), with what said it (the second dict)."""
     ifs = b.interfaces
-    tun = ifs[
-        ifs["name"].isin(["vxlan.calico", "tunl0", "wireguard.cali", "vxlan-v6.calico", "wg-v6.cali"])
-        & (ifs["mtu"] > 0)
-    ]
-    return {str(n): int(m) for n, m in tun.groupby("node", observed=True)["mtu"].min().items()}
+    tun = ifs[ifs["name"].isin(list(TUNNEL_DEVICE_HEADROOM)) & (ifs["mtu"] > 0)]
+    out = {str(n): int(m) for n, m in tun.groupby("node", observed=True)["mtu"].min().items()}
+    said: dict[str, str] = {}
+    wanted = _pool_mtu_settings(b.ip_pools)
+    for r in b.dataplane.itertuples(index=False):
+        configured = [x.split("=", 1) for x in str(r.mtu_configured).split() if "=" in x]
+        values = [(int(v), k) for k, v in configured if k in wanted and v.isdigit() and int(v) > 0]
+        if str(r.node) not in out and values:
+            out[str(r.node)], setting = min(values)
+            said[str(r.node)] = f"configured {setting}; no tunnel device in the bundle"
+    return out, said
+
+
+def _pool_mtu_settings(pools: pd.DataFrame) -> set[str]:
+    """The configured MTUs that apply to the pools' encapsulation (all of them when no pool says)."""
+    modes = set()
+    for r in pools.itertuples(index=False):
+        modes |= {m for m, v in (("vxlan", str(r.vxlan_mode)), ("ipip", str(r.ipip_mode))) if v not in ("", "Never")}
+    settings = {"vxlan": {"vxlanMTU", "vxlanMTUV6"}, "ipip": {"ipipMTU"}}
+    chosen = set().union(*(settings[m] for m in modes)) if modes else set().union(*settings.values())
+    return chosen | {"wireguardMTU", "wireguardMTUV6"}
