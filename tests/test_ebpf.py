@@ -86,10 +86,15 @@ def test_peer_redirect_is_not_a_drop(analysis, unpacked):
     assert int(flows.peer_redirected.sum()) == TRUTH["peer_redirect_hidden_packets"]
     assert "partial" not in set(flows.verdict.astype(str))
     assert any(f["kind"] == "peer_redirect" for f in analysis.findings["findings"])
-    # the same captures without the BPF state read as an iptables-less unknown dataplane: the missing
+    # the same captures without the BPF state are eBPF only as the saved FelixConfiguration says
+    # (bpfEnabled), and read the same; without it too, an iptables-less unknown dataplane: the missing
     # packets at the destination veth are then partial deliveries, so the eBPF reading is what fixes them
     for path in unpacked.glob("nodes/*/bpf-*"):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with calforensics.open_bundle(unpacked) as b:
+        assert set(b.dataplane["mode"].astype(str)) == {"ebpf"} and "configured" in b.dataplane.evidence.iloc[0]
+        assert {flow_for(b, f).verdict for f in TRUTH["flows"] if f.get("peer_redirect_hidden")} == {"delivered"}
+    (unpacked / "cluster" / "crd" / "felixconfigurations.crd.projectcalico.org.yaml").unlink()
     with calforensics.open_bundle(unpacked) as b:
         assert set(b.dataplane["mode"].astype(str)) == {"unknown"}
         assert {flow_for(b, f).verdict for f in TRUTH["flows"] if f.get("peer_redirect_hidden")} == {"partial"}

@@ -437,3 +437,25 @@ def test_without_a_tunnel_device_the_configured_mtu_judges_the_packets(tmp_path)
             said[case] = issues[(issues.kind == "exceeds_tunnel_mtu") & (issues.node == "node-a")].detail.tolist()
     assert said["bare"] == []
     assert len(said["configured"]) == 1 and "tunnel MTU 1450 on node-a (configured vxlanMTU" in said["configured"][0]
+
+
+def test_the_configured_dataplane_where_no_state_says_it(tmp_path):
+    """A node whose bundle holds captures but no rules or BPF dumps is of unknown dataplane; a
+    FelixConfiguration with bpfEnabled names it eBPF (and says it was configured); on a node whose
+    rules show iptables, the same configuration is noted as disagreeing."""
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    for f in (root / "nodes" / "node-a").glob("*tables*save.txt"):
+        f.unlink()
+    (root / "nodes" / "node-a" / "nft-ruleset.txt").unlink()
+    with calforensics.open_bundle(root) as b:
+        assert b.dataplane.set_index("node").loc["node-a", "mode"] == "unknown"
+    (root / "cluster" / "crd").mkdir(parents=True, exist_ok=True)
+    (root / "cluster" / "crd" / "felixconfigurations.yaml").write_text(
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n  bpfEnabled: true\n"
+    )
+    with calforensics.open_bundle(root) as b:
+        dp = b.dataplane.set_index("node")
+        assert dp.loc["node-a", "mode"] == "ebpf" and "configured: bpfEnabled: true in" in dp.loc["node-a", "evidence"]
+        assert dp.loc["node-b", "mode"] == "iptables" and "but configured ebpf" in dp.loc["node-b", "evidence"]

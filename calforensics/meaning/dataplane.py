@@ -107,6 +107,13 @@ def _add_platform(
     ipvs_nodes = set(ipvs["node"].astype(str)) if ipvs is not None and len(ipvs) else set()
     if ipsets is not None and len(ipsets):  # IPVS mode's frontend set, as `ipset list` shows it
         ipvs_nodes |= set(ipsets.loc[ipsets["set"].astype(str) == "KUBE-CLUSTER-IP", "node"].astype(str))
+    for r in rows:  # what the configuration says, where the node's state does not (or says otherwise)
+        configured = configured_dataplane(settings[r["node"]])
+        if configured and r["mode"] == "unknown":
+            r["mode"] = configured[0]
+            r["evidence"] += f"; no dataplane state, configured: {configured[1]}"
+        elif configured and r["mode"] not in (configured[0], "mixed"):
+            r["evidence"] += f"; but configured {configured[0]}: {configured[1]}"
     modes = kube_proxy_modes(
         nodes, evidence, rules, interfaces, {r["node"]: r["mode"] for r in rows}, nat_nodes, ipvs_nodes
     )
@@ -121,6 +128,21 @@ def _add_platform(
         if r["mode"] == "ebpf":
             reach, basis = peer_redirect_reach(v, settings[node].get("bpfRedirectToPeer"))
             r["peer_redirect"], r["peer_redirect_from"] = REACH_TEXT[reach], basis
+
+
+def configured_dataplane(said: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """(mode, where) the node's configuration states: FelixConfiguration `bpfEnabled: true` or
+    `nftablesMode: Enabled` (or their FELIX_* forms), the operator's `linuxDataplane`. Nothing when
+    it states none of them (iptables is the default, but Auto modes choose by the host)."""
+    linux = said.get("linuxDataplane", ("", ""))
+    chosen = {"bpf": "ebpf", "nftables": "nftables", "iptables": "iptables"}.get(linux[0].lower())
+    if chosen:
+        return chosen, linux[1]
+    if said.get("bpfEnabled", ("", ""))[0].lower() == "true":
+        return "ebpf", said["bpfEnabled"][1]
+    if said.get("nftablesMode", ("", ""))[0].lower() == "enabled":
+        return "nftables", said["nftablesMode"][1]
+    return None
 
 
 def peer_redirects(dataplane: pd.DataFrame) -> dict[str, frozenset[str]]:
