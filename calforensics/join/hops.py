@@ -71,14 +71,7 @@ def address_owners(
         ip = str(dst).split("/")[0]
         if str(dst).endswith("/32") or "/" not in str(dst):
             claims.setdefault(ip, set()).add(node)
-    out = {}
-    for ip, owners in claims.items():
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            continue
-        if len(owners) == 1 and not (addr.is_loopback or addr.is_link_local):
-            out[ip] = next(iter(owners))
+    out = _sole_owners(claims)
     for ip, node in resource_owners(nodes, pods, known or []).items():
         if ip not in claims:
             out[ip] = node
@@ -105,6 +98,11 @@ def resource_owners(nodes: pd.DataFrame | None, pods: pd.DataFrame | None, known
         for ip, node in zip(pods.loc[~gone, "ip"].astype(str), pods.loc[~gone, "pod_node"].astype(str), strict=True):
             if ip and node:
                 claims.setdefault(ip, set()).add(named(node))
+    return _sole_owners(claims)
+
+
+def _sole_owners(claims: dict[str, set[str]]) -> dict[str, str]:
+    """The addresses one node alone claims (loopback, link-local and unspecified ones are everyone's)."""
     out = {}
     for ip, owners in claims.items():
         try:
