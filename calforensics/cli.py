@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from .render.inert import inert
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -30,13 +31,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Offline forensics for Calico networking.",
 )
-err = Console(stderr=True)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 EXIT_UNUSABLE = 2
 
 
 def _fail(message: str) -> None:
-    sys.stderr.write(f"calforensics: error: {message}\n")  # one plain line, never wrapped
+    sys.stderr.write(f"calforensics: error: {inert(message)}\n")  # one plain line, never wrapped
     raise typer.Exit(EXIT_UNUSABLE)
+
+
+def _console(width: int) -> Console:
+    """Standard output for people: nothing from the bundle is taken for Rich markup or emoji codes
+    (text reaches it through _t, with its control characters escaped); ``width`` when not a terminal."""
+    return Console(highlight=False, markup=False, emoji=False, width=None if Console().is_terminal else width)
+
+
+def _t(text: object, style: str = "") -> Text:
+    """Bundle text for the terminal: inert (render.inert) and plain, never markup."""
+    return Text(inert(text), style=style)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -169,26 +181,26 @@ def inspect_cmd(
 
 
 def _print_inventory(inv: dict) -> None:
-    out = Console(highlight=False, width=None if Console().is_terminal else 160)
-    out.print(Text(f"Bundle {inv['bundle']}", style="bold"))
-    out.print(Text(f"Nodes: {', '.join(inv['nodes']) or '(none named)'}"))
+    out = _console(160)
+    out.print(_t(f"Bundle {inv['bundle']}", style="bold"))
+    out.print(_t(f"Nodes: {', '.join(inv['nodes']) or '(none named)'}"))
     for d in inv["dataplane"]:
         wg = " + WireGuard" if d["encryption"] else ""
-        out.print(Text(f"  {d['node']}: {d['mode']} dataplane{wg} ({d['evidence']})"))
+        out.print(_t(f"  {d['node']}: {d['mode']} dataplane{wg} ({d['evidence']})"))
         for label, value, source in (
             ("Calico", d["calico_version"] or "release not stated", d["calico_version_from"]),
             ("kube-proxy:", d["kube_proxy"], d["kube_proxy_from"]),
             ("eBPF peer redirect:", d["peer_redirect"], d["peer_redirect_from"]),
         ):
             if value:
-                out.print(Text(f"    {label} {value}" + (f" ({source})" if source else "")))
+                out.print(_t(f"    {label} {value}" + (f" ({source})" if source else "")))
     caps = Table(title="Captures", title_justify="left")
     for col in ("node", "interface", "role", "link", "packets", "start (UTC)", "duration s"):
         caps.add_column(col, justify="right" if col in ("packets", "duration s") else "left")
     for c in inv["captures"]:
         caps.add_row(
-            Text(c["node"]),
-            Text(c["interface"]),
+            _t(c["node"]),
+            _t(c["interface"]),
             c["role"],
             c["linktype"],
             str(c["packets"]),
@@ -202,7 +214,7 @@ def _print_inventory(inv: dict) -> None:
     for a in inv["artifacts"]:
         counts = (str(a["rows"]), str(a["anomalies"]))
         arts.add_row(
-            Text(a["path"]), Text(a["node"]), a["kind"], a.get("form", ""), *counts, a["status"], Text(a["detail"])
+            _t(a["path"]), _t(a["node"]), a["kind"], a.get("form", ""), *counts, a["status"], _t(a["detail"])
         )
     out.print(arts)
     an = inv["anomalies"]
@@ -212,11 +224,11 @@ def _print_inventory(inv: dict) -> None:
         t.add_column("kind")
         t.add_column("count", justify="right")
         for row in an["by_kind"]:
-            t.add_row(row["source"], Text(row["kind"]), str(row["count"]))
+            t.add_row(row["source"], _t(row["kind"]), str(row["count"]))
         out.print(t)
     sk = inv["skipped"]
     out.print(
-        Text(
+        _t(
             f"Read {sk['artifacts_parsed']} artifacts ({sk['artifacts_unrecognised']} unrecognised, "
             f"{sk['artifacts_refused']} refused); {sk['lines_skipped']} lines and {sk['frames_skipped']} "
             f"capture records skipped; {an['total']} anomalies in all."
@@ -313,11 +325,11 @@ def analyze_cmd(
 
 
 def _print_summary(doc: dict, out_dir: Path) -> None:
-    out = Console(highlight=False, width=None if Console().is_terminal else 160)
+    out = _console(160)
     flows = doc["flows"]
     counts = {v: sum(1 for f in flows if f["verdict"] == v) for v in ("delivered", "dropped", "partial", "unobserved")}
     out.print(
-        Text(
+        _t(
             f"{doc['bundle']['name']}: {len(doc['bundle']['nodes'])} nodes, {len(doc['bundle']['captures'])} "
             f"capture points, {len(flows)} flows ({counts['delivered']} delivered, {counts['dropped']} dropped, "
             f"{counts['partial']} partial, {counts['unobserved']} unobserved)",
@@ -326,8 +338,8 @@ def _print_summary(doc: dict, out_dir: Path) -> None:
     )
     colors = {"critical": "red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
     for f in doc["findings"]:
-        out.print(Text(f"  {f['severity'].upper():8} ", style=colors[f["severity"]]) + Text(f["title"]))
-    out.print(Text(f"report: {out_dir / 'report.html'}  ({out_dir / 'report.md'}, {out_dir / 'findings.json'})"))
+        out.print(_t(f"  {f['severity'].upper():8} ", style=colors[f["severity"]]) + _t(f["title"]))
+    out.print(_t(f"report: {out_dir / 'report.html'}  ({out_dir / 'report.md'}, {out_dir / 'findings.json'})"))
 
 
 @app.command("flows")
@@ -351,7 +363,7 @@ def flows_cmd(
     if as_json:
         typer.echo(flows.to_json(orient="records", indent=2))
         return
-    out = Console(highlight=False, width=None if Console().is_terminal else 200)
+    out = _console(200)
     t = Table(title=f"Flows ({len(flows)})", title_justify="left")
     for col in (
         "id",
@@ -371,16 +383,16 @@ def flows_cmd(
         t.add_row(
             str(f.flow_id),
             f.proto,
-            Text(_endpoint(f.client_ip, f.client_port)),
-            Text(_endpoint(f.server_ip, f.server_port)),
-            Text(f.service + (" (connect-time LB or direct?)" if str(f.service_via) == "backend" else "")),
-            Text(_endpoint(f.backend_ip, f.backend_port)),
+            _t(_endpoint(f.client_ip, f.client_port)),
+            _t(_endpoint(f.server_ip, f.server_port)),
+            _t(f.service + (" (connect-time LB or direct?)" if str(f.service_via) == "backend" else "")),
+            _t(_endpoint(f.backend_ip, f.backend_port)),
             f"{f.packets_fwd}/{f.packets_rev}",
-            Text(f"{f.conn_state} {f.history}".strip()),
-            Text(
+            _t(f"{f.conn_state} {f.history}".strip()),
+            _t(
                 str(f.verdict) + (f" ({f.peer_redirected} peer-redirected)" if f.peer_redirected else ""), style=style
             ),
-            Text(f"{f.last_seen} → {f.missing_at}" if f.last_seen else ""),
+            _t(f"{f.last_seen} → {f.missing_at}" if f.last_seen else ""),
         )
     out.print(t)
 
@@ -403,9 +415,9 @@ def path_cmd(
             hops = bundle.flow_path(flow)
         finally:
             bundle.close()
-    out = Console(highlight=False, width=None if Console().is_terminal else 200)
+    out = _console(200)
     out.print(
-        Text(
+        _t(
             f"Flow {flow}: {f.proto} {_endpoint(f.client_ip, f.client_port)} → "
             f"{_endpoint(f.server_ip, f.server_port)}"
             + (f" ({f.service})" if f.service else "")
@@ -414,9 +426,9 @@ def path_cmd(
         )
     )
     if f.path_fwd:
-        out.print(Text(f"path →  {f.path_fwd}"))
+        out.print(_t(f"path →  {f.path_fwd}"))
     if f.path_rev:
-        out.print(Text(f"path ←  {f.path_rev}"))
+        out.print(_t(f"path ←  {f.path_rev}"))
     t0 = int(hops["ts_corrected_ns"].min()) if len(hops) else 0
     t = Table(title_justify="left")
     for col in ("pkt", "dir", "time ms", "+µs", "node:interface", "encap", "src → dst here", "flags", "note"):
@@ -435,9 +447,9 @@ def path_cmd(
                 str(r.direction) if r.hop_index == 0 else "",
                 f"{(r.ts_corrected_ns - t0) / 1e6:.3f}",
                 "" if r.delta_ns < 0 else f"{r.delta_ns / 1e3:.1f}",
-                Text(f"{r.node}:{r.interface}"),
-                Text(encap),
-                Text(f"{_endpoint(str(r.src), int(r.sport))} → {_endpoint(str(r.dst), int(r.dport))}"),
+                _t(f"{r.node}:{r.interface}"),
+                _t(encap),
+                _t(f"{_endpoint(str(r.src), int(r.sport))} → {_endpoint(str(r.dst), int(r.dport))}"),
                 _tcp_flags(int(r.tcp_flags))
                 if r.proto == 6
                 else (f"icmp {r.icmp_type}/{r.icmp_code}" if r.icmp_type >= 0 else ""),
@@ -445,7 +457,7 @@ def path_cmd(
             )
     out.print(t)
     if len(set(hops["instance"])) > packets:
-        out.print(Text(f"… {len(set(hops['instance'])) - packets} more packets (--packets N)"))
+        out.print(_t(f"… {len(set(hops['instance'])) - packets} more packets (--packets N)"))
 
 
 def _tcp_flags(flags: int) -> str:

@@ -9,6 +9,7 @@ import datetime as dt
 import re
 
 from ..analyses import Analysis
+from .inert import inert
 
 REPORT_DROPS = 50  # drops detailed in report.md and report.html (with a path diagram); findings.json has all
 
@@ -19,7 +20,7 @@ MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 def md(value: object) -> str:
     """Bundle text made inert in Markdown (and in the HTML many Markdown viewers allow)."""
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace("\n", " ").replace("\r", " ")
+    text = inert(value).replace("&", "&amp;").replace("<", "&lt;")
     return MD_SPECIAL.sub(r"\\\1", text)
 
 

@@ -1,7 +1,8 @@
 """Report figures with matplotlib (Agg), returned as PNG bytes for embedding.
 
-Bundle-derived text goes into labels; mathtext parsing is off so a `$` in an interface name or a
-comment is drawn as a dollar sign and cannot make matplotlib fail.
+Bundle-derived text goes into labels, its control characters shown escaped (render.inert);
+mathtext parsing is off so a `$` in an interface name or a comment is drawn as a dollar sign and
+cannot make matplotlib fail.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..analyses.latency import PAIR_LABELS, hop_pair_delays
+from .inert import inert
 
 STYLE = {
     "text.parse_math": False,
@@ -58,7 +60,7 @@ def latency_cdf(samples: pd.DataFrame, top: int = 8) -> bytes | None:
         grouped = hop_pair_delays(samples)
         pairs = grouped.pairs
         names = [
-            f"{a}:{b} → {c}:{d}" + (" (NAT)" if nat else "")
+            inert(f"{a}:{b} → {c}:{d}") + (" (NAT)" if nat else "")
             for a, b, c, d, nat in zip(*(pairs[c].tolist() for c in PAIR_LABELS), strict=True)
         ]
         counts = pairs["count"].tolist()
@@ -82,7 +84,7 @@ def overhead_by_tunnel(tunnels: pd.DataFrame) -> bytes | None:
         return None
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * len(tunnels)))
-        labels = [f"{t.type} {t.vni} {t.src_node} → {t.dst_node}" for t in tunnels.itertuples(index=False)]
+        labels = [inert(f"{t.type} {t.vni} {t.src_node} → {t.dst_node}") for t in tunnels.itertuples(index=False)]
         y = np.arange(len(tunnels))
         ax.barh(y, tunnels["inner_bytes"], color="#8fb3d9", label="inner packets")
         ax.barh(y, tunnels["overhead_bytes"], left=tunnels["inner_bytes"], color="#d9534f", label="encapsulation")
@@ -111,7 +113,7 @@ def drops_over_time(drops: pd.DataFrame, first: pd.DataFrame, t0: int) -> bytes 
         ax.set_yticks(
             range(len(drops)),
             [
-                f"flow {d.flow_id}: {d.src_ip}:{d.src_port} → {d.dst_ip}:{d.dst_port}"
+                inert(f"flow {d.flow_id}: {d.src_ip}:{d.src_port} → {d.dst_ip}:{d.dst_port}")
                 for d in drops.itertuples(index=False)
             ],
         )
@@ -134,7 +136,7 @@ def path_diagram(path: str, last_seen: str = "", missing_at: str = "", title: st
             color = "#f2dede" if missing else "#dff0d8"
             edge = "#d9534f" if missing or p == last_seen else "#5cb85c"
             ax.add_patch(plt.Rectangle((i * 1.6, 0), 1.3, 0.8, facecolor=color, edgecolor=edge, linewidth=1.5))
-            node, _, iface = p.partition(":")
+            node, _, iface = inert(p).partition(":")
             ax.text(i * 1.6 + 0.65, 0.52, node, ha="center", va="center", fontsize=7)
             ax.text(i * 1.6 + 0.65, 0.28, iface, ha="center", va="center", fontsize=7)
             if missing:
@@ -150,5 +152,5 @@ def path_diagram(path: str, last_seen: str = "", missing_at: str = "", title: st
         ax.set_ylim(0, 1.1)
         ax.axis("off")
         if title:
-            ax.set_title(title, fontsize=8, loc="left")
+            ax.set_title(inert(title), fontsize=8, loc="left")
         return _png(fig)

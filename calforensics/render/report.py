@@ -16,6 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 
@@ -24,6 +25,7 @@ from ..analyses.blocks import select_hops
 from ..schema import category_code
 from ..version import __version__
 from . import plots
+from .inert import csv_frame, inert
 from .markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, wireguard_text
 
 TABLE_FORMATS = ("csv", "parquet", "none")
@@ -106,11 +108,18 @@ def _slowest(a: Analysis, n: int = 10) -> list[dict]:
     return out
 
 
+def _inert_value(value: object) -> object:
+    """Every value a template prints, its control characters shown escaped (markup it builds itself,
+    such as the figures, is left as it is; autoescape then makes the rest inert as markup)."""
+    return inert(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
+
+
 def render_html(a: Analysis, files: dict[str, str]) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("calforensics", "render/templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=_inert_value,
     )
     doc = a.findings
     verdicts = {
@@ -220,6 +229,7 @@ class TableExport:
                 except ImportError as exc:
                     raise RuntimeError("Parquet export needs pyarrow: pip install 'calforensics[parquet]'") from exc
             return
+        frames = {name: csv_frame(df) for name, df in frames.items()}  # text a terminal or spreadsheet cannot run
         parts = _csv_parts(frames, self.directory)
         if self.workers <= 1 or len(parts) <= len(frames):  # nothing to cut: forking would cost more
             for name, df in frames.items():
