@@ -366,3 +366,27 @@ def test_drops_alike_make_one_headline_and_the_report_details_a_bounded_number(a
     )
     assert f"{more} more dropped flow(s)" in html
     assert len(json.loads(files.findings.read_text())["drops"]) == len(a.findings["drops"])
+
+
+def test_evidence_is_listed_once_in_order_of_weight(tmp_path):
+    """The denied flow's conntrack entry saved twice on node-a (a second dump of the same table) is
+    listed once, saying so; the drop's evidence runs from what counted it to what the packets show."""
+    from groundtruth import flow_for
+
+    from calforensics.analyses.drops import EVIDENCE_WEIGHT
+
+    with tarfile.open(SAMPLES / "lab-vxlan.tgz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lab-vxlan"
+    node_a = root / "nodes" / "node-a"
+    (node_a / "conntrack-again.txt").write_text((node_a / "conntrack-list.txt").read_text())
+    truth = json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+    gt = next(f for f in truth["flows"] if f["name"] == "denied")
+    with calforensics.open_bundle(root) as b:
+        d = calforensics.analyze(b).drops.set_index("flow_id").loc[int(flow_for(b, gt).flow_id)]
+    details = [e["detail"] for e in d.evidence]
+    assert len(details) == len(set(details))
+    twice = [x for x in details if x.startswith("node-a: tcp SYN_SENT") and x.endswith("(in 2 dumps)")]
+    assert len(twice) == 1, details
+    weights = [EVIDENCE_WEIGHT[e["kind"]] for e in d.evidence]
+    assert weights == sorted(weights) and d.evidence[0]["kind"] == "counter" and d.evidence[-1]["kind"] == "observed"

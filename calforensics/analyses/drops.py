@@ -307,6 +307,7 @@ def _drop(f, look: _Lookups) -> dict:
         evidence += _policy_quotes(look.b.network_policies, cause["policy"], cause.get("kind", ""))
     if f.service and not f.backend_ip:  # the frontend was never translated: what backends were saved
         evidence += _endpoint_quotes(look.b.endpoints, str(f.service))
+    evidence = weighed(evidence)
     corroborated = any(e["scope"] == "per_flow" and e["kind"].startswith("bpf_") for e in per_flow)
     if cause is not None and cause["counter_packets"] >= lost_packets and (cause["table"] != "bpf" or corroborated):
         confidence = "high"
@@ -591,6 +592,41 @@ def _endpoint_quotes(endpoints: pd.DataFrame, service: str) -> list[dict]:
             }
         )
     return out
+
+
+# evidence in order of weight: what counted the drop, then the configuration behind it, then
+# connection state, then what the packets themselves show
+EVIDENCE_WEIGHT = {
+    "counter": 0,
+    "bpf_counter": 0,
+    "rule": 1,
+    "bpf_policy": 1,
+    "policy": 2,
+    "endpoints": 2,
+    "flow_log": 3,
+    "conntrack": 4,
+    "bpf_conntrack": 4,
+    "bpf_trace": 5,
+    "icmp": 6,
+    "syn_retries": 7,
+    "observed": 8,
+}
+
+
+def weighed(evidence: list[dict]) -> list[dict]:
+    """Each piece of evidence once, in order of weight (sorted stably: within a kind, as found). The
+    same line in several dumps (a conntrack entry in a listing and in an event log) is listed once,
+    saying how many times the bundle holds it."""
+    seen: dict[tuple[str, str, str], dict] = {}
+    counts: dict[tuple[str, str, str], int] = {}
+    for e in evidence:
+        key = (e["kind"], e["scope"], e["detail"])
+        seen.setdefault(key, dict(e))
+        counts[key] = counts.get(key, 0) + 1
+    for key, e in seen.items():
+        if counts[key] > 1:
+            e["detail"] += f" (in {counts[key]} dumps)"
+    return sorted(seen.values(), key=lambda e: EVIDENCE_WEIGHT.get(e["kind"], 9))
 
 
 def _policy_direction(iface: str, hook: str) -> str:

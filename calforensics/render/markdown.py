@@ -66,7 +66,7 @@ def wireguard_text(wg: dict) -> str:
     )
 
 
-def render_markdown(a: Analysis, files: dict[str, str]) -> str:
+def render_markdown(a: Analysis, files: list[tuple[str, int | None]]) -> str:
     """The report as Markdown, a section at a time (the HTML template has the same sections)."""
     doc = a.findings
     lines = [
@@ -280,8 +280,11 @@ def _what_was_read(a: Analysis) -> list[str]:
     return lines
 
 
-def _files(files: dict[str, str]) -> list[str]:
-    return ["## Files", ""] + [f"- {md(name)}: {md(path)}" for name, path in files.items()] + [""]
+def _files(files: list[tuple[str, int | None]]) -> list[str]:
+    """The files written beside this report: the other report, findings.json, each table with its rows."""
+    lines = ["## Files", ""]
+    lines += [f"- [{md(path)}]({path})" + (f": {rows} rows" if rows is not None else "") for path, rows in files]
+    return [*lines, ""]
 
 
 def artifact_rows(a: Analysis) -> list[list[object]]:

@@ -114,7 +114,7 @@ def _inert_value(value: object) -> object:
     return inert(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
 
 
-def render_html(a: Analysis, files: dict[str, str]) -> str:
+def render_html(a: Analysis, files: list[tuple[str, int | None]]) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("calforensics", "render/templates"),
         autoescape=True,
@@ -275,12 +275,11 @@ def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> Repor
     try:
         frames = a.tables() if tables != "none" else {}
         export.add(frames)
-        files = {"report.html": "report.html", "report.md": "report.md", "findings.json": "findings.json"}
-        if frames:
-            files["tables"] = f"tables/*.{tables}"
+        written = [(f"tables/{name}.{tables}", len(df)) for name, df in frames.items()]
         (out / "findings.json").write_text(findings_json(a))
-        (out / "report.md").write_text(render_markdown(a, files))
-        (out / "report.html").write_text(render_html(a, files))
+        # each report lists the other files beside it, never itself
+        (out / "report.md").write_text(render_markdown(a, [("report.html", None), ("findings.json", None), *written]))
+        (out / "report.html").write_text(render_html(a, [("report.md", None), ("findings.json", None), *written]))
         export.finish()
     finally:
         export.close()
