@@ -336,6 +336,7 @@ def _print_summary(doc: dict, out_dir: Path) -> None:
             style="bold",
         )
     )
+    out.print(_t(doc["verdict"]["text"]), soft_wrap=True)  # one line, whatever its length
     colors = {"critical": "red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
     for f in doc["findings"]:
         out.print(_t(f"  {f['severity'].upper():8} ", style=colors[f["severity"]]) + _t(f["title"]))

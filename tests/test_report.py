@@ -358,7 +358,7 @@ def test_drops_alike_make_one_headline_and_the_report_details_a_bounded_number(a
     more = len(a.findings["drops"]) - 1
     assert more >= 1
     md = files.markdown.read_text()
-    assert md.split("## Drops")[1].split("\n## ")[0].count("### Flow ") == 1
+    assert md.split("## Drops")[1].split("\n## ")[0].count("### <a id=") == 1
     assert f"{more} more dropped flow(s)" in md
     html = files.html.read_text()
     assert html.count('alt="path of flow') == 1 + len(
@@ -390,3 +390,34 @@ def test_evidence_is_listed_once_in_order_of_weight(tmp_path):
     assert len(twice) == 1, details
     weights = [EVIDENCE_WEIGHT[e["kind"]] for e in d.evidence]
     assert weights == sorted(weights) and d.evidence[0]["kind"] == "counter" and d.evidence[-1]["kind"] == "observed"
+
+
+def test_the_report_opens_with_the_answer(tmp_path):
+    """The verdict names the VXLAN sample's two failures in one sentence, each claim about its own
+    flow; report.html opens with it, each claim a link to an anchor the page has; report.md and the
+    terminal summary open with it too."""
+    from groundtruth import flow_for
+
+    truth = json.loads((SAMPLES / "lab-vxlan.ground_truth.json").read_text())
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+        a = calforensics.analyze(b)
+        ids = {gt["name"]: int(flow_for(b, gt).flow_id) for gt in truth["flows"]}
+        files = calforensics.write_report(a, tmp_path / "r")
+    v = a.findings["verdict"]
+    assert v["text"] == (
+        "2 of 6 flows failed: TCP from 192.168.10.5 to 192.168.20.9:5432 is dropped at the end of tier default on "
+        "node-b (policy secure/default.db-allow-app, 4 packet(s)); UDP from 192.168.10.9 to 192.168.20.7:9000 "
+        "exceeds the VXLAN MTU 1450 on node-a."
+    )
+    assert [c["flow_id"] for c in v["claims"]] == [ids["denied"], ids["mtu"]]
+    assert len(re.findall(r"[.!?](?:\s|$)", v["text"])) <= 3
+    html = files.html.read_text()
+    answer = re.search(r'<p class="answer">(.*?)</p>', html, re.S).group(1)
+    links = re.findall(r'href="#([\w-]+)"', answer)
+    assert links == [f"flow-{ids['denied']}", f"flow-{ids['mtu']}"]
+    assert all(f'id="{x}"' in html for x in links)
+    assert html.index('class="answer"') < html.index("<h2>Findings</h2>")
+    md_text = files.markdown.read_text()
+    assert md_text.split("\n")[2].startswith("**2 of 6 flows failed: [TCP from 192.168.10.5")
+    r = run_cli("analyze", SAMPLES / "lab-vxlan.tgz", "-o", tmp_path / "cli", "--tables", "none")
+    assert r.stdout.splitlines()[1] == v["text"]

@@ -7,6 +7,7 @@ generation time, so the same bundle always gives the same bytes.
 from __future__ import annotations
 
 import math
+import re
 from collections import namedtuple
 from collections.abc import Iterator
 from itertools import starmap
@@ -81,7 +82,90 @@ def build_findings(a: Analysis) -> dict:
         },
     }
     doc["findings"] = _headlines(a, doc)
+    doc["verdict"] = verdict(doc)
     return doc
+
+
+TUNNEL_NAMES = {"vxlan.calico": "VXLAN", "vxlan-v6.calico": "VXLAN", "tunl0": "IPIP", "wireguard.cali": "WireGuard"}
+VERDICT_CLAIMS = 2  # failed flows the verdict names; the rest are counted
+
+
+def verdict(doc: dict) -> dict:
+    """The answer first: at most three sentences drawn from the findings, each claim with the flow
+    it is about (the reports link it to that flow's drop)."""
+    flows = doc["flows"]
+    failed = [f for f in flows if f["verdict"] in ("dropped", "partial")]
+    claims: list[dict] = []
+    if not failed:
+        lead = f"All {len(flows)} flows were delivered." if flows else "No flow was captured."
+        serious = [h for h in doc["findings"] if h["severity"] in ("critical", "high")]
+        if serious:
+            claims.append({"text": serious[0]["title"], "flow_id": serious[0]["flow_id"]})
+            lead += " But: "
+        return _verdict_text(lead, claims, "")
+    drops = {d["flow_id"]: d for d in doc["drops"]}
+    mtus = {m["flow_id"]: m for m in doc["overhead"]["mtu_issues"] if m["flow_id"] is not None and (m["mtu"] or 0) > 0}
+    weight = {"high": 0, "medium": 1, "low": 2}
+    named = sorted(doc["drops"], key=lambda d: (weight.get(d["confidence"], 3), -d["packets"], d["flow_id"]))
+    named = named[:VERDICT_CLAIMS]
+    for d in named:
+        claims.append({"text": _drop_claim(d, mtus.get(d["flow_id"])), "flow_id": d["flow_id"]})
+    partial = [f for f in failed if f["id"] not in drops]
+    for f in partial[: max(0, VERDICT_CLAIMS - len(claims))]:
+        said = f"{str(f['proto']).upper()} {_dialled(f)} reached its server only in part"
+        claims.append({"text": said, "flow_id": f["id"]})
+    more = len(failed) - len(claims)
+    tail = f" {more} more failed flow(s) are listed under Drops." if more > 0 else ""
+    return _verdict_text(f"{len(failed)} of {len(flows)} flows failed: ", claims, tail)
+
+
+def _verdict_text(lead: str, claims: list[dict], tail: str) -> dict:
+    """The verdict whole (``text``) and in parts, so a report can link each claim to its flow."""
+    text = lead + "; ".join(c["text"] for c in claims) + ("." if claims else "") + tail
+    return {"text": text, "lead": lead, "claims": claims, "tail": tail}
+
+
+def _dialled(f: dict) -> str:
+    server = f"[{f['server_ip']}]" if ":" in str(f["server_ip"]) else f["server_ip"]
+    where = f"{server}:{f['server_port']}" if (f["server_port"] or -1) >= 0 else str(server)
+    return f"to {f['service']} ({where})" if f["service"] else f"from {f['client_ip']} to {where}"
+
+
+def _drop_claim(d: dict, mtu: dict | None) -> str:
+    """One dropped flow in a clause: what it was, where it was lost and why."""
+    c, missing = d["cause"] or {}, d["missing_at"] or {}
+    dst = f"[{d['dst_ip']}]" if ":" in str(d["dst_ip"]) else str(d["dst_ip"])
+    port = f":{d['dst_port']}" if d["dst_port"] is not None and d["dst_port"] >= 0 else ""
+    whom = f"to {d['service']}" if d["service"] else f"from {d['src_ip']} to {dst}{port}"
+    what = f"{str(d['proto']).upper()} {whom}"
+    kind, node, n = c.get("kind"), c.get("node") or missing.get("node") or "?", f"{d['packets']} packet(s)"
+    if kind == "mtu_exceeded":
+        tunnel = TUNNEL_NAMES.get(missing.get("interface", ""), "path")
+        size = f" MTU {mtu['mtu']}" if mtu else " MTU"
+        return f"{what} exceeds the {tunnel}{size} on {node}"
+    if kind == "end_of_tier":
+        tier = re.search(r"End of tier (\S+?)\.", c.get("rule_comment") or "")
+        why = f"at the end of tier {tier.group(1)}" if tier else "at the end of its policy tier"
+    elif kind in ("no_endpoints", "no_local_endpoints", "lb_source_range"):
+        why = {
+            "no_endpoints": "by kube-proxy: the service has no endpoints",
+            "no_local_endpoints": "by kube-proxy: the service has no local endpoints",
+            "lb_source_range": "by kube-proxy: the source is outside the LoadBalancer's ranges",
+        }[kind]
+    elif kind == "conntrack_invalid":
+        why = "as INVALID by conntrack"
+    elif kind and c.get("table") == "bpf":
+        why = f"by the eBPF program at {c['chain']}" if c.get("chain") else "by an eBPF program"
+    elif kind:
+        why = f"by {kind.replace('_', ' ')}" + (f" in {c['table']}/{c['chain']}" if c.get("chain") else "")
+    else:
+        return f"{what} is lost between {_where(d['last_seen'])} and {_where(d['missing_at'])} ({n}, cause unknown)"
+    detail = ", ".join(x for x in (f"policy {c['policy']}" if c.get("policy") else "", n) if x)
+    return f"{what} is dropped {why} on {node} ({detail})"
+
+
+def _where(point: dict | None) -> str:
+    return f"{point['node']}:{point['interface']}" if point else "?"
 
 
 def _bundle_section(b: Bundle, caps: pd.DataFrame) -> dict:

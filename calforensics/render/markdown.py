@@ -90,8 +90,15 @@ def _summary(doc: dict) -> list[str]:
     verdicts = {
         v: sum(1 for f in flows if f["verdict"] == v) for v in ("delivered", "dropped", "partial", "unobserved")
     }
+    v = doc["verdict"]
+    shown = {d["flow_id"] for d in doc["drops"][:REPORT_DROPS]}
+    claims = "; ".join(
+        f"[{md(c['text'])}](#flow-{c['flow_id']})" if c["flow_id"] in shown else md(c["text"]) for c in v["claims"]
+    )
     lines = [
         f"# calforensics report: {md(b['name'])}",
+        "",
+        f"**{md(v['lead'])}{claims}{'.' if v['claims'] else ''}{md(v['tail'])}**",
         "",
         f"Nodes: {', '.join(md(n) for n in b['nodes']) or 'none named'}; {len(b['captures'])} capture points; "
         f"{len(flows)} flows ({verdicts['delivered']} delivered, {verdicts['dropped']} dropped, "
@@ -141,7 +148,8 @@ def _drops(drops: list[dict]) -> list[str]:
 def _drop(d: dict) -> list[str]:
     c = d["cause"] or {}
     lines = [
-        f"### Flow {d['flow_id']}: {md(d['proto'])} {md(d['src_ip'])}:{d['src_port']} → "
+        f'### <a id="flow-{d["flow_id"]}"></a>Flow {d["flow_id"]}: {md(d["proto"])} '
+        f"{md(d['src_ip'])}:{d['src_port']} → "
         f"{md(d['dst_ip'])}:{d['dst_port']}",
         "",
     ]

@@ -131,8 +131,19 @@ def render_html(a: Analysis, files: list[tuple[str, int | None]]) -> str:
         (f for f in doc["flows"] if f["verdict"] != "unobserved"),
         key=lambda f: (order[f["verdict"]], -f["packets"], f["id"]),
     )[:HTML_FLOWS]
+    shown_drops = {d["flow_id"] for d in doc["drops"][:REPORT_DROPS]}
+    rows = {f["id"] for f in shown}
+    # each claim of the verdict links to its drop, else to its row of the flows table, where shown
+    answer = [
+        (
+            c["text"],
+            f"flow-{c['flow_id']}" if c["flow_id"] in shown_drops else f"row-{c['flow_id']}" * (c["flow_id"] in rows),
+        )
+        for c in doc["verdict"]["claims"]
+    ]
     return env.get_template("report.html.j2").render(
         doc=doc,
+        answer=answer,
         drops=doc["drops"][:REPORT_DROPS],
         more_drops=max(0, len(doc["drops"]) - REPORT_DROPS),
         verdicts=verdicts,
