@@ -265,6 +265,10 @@ def analyze_cmd(
         Path | None, typer.Option("-o", "--output", help="report directory (default: reports/<bundle-name>)")
     ] = None,
     tables: Annotated[str, typer.Option(help="export tables as csv, parquet, or none")] = "csv",
+    export: Annotated[
+        list[str] | None,
+        typer.Option("--export", help="also write for other tools: zeek (conn.log), jsonl (flows, drops, hops)"),
+    ] = None,
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="exit 1 when this is found: drops")] = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
@@ -286,10 +290,14 @@ def analyze_cmd(
     --since/--until/--host/--port/--node cut the bundle down to the incident before the join."""
     from .analyses import analyze
     from .join.focus import Focus
+    from .render.exports import EXPORT_FORMATS
     from .render.report import TABLE_FORMATS, write_report
 
     if tables not in TABLE_FORMATS:
         _fail(f"--tables must be one of {', '.join(TABLE_FORMATS)}")
+    exports = tuple(dict.fromkeys(export or ()))
+    if set(exports) - set(EXPORT_FORMATS):
+        _fail(f"--export takes: {', '.join(EXPORT_FORMATS)}")
     if fail_on not in (None, "drops"):
         _fail("--fail-on takes: drops")
     try:
@@ -314,7 +322,7 @@ def analyze_cmd(
             analysis = analyze(bundle)
             progress.update(progress.task_ids[0], description="writing the report")
             out_dir = output or Path("reports") / bundle.name
-            files = write_report(analysis, out_dir, tables=tables)
+            files = write_report(analysis, out_dir, tables=tables, exports=exports)
         except RuntimeError as exc:
             _fail(str(exc))
         finally:

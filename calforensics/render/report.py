@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from ..analyses.blocks import select_hops
 from ..schema import category_code
 from ..version import __version__
 from . import plots
+from .exports import EXPORT_FORMATS, write_jsonl, write_zeek_conn
 from .inert import csv_frame, inert
 from .markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, wireguard_text
 
@@ -39,6 +40,7 @@ class ReportFiles:
     markdown: Path
     findings: Path
     tables: list[Path]
+    exports: list[Path] = field(default_factory=list)
 
 
 def _b64(png: bytes | None) -> str:
@@ -275,18 +277,25 @@ class TableExport:
         _EXPORTING.clear()
 
 
-def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> ReportFiles:
-    """report.html, report.md, findings.json and the tables (see TableExport: large CSV tables are
-    written by forked processes while this one renders the report)."""
+def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv", exports: tuple[str, ...] = ()) -> ReportFiles:
+    """report.html, report.md, findings.json, the tables (see TableExport: large CSV tables are
+    written by forked processes while this one renders the report) and ``exports`` for other tools
+    (render.exports: `zeek` conn.log, `jsonl` flows, drops and hops)."""
     if tables not in TABLE_FORMATS:
         raise ValueError(f"tables must be one of {', '.join(TABLE_FORMATS)}")
+    if unknown := set(exports) - set(EXPORT_FORMATS):
+        raise ValueError(f"exports must be among {', '.join(EXPORT_FORMATS)}, not {', '.join(sorted(unknown))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     export = TableExport(out, tables, a.bundle.runner.cores)
     try:
         frames = a.tables() if tables != "none" else {}
         export.add(frames)
-        written = [(f"tables/{name}.{tables}", len(df)) for name, df in frames.items()]
+        written: list[tuple[str, int | None]] = [(f"tables/{name}.{tables}", len(df)) for name, df in frames.items()]
+        if "zeek" in exports:
+            written.append(("zeek/conn.log", write_zeek_conn(a, out / "zeek" / "conn.log")))
+        if "jsonl" in exports:
+            written += list(write_jsonl(a, out / "jsonl").items())
         (out / "findings.json").write_text(findings_json(a))
         # each report lists the other files beside it, never itself
         (out / "report.md").write_text(render_markdown(a, [("report.html", None), ("findings.json", None), *written]))
@@ -294,4 +303,7 @@ def write_report(a: Analysis, out_dir: str | Path, tables: str = "csv") -> Repor
         export.finish()
     finally:
         export.close()
-    return ReportFiles(out, out / "report.html", out / "report.md", out / "findings.json", list(export.paths.values()))
+    extra = [out / path for path, _ in written if not path.startswith("tables/")]
+    return ReportFiles(
+        out, out / "report.html", out / "report.md", out / "findings.json", list(export.paths.values()), extra
+    )
