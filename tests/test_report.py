@@ -1,5 +1,7 @@
 """The incident report: findings against the lab's ground truth, the published schema, safety, the CLI."""
 
+import base64
+import hashlib
 import itertools
 import json
 import re
@@ -125,7 +127,12 @@ def test_report_files_are_written_and_self_contained(analysed):
     html = files.html.read_text()
     assert "Content-Security-Policy" in html and "data:image/png;base64," in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
-    assert "<script" not in html
+    # two scripts: the flows as JSON data and the flow table's code, the one the page's policy allows
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    assert [attrs for attrs, _ in scripts] == [' type="application/json" id="flow-data"', ""]
+    code = scripts[1][1]
+    digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in html and "innerHTML" not in code and "eval(" not in code
     md = files.markdown.read_text()
     assert md.startswith("# calforensics report") and "## Drops" in md
     names = {p.name for p in files.tables}
@@ -185,7 +192,10 @@ def test_markup_from_the_bundle_is_inert(tmp_path):
     html = files.html.read_text()
     parser = _Tags()
     parser.feed(html)
-    assert not any(tag in ("script", "svg", "iframe", "object") for tag, _ in parser.tags)
+    # the page's own two scripts (its flow data and flow table, see the self-contained test), no other
+    scripts = [attrs for tag, attrs in parser.tags if tag == "script"]
+    assert scripts == [{"type": "application/json", "id": "flow-data"}, {}]
+    assert not any(tag in ("svg", "iframe", "object") for tag, _ in parser.tags)
     assert not any(k.startswith("on") for _, attrs in parser.tags for k in attrs)
     assert not any(tag == "img" and not attrs.get("src", "").startswith("data:image/png") for tag, attrs in parser.tags)
     assert "&lt;script&gt;" in html and "&lt;svg/onload=alert(1)&gt;" in html and "eth0&lt;img" in html
@@ -362,7 +372,7 @@ def test_drops_alike_make_one_headline_and_the_report_details_a_bounded_number(a
     assert f"{more} more dropped flow(s)" in md
     html = files.html.read_text()
     assert html.count('alt="path of flow') == 1 + len(
-        re.findall('alt="path of flow [0-9]+"', html.split("<h2>Flows</h2>")[1])
+        re.findall('alt="path of flow [0-9]+"', html.split('<h2 id="flows">Flows</h2>')[1])
     )
     assert f"{more} more dropped flow(s)" in html
     assert len(json.loads(files.findings.read_text())["drops"]) == len(a.findings["drops"])
@@ -421,3 +431,25 @@ def test_the_report_opens_with_the_answer(tmp_path):
     assert md_text.split("\n")[2].startswith("**2 of 6 flows failed: [TCP from 192.168.10.5")
     r = run_cli("analyze", SAMPLES / "lab-vxlan.tgz", "-o", tmp_path / "cli", "--tables", "none")
     assert r.stdout.splitlines()[1] == v["text"]
+
+
+def test_the_pages_flow_data_is_bounded_and_cannot_end_its_block(tmp_path, monkeypatch):
+    """The page carries at most HTML_FLOW_DATA flows and says so plainly beyond it; bundle text in the
+    data block (here a service named to close the block and open a script) stays inside it."""
+    import calforensics.render.report as report
+
+    flow = {
+        "id": 1, "proto": "tcp", "client_ip": "10.0.0.1", "client_port": 1, "server_ip": "10.0.0.2", "server_port": 80,
+        "service": '</script><script>alert(1)</script>\x1b[2J', "backend_ip": None, "backend_port": None,
+        "snat_ip": None, "snat_port": None, "packets": 2, "conn_state": "SF", "history": "Sh", "verdict": "delivered",
+        "path": [{"node": "n", "interface": "eth0", "role": "uplink"}],
+    }  # fmt: skip
+    block = str(report._flow_data([flow]))
+    assert "<" not in block and ">" not in block and "\x1b" not in block
+    assert json.loads(block)["rows"][0][4] == "</script><script>alert(1)</script>\\x1b[2J"
+    monkeypatch.setattr(report, "HTML_FLOW_DATA", 3)
+    with calforensics.open_bundle(SAMPLES / "lab-vxlan.tgz") as b:
+        files = calforensics.write_report(calforensics.analyze(b), tmp_path, tables="none")
+    html = files.html.read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="flow-data">(.*?)</script>', html).group(1))
+    assert len(data["rows"]) == 3 and "This page carries the first 3 of 6 flows" in html

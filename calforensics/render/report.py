@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import multiprocessing
 import os
@@ -26,11 +27,16 @@ from ..schema import category_code
 from ..version import __version__
 from . import plots
 from .exports import EXPORT_FORMATS, write_jsonl, write_zeek_conn
-from .inert import csv_frame, inert
+from .inert import csv_frame, inert, inert_data
 from .markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, wireguard_text
 
 TABLE_FORMATS = ("csv", "parquet", "none")
-HTML_FLOWS = 300  # flows listed in report.html; the rest are in the exported tables
+HTML_FLOWS = 300  # flows report.html lists as static rows (what shows with scripts off)
+HTML_FLOW_DATA = 20_000  # flows the page carries for its flow table to filter, sort and page through
+FLOW_KEYS = ["id", "proto", "client", "server", "service", "backend", "snat", "packets", "state", "verdict", "path"]
+FLOWS_JS = (Path(__file__).parent / "templates" / "flows.js").read_text()
+# the one script the page may run, by its hash (Content-Security-Policy script-src)
+FLOWS_JS_HASH = base64.b64encode(hashlib.sha256(FLOWS_JS.encode()).digest()).decode()
 
 
 @dataclass
@@ -110,6 +116,36 @@ def _slowest(a: Analysis, n: int = 10) -> list[dict]:
     return out
 
 
+def _endpoint(ip: object, port: object) -> str:
+    if not ip:
+        return ""
+    host = f"[{ip}]" if ":" in str(ip) else str(ip)
+    return f"{host}:{port}" if port is not None else host
+
+
+def _flow_data(flows: list[dict]) -> markupsafe.Markup:
+    """The flows the page's table works on, as a JSON data block: a row a flow (FLOW_KEYS), text made
+    inert, and `<`, `>`, `&` written as JSON escapes so nothing in it can end the block."""
+    rows = [
+        [
+            f["id"],
+            f["proto"],
+            _endpoint(f["client_ip"], f["client_port"]),
+            _endpoint(f["server_ip"], f["server_port"]),
+            f["service"] or "",
+            _endpoint(f["backend_ip"], f["backend_port"]),
+            _endpoint(f["snat_ip"], f["snat_port"]),
+            f["packets"],
+            f"{f['conn_state']} {f['history']}".strip(),
+            f["verdict"],
+            " › ".join(f"{p['node']}:{p['interface']}" for p in f["path"]),
+        ]
+        for f in flows
+    ]
+    text = json.dumps({"keys": FLOW_KEYS, "rows": inert_data(rows)}, ensure_ascii=True, separators=(",", ":"))
+    return markupsafe.Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
 def _inert_value(value: object) -> object:
     """Every value a template prints, its control characters shown escaped (markup it builds itself,
     such as the figures, is left as it is; autoescape then makes the rest inert as markup)."""
@@ -129,10 +165,9 @@ def render_html(a: Analysis, files: list[tuple[str, int | None]]) -> str:
     }
     # the flows that matter: lost ones first, then the busiest; all of them are in tables/flows.*
     order = {"dropped": 0, "partial": 1, "delivered": 2, "unobserved": 3}
-    shown = sorted(
-        (f for f in doc["flows"] if f["verdict"] != "unobserved"),
-        key=lambda f: (order[f["verdict"]], -f["packets"], f["id"]),
-    )[:HTML_FLOWS]
+    ranked = sorted(doc["flows"], key=lambda f: (order[f["verdict"]], -f["packets"], f["id"]))
+    shown = [f for f in ranked if f["verdict"] != "unobserved"][:HTML_FLOWS]
+    carried = ranked[:HTML_FLOW_DATA]
     shown_drops = {d["flow_id"] for d in doc["drops"][:REPORT_DROPS]}
     rows = {f["id"] for f in shown}
     # each claim of the verdict links to its drop, else to its row of the flows table, where shown
@@ -154,6 +189,10 @@ def render_html(a: Analysis, files: list[tuple[str, int | None]]) -> str:
         artifacts=artifact_rows(a),
         images=_images(a),
         flows=shown,
+        flow_data=_flow_data(carried),
+        carried=len(carried),
+        flows_js=markupsafe.Markup(FLOWS_JS),
+        flows_js_hash=FLOWS_JS_HASH,
         slowest=_slowest(a),
         files=files,
         version=__version__,
