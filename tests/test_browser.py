@@ -179,8 +179,13 @@ def test_the_flow_table_filters_sorts_and_pages(chromium, tmp_path):
         "#flows?v=dropped&sort=id": (sorted(f["id"] for f in flows if f["verdict"] == "dropped"), "2 of 6"),
         "#flows?sort=packets&desc=1": (by_packets, "6 of 6 flows match; page 1 of 1"),
         "#flows?sort=packets&desc=1&size=2&page=2": (by_packets[2:4], "page 2 of 3 (2 a page)"),
+        # words are all found, anywhere in the row: its path, or its pod's tag (the flow to the pod
+        # behind that interface never reached it)
         "#flows?q=node-b%3Acali3a87a5219a9+tcp": (
-            [f["id"] for f in flows if any(f"{p['node']}:{p['interface']}" == "node-b:cali3a87a5219a9" for p in f["path"])],
+            sorted(
+                {f["id"] for f in flows if any(f"{p['node']}:{p['interface']}" == "node-b:cali3a87a5219a9" for p in f["path"])}
+                | {i for p in a.findings["pods"] if p["interface"] == "cali3a87a5219a9" for i in p["flow_ids"]}
+            ),
             "of 6 flows match",
         ),
     }
@@ -196,3 +201,20 @@ def test_the_flow_table_filters_sorts_and_pages(chromium, tmp_path):
     rows, status = flow_rows(page)
     assert sorted(rows) == sorted(f["id"] for f in flows if f["verdict"] != "unobserved") and status == ""
     assert 'id="flow-controls" hidden' in page and "With scripts on, this table filters" in page
+
+
+def test_service_and_pod_names_show_their_flows(chromium, tmp_path):
+    """A service's or a pod's name is a link to the flow table's view of its flows: opened at that
+    address, the page lists exactly them."""
+    with calforensics.open_bundle(SAMPLE) as b:
+        a = calforensics.analyze(b)
+        files = calforensics.write_report(a, tmp_path / "report", tables="none")
+    html = files.html.read_text()
+    links = re.findall(r'<a href="(#flows\?q=[^"]+)">', html)
+    assert len(links) == len(a.findings["services"]) + len(a.findings["pods"]) >= 5
+    wanted = [sorted(x["flow_ids"]) for x in a.findings["services"] + a.findings["pods"]]
+    for i, (link, want) in enumerate(zip(links, wanted, strict=True)):
+        _, dom, log, _ = open_in_chromium(chromium, files.html, tmp_path / f"v{i}", link.replace("&amp;", "&"))
+        rows, _ = flow_rows(dom)
+        assert sorted(rows) == want, (link, rows)
+        assert console_lines(log) == []

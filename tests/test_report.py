@@ -444,7 +444,7 @@ def test_the_pages_flow_data_is_bounded_and_cannot_end_its_block(tmp_path, monke
         "snat_ip": None, "snat_port": None, "packets": 2, "conn_state": "SF", "history": "Sh", "verdict": "delivered",
         "path": [{"node": "n", "interface": "eth0", "role": "uplink"}],
     }  # fmt: skip
-    block = str(report._flow_data([flow]))
+    block = str(report._flow_data([flow], {}))
     assert "<" not in block and ">" not in block and "\x1b" not in block
     assert json.loads(block)["rows"][0][4] == "</script><script>alert(1)</script>\\x1b[2J"
     monkeypatch.setattr(report, "HTML_FLOW_DATA", 3)

@@ -19,7 +19,7 @@ from ..bundle import Bundle
 from ..join.keys import SHORT_SNAPLEN
 from ..join.summaries import role_of
 from ..meaning.platform import NEWEST, show
-from . import flow_logs, pools, wireguard
+from . import entities, flow_logs, pools, wireguard
 from .result import SCHEMA_VERSION, SEVERITY_ORDER, Analysis
 
 
@@ -73,6 +73,8 @@ def build_findings(a: Analysis) -> dict:
         "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions, len(b.wireguard_unpaired_plaintexts)),
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
         "link_scope_flows": int((flows["scope"] == "link").sum()),
+        "services": entities.service_summaries(b),
+        "pods": entities.pod_summaries(b),
         "ip_pools": pools.pool_mismatches(b, a.flow_overhead),
         "ip_pool_nat": pools.pool_nat_mismatches(b),
         "flow_logs": {

@@ -73,6 +73,8 @@ def render_markdown(a: Analysis, files: list[tuple[str, int | None]]) -> str:
         *_summary(doc),
         *_findings(doc["findings"]),
         *_drops(doc["drops"]),
+        *_services(doc.get("services", [])),
+        *_pods(doc.get("pods", [])),
         *_overhead(doc["overhead"]),
         *_wireguard(doc.get("wireguard")),
         *_latency(doc["latency"]),
@@ -286,6 +288,50 @@ def _what_was_read(a: Analysis) -> list[str]:
     lines += _table(["file", "node", "kind", "rows", "anomalies", "status", "why"], artifact_rows(a))
     lines.append("")
     return lines
+
+
+def _counts(by_verdict: dict[str, int]) -> str:
+    return ", ".join(f"{n} {v}" for v, n in by_verdict.items())
+
+
+def _services(services: list[dict]) -> list[str]:
+    if not services:
+        return []
+    def nat(hop: dict | None) -> str:
+        return f"{hop['p50']} / {hop['p90']} ({hop['packets']})" if hop else ""
+
+    rows = [
+        [
+            s["service"],
+            ", ".join(s["frontends"]),
+            ", ".join(s["backends"]) or "none seen",
+            _counts(s["flows"]),
+            nat(s["nat_hop_us"]),
+            ", ".join(map(str, s["flow_ids"])),
+        ]
+        for s in services
+    ]
+    headers = ["service", "frontends", "backends", "flows", "NAT hop µs p50 / p90 (packets)", "flow ids"]
+    return ["## Services", "", *_table(headers, rows), ""]
+
+
+def _pods(pods: list[dict]) -> list[str]:
+    if not pods:
+        return []
+    rows = [
+        [
+            p["pod"] or "(not named)",
+            p["node"],
+            p["interface"],
+            ", ".join(p["addresses"]),
+            _counts(p["out"]),
+            _counts(p["in"]),
+            ", ".join(map(str, p["flow_ids"])),
+        ]
+        for p in pods
+    ]
+    headers = ["pod", "node", "interface", "addresses", "flows out", "flows in", "flow ids"]
+    return ["## Pods", "", *_table(headers, rows), ""]
 
 
 def _files(files: list[tuple[str, int | None]]) -> list[str]:

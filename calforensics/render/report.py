@@ -33,7 +33,10 @@ from .markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, 
 TABLE_FORMATS = ("csv", "parquet", "none")
 HTML_FLOWS = 300  # flows report.html lists as static rows (what shows with scripts off)
 HTML_FLOW_DATA = 20_000  # flows the page carries for its flow table to filter, sort and page through
-FLOW_KEYS = ["id", "proto", "client", "server", "service", "backend", "snat", "packets", "state", "verdict", "path"]
+FLOW_KEYS = [
+    *("id", "proto", "client", "server", "service", "backend", "snat", "packets", "state", "verdict", "path"),
+    "tags",  # not shown: what a service's or a pod's link filters by
+]
 FLOWS_JS = (Path(__file__).parent / "templates" / "flows.js").read_text()
 # the one script the page may run, by its hash (Content-Security-Policy script-src)
 FLOWS_JS_HASH = base64.b64encode(hashlib.sha256(FLOWS_JS.encode()).digest()).decode()
@@ -123,7 +126,36 @@ def _endpoint(ip: object, port: object) -> str:
     return f"{host}:{port}" if port is not None else host
 
 
-def _flow_data(flows: list[dict]) -> markupsafe.Markup:
+def _pod_tag(p: dict) -> str:
+    return f"pod={p['node']}:{p['interface']};"
+
+
+def _service_tag(service: str) -> str:
+    return f"svc={service};"
+
+
+def _pod_rows(doc: dict) -> list[dict]:
+    """The pods section's rows, each with the flow table query that shows its flows (its tag)."""
+    return [{**p, "query": _pod_tag(p)} for p in doc["pods"]]
+
+
+def _flow_tags(doc: dict) -> dict[int, str]:
+    """Per flow, the tags its service and its pods give it (one word each, so the flow table's
+    filter finds exactly a service's or a pod's flows: `svc=<service>;`, `pod=<node>:<interface>;`)."""
+    by_ip: dict[str, list[str]] = {}
+    for p in doc["pods"]:
+        for ip in p["addresses"]:
+            by_ip.setdefault(ip, []).append(_pod_tag(p))
+    tags = {}
+    for f in doc["flows"]:
+        words = [_service_tag(f["service"])] if f["service"] else []
+        server = f["backend_ip"] or f["server_ip"]
+        words += by_ip.get(f["client_ip"], []) + by_ip.get(server, [])
+        tags[f["id"]] = " ".join(dict.fromkeys(words))
+    return tags
+
+
+def _flow_data(flows: list[dict], tags: dict[int, str]) -> markupsafe.Markup:
     """The flows the page's table works on, as a JSON data block: a row a flow (FLOW_KEYS), text made
     inert, and `<`, `>`, `&` written as JSON escapes so nothing in it can end the block."""
     rows = [
@@ -139,6 +171,7 @@ def _flow_data(flows: list[dict]) -> markupsafe.Markup:
             f"{f['conn_state']} {f['history']}".strip(),
             f["verdict"],
             " › ".join(f"{p['node']}:{p['interface']}" for p in f["path"]),
+            tags.get(f["id"], ""),
         ]
         for f in flows
     ]
@@ -189,7 +222,8 @@ def render_html(a: Analysis, files: list[tuple[str, int | None]]) -> str:
         artifacts=artifact_rows(a),
         images=_images(a),
         flows=shown,
-        flow_data=_flow_data(carried),
+        flow_data=_flow_data(carried, _flow_tags(doc)),
+        pods=_pod_rows(doc),
         carried=len(carried),
         flows_js=markupsafe.Markup(FLOWS_JS),
         flows_js_hash=FLOWS_JS_HASH,

@@ -17,6 +17,7 @@
   var state = { q: "", v: "", sort: "", desc: false, page: 1, size: 100 };
 
   function readHash() {
+    state = { q: "", v: "", sort: "", desc: false, page: 1, size: 100 };
     var h = window.location.hash;
     if (h.indexOf("#flows?") !== 0) { return; }
     h.slice(7).split("&").forEach(function (kv) {
@@ -70,6 +71,7 @@
       var tr = document.createElement("tr");
       tr.id = "row-" + row[0];
       row.forEach(function (cell, i) {
+        if (keys[i] === "tags") { return; }  // what the filter finds a service's or a pod's flows by
         var td = document.createElement("td");
         td.textContent = cell === null ? "" : String(cell);
         if (typeof cell === "number") { td.className = "num"; }
@@ -104,6 +106,15 @@
     state.page = Math.max(1, state.page - 1); render();
   });
   document.getElementById("flow-next").addEventListener("click", function () { state.page += 1; render(); });
+  // a link elsewhere on the page (a service, a pod) sets a view: show it, and go to the table
+  window.addEventListener("hashchange", function () {
+    if (window.location.hash.indexOf("#flows?") !== 0) { return; }
+    readHash();
+    q.value = state.q;
+    v.value = state.v;
+    render();
+    document.getElementById("flows").scrollIntoView();
+  });
   document.getElementById("flow-controls").hidden = false;
   document.getElementById("flow-static-note").hidden = true;
   render();
