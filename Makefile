@@ -18,6 +18,7 @@ demo: $(VENV)/.installed
 report: $(VENV)/.installed
 	$(VENV)/bin/calforensics analyze $(SAMPLE) -o reports/lab-vxlan
 	$(VENV)/bin/calforensics analyze sample_data/lab-dual.tgz -o reports/lab-dual
+	$(VENV)/bin/calforensics diff sample_data/lab-open.tgz $(SAMPLE) -o reports/diff-lab-open-lab-vxlan
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check calforensics tests bench sample_data
@@ -50,6 +51,7 @@ samples: $(VENV)/.installed
 	tmp=$$(mktemp -d) && $(PY) sample_data/lab.py $$tmp --tunnel-mtu 1440 --name lab-wg-base && \
 		$(PY) sample_data/wireguard.py $$tmp/lab-wg-base.tgz sample_data/lab-wireguard.tgz && rm -rf $$tmp
 	$(PY) sample_data/lab.py sample_data --scenarios dual --name lab-dual
+	$(PY) sample_data/lab.py sample_data --policy open --name lab-open
 
 docs: $(VENV)/.installed
 	$(PY) -m calforensics.schema > docs/tables.md

@@ -20,15 +20,30 @@ _PUBLIC = {
     "BundleError": "ingest.archive",
     "Limits": "ingest.archive",
     "analyze": "analyses",
+    "diff": "analyses.diff",
+    "write_diff": "render.diff",
     "open_bundle": "bundle",
     "write_report": "render.report",
 }
-__all__ = ["TABLES", "Analysis", "Bundle", "BundleError", "Limits", "analyze", "open_bundle", "write_report"]
+__all__ = [
+    "TABLES",
+    "Analysis",
+    "Bundle",
+    "BundleError",
+    "Limits",
+    "analyze",
+    "diff",
+    "open_bundle",
+    "write_diff",
+    "write_report",
+]
 
 if TYPE_CHECKING:
     from .analyses import Analysis, analyze
+    from .analyses.diff import diff
     from .bundle import TABLES, Bundle, open_bundle
     from .ingest.archive import BundleError, Limits
+    from .render.diff import write_diff
     from .render.report import write_report
 
 

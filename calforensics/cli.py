@@ -406,6 +406,51 @@ def flows_cmd(
     out.print(t)
 
 
+@app.command("diff")
+def diff_cmd(
+    old: Annotated[Path, typer.Argument(metavar="OLD", help="bundle, report directory or findings.json")],
+    new: Annotated[Path, typer.Argument(metavar="NEW", help="bundle, report directory or findings.json")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="directory for diff.html, diff.md, diff.json")
+    ] = None,
+    fail_on: Annotated[
+        str | None, typer.Option("--fail-on", help="exit 1 when this is found: new-drops")
+    ] = None,
+    max_bundle_size: MaxBundle = None,
+    max_file_size: MaxMember = None,
+    max_files: MaxMembers = None,
+    max_depth: MaxDepth = None,
+) -> None:
+    """What changed from OLD to NEW (yesterday's bundle and today's, a healthy node and a sick one):
+    flows that appeared, disappeared or changed verdict, drops new and resolved, rule counters that
+    moved, MTU findings, hop latencies that shifted beyond their spread."""
+    from .analyses.diff import diff
+    from .ingest.archive import BundleError
+    from .render.diff import write_diff
+
+    if fail_on not in (None, "new-drops"):
+        _fail("--fail-on takes: new-drops")
+    limits = _limits(max_bundle_size, max_file_size, max_files, max_depth)
+    try:
+        doc = diff(old, new, limits=limits)
+    except (BundleError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    out_dir = output or Path("reports") / f"diff-{_stem(old)}-{_stem(new)}"
+    paths = write_diff(doc, out_dir)
+    out = _console(160)
+    out.print(_t(doc["summary"]), soft_wrap=True)
+    out.print(_t(f"diff: {paths['html']}  ({paths['md']}, {paths['json']})"))
+    if fail_on == "new-drops" and doc["counts"]["new_drops"]:
+        raise typer.Exit(1)
+
+
+def _stem(path: Path) -> str:
+    name = path.name if path.name != "findings.json" else path.parent.name
+    for suffix in (".tar.gz", ".tgz", ".tar", ".json", ".pcapng", ".pcap"):
+        name = name.removesuffix(suffix)
+    return name or "bundle"
+
+
 @app.command("path")
 def path_cmd(
     bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE")],

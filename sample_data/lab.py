@@ -93,6 +93,7 @@ DIALECTS = {
 }
 DIALECT = "v3.30"  # the samples' (run(dialect=…) writes another)
 DB_ALLOWED_SOURCE = "192.168.20.99/32"
+POLICY = "closed"  # `open`: db's policy admits the client pod too (the "before" of the diff pair)
 # the dual-stack run (--scenarios dual): an IPv6 underlay, `vxlan-v6.calico` (70 bytes a packet), pods
 # with an address of each family, ip6tables shaped like felix's and kube-proxy's
 VXLAN6_MTU = 1430  # 1500 - 70: Calico's VXLAN-over-IPv6 MTU, which the dual-stack pods take
@@ -472,6 +473,8 @@ def felix_rules(node: Node, family: int = 4) -> str:
     v6 = family == 6
     pod_cidr, cluster_ip = (POD_CIDR6, CLUSTER_IP6) if v6 else (POD_CIDR, CLUSTER_IP)
     allowed, host = (DB_ALLOWED_SOURCE6, "/128") if v6 else (DB_ALLOWED_SOURCE, "/32")
+    if POLICY == "open":  # db-allow-app admits the client: its connections to db are delivered
+        allowed = f"{POD6['client']}/128" if v6 else f"{next(p for p in PODS if p.name == 'client').ip}/32"
 
     def ip_of(pod: Pod) -> str:
         return POD6[pod.name] if v6 else pod.ip
@@ -670,7 +673,8 @@ def nft_rules(node: Node) -> str:
     if any(p.name == "db" for p in pods):
         add(
             policy_chain,
-            f"ip saddr {DB_ALLOWED_SOURCE} tcp dport 5432 counter meta mark set meta mark | 0x00010000",
+            f"ip saddr {pod('client').ip if POLICY == 'open' else DB_ALLOWED_SOURCE} tcp dport 5432 counter "
+            "meta mark set meta mark | 0x00010000",
             f"Policy {DB_POLICY} ingress",
         )
         add(policy_chain, "meta mark & 0x00010000 == 0x00010000 counter return")
@@ -1131,6 +1135,11 @@ def ground_truth(results: dict) -> dict:
                     "min_packets": 2,
                     "client_outcome": results["denied"]["outcome"],
                 },
+            )
+            if POLICY == "closed"
+            else flow(  # db's policy admits the client: connected, then closed
+                "denied", "tcp", client, results["denied"]["sport"], (db.ip, 5432), "delivered",
+                [*cross, {"node": b.name, "interface": db.iface}],
             ),
             flow(
                 "mtu",
@@ -1293,17 +1302,21 @@ def run(
     scenarios: str = "core",
     rules: str = "iptables",
     dialect: str = "v3.30",
+    policy: str = "closed",
 ) -> Path:
     """Build the lab, run one set of scenarios (`core`: the samples'; `edge`: fragments, INVALID drops
     and a service without endpoints; `dual`: IPv4 and IPv6, node-a captured with `-i any` alone) while
     collecting, and write the bundle and its ground truth. ``rules``: `iptables` (felix's and
     kube-proxy's iptables modes) or `nft` (Calico's nftables dataplane and kube-proxy's nftables mode;
     IPv4 scenario sets only). ``dialect``: the felix release whose comments and policy chain names the
-    iptables rules take (DIALECTS: v3.28, v3.30, v3.32)."""
+    iptables rules take (DIALECTS: v3.28, v3.30, v3.32). ``policy``: `closed` (db's policy admits no pod
+    that exists: the client's connection to db is dropped) or `open` (it admits the client: the same
+    cluster before that policy change, the other half of the diff pair)."""
     if rules == "nft" and scenarios == "dual":
         raise SystemExit("the nft rule writer covers IPv4 only")
-    global DIALECT
+    global DIALECT, POLICY
     DIALECT, dialect_before = dialect, DIALECT
+    POLICY, policy_before = policy, POLICY
     scenario_run, scenario_truth = SCENARIOS[scenarios]
     if tunnel_mtu is not None:
         set_tunnel_mtu(tunnel_mtu)
@@ -1357,10 +1370,10 @@ def run(
         listing.parent.mkdir(parents=True, exist_ok=True)
         listing.write_text(pod_listing())
         truth = scenario_truth(results)
-        truth["rules"], truth["felix_dialect"] = rules, dialect
+        truth["rules"], truth["felix_dialect"], truth["db_policy"] = rules, dialect, policy
     finally:
         lab.cleanup()
-        PODS, DIALECT = pods_before, dialect_before
+        PODS, DIALECT, POLICY = pods_before, dialect_before, policy_before
     (bundle_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     archive = pack(bundle_dir, out_dir / f"{name}.tgz")
     shutil.copy(bundle_dir / "ground_truth.json", out_dir / f"{name}.ground_truth.json")
@@ -1375,7 +1388,18 @@ if __name__ == "__main__":
     scenarios = args[args.index("--scenarios") + 1] if "--scenarios" in args else "core"
     rules = args[args.index("--rules") + 1] if "--rules" in args else "iptables"
     dialect = args[args.index("--dialect") + 1] if "--dialect" in args else "v3.30"
+    policy = args[args.index("--policy") + 1] if "--policy" in args else "closed"
     out = next(
         (a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))), None
     )
-    print(run(Path(out or Path(__file__).resolve().parent), name=name, tunnel_mtu=mtu, scenarios=scenarios, rules=rules, dialect=dialect))
+    print(
+        run(
+            Path(out or Path(__file__).resolve().parent),
+            name=name,
+            tunnel_mtu=mtu,
+            scenarios=scenarios,
+            rules=rules,
+            dialect=dialect,
+            policy=policy,
+        )
+    )

@@ -50,6 +50,7 @@ def test_every_command_writes_bundle_text_inert(tmp_path):
         "analyze": run_cli("analyze", root, "-o", out),
         "flows": run_cli("flows", root),
         "path": run_cli("path", root, "0"),
+        "diff": run_cli("diff", root, out / "findings.json", "-o", tmp_path / "diff"),
     }
     for name, r in runs.items():
         assert r.returncode == 0, (name, r.stderr[-2000:])
@@ -58,13 +59,14 @@ def test_every_command_writes_bundle_text_inert(tmp_path):
     shown = runs["inspect"].stdout.decode()
     # the escaped forms are what a reader sees, and Rich markup stays text (it would vanish if it were read)
     assert "\\x1b[2J" in shown and "\\x07" in shown and "\\u202e" in shown and "[bold red]r" in shown
-    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert "report.md" in files and "report.html" in files and any(n.endswith(".csv") for n in files)
+    files = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for d in (out, tmp_path / "diff") for p in d.rglob("*") if p.is_file()}
+    assert "report/report.md" in files and "report/report.html" in files and any(n.endswith(".csv") for n in files)
+    assert "diff/diff.md" in files and "diff/diff.html" in files
     for name, data in files.items():
         if name.endswith((".md", ".html", ".csv")):
             for raw in RAW:
                 assert raw not in data, (name, raw)
-    md, html = files["report.md"].decode(), files["report.html"].decode()
+    md, html = files["report/report.md"].decode(), files["report/report.html"].decode()
     assert "\\*\\*m\\*\\*" in md and "&lt;u>h" in md and "<u>h" not in md
     assert "&lt;u&gt;h" in html and "<u>h" not in html
     # no CSV cell that is text starts like a formula (numbers such as -1 stay numbers)

@@ -205,6 +205,26 @@ def test_ip_pool_nat_outgoing_checked_against_the_egress_flow(edge_run, tmp_path
     ]
 
 
+def test_a_policy_change_between_two_runs_is_the_diff(lab_run, tmp_path_factory):
+    """The core run again with db's policy admitting the client (the cluster before the change): the
+    diff from it to the core run names the client's connection to db as the one flow that changed,
+    dropped by the end-of-tier rule of db's policy, whose counter moved."""
+    out = tmp_path_factory.mktemp("lab-open")
+    import lab
+
+    before = lab.run(out, name="lab-open", policy="open")
+    truth = json.loads((lab_run[0] / "lab-vxlan.ground_truth.json").read_text())
+    assert json.loads((out / "lab-open.ground_truth.json").read_text())["client_results"]["denied"]["outcome"] == "connected"
+    d = calforensics.diff(before, lab_run[1])
+    denied = next(f for f in truth["flows"] if f["name"] == "denied")
+    assert [(f["server_ip"], f["old"], f["new"]) for f in d["flows"]["changed_verdict"]] == [
+        (denied["server_ip"], {"delivered": 1}, {"dropped": 1})
+    ]
+    (new,) = d["drops"]["new"]
+    assert (new["cause"]["kind"], new["cause"]["chain"]) == ("end_of_tier", denied["drop"]["chain"])
+    assert d["rule_counters"][0]["chain"] == denied["drop"]["chain"] and d["rule_counters"][0]["old"] == 0
+
+
 @pytest.fixture(scope="module")
 def nft_runs(tmp_path_factory):
     return {s: scenario_run(tmp_path_factory, s, rules="nft") for s in ("core", "edge")}

@@ -73,6 +73,7 @@ def build_findings(a: Analysis) -> dict:
         "wireguard": wireguard.summary(b.wireguard, a.wireguard_sessions, len(b.wireguard_unpaired_plaintexts)),
         "anomalies": {"total": len(anomalies), "by_kind": {str(k): int(v) for k, v in by_kind.items()}},
         "link_scope_flows": int((flows["scope"] == "link").sum()),
+        "rule_counters": rule_counters(b.rules),
         "services": entities.service_summaries(b),
         "pods": entities.pod_summaries(b),
         "ip_pools": pools.pool_mismatches(b, a.flow_overhead),
@@ -86,6 +87,31 @@ def build_findings(a: Analysis) -> dict:
     doc["findings"] = _headlines(a, doc)
     doc["verdict"] = verdict(doc)
     return doc
+
+
+RULE_COUNTERS = 5000  # counted rules findings.json keeps (the most packets first); the rules table has all
+RULE_KEY_COLUMNS = ["node", "family", "table", "chain"]
+
+
+def rule_counters(rules: pd.DataFrame) -> list[dict]:
+    """Every rule that counted a packet, by node, table, chain and what it matches (positions move
+    between dumps; the rule's text does not), so two findings.json show which counters moved."""
+    if rules.empty:
+        return []
+    counted = rules[(rules["kind"].astype(str) == "rule") & (rules["packets"] > 0) & ~rules["duplicate"].astype(bool)]
+    counted = counted.sort_values(["packets", "node", "chain"], ascending=[False, True, True], kind="stable")
+    return [
+        {
+            "node": str(r.node),
+            "family": str(r.family),
+            "table": str(r.table),
+            "chain": str(r.chain),
+            "rule": str(r.match)[:300] or f"-j {r.target}",
+            "comment": str(r.comment)[:200],
+            "packets": int(r.packets),
+        }
+        for r in _records(counted.head(RULE_COUNTERS)[[*RULE_KEY_COLUMNS, "match", "target", "comment", "packets"]])
+    ]
 
 
 TUNNEL_NAMES = {"vxlan.calico": "VXLAN", "vxlan-v6.calico": "VXLAN", "tunl0": "IPIP", "wireguard.cali": "WireGuard"}
