@@ -7,15 +7,10 @@ import json
 from pathlib import Path
 
 import jinja2
-import markupsafe
 
 from ..version import __version__
-from .inert import inert
+from .inert import template_value
 from .markdown import _table, md
-
-
-def _inert_value(value: object) -> object:
-    return inert(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
 
 
 def _flow(f: dict) -> str:
@@ -91,7 +86,7 @@ def render_diff_html(doc: dict) -> str:
         loader=jinja2.PackageLoader("calforensics", "render/templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
-        finalize=_inert_value,
+        finalize=template_value,
     )
     return env.get_template("diff.html.j2").render(doc=doc, flow=_flow, counts=_counts, drop=_drop, version=__version__)
 

@@ -32,6 +32,14 @@ def inert(value: object) -> str:
     return UNSAFE.sub(_escape, text) if UNSAFE.search(text) else text
 
 
+def template_value(value: object) -> object:
+    """jinja2's finalize for our pages: every value a template prints made inert, except the markup
+    the renderer built itself (Markup: figures, the flow data block); autoescape does the rest."""
+    from markupsafe import Markup
+
+    return inert(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 def inert_data(obj: object) -> object:
     """Every string in a structure of dicts and lists (keys too) made inert."""
     if isinstance(obj, str):

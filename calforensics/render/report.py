@@ -27,7 +27,7 @@ from ..schema import category_code
 from ..version import __version__
 from . import plots
 from .exports import EXPORT_FORMATS, write_jsonl, write_zeek_conn
-from .inert import csv_frame, inert, inert_data
+from .inert import csv_frame, inert_data, template_value
 from .markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, wireguard_text
 
 TABLE_FORMATS = ("csv", "parquet", "none")
@@ -179,18 +179,12 @@ def _flow_data(flows: list[dict], tags: dict[int, str]) -> markupsafe.Markup:
     return markupsafe.Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
-def _inert_value(value: object) -> object:
-    """Every value a template prints, its control characters shown escaped (markup it builds itself,
-    such as the figures, is left as it is; autoescape then makes the rest inert as markup)."""
-    return inert(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
-
-
 def render_html(a: Analysis, files: list[tuple[str, int | None]]) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("calforensics", "render/templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
-        finalize=_inert_value,
+        finalize=template_value,
     )
     doc = a.findings
     verdicts = {
