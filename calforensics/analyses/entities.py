@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle
+from ..schema import category_code
+from .blocks import select_hops
 
 FLOW_IDS = 50  # flow ids listed per service or pod; the flow table's filter finds the rest
 VERDICTS = ("delivered", "dropped", "partial", "unobserved")
@@ -31,46 +33,57 @@ def _routed(b: Bundle) -> pd.DataFrame:
     return flows[flows["scope"].astype(str) != "link"]
 
 
-def nat_hop_delays(hops: pd.DataFrame, flow_ids: set[int]) -> np.ndarray:
-    """Microseconds between the sighting before a NAT rewrite and the one after it (the packet's
-    destination, or its source, changed between them), for the forward packets of these flows."""
-    h = hops[hops["flow_id"].isin(flow_ids) & (hops["direction"].astype(str) == "fwd")]
-    if h.empty:
-        return np.zeros(0)
-    h = h.sort_values(["instance", "hop_index"])
-    inst = h["instance"].to_numpy()
-    same = np.r_[False, inst[1:] == inst[:-1]]
-    cols = [h[c].astype(str).to_numpy() for c in ("src", "dst")] + [h[c].to_numpy() for c in ("sport", "dport")]
-    changed = np.zeros(len(h), dtype=bool)
-    for col in cols:
-        changed[1:] |= col[1:] != col[:-1]
+def nat_hop_delays(b: Bundle) -> pd.DataFrame:
+    """(flow_id, us) per forward sighting that follows a NAT rewrite in its packet instance (its
+    destination or source changed since the sighting before): the time the packet spent in the NAT
+    hop. One pass over the hops block by block (a block never splits an instance; the join gives
+    them in instance and hop order), whatever the number of services."""
+    h = b.hops
+    inst, direction = h["instance"].to_numpy(), h["direction"].array
+    fwd = category_code(direction, "fwd")
+    fields = [h["src"].array.codes, h["dst"].array.codes, h["sport"].to_numpy(), h["dport"].to_numpy()]
     delta = h["delta_ns"].to_numpy()
-    return delta[same & changed & (delta >= 0)] / 1e3
+
+    def after_nat(lo: int, hi: int) -> np.ndarray:
+        same = np.zeros(hi - lo, dtype=bool)
+        same[1:] = inst[lo + 1 : hi] == inst[lo : hi - 1]
+        changed = np.zeros(hi - lo, dtype=bool)
+        for col in fields:
+            changed[1:] |= col[lo + 1 : hi] != col[lo : hi - 1]
+        return same & changed & (direction.codes[lo:hi] == fwd) & (delta[lo:hi] >= 0)
+
+    rows = select_hops(b, after_nat, ["flow_id", "delta_ns"])
+    return pd.DataFrame({"flow_id": rows["flow_id"].to_numpy(), "us": rows["delta_ns"].to_numpy() / 1e3})
 
 
 def service_summaries(b: Bundle) -> list[dict]:
     """A row per service the flows dialled."""
     flows = _routed(b)
     flows = flows[flows["service"].astype(str) != ""]
+    if flows.empty:
+        return []
+    service_of = dict(zip(flows["flow_id"].astype(int), flows["service"].astype(str), strict=True))
+    delays = nat_hop_delays(b)
+    delays = delays.assign(service=delays["flow_id"].astype(int).map(service_of)).dropna(subset=["service"])
+    by_service = {s: g["us"].to_numpy() for s, g in delays.groupby("service")}
     out = []
     for service, g in flows.groupby(flows["service"].astype(str), sort=True):
-        delays = nat_hop_delays(b.hops, set(g["flow_id"].astype(int)))
+        d = by_service.get(service, np.zeros(0))
         backends = {_endpoint(str(i), int(p)) for i, p in zip(g["backend_ip"], g["backend_port"], strict=True) if i}
+        frontends = {_endpoint(str(i), int(p)) for i, p in zip(g["server_ip"], g["server_port"], strict=True)}
         out.append(
             {
                 "service": service,
-                "frontends": sorted(
-                    {_endpoint(str(i), int(p)) for i, p in zip(g["server_ip"], g["server_port"], strict=True)}
-                ),
+                "frontends": sorted(frontends),
                 "backends": sorted(backends),
                 "flows": _verdicts(g["verdict"]),
                 "flow_ids": sorted(g["flow_id"].astype(int).tolist())[:FLOW_IDS],
                 "nat_hop_us": {
-                    "packets": len(delays),
-                    "p50": round(float(np.percentile(delays, 50)), 1),
-                    "p90": round(float(np.percentile(delays, 90)), 1),
+                    "packets": len(d),
+                    "p50": round(float(np.percentile(d, 50)), 1),
+                    "p90": round(float(np.percentile(d, 90)), 1),
                 }
-                if len(delays)
+                if len(d)
                 else None,
             }
         )
@@ -108,18 +121,25 @@ def pod_summaries(b: Bundle) -> list[dict]:
         if bits in ("", "32", "128"):
             addresses.setdefault((str(node), str(dev)), set()).add(ip)
     flows = _routed(b)
-    client = flows["client_ip"].astype(str)
+    pod_of_ip = {ip: key for key, ips in addresses.items() for ip in ips}
     backend = flows["backend_ip"].astype(str)
     server = backend.where(backend != "", flows["server_ip"].astype(str))
+    sides = {
+        "out": flows.assign(pod=flows["client_ip"].astype(str).map(pod_of_ip)),
+        "in": flows.assign(pod=server.map(pod_of_ip)),
+    }
+    grouped = {side: dict(list(df.dropna(subset=["pod"]).groupby("pod", sort=False))) for side, df in sides.items()}
+    empty = flows.iloc[:0]
     out = []
-    for (node, iface), ips in sorted(addresses.items()):
-        outgoing, incoming = flows[client.isin(ips)], flows[server.isin(ips)]
+    for key, ips in sorted(addresses.items()):
+        outgoing, incoming = grouped["out"].get(key, empty), grouped["in"].get(key, empty)
         if outgoing.empty and incoming.empty:
             continue
+        node, iface = key
         ids = set(outgoing["flow_id"].astype(int)) | set(incoming["flow_id"].astype(int))
         out.append(
             {
-                "pod": names.get((node, iface), ""),
+                "pod": names.get(key, ""),
                 "node": node,
                 "interface": iface,
                 "addresses": sorted(ips),
