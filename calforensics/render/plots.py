@@ -30,9 +30,11 @@ STYLE = {
 }
 
 
-def _png(fig) -> bytes:
+def _png(fig, tight: bool = True) -> bytes:
+    """The figure as PNG; ``tight`` crops to what was drawn (a second layout pass: a figure that
+    sets its own margins skips it)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
@@ -79,12 +81,44 @@ def latency_cdf(samples: pd.DataFrame, top: int = 8) -> bytes | None:
         return _png(fig)
 
 
+FIGURE_TUNNELS = 20  # tunnel pairs drawn one bar each: the most wire bytes first, the rest as one
+DROP_POINTS = 200  # packets drawn per dropped flow (evenly spread over its own; its count is written)
+DROP_ROWS = 20  # dropped flows drawn over time, a row each (the report lists more; the figure says so)
+
+
+def top_tunnels(tunnels: pd.DataFrame, top: int = FIGURE_TUNNELS) -> pd.DataFrame:
+    """The ``top`` tunnel pairs by wire bytes, then one row summing the others, named by how many
+    (the tunnels table holds every pair)."""
+    if len(tunnels) <= top:
+        return tunnels
+    wire = tunnels["inner_bytes"] + tunnels["overhead_bytes"]
+    order = np.argsort(-wire.to_numpy(), kind="stable")
+    head, rest = tunnels.iloc[order[:top]], tunnels.iloc[order[top:]]
+    inner, overhead = int(rest["inner_bytes"].sum()), int(rest["overhead_bytes"].sum())
+    other = {c: "" for c in tunnels.columns}
+    other.update(
+        type=f"{len(rest)} other tunnel pairs",
+        vni="",
+        src_node="",
+        dst_node="",
+        inner_bytes=inner,
+        overhead_bytes=overhead,
+        share_of_wire_bytes=overhead / max(1, inner + overhead),
+    )
+    return pd.concat([head, pd.DataFrame([other])], ignore_index=True)
+
+
 def overhead_by_tunnel(tunnels: pd.DataFrame) -> bytes | None:
+    """Bytes per tunnel pair, inner and encapsulation: at most FIGURE_TUNNELS + 1 bars."""
     if tunnels.empty:
         return None
+    tunnels = top_tunnels(tunnels)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * len(tunnels)))
-        labels = [inert(f"{t.type} {t.vni} {t.src_node} → {t.dst_node}") for t in tunnels.itertuples(index=False)]
+        labels = [
+            inert(f"{t.type} {t.vni} {t.src_node} → {t.dst_node}" if t.src_node else t.type)
+            for t in tunnels.itertuples(index=False)
+        ]
         y = np.arange(len(tunnels))
         ax.barh(y, tunnels["inner_bytes"], color="#8fb3d9", label="inner packets")
         ax.barh(y, tunnels["overhead_bytes"], left=tunnels["inner_bytes"], color="#d9534f", label="encapsulation")
@@ -104,11 +138,16 @@ def drops_over_time(drops: pd.DataFrame, first: pd.DataFrame, t0: int) -> bytes 
     ts_corrected_ns), found in one pass over the hops, not one per drop."""
     if drops.empty:
         return None
+    more = len(drops) - DROP_ROWS
+    drops = drops.head(DROP_ROWS)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.4 * len(drops)))
         times = {int(f): g.to_numpy() for f, g in first.groupby("flow_id", sort=False)["ts_corrected_ns"]}
         for i, d in enumerate(drops.itertuples(index=False)):
             t = (times.get(int(d.flow_id), np.zeros(0, dtype=np.int64)) - t0) / 1e9
+            if len(t) > DROP_POINTS:  # a long-lost flow: its packets evenly spread, and how many
+                ax.text(t.max(), i, f"  {len(t)} packets", va="center", fontsize=7)
+                t = np.sort(t)[np.linspace(0, len(t) - 1, DROP_POINTS).round().astype(np.int64)]
             ax.scatter(t, np.full(len(t), i), marker="x", color="#d9534f")
         ax.set_yticks(
             range(len(drops)),
@@ -118,6 +157,8 @@ def drops_over_time(drops: pd.DataFrame, first: pd.DataFrame, t0: int) -> bytes 
             ],
         )
         ax.set_xlabel("seconds since the first packet in the bundle")
+        if more > 0:
+            ax.set_title(f"the first {DROP_ROWS} dropped flows; {more} more are listed below", fontsize=8, loc="left")
         ax.set_ylim(-0.7, len(drops) - 0.3)
         return _png(fig)
 
@@ -153,4 +194,6 @@ def path_diagram(path: str, last_seen: str = "", missing_at: str = "", title: st
         ax.axis("off")
         if title:
             ax.set_title(inert(title), fontsize=8, loc="left")
-        return _png(fig)
+        # the drawing fills the figure (axis off, its own limits): margins set here, no crop pass
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.03, top=0.86 if title else 0.97)
+        return _png(fig, tight=False)

@@ -32,6 +32,7 @@ from .markdown import REPORT_DROPS, artifact_rows, focus_text, render_markdown, 
 
 TABLE_FORMATS = ("csv", "parquet", "none")
 HTML_FLOWS = 300  # flows report.html lists as static rows (what shows with scripts off)
+PATH_FIGURES = 8  # distinct drop paths drawn (a drawing each); further drops' paths are in their text
 HTML_FLOW_DATA = 20_000  # flows the page carries for its flow table to filter, sort and page through
 FLOW_KEYS = [
     *("id", "proto", "client", "server", "service", "backend", "snat", "packets", "state", "verdict", "path"),
@@ -67,9 +68,9 @@ def _images(a: Analysis) -> dict:
     drawn: dict[tuple, str] = {}  # drops along the same path, lost at the same place, share one drawing
     for d in detailed.itertuples(index=False):
         key = (path_of[int(d.flow_id)], d.last_seen, d.missing_at)
-        if key not in drawn:
+        if key not in drawn and len(drawn) < PATH_FIGURES:
             drawn[key] = _b64(plots.path_diagram(*key, "where the packets stopped"))
-        paths[int(d.flow_id)] = drawn[key]
+        paths[int(d.flow_id)] = drawn.get(key, "")  # past PATH_FIGURES: the text says where
     service_paths = {}
     for f in flows[(flows["service"] != "") & (flows["verdict"] != "unobserved")].head(3).itertuples(index=False):
         service_paths[int(f.flow_id)] = _b64(
