@@ -155,7 +155,7 @@ def _verdict_text(lead: str, claims: list[dict], tail: str) -> dict:
 
 def _dialled(f: dict) -> str:
     server = f"[{f['server_ip']}]" if ":" in str(f["server_ip"]) else f["server_ip"]
-    where = f"{server}:{f['server_port']}" if (f["server_port"] or -1) >= 0 else str(server)
+    where = f"{server}:{f['server_port']}" if f["server_port"] is not None and f["server_port"] >= 0 else str(server)
     return f"to {f['service']} ({where})" if f["service"] else f"from {f['client_ip']} to {where}"
 
 
