@@ -154,7 +154,8 @@ def _moved_counters(old: list[dict], new: list[dict]) -> list[dict]:
             r = b or a
             drops = bool(DROPPING.search(r["rule"]))
             moved.append({**{k: r[k] for k in COUNTER_FIELDS}, "drops": drops, "old": was, "new": now})
-    return sorted(moved, key=lambda r: (not r["drops"], -abs(r["new"] - r["old"]), r["node"], r["chain"], r["rule"]))
+    # ties broken by the whole key: the same rule in both families moves alike (the set above has no order)
+    return sorted(moved, key=lambda r: (not r["drops"], -abs(r["new"] - r["old"]), *(r[k] for k in COUNTER_FIELDS)))
 
 
 def _hop_key(h: dict) -> tuple:
